@@ -1,0 +1,82 @@
+//! The distributor: which broker shard owns an event.
+//!
+//! Events of one call hash (by `call_sid`) to one shard, which stamps and forwards them
+//! in order, so each subscriber sees a call's events in publication order. Events with
+//! no call hash by account, which keeps an account's call-less events ordered too.
+//! The shard map is immutable and swapped whole behind a read-mostly lock, so a
+//! publish takes the lock once to clone an `Arc` and never blocks on a rebalance.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use actix::Addr;
+use parking_lot::RwLock;
+
+use super::shard::BrokerShard;
+use crate::account::AccountIdx;
+
+/// One shard as publishers see it.
+#[derive(Clone)]
+pub struct ShardHandle {
+    /// The shard actor.
+    pub addr: Addr<BrokerShard>,
+    /// Publish batches accepted for this shard and not yet handed to its proxies;
+    /// maintained by publishers and the shard because actix cannot report mailbox depth.
+    pub depth: Arc<AtomicI64>,
+}
+
+/// An immutable assignment of hash ranges to shards.
+pub struct ShardMap {
+    /// The shards, indexed by `hash % len`.
+    pub shards: Vec<ShardHandle>,
+}
+
+impl ShardMap {
+    /// The index of the shard for an event of this account and call.
+    pub fn shard_for(&self, account: AccountIdx, call_sid: Option<&str>) -> usize {
+        let hash = match call_sid {
+            Some(sid) => fnv1a(sid.as_bytes()),
+            None => fnv1a(&account.0.to_le_bytes()),
+        };
+        (hash % self.shards.len() as u64) as usize
+    }
+}
+
+/// Holds the current shard map.
+pub struct Distributor {
+    map: RwLock<Arc<ShardMap>>,
+}
+
+impl Distributor {
+    /// A distributor over an initial map (must have at least one shard).
+    pub fn new(map: ShardMap) -> Distributor {
+        assert!(!map.shards.is_empty(), "a shard map needs at least one shard");
+        Distributor {
+            map: RwLock::new(Arc::new(map)),
+        }
+    }
+
+    /// The map to use for one publish.
+    pub fn current(&self) -> Arc<ShardMap> {
+        self.map.read().clone()
+    }
+}
+
+/// FNV-1a, 64-bit: stable across processes and nodes, unlike `std`'s random hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable() {
+        // Reference values of FNV-1a 64.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

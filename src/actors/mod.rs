@@ -1,0 +1,107 @@
+//! The actors of the event router and the topology that wires them.
+//!
+//! Data flow of one event: HTTP publish → [`distributor`] picks the shard by call sid →
+//! [`shard::BrokerShard`] matches its proxies' aggregated filters → one
+//! [`proxy::Deliver`] per interested proxy → [`proxy::EventProxy`] matches client
+//! subscriptions and pushes into each matched client's outbox → the connection's
+//! writer drains it. [`session::ClientSession`] keeps each client's lifecycle.
+
+pub mod distributor;
+pub mod proxy;
+pub mod session;
+pub mod shard;
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+
+use crate::account::AccountIdx;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::outbox;
+use distributor::{Distributor, ShardHandle, ShardMap};
+use proxy::{EventProxy, ProxyId};
+use shard::BrokerShard;
+
+/// The running actors: shards and proxies on dedicated arbiters, and the distributor.
+/// Passed to the HTTP layer by value in its state (no global registry), so two servers
+/// can run in one process.
+pub struct Topology {
+    /// Shard map for publishers.
+    pub distributor: Arc<Distributor>,
+    /// Event proxies; a client's proxy is chosen by hashing its account and id.
+    pub proxies: Vec<Addr<EventProxy>>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Topology {
+    /// Starts `config.shards` shards and `config.proxies` proxies (0 = one per core)
+    /// round-robin on one arbiter per shard. Must run inside an actix `System`.
+    pub fn start(config: &Config, metrics: &Metrics) -> Topology {
+        let shard_count = Config::resolve_count(config.shards);
+        let proxy_count = Config::resolve_count(config.proxies);
+        let arbiters: Vec<Arbiter> = (0..shard_count).map(|_| Arbiter::new()).collect();
+        let mailbox = config.publish.shard_queue;
+        let shards = arbiters
+            .iter()
+            .enumerate()
+            .map(|(index, arbiter)| {
+                let depth = Arc::new(AtomicI64::new(0));
+                let (shard_depth, metrics) = (depth.clone(), metrics.clone());
+                let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                    // A hint only: publishers bound the queue with `depth` themselves.
+                    ctx.set_mailbox_capacity(mailbox);
+                    BrokerShard::new(index, shard_depth, metrics)
+                });
+                ShardHandle { addr, depth }
+            })
+            .collect();
+        let distributor = Arc::new(Distributor::new(ShardMap { shards }));
+        let limits = outbox::Limits {
+            max_events: config.retention.max_events,
+            max_age: Duration::from_secs(config.retention.max_age_secs),
+        };
+        let idle_ttl = Duration::from_secs(config.stream.idle_ttl_secs);
+        let proxies = (0..proxy_count)
+            .map(|i| {
+                let (distributor, metrics) = (distributor.clone(), metrics.clone());
+                let arbiter = &arbiters[i % arbiters.len()];
+                EventProxy::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+                    EventProxy::new(
+                        ProxyId(i as u16),
+                        Arc::new(AtomicI64::new(0)),
+                        distributor,
+                        metrics,
+                        limits,
+                        idle_ttl,
+                    )
+                })
+            })
+            .collect();
+        Topology {
+            distributor,
+            proxies,
+            arbiters,
+        }
+    }
+
+    /// The proxy that holds this client's session.
+    pub fn proxy_for(&self, account: AccountIdx, client: &str) -> &Addr<EventProxy> {
+        let hash = client
+            .bytes()
+            .fold(u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        &self.proxies[(hash % self.proxies.len() as u64) as usize]
+    }
+
+    /// Stops the arbiters (and with them every shard and proxy).
+    pub fn stop(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+

@@ -1,0 +1,191 @@
+//! `BrokerShard`: one partition of the event stream.
+//!
+//! Owns: the aggregated subscription index of the proxies (one entry per distinct
+//! filter a proxy needs, however many clients share it).
+//! Receives: `Publish` from the HTTP publish edge (via the distributor), and
+//! `AddUpstream` / `RemoveUpstream` from proxies. Sends: one `Deliver` per proxy per
+//! publish batch, carrying only the events that proxy asked for.
+//! Bounds: publishers reserve a slot in `depth` before sending (refused with 503 above
+//! `publish.shard_queue`); the slot is released when every proxy has taken the batch,
+//! so the bound covers the whole shard → proxy edge, not just this mailbox.
+//! On stop: pending `Publish` replies fail, and publishers answer 503.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+
+use super::proxy::{Deliver, EventProxy, ProxyId};
+use crate::event::SharedEvent;
+use crate::filter::{Filter, SubscriptionIndex};
+use crate::metrics::Metrics;
+
+/// Publish a batch of events (all owned by this shard, in order). Resolves once every
+/// proxy that wants any of them has taken them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// Events in publication order.
+    pub events: Vec<SharedEvent>,
+}
+
+/// A proxy's filter went from 0 to 1 local subscription: start forwarding matches.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddUpstream {
+    /// The subscribing proxy.
+    pub proxy: ProxyId,
+    /// Its address, kept for forwarding.
+    pub addr: Addr<EventProxy>,
+    /// Its depth gauge, raised per forwarded batch.
+    pub depth: Arc<AtomicI64>,
+    /// The proxy's key for this filter.
+    pub key: u32,
+    /// The account the filter belongs to.
+    pub account: u32,
+    /// The filter.
+    pub filter: Arc<Filter>,
+}
+
+/// A proxy no longer needs a filter (after its grace period at 0).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveUpstream {
+    /// The proxy.
+    pub proxy: ProxyId,
+    /// Its key for the filter.
+    pub key: u32,
+}
+
+struct ProxyLink {
+    addr: Addr<EventProxy>,
+    depth: Arc<AtomicI64>,
+}
+
+/// One broker shard (see the module docs).
+pub struct BrokerShard {
+    index: usize,
+    upstream: SubscriptionIndex<u64>,
+    proxies: HashMap<ProxyId, ProxyLink>,
+    depth: Arc<AtomicI64>,
+    metrics: Metrics,
+    scratch: Vec<u64>,
+}
+
+impl BrokerShard {
+    /// A shard with an empty index.
+    pub fn new(index: usize, depth: Arc<AtomicI64>, metrics: Metrics) -> BrokerShard {
+        BrokerShard {
+            index,
+            upstream: SubscriptionIndex::new(),
+            proxies: HashMap::new(),
+            depth,
+            metrics,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn publish_depth_changed(&self) {
+        self.metrics
+            .mailbox_depth
+            .with_label_values(&["shard", &self.index.to_string()])
+            .set(self.depth.load(Ordering::Relaxed));
+    }
+}
+
+impl Actor for BrokerShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.shards.inc();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.shards.dec();
+    }
+}
+
+/// Upstream index key: proxy in the high bits so matches group by proxy.
+fn upstream_key(proxy: ProxyId, key: u32) -> u64 {
+    (u64::from(proxy.0) << 32) | u64::from(key)
+}
+
+impl Handler<Publish> for BrokerShard {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
+        let mut batches: Vec<(ProxyId, Vec<SharedEvent>)> = Vec::new();
+        for event in &msg.events {
+            self.scratch.clear();
+            self.upstream
+                .matches(event.account.0, &event.fields(), &mut self.scratch);
+            let mut last = None;
+            for key in &self.scratch {
+                let proxy = ProxyId((key >> 32) as u16);
+                if last == Some(proxy) {
+                    continue; // keys are sorted, so one proxy's keys are adjacent
+                }
+                last = Some(proxy);
+                match batches.iter_mut().find(|(p, _)| *p == proxy) {
+                    Some((_, events)) => events.push(event.clone()),
+                    None => batches.push((proxy, vec![event.clone()])),
+                }
+            }
+        }
+        let mut acks = Vec::with_capacity(batches.len());
+        for (proxy, events) in batches {
+            if let Some(link) = self.proxies.get(&proxy) {
+                link.depth.fetch_add(1, Ordering::Relaxed);
+                // `send` always enqueues (actix #515); the bound is this shard's own
+                // depth, which is only released once these acks come back.
+                acks.push(link.addr.send(Deliver { events }));
+            }
+        }
+        let depth = self.depth.clone();
+        let metrics = self.metrics.clone();
+        let index = self.index.to_string();
+        Box::pin(async move {
+            for result in join_all(acks).await {
+                if let Err(error) = result {
+                    tracing::warn!(cause = %error, "a proxy went away during delivery");
+                }
+            }
+            let left = depth.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics
+                .mailbox_depth
+                .with_label_values(&["shard", &index])
+                .set(left);
+        })
+    }
+}
+
+impl Handler<AddUpstream> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: AddUpstream, _ctx: &mut Self::Context) {
+        self.proxies.entry(msg.proxy).or_insert(ProxyLink {
+            addr: msg.addr,
+            depth: msg.depth,
+        });
+        self.upstream
+            .insert(msg.account, upstream_key(msg.proxy, msg.key), msg.filter);
+        self.metrics.aggregated_subscriptions.inc();
+        self.publish_depth_changed();
+    }
+}
+
+impl Handler<RemoveUpstream> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoveUpstream, _ctx: &mut Self::Context) {
+        if self
+            .upstream
+            .remove(upstream_key(msg.proxy, msg.key))
+            .is_some()
+        {
+            self.metrics.aggregated_subscriptions.dec();
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Authentication: HTTP Basic `AccountSid:AuthToken` for servers, HMAC-SHA1 signed
+//! URLs for browsers (API.md §1, §4).
+//!
+//! A signed URL's `canonical` text is the request path, `?`, and the query string
+//! exactly as sent up to (not including) `&signature=`; the signature is base64url
+//! without padding of HMAC-SHA1(AuthToken, canonical) and must be the last parameter.
+//! Signatures and tokens are compared in constant time.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+use crate::account::{AccountIdx, Accounts};
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// Why a request was not authenticated. Each variant maps to one HTTP status and one
+/// `switchboard_auth_failures_total{reason}` label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Neither an `Authorization` header nor a `signature` parameter.
+    #[error("authentication required: Basic AccountSid:AuthToken or a signed URL")]
+    Missing,
+    /// Basic credentials that do not name a known account with that token.
+    #[error("invalid credentials")]
+    BadCredentials,
+    /// The account in the path does not exist.
+    #[error("unknown account")]
+    UnknownAccount,
+    /// Missing, malformed, misplaced or wrong signature.
+    #[error("invalid signature: {0}")]
+    BadSignature(&'static str),
+    /// A signed URL without a usable `expires`.
+    #[error("expires: a signed URL needs expires in unix seconds")]
+    MissingExpires,
+    /// A correctly signed URL whose `expires` has passed.
+    #[error("the signed URL expired at {0}")]
+    Expired(u64),
+    /// Valid credentials of one account used on another account's path.
+    #[error("these credentials belong to another account")]
+    WrongAccount,
+}
+
+impl AuthError {
+    /// Low-cardinality reason used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::BadCredentials => "bad_credentials",
+            AuthError::UnknownAccount => "unknown_account",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::MissingExpires => "missing_expires",
+            AuthError::Expired(_) => "expired",
+            AuthError::WrongAccount => "wrong_account",
+        }
+    }
+}
+
+/// A successfully authenticated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// Basic auth: the account itself, which may see every scope.
+    Account(AccountIdx),
+    /// A signed URL, valid until `expires` (unix seconds); its filters are the ones
+    /// signed into the URL.
+    SignedUrl {
+        /// The account whose token signed the URL.
+        account: AccountIdx,
+        /// When the URL stops being valid.
+        expires: u64,
+    },
+}
+
+impl Principal {
+    /// The authenticated account.
+    pub fn account(&self) -> AccountIdx {
+        match *self {
+            Principal::Account(account) | Principal::SignedUrl { account, .. } => account,
+        }
+    }
+}
+
+/// Authenticates a request to `/v1/Accounts/{path_sid}/…` by its `Authorization`
+/// header if present, otherwise by its signed URL.
+pub fn authenticate(
+    accounts: &Accounts,
+    path_sid: &str,
+    authorization: Option<&str>,
+    path: &str,
+    raw_query: &str,
+    now: u64,
+) -> Result<Principal, AuthError> {
+    match authorization {
+        Some(header) => basic(accounts, path_sid, header).map(Principal::Account),
+        None if has_param(raw_query, "signature") => {
+            signed_url(accounts, path_sid, path, raw_query, now)
+        }
+        None => Err(AuthError::Missing),
+    }
+}
+
+/// Checks `Authorization: Basic base64(sid:token)` against the path's account.
+pub fn basic(accounts: &Accounts, path_sid: &str, header: &str) -> Result<AccountIdx, AuthError> {
+    let (sid, token) = parse_basic(header).ok_or(AuthError::BadCredentials)?;
+    let idx = accounts.lookup(&sid).ok_or(AuthError::BadCredentials)?;
+    if !constant_time_eq(accounts.get(idx).auth_token.as_bytes(), token.as_bytes()) {
+        return Err(AuthError::BadCredentials);
+    }
+    if sid != path_sid {
+        return Err(AuthError::WrongAccount);
+    }
+    Ok(idx)
+}
+
+/// Splits a Basic `Authorization` header into sid and token.
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (sid, token) = text.split_once(':')?;
+    Some((sid.to_owned(), token.to_owned()))
+}
+
+/// Verifies a signed URL for the path's account. On a bad signature it also checks
+/// whether another account's token signed it, so that using one account's URL on
+/// another's path answers 403 as API.md §1 asks; that costs one HMAC per account on
+/// the failure path only.
+pub fn signed_url(
+    accounts: &Accounts,
+    path_sid: &str,
+    path: &str,
+    raw_query: &str,
+    now: u64,
+) -> Result<Principal, AuthError> {
+    let account = accounts.lookup(path_sid).ok_or(AuthError::UnknownAccount)?;
+    let (unsigned, signature) = split_signature(raw_query)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| AuthError::BadSignature("signature is not base64url without padding"))?;
+    let verifies = |token: &str| {
+        let mut mac = keyed(token);
+        mac.update(path.as_bytes());
+        mac.update(b"?");
+        mac.update(unsigned.as_bytes());
+        mac.verify_slice(&signature).is_ok()
+    };
+    if !verifies(&accounts.get(account).auth_token) {
+        let other = accounts
+            .iter()
+            .any(|(idx, other)| idx != account && verifies(&other.auth_token));
+        return Err(if other {
+            AuthError::WrongAccount
+        } else {
+            AuthError::BadSignature("signature does not match")
+        });
+    }
+    let expires = query_value(unsigned, "expires")
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or(AuthError::MissingExpires)?;
+    if now > expires {
+        return Err(AuthError::Expired(expires));
+    }
+    Ok(Principal::SignedUrl { account, expires })
+}
+
+/// Splits a raw query into the signed part and the signature value, insisting that
+/// `signature` appears exactly once and last.
+fn split_signature(raw_query: &str) -> Result<(&str, &str), AuthError> {
+    let (unsigned, signature) = raw_query
+        .rsplit_once("&signature=")
+        .ok_or(AuthError::BadSignature("signature must be the last parameter"))?;
+    if signature.contains('&') || has_param(unsigned, "signature") {
+        return Err(AuthError::BadSignature("signature must be the last parameter"));
+    }
+    Ok((unsigned, signature))
+}
+
+/// Appends `&signature=…` to a path and query that already carry every parameter,
+/// `expires` included.
+pub fn sign_path_and_query(token: &str, path_and_query: &str) -> String {
+    let mut mac = keyed(token);
+    mac.update(path_and_query.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{path_and_query}&signature={signature}")
+}
+
+/// What `switchboard sign` prints: the path and query with `expires` appended when
+/// absent (`now + expires_in`), then the signature.
+pub fn sign_url(token: &str, path_and_query: &str, expires_in: u64, now: u64) -> String {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let mut query = query.to_owned();
+    if !has_param(&query, "expires") {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("expires={}", now.saturating_add(expires_in)));
+    }
+    sign_path_and_query(token, &format!("{path}?{query}"))
+}
+
+/// Twilio's webhook signature: standard padded base64 of HMAC-SHA1(token, data).
+/// Used for `X-Switchboard-Signature` and `X-Twilio-Signature`.
+pub fn sign_base64(token: &str, data: &[u8]) -> String {
+    let mut mac = keyed(token);
+    mac.update(data);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn keyed(token: &str) -> HmacSha1 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    HmacSha1::new_from_slice(token.as_bytes()).expect("HMAC takes keys of any length")
+}
+
+/// True when the raw query has a parameter with this exact (undecoded) name.
+fn has_param(raw_query: &str, name: &str) -> bool {
+    raw_query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some(name))
+}
+
+/// The first raw value of a parameter (undecoded; only used for plain numbers).
+fn query_value<'q>(raw_query: &'q str, name: &str) -> Option<&'q str> {
+    raw_query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Compares two byte strings without an early exit on the first difference.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Seconds since the Unix epoch, from the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AccountConfig;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const TOKEN: &str = "12345678901234567890123456789012";
+
+    fn accounts() -> std::sync::Arc<Accounts> {
+        Accounts::new(&[
+            AccountConfig {
+                sid: SID.into(),
+                auth_token: TOKEN.into(),
+            },
+            AccountConfig {
+                sid: "ACffffffffffffffffffffffffffffffff".into(),
+                auth_token: "other-token".into(),
+            },
+        ])
+    }
+
+    /// Fixed vector computed independently with Python's hmac module:
+    /// `base64.urlsafe_b64encode(hmac.new(TOKEN, canonical, sha1).digest()).rstrip("=")`
+    #[test]
+    fn signer_matches_fixed_vector() {
+        let signed = sign_path_and_query(
+            TOKEN,
+            "/v1/Accounts/AC0123456789abcdef0123456789abcdef/Stream?types=call.*&expires=1767225600",
+        );
+        assert_eq!(
+            signed,
+            "/v1/Accounts/AC0123456789abcdef0123456789abcdef/Stream?types=call.*&expires=1767225600&signature=c80ZVnTICxc9ZTBf7WUnVC3i2Ec"
+        );
+    }
+
+    /// Twilio's published webhook-signature example (twilio.com/docs/usage/security).
+    #[test]
+    fn base64_signature_matches_twilio_vector() {
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let mut data = url.to_string();
+        for (k, v) in [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675310"),
+            ("Digits", "1234"),
+            ("From", "+14158675310"),
+            ("To", "+18005551212"),
+        ] {
+            data.push_str(k);
+            data.push_str(v);
+        }
+        assert_eq!(
+            sign_base64("12345", data.as_bytes()),
+            "GvWf1cFY/Q7PnoempGyD5oXAezc="
+        );
+    }
+
+    #[test]
+    fn sign_url_appends_expires_then_signature() {
+        let url = sign_url(TOKEN, &format!("/v1/Accounts/{SID}/Stream?types=call.*"), 60, 1000);
+        assert!(url.contains("types=call.*&expires=1060&signature="), "{url}");
+        let (path, query) = url.split_once('?').unwrap();
+        let p = signed_url(&accounts(), SID, path, query, 1000).unwrap();
+        assert_eq!(
+            p,
+            Principal::SignedUrl {
+                account: AccountIdx(0),
+                expires: 1060
+            }
+        );
+        assert_eq!(
+            signed_url(&accounts(), SID, path, query, 1061),
+            Err(AuthError::Expired(1060))
+        );
+    }
+
+    #[test]
+    fn tampering_and_misplacement_rejected() {
+        let url = sign_url(TOKEN, &format!("/v1/Accounts/{SID}/Stream?types=call.*"), 60, 1000);
+        let (path, query) = url.split_once('?').unwrap();
+        let acc = accounts();
+        let tampered = query.replace("call.*", "sms.*");
+        assert!(matches!(
+            signed_url(&acc, SID, path, &tampered, 1000),
+            Err(AuthError::BadSignature(_))
+        ));
+        let (unsigned, sig) = query.rsplit_once("&signature=").unwrap();
+        let moved = format!("signature={sig}&{unsigned}");
+        assert!(matches!(
+            signed_url(&acc, SID, path, &moved, 1000),
+            Err(AuthError::BadSignature(_))
+        ));
+        let doubled = format!("signature={sig}&{query}");
+        assert!(matches!(
+            signed_url(&acc, SID, path, &doubled, 1000),
+            Err(AuthError::BadSignature(_))
+        ));
+        assert!(matches!(
+            signed_url(&acc, SID, path, unsigned, 1000),
+            Err(AuthError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn other_accounts_signature_is_forbidden() {
+        let url = sign_url("other-token", &format!("/v1/Accounts/{SID}/Stream"), 60, 1000);
+        let (path, query) = url.split_once('?').unwrap();
+        assert_eq!(
+            signed_url(&accounts(), SID, path, query, 1000),
+            Err(AuthError::WrongAccount)
+        );
+    }
+
+    #[test]
+    fn basic_auth() {
+        let acc = accounts();
+        let header = format!("Basic {}", STANDARD.encode(format!("{SID}:{TOKEN}")));
+        assert_eq!(basic(&acc, SID, &header), Ok(AccountIdx(0)));
+        assert_eq!(
+            basic(&acc, "ACffffffffffffffffffffffffffffffff", &header),
+            Err(AuthError::WrongAccount)
+        );
+        let wrong = format!("Basic {}", STANDARD.encode(format!("{SID}:nope")));
+        assert_eq!(basic(&acc, SID, &wrong), Err(AuthError::BadCredentials));
+        assert_eq!(basic(&acc, SID, "Bearer x"), Err(AuthError::BadCredentials));
+        assert_eq!(basic(&acc, SID, "Basic !!!"), Err(AuthError::BadCredentials));
+    }
+}

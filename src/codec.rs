@@ -1,0 +1,32 @@
+//! The internal binary wire format (cursors today, the cluster backbone later).
+//!
+//! bincode is pinned to `=2.0.1` (3.x is a deliberate compile error upstream) and is
+//! used nowhere else, so swapping the format means changing this one file.
+
+use bincode::config::{self, Configuration};
+pub use bincode::{Decode, Encode};
+
+/// Why bytes could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode: {0}")]
+pub struct DecodeError(String);
+
+fn config() -> Configuration {
+    config::standard()
+}
+
+/// Encodes a value in the internal format.
+pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    // Encoding into a Vec only fails for types whose Encode impl fails; ours do not.
+    bincode::encode_to_vec(value, config()).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a value, refusing trailing bytes so that two encodings never decode alike.
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) =
+        bincode::decode_from_slice(bytes, config()).map_err(|e| DecodeError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError(format!("{} trailing bytes", bytes.len() - used)));
+    }
+    Ok(value)
+}

@@ -1,0 +1,312 @@
+//! Configuration: embedded defaults < TOML file < command-line flags (and their
+//! environment variables), merged once at start-up into typed values so that nothing
+//! downstream re-parses a string.
+//!
+//! Every key is documented here and in `docs/configuration.md`; a test checks that the
+//! two agree so the docs cannot drift from `Config::default()`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key of the wrong type or an unknown key.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the TOML parser said, naming the key.
+        source: toml::de::Error,
+    },
+    /// A value parsed but is out of range.
+    #[error("invalid config value `{key}`: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `retention.max_events`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole server configuration. Unknown keys are an error, so a typo is caught at
+/// start-up instead of silently falling back to a default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Broker shards (each on its own arbiter thread); 0 means one per CPU core.
+    pub shards: usize,
+    /// Event proxies holding client subscriptions; 0 means one per CPU core.
+    pub proxies: usize,
+    /// Accounts allowed to publish and subscribe. With none configured, `serve`
+    /// generates one development account and prints it at start-up.
+    #[serde(rename = "account")]
+    pub accounts: Vec<AccountConfig>,
+    /// How long and how much is kept for replay and for disconnected clients.
+    pub retention: RetentionConfig,
+    /// Streaming connection settings.
+    pub stream: StreamConfig,
+    /// Publish endpoint limits.
+    pub publish: PublishConfig,
+    /// Cross-origin settings for browser-facing endpoints.
+    pub cors: CorsConfig,
+    /// The simulated telephone network.
+    pub sim: SimConfig,
+}
+
+/// One account: its sid and secret token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// `AC` followed by 32 lowercase hex digits.
+    pub sid: String,
+    /// The shared secret used for Basic auth and URL signatures.
+    pub auth_token: String,
+}
+
+/// Retention of events for replay and for clients that are away.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Oldest event kept, in seconds.
+    pub max_age_secs: u64,
+    /// Most events kept per client (and per shard for `cursor=earliest`).
+    pub max_events: usize,
+}
+
+/// Streaming connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Seconds of silence after which an SSE comment heartbeat is written (the spec
+    /// asks for at most 15).
+    pub heartbeat_secs: u64,
+    /// Chunks buffered between a session's writer and its socket before the writer
+    /// waits; events keep queueing in the session's bounded outbox meanwhile.
+    pub chunk_buffer: usize,
+    /// How long a subscription without `expires` outlives its last connection, in
+    /// seconds.
+    pub idle_ttl_secs: u64,
+}
+
+/// Publish endpoint limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Most events in one request (JSON array or NDJSON).
+    pub max_batch: usize,
+    /// Largest single event, in bytes of JSON.
+    pub max_event_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Publish batches a shard may have queued before publishes are refused with 503.
+    pub shard_queue: usize,
+}
+
+/// Cross-origin settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the stream, control and client-event endpoints;
+    /// `["*"]` allows any (those endpoints carry their own authentication).
+    pub allowed_origins: Vec<String>,
+}
+
+/// The simulated telephone network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Multiplier on every simulated duration: 1.0 is real time, 0.01 is a hundred
+    /// times faster.
+    pub time_scale: f64,
+    /// Simulated seconds before a dialled far end answers.
+    pub ring_secs: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            shards: 0,
+            proxies: 0,
+            accounts: Vec::new(),
+            retention: RetentionConfig::default(),
+            stream: StreamConfig::default(),
+            publish: PublishConfig::default(),
+            cors: CorsConfig::default(),
+            sim: SimConfig::default(),
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age_secs: 300,
+            max_events: 10_000,
+        }
+    }
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            heartbeat_secs: 15,
+            chunk_buffer: 16,
+            idle_ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            max_batch: 1000,
+            max_event_bytes: 64 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            shard_queue: 1024,
+        }
+    }
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".to_string()],
+        }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            time_scale: 1.0,
+            ring_secs: 1.0,
+        }
+    }
+}
+
+/// What the command line can override. Each flag also reads an environment variable,
+/// so containers can be configured without a file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; without one, embedded defaults are used.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding `listen` from the file.
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Number of broker shards, overriding `shards` from the file.
+    #[arg(long, env = "SWITCHBOARD_SHARDS")]
+    pub shards: Option<usize>,
+}
+
+impl Config {
+    /// Merges embedded defaults, the file named by `args.config` and the flags, then
+    /// validates the result.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(shards) = args.shards {
+            config.shards = shards;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses one TOML file (no validation).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks ranges and account credentials.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for account in &self.accounts {
+            if !crate::account::is_account_sid(&account.sid) {
+                return Err(ConfigError::Invalid {
+                    key: "account.sid",
+                    message: format!("`{}` is not AC followed by 32 lowercase hex digits", account.sid),
+                });
+            }
+            if account.auth_token.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "account.auth_token",
+                    message: format!("account {} has an empty token", account.sid),
+                });
+            }
+        }
+        let positive = [
+            ("retention.max_age_secs", self.retention.max_age_secs as usize),
+            ("retention.max_events", self.retention.max_events),
+            ("stream.heartbeat_secs", self.stream.heartbeat_secs as usize),
+            ("stream.chunk_buffer", self.stream.chunk_buffer),
+            ("publish.max_batch", self.publish.max_batch),
+            ("publish.max_event_bytes", self.publish.max_event_bytes),
+            ("publish.max_body_bytes", self.publish.max_body_bytes),
+            ("publish.shard_queue", self.publish.shard_queue),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if !(self.sim.time_scale > 0.0 && self.sim.time_scale.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "sim.time_scale",
+                message: "must be a positive number".into(),
+            });
+        }
+        if !(self.sim.ring_secs >= 0.0 && self.sim.ring_secs.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "sim.ring_secs",
+                message: "must be zero or a positive number".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Worker, shard or proxy count with 0 resolved to the number of cores.
+    pub fn resolve_count(configured: usize) -> usize {
+        if configured > 0 {
+            configured
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Heartbeat interval as a `Duration`.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.stream.heartbeat_secs)
+    }
+}

@@ -1,0 +1,428 @@
+//! Events: validated at the HTTP edge, serialised once into shared bytes, then moved
+//! through shards, proxies and outboxes as an `Arc` (API.md §2).
+//!
+//! The delivered JSON is stored without its closing brace so that each client's
+//! stream can append its own `"subscriptions"` list (or nothing, for a webhook or a
+//! notice) without re-serialising the event.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::account::AccountIdx;
+use crate::filter::EventFields;
+
+/// Longest event type, in bytes.
+pub const MAX_TYPE_LEN: usize = 64;
+/// Longest `call_sid` or `scope`.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// An event id: unique per account, stable across replays. Rendered `EV` + 32 hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl EventId {
+    /// A fresh random id (122 bits of entropy make collisions a non-issue).
+    pub fn random() -> EventId {
+        EventId(rand::random())
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EV{:032x}", self.0)
+    }
+}
+
+/// One accepted event. Immutable once built; shared as [`SharedEvent`].
+#[derive(Debug)]
+pub struct Event {
+    /// Stable id, also returned by the publish response.
+    pub id: EventId,
+    /// Owning account: the first thing every match checks.
+    pub account: AccountIdx,
+    /// Dotted type name, validated.
+    pub type_name: Box<str>,
+    /// The call this event belongs to; decides the shard and thus the ordering.
+    pub call_sid: Option<Box<str>>,
+    /// Publisher's security scope, if any.
+    pub scope: Option<Box<str>>,
+    /// Parsed `data`, kept for `where` matching (parsed once, here).
+    pub data: Map<String, Value>,
+    /// The delivered JSON object without its closing `}`.
+    pub json_open: Bytes,
+    /// When the publish was accepted, for end-to-end latency.
+    pub accepted_at: Instant,
+}
+
+/// The event as it travels: one allocation shared by every subscriber.
+pub type SharedEvent = Arc<Event>;
+
+impl Event {
+    /// Builds and serialises an event. `timestamp` is the RFC 3339 text of when it was
+    /// accepted (one call per request, shared by the batch).
+    pub fn build(account: AccountIdx, account_sid: &str, draft: Draft, timestamp: &str) -> Event {
+        let id = EventId::random();
+        let json_open = render_open(
+            &Envelope {
+                id: &id.to_string(),
+                account_sid,
+                type_name: &draft.type_name,
+                call_sid: draft.call_sid.as_deref(),
+                scope: draft.scope.as_deref(),
+                timestamp,
+                data: &draft.data,
+            },
+        );
+        Event {
+            id,
+            account,
+            type_name: draft.type_name.into(),
+            call_sid: draft.call_sid.map(Into::into),
+            scope: draft.scope.map(Into::into),
+            data: draft.data,
+            json_open,
+            accepted_at: Instant::now(),
+        }
+    }
+
+    /// The fields filters look at.
+    pub fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            type_name: &self.type_name,
+            call_sid: self.call_sid.as_deref(),
+            scope: self.scope.as_deref(),
+            data: &self.data,
+        }
+    }
+
+    /// The complete delivered JSON (no `subscriptions`), e.g. for the publish bench
+    /// and webhooks.
+    pub fn json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.json_open.len() + 1);
+        out.extend_from_slice(&self.json_open);
+        out.push(b'}');
+        out
+    }
+}
+
+/// A stream notice (`stream.open`, `stream.gap`, `stream.expired`, `stream.shutdown`):
+/// the same envelope as an event, rendered whole since it goes to one client.
+pub fn notice(account_sid: &str, type_name: &str, data: Map<String, Value>) -> Bytes {
+    let mut out = render_open(&Envelope {
+        id: &EventId::random().to_string(),
+        account_sid,
+        type_name,
+        call_sid: None,
+        scope: None,
+        timestamp: &now_rfc3339(),
+        data: &data,
+    })
+    .to_vec();
+    out.push(b'}');
+    out.into()
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    account_sid: &'a str,
+    #[serde(rename = "type")]
+    type_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call_sid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    timestamp: &'a str,
+    data: &'a Map<String, Value>,
+}
+
+fn render_open(envelope: &Envelope<'_>) -> Bytes {
+    // Serialising plain strings and an already-parsed map cannot fail.
+    let mut bytes = serde_json::to_vec(envelope).expect("envelope serialises");
+    bytes.pop(); // the closing '}', appended per delivery
+    bytes.into()
+}
+
+/// Now as RFC 3339 UTC with milliseconds, as every delivered timestamp is written.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A validated event before it gets an id: what the publisher sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// Validated type.
+    pub type_name: String,
+    /// Validated call sid.
+    pub call_sid: Option<String>,
+    /// Validated scope.
+    pub scope: Option<String>,
+    /// The `data` object (empty when absent).
+    pub data: Map<String, Value>,
+}
+
+/// Why a publish body was refused. Carries the position of the offending event so the
+/// message can name `events[i].field`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The body (or one NDJSON line) is not JSON of the right shape.
+    #[error("{at}: {message}")]
+    Malformed {
+        /// `body` or `events[i]`.
+        at: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// An event failed validation.
+    #[error("events[{index}].{field}: {message}")]
+    Invalid {
+        /// Position of the event in the request, from 0.
+        index: usize,
+        /// The offending field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An event or the batch is over a limit.
+    #[error("{at}: {message}")]
+    TooLarge {
+        /// `events[i]` or `events`.
+        at: String,
+        /// Which limit.
+        message: String,
+    },
+}
+
+/// Limits applied while parsing a publish body.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most events per request.
+    pub max_batch: usize,
+    /// Largest single event in bytes of JSON.
+    pub max_event_bytes: usize,
+}
+
+/// Parses a publish body: one object, a JSON array of objects, or (with `ndjson`) one
+/// object per line. All-or-nothing: the first bad event fails the whole body.
+pub fn parse_body(body: &[u8], ndjson: bool, limits: Limits) -> Result<Vec<Draft>, EventError> {
+    let raws: Vec<&RawValue> = if ndjson {
+        let mut raws = Vec::new();
+        for line in body.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let at = raws.len();
+            check_count(at + 1, limits)?;
+            raws.push(
+                serde_json::from_slice::<&RawValue>(line).map_err(|e| EventError::Malformed {
+                    at: format!("events[{at}]"),
+                    message: format!("invalid JSON: {e}"),
+                })?,
+            );
+        }
+        raws
+    } else {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let malformed = |e: serde_json::Error| EventError::Malformed {
+            at: "body".into(),
+            message: format!("invalid JSON: {e}"),
+        };
+        match first {
+            Some(b'[') => {
+                let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+                check_count(raws.len(), limits)?;
+                raws
+            }
+            _ => vec![serde_json::from_slice::<&RawValue>(body).map_err(malformed)?],
+        }
+    };
+    if raws.is_empty() {
+        return Err(EventError::Malformed {
+            at: "body".into(),
+            message: "no events".into(),
+        });
+    }
+    raws.iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            if raw.get().len() > limits.max_event_bytes {
+                return Err(EventError::TooLarge {
+                    at: format!("events[{index}]"),
+                    message: format!("an event is at most {} bytes of JSON", limits.max_event_bytes),
+                });
+            }
+            validate(index, raw)
+        })
+        .collect()
+}
+
+fn check_count(count: usize, limits: Limits) -> Result<(), EventError> {
+    if count > limits.max_batch {
+        return Err(EventError::TooLarge {
+            at: "events".into(),
+            message: format!("at most {} events per request", limits.max_batch),
+        });
+    }
+    Ok(())
+}
+
+fn validate(index: usize, raw: &RawValue) -> Result<Draft, EventError> {
+    let invalid = |field: &str, message: String| EventError::Invalid {
+        index,
+        field: field.to_owned(),
+        message,
+    };
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed {
+        at: format!("events[{index}]"),
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(EventError::Malformed {
+            at: format!("events[{index}]"),
+            message: "an event must be a JSON object".into(),
+        });
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !matches!(k.as_str(), "type" | "call_sid" | "scope" | "data"))
+    {
+        let name: String = unknown.chars().take(64).collect();
+        return Err(invalid(&name, "unknown field (allowed: type, call_sid, scope, data)".into()));
+    }
+    let type_name = match object.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(invalid("type", "must be a string".into())),
+        None => return Err(invalid("type", "is required".into())),
+    };
+    if !is_valid_type(&type_name) {
+        return Err(invalid(
+            "type",
+            format!(
+                "must match ^[a-z][a-z0-9_]*(\\.[a-z0-9_]+)*$ and be at most {MAX_TYPE_LEN} bytes"
+            ),
+        ));
+    }
+    let mut name_field = |field: &'static str| -> Result<Option<String>, EventError> {
+        match object.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if is_valid_name(&s) => Ok(Some(s)),
+            Some(_) => Err(invalid(
+                field,
+                format!("must be a string of 1 to {MAX_NAME_LEN} characters [A-Za-z0-9_.-]"),
+            )),
+        }
+    };
+    let call_sid = name_field("call_sid")?;
+    let scope = name_field("scope")?;
+    let data = match object.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => data,
+        Some(_) => return Err(invalid("data", "must be a JSON object".into())),
+    };
+    Ok(Draft {
+        type_name,
+        call_sid,
+        scope,
+        data,
+    })
+}
+
+/// True for a type matching `^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$` of at most 64 bytes.
+pub fn is_valid_type(t: &str) -> bool {
+    t.len() <= MAX_TYPE_LEN
+        && t.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+        && t.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// True for 1–64 characters of `[A-Za-z0-9_.-]` (call sids, scopes).
+pub fn is_valid_name(s: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_batch: 3,
+        max_event_bytes: 200,
+    };
+
+    #[test]
+    fn type_grammar() {
+        for ok in ["call", "call.start", "a1_.b_2", "x.0"] {
+            assert!(is_valid_type(ok), "{ok}");
+        }
+        for bad in ["", "Call", "1call", "call.", ".call", "call..end", "call-start", "call.*"] {
+            assert!(!is_valid_type(bad), "{bad}");
+        }
+        assert!(is_valid_type(&"a".repeat(64)));
+        assert!(!is_valid_type(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn parses_single_array_and_ndjson() {
+        let one = parse_body(br#"{"type":"call.start","call_sid":"CA1","data":{"a":1}}"#, false, LIMITS).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].call_sid.as_deref(), Some("CA1"));
+        let many = parse_body(br#" [{"type":"a"},{"type":"b","scope":"s"}]"#, false, LIMITS).unwrap();
+        assert_eq!(many.len(), 2);
+        let nd = parse_body(b"{\"type\":\"a\"}\n\n{\"type\":\"b\"}\n", true, LIMITS).unwrap();
+        assert_eq!(nd.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_event_and_field() {
+        let err = parse_body(br#"[{"type":"a"},{"type":"B"}]"#, false, LIMITS).unwrap_err();
+        assert_eq!(err.to_string().split(':').next(), Some("events[1].type"));
+        let err = parse_body(br#"[{"type":"a","extra":1}]"#, false, LIMITS).unwrap_err();
+        assert!(err.to_string().starts_with("events[0].extra:"), "{err}");
+        let err = parse_body(br#"[{"type":"a","data":[1]}]"#, false, LIMITS).unwrap_err();
+        assert!(err.to_string().starts_with("events[0].data:"), "{err}");
+        let err = parse_body(b"{\"type\":\"a\"}\nnope", true, LIMITS).unwrap_err();
+        assert!(err.to_string().starts_with("events[1]:"), "{err}");
+        assert!(matches!(parse_body(b"[]", false, LIMITS), Err(EventError::Malformed { .. })));
+        assert!(matches!(parse_body(b"", false, LIMITS), Err(EventError::Malformed { .. })));
+        assert!(matches!(parse_body(b"[1]", false, LIMITS), Err(EventError::Malformed { .. })));
+    }
+
+    #[test]
+    fn limits() {
+        let four = br#"[{"type":"a"},{"type":"a"},{"type":"a"},{"type":"a"}]"#;
+        assert!(matches!(parse_body(four, false, LIMITS), Err(EventError::TooLarge { .. })));
+        let big = format!(r#"{{"type":"a","data":{{"x":"{}"}}}}"#, "y".repeat(300));
+        assert!(matches!(parse_body(big.as_bytes(), false, LIMITS), Err(EventError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn delivered_shape() {
+        let draft = parse_body(br#"{"type":"gather.end","call_sid":"CA1","data":{"digits":"1234"}}"#, false, LIMITS)
+            .unwrap()
+            .remove(0);
+        let event = Event::build(AccountIdx(0), "ACx", draft, "2026-11-26T07:20:50.123Z");
+        let v: Value = serde_json::from_slice(&event.json()).unwrap();
+        assert_eq!(v["id"], event.id.to_string());
+        assert_eq!(v["account_sid"], "ACx");
+        assert_eq!(v["type"], "gather.end");
+        assert_eq!(v["call_sid"], "CA1");
+        assert_eq!(v["timestamp"], "2026-11-26T07:20:50.123Z");
+        assert_eq!(v["data"]["digits"], "1234");
+        assert!(v.get("scope").is_none());
+        assert_eq!(event.id.to_string().len(), 34);
+    }
+}

@@ -1,0 +1,23 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (accepting work; 503 while
+//! draining so load balancers stop sending traffic before the streams close).
+
+use actix_web::{web, HttpResponse};
+
+use super::{ApiError, AppState};
+
+/// Registers the health routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("draining", "the server is shutting down"));
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}

@@ -1,0 +1,92 @@
+//! The HTTP surface: one module per surface, each with a `configure` function, and
+//! the shared state handlers get. Handlers extract, authenticate and validate, send one
+//! message, and map the result to a response; the logic lives in the actors and plain
+//! structs behind them.
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod publish;
+pub mod stream;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::web;
+use tokio::sync::watch;
+
+use crate::account::{AccountIdx, Accounts};
+use crate::actors::Topology;
+use crate::auth::{AuthError, Principal};
+use crate::config::Config;
+use crate::metrics::Metrics;
+pub use error::ApiError;
+
+/// What every handler can reach. Cloned into each worker; everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Account registry.
+    pub accounts: Arc<Accounts>,
+    /// Shards, proxies and the distributor.
+    pub topology: Arc<Topology>,
+    /// The server's metrics.
+    pub metrics: Metrics,
+    /// Set when draining: publishes get 503 and `/readyz` fails.
+    pub draining: Arc<AtomicBool>,
+    /// Flips to `true` on shutdown so open streams write `stream.shutdown` and close.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts an authentication failure and turns it into the API error.
+    pub fn auth_failed(&self, error: AuthError) -> ApiError {
+        self.metrics
+            .auth_failures
+            .with_label_values(&[error.reason()])
+            .inc();
+        tracing::debug!(reason = error.reason(), "authentication failed");
+        ApiError::from(error)
+    }
+
+    /// Authenticates a request to `/v1/Accounts/{sid}/…` (Basic or signed URL).
+    pub fn authenticate(&self, req: &actix_web::HttpRequest, path_sid: &str) -> Result<Principal, ApiError> {
+        let authorization = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        crate::auth::authenticate(
+            &self.accounts,
+            path_sid,
+            authorization,
+            req.uri().path(),
+            req.query_string(),
+            crate::auth::unix_now(),
+        )
+        .map_err(|e| self.auth_failed(e))
+    }
+
+    /// The sid text of an account index.
+    pub fn account_sid(&self, account: AccountIdx) -> &str {
+        &self.accounts.get(account).sid
+    }
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
+    health::configure(cfg);
+    metrics::configure(cfg);
+    publish::configure(cfg);
+    stream::configure(cfg, &config.cors);
+}
+
+/// The JSON 404 for unknown routes.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}

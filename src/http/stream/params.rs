@@ -1,0 +1,195 @@
+//! The stream URL's query parameters (API.md §4), decoded and validated once.
+//! Authentication has already happened; every error here is a 400 naming the
+//! parameter.
+
+use std::borrow::Cow;
+
+use super::super::ApiError;
+use crate::auth::Principal;
+use crate::filter::{Filter, ScopeGrant};
+
+/// Longest client id.
+const MAX_CLIENT_LEN: usize = 64;
+
+/// Which transport a stream request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Server-sent events (the default).
+    Sse,
+    /// `transport=poll`.
+    Poll,
+}
+
+/// A validated stream request.
+#[derive(Debug)]
+pub struct StreamParams {
+    /// The client id, if the URL named one.
+    pub client: Option<String>,
+    /// The URL's own subscription, if it carried `types`, `where` or `scopes`.
+    pub filter: Option<Filter>,
+    /// What the client gets if it has no subscription at all.
+    pub default_filter: Filter,
+    /// When the subscription (and a signed URL's stream) ends, unix seconds.
+    pub expires: Option<u64>,
+    /// The transport.
+    pub transport: Transport,
+    /// `cursor=` (or the `Last-Event-ID` header), if not empty.
+    pub cursor: Option<String>,
+}
+
+impl StreamParams {
+    /// Parses the raw query of an authenticated request. `last_event_id` is the
+    /// header's value, used when the query has no `cursor`.
+    pub fn parse(
+        raw_query: &str,
+        principal: Principal,
+        last_event_id: Option<&str>,
+        now: u64,
+    ) -> Result<StreamParams, ApiError> {
+        let mut client = None;
+        let mut types = None;
+        let mut wheres: Vec<Cow<'_, str>> = Vec::new();
+        let mut scopes = None;
+        let mut expires = None;
+        let mut transport = None;
+        let mut cursor = None;
+        for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "client" => &mut client,
+                "types" => &mut types,
+                "scopes" => &mut scopes,
+                "expires" => &mut expires,
+                "transport" => &mut transport,
+                "cursor" => &mut cursor,
+                "where" => {
+                    wheres.push(value);
+                    continue;
+                }
+                // `signature` was checked by authentication; other parameters (cache
+                // busters and the like) are ignored, as browsers add them.
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(ApiError::parameter(format!("{key}: given more than once")));
+            }
+            *slot = Some(value);
+        }
+
+        let client = client.map(|c| validate_client(&c)).transpose()?;
+        let transport = match transport.as_deref() {
+            None | Some("") | Some("sse") => Transport::Sse,
+            Some("poll") => Transport::Poll,
+            Some(other) => {
+                return Err(ApiError::parameter(format!(
+                    "transport: `{}` is not supported (use poll, or omit it for SSE)",
+                    truncate(other)
+                )))
+            }
+        };
+        let (absent_scopes, expires) = match principal {
+            Principal::Account(_) => (ScopeGrant::All, parse_expires(expires.as_deref(), now)?),
+            Principal::SignedUrl { expires, .. } => (ScopeGrant::Only(Vec::new()), Some(expires)),
+        };
+        let filter = if types.is_some() || !wheres.is_empty() || scopes.is_some() {
+            let wheres: Vec<&str> = wheres.iter().map(|w| w.as_ref()).collect();
+            Some(Filter::parse(
+                types.as_deref(),
+                &wheres,
+                scopes.as_deref(),
+                absent_scopes.clone(),
+            )?)
+        } else {
+            None
+        };
+        let cursor = cursor
+            .map(Cow::into_owned)
+            .filter(|c| !c.is_empty())
+            .or_else(|| last_event_id.map(str::to_owned))
+            .filter(|c| !c.is_empty());
+        Ok(StreamParams {
+            client,
+            filter,
+            default_filter: Filter::all(absent_scopes),
+            expires,
+            transport,
+            cursor,
+        })
+    }
+}
+
+fn validate_client(client: &str) -> Result<String, ApiError> {
+    let valid = (1..=MAX_CLIENT_LEN).contains(&client.len())
+        && client
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(client.to_owned())
+    } else {
+        Err(ApiError::parameter(format!(
+            "client: `{}` must be 1 to {MAX_CLIENT_LEN} characters [A-Za-z0-9_-]",
+            truncate(client)
+        )))
+    }
+}
+
+/// `expires` on a Basic-auth stream: optional unix seconds in the future.
+fn parse_expires(value: Option<&str>, now: u64) -> Result<Option<u64>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.parse::<u64>() {
+        Ok(at) if at > now => Ok(Some(at)),
+        Ok(_) => Err(ApiError::parameter("expires: is in the past")),
+        Err(_) => Err(ApiError::parameter(format!(
+            "expires: `{}` is not unix seconds",
+            truncate(value)
+        ))),
+    }
+}
+
+/// At most 64 characters of untrusted input, for error messages.
+fn truncate(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountIdx;
+
+    const BASIC: Principal = Principal::Account(AccountIdx(0));
+
+    fn message(raw: &str) -> String {
+        StreamParams::parse(raw, BASIC, None, 100).unwrap_err().message
+    }
+
+    #[test]
+    fn errors_name_the_parameter() {
+        assert!(message("client=a%20b").starts_with("client:"));
+        assert!(message(&format!("client={}", "a".repeat(65))).starts_with("client:"));
+        assert!(message("transport=ws").starts_with("transport:"));
+        assert!(message("types=a&types=b").starts_with("types:"));
+        assert!(message("expires=soon").starts_with("expires:"));
+        assert!(message("expires=50").starts_with("expires:"));
+        assert!(message("where=data.x~1").starts_with("where"));
+        assert!(message("types=Call").starts_with("types"));
+    }
+
+    #[test]
+    fn filters_and_defaults() {
+        let p = StreamParams::parse("client=c1&cursor=", BASIC, Some("abc"), 100).unwrap();
+        assert!(p.filter.is_none());
+        assert_eq!(p.cursor.as_deref(), Some("abc"));
+        assert_eq!(p.client.as_deref(), Some("c1"));
+        let p = StreamParams::parse("types=call.*&transport=poll&_=1", BASIC, None, 100).unwrap();
+        assert!(p.filter.is_some());
+        assert_eq!(p.transport, Transport::Poll);
+        let signed = Principal::SignedUrl {
+            account: AccountIdx(0),
+            expires: 500,
+        };
+        let p = StreamParams::parse("types=a", signed, None, 100).unwrap();
+        assert_eq!(p.expires, Some(500));
+        assert_eq!(p.filter.unwrap().scopes(), &ScopeGrant::Only(Vec::new()));
+    }
+}

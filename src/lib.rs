@@ -1,0 +1,27 @@
+//! Switchboard: a real-time telephony event router.
+//!
+//! Call routers publish events over HTTP ([`http::publish`]); broker shards partition
+//! them by call ([`actors::shard`]); event proxies hold client subscriptions with type,
+//! parameter and scope filters ([`actors::proxy`], [`filter`]); clients receive them
+//! over one streaming HTTP connection authorised by a signed URL ([`auth`],
+//! [`http::stream`]). The public contract is `API.md`; `docs/` explains the choices.
+
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod account;
+pub mod actors;
+pub mod auth;
+pub mod codec;
+pub mod config;
+pub mod cursor;
+pub mod event;
+pub mod filter;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod server;
+
+pub use config::Config;
+pub use server::{serve, ServeError};

@@ -1,0 +1,118 @@
+//! The `switchboard` command: `serve` runs the server, `sign` prints a signed stream
+//! URL. Everything else lives in the library.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::config::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Real-time telephony event router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults when no config file is given).
+    Serve(ServeArgs),
+    /// Print a signed path and query for a stream URL.
+    Sign {
+        /// The account sid (AC…).
+        #[arg(long)]
+        account: String,
+        /// The account's auth token.
+        #[arg(long)]
+        token: String,
+        /// Seconds until the URL expires, used when the query has no `expires`.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+        /// Path and query to sign, e.g. '/v1/Accounts/AC…/Stream?types=call.*'.
+        path: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Sign {
+            account,
+            token,
+            expires_in,
+            path,
+        } => {
+            if !path.starts_with(&format!("/v1/Accounts/{account}/")) {
+                eprintln!("error: the path must start with /v1/Accounts/{account}/");
+                return ExitCode::from(2);
+            }
+            let now = switchboard::auth::unix_now();
+            println!("{}", switchboard::auth::sign_url(&token, &path, expires_in, now));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match Config::load(args) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(cause = %error, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    if config.accounts.is_empty() {
+        let account = switchboard::account::generate();
+        println!("account_sid: {}", account.sid);
+        println!("auth_token: {}", account.auth_token);
+        config.accounts.push(account);
+    }
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(cause = %error, listen = %config.listen, "cannot listen");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(listen = %config.listen, "switchboard listening");
+    let result = actix_rt::System::new().block_on(switchboard::serve(config, listener, terminated()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(cause = %error, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,353 @@
+//! A client's outbox: the bounded, retained sequence of events matched for it.
+//!
+//! The proxy that owns the client's subscriptions pushes into it (no actor message per
+//! event) and wakes the one writer task of the client's open connection; the writer
+//! drains everything new into one chunk. Delivered events stay until the retention
+//! limits (count and age) push them out, so a reconnect with a cursor can resume
+//! exactly after the last event it saw. An event evicted before it was written is
+//! counted and reported to the next writer as a gap: never lost silently.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tokio::sync::Notify;
+
+use crate::event::SharedEvent;
+
+/// The gap size reported when a cursor from an older session makes the number of
+/// missed events unknowable (`stream.gap` then says `"dropped": null`).
+pub const GAP_UNKNOWN: u64 = u64::MAX;
+
+/// Subscription sids an event matched, shared with the subscription itself.
+pub type MatchedSubs = SmallVec<[Arc<str>; 2]>;
+
+/// One retained event with the client's sequence number.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Position in this outbox's sequence (from 1); the cursor's `seq`.
+    pub seq: u64,
+    /// The shared event.
+    pub event: SharedEvent,
+    /// Which of the client's subscriptions it matched.
+    pub subs: MatchedSubs,
+    /// When it entered the outbox, for the age limit.
+    pub at: Instant,
+}
+
+/// Retention limits, from `[retention]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most events kept.
+    pub max_events: usize,
+    /// Oldest event kept.
+    pub max_age: Duration,
+}
+
+/// What a writer gets from [`Outbox::drain`].
+#[derive(Debug)]
+pub enum Drain {
+    /// Another connection took over this client's channel: stop writing.
+    Superseded,
+    /// New events (possibly none) and how many were dropped unseen before them.
+    Events {
+        /// Events evicted before they were written (to report as `stream.gap`).
+        gap: u64,
+        /// The new events, in order.
+        entries: Vec<Entry>,
+    },
+}
+
+/// Where a new connection starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// After whatever the previous connection was sent: cached events first.
+    Pending,
+    /// After the given sequence number of this outbox's epoch.
+    After(u64),
+    /// A cursor of another epoch (a session that no longer exists): what happened in
+    /// between is unknown.
+    Unknown,
+}
+
+#[derive(Debug)]
+struct State {
+    ring: VecDeque<Entry>,
+    next_seq: u64,
+    sent_upto: u64,
+    gap: u64,
+    conn: u64,
+}
+
+/// The bounded outbox shared by a proxy (producer) and a writer (consumer).
+#[derive(Debug)]
+pub struct Outbox {
+    epoch: u64,
+    limits: Limits,
+    state: Mutex<State>,
+    notify: Notify,
+    next_conn: AtomicU64,
+}
+
+impl Outbox {
+    /// A new, empty outbox with a random epoch.
+    pub fn new(limits: Limits) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            epoch: rand::random::<u64>() | 1,
+            limits,
+            state: Mutex::new(State {
+                ring: VecDeque::new(),
+                next_seq: 1,
+                sent_upto: 0,
+                gap: 0,
+                conn: 0,
+            }),
+            notify: Notify::new(),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// This outbox's epoch, part of every cursor it hands out.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Appends an event. Returns how many retained events were evicted to make room
+    /// or by age, and how many of those had not been written yet (a gap). Does not
+    /// wake the writer: the proxy calls [`Outbox::wake`] once per batch.
+    pub fn push(&self, event: SharedEvent, subs: MatchedSubs, now: Instant) -> Evicted {
+        let mut state = self.state.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.ring.push_back(Entry {
+            seq,
+            event,
+            subs,
+            at: now,
+        });
+        self.evict(&mut state, now)
+    }
+
+    /// Wakes the writer of the open connection, if any (a stored permit otherwise).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits until the outbox is woken.
+    pub async fn woken(&self) {
+        self.notify.notified().await
+    }
+
+    fn evict(&self, state: &mut State, now: Instant) -> Evicted {
+        let mut evicted = Evicted::default();
+        while let Some(front) = state.ring.front() {
+            let too_many = state.ring.len() > self.limits.max_events;
+            let too_old = now.saturating_duration_since(front.at) > self.limits.max_age;
+            if !(too_many || too_old) {
+                break;
+            }
+            if front.seq > state.sent_upto {
+                evicted.unsent += 1;
+                state.gap = state.gap.saturating_add(1);
+                state.sent_upto = front.seq;
+            }
+            evicted.total += 1;
+            state.ring.pop_front();
+        }
+        evicted
+    }
+
+    /// Starts a new connection, superseding any other, and positions it.
+    /// Returns the connection id and the last sequence number before its first event.
+    pub fn attach(&self, resume: Resume) -> (u64, u64) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        state.conn = conn;
+        let first_retained = state.ring.front().map_or(state.next_seq, |e| e.seq);
+        match resume {
+            Resume::Pending => {}
+            Resume::After(seq) => {
+                let seq = seq.min(state.next_seq - 1);
+                if seq + 1 < first_retained {
+                    // Events between the cursor and the oldest retained one are gone.
+                    state.gap = first_retained - seq - 1;
+                    state.sent_upto = first_retained - 1;
+                } else {
+                    state.gap = 0;
+                    state.sent_upto = seq;
+                }
+            }
+            Resume::Unknown => {
+                state.gap = GAP_UNKNOWN;
+            }
+        }
+        let position = state.sent_upto;
+        drop(state);
+        // Wake the superseded writer so it notices, and this one to drain at once.
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+        (conn, position)
+    }
+
+    /// Takes everything the connection has not been sent yet.
+    pub fn drain(&self, conn: u64, now: Instant) -> Drain {
+        let mut state = self.state.lock();
+        if state.conn != conn {
+            return Drain::Superseded;
+        }
+        self.evict(&mut state, now);
+        let sent_upto = state.sent_upto;
+        let start = state.ring.partition_point(|e| e.seq <= sent_upto);
+        let entries: Vec<Entry> = state.ring.range(start..).cloned().collect();
+        if let Some(last) = entries.last() {
+            state.sent_upto = last.seq;
+        }
+        Drain::Events {
+            gap: std::mem::take(&mut state.gap),
+            entries,
+        }
+    }
+
+    /// Marks a connection gone (if it is still the current one). Returns true if it was.
+    pub fn detach(&self, conn: u64) -> bool {
+        let mut state = self.state.lock();
+        if state.conn == conn {
+            state.conn = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_attached(&self) -> bool {
+        self.state.lock().conn != 0
+    }
+
+    /// Events currently retained (the `cached events` gauge counts these).
+    pub fn len(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
+    /// True when nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a push evicted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Retained events removed.
+    pub total: u64,
+    /// Of those, events never written to any connection.
+    pub unsent: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountIdx;
+    use crate::event::{Draft, Event};
+
+    fn event(n: u64) -> SharedEvent {
+        let mut data = serde_json::Map::new();
+        data.insert("n".into(), n.into());
+        Arc::new(Event::build(
+            AccountIdx(0),
+            "AC",
+            Draft {
+                type_name: "t".into(),
+                call_sid: None,
+                scope: None,
+                data,
+            },
+            "now",
+        ))
+    }
+
+    fn seqs(drain: Drain) -> (u64, Vec<u64>) {
+        match drain {
+            Drain::Events { gap, entries } => (gap, entries.iter().map(|e| e.seq).collect()),
+            Drain::Superseded => panic!("superseded"),
+        }
+    }
+
+    fn outbox(max_events: usize) -> Arc<Outbox> {
+        Outbox::new(Limits {
+            max_events,
+            max_age: Duration::from_secs(60),
+        })
+    }
+
+    #[test]
+    fn drains_only_new_events() {
+        let o = outbox(10);
+        let now = Instant::now();
+        let (conn, _) = o.attach(Resume::Pending);
+        o.push(event(1), MatchedSubs::new(), now);
+        o.push(event(2), MatchedSubs::new(), now);
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![1, 2]));
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![]));
+        o.push(event(3), MatchedSubs::new(), now);
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![3]));
+    }
+
+    #[test]
+    fn overflow_while_away_is_a_gap() {
+        let o = outbox(3);
+        let now = Instant::now();
+        for n in 1..=5 {
+            o.push(event(n), MatchedSubs::new(), now);
+        }
+        let (conn, _) = o.attach(Resume::Pending);
+        assert_eq!(seqs(o.drain(conn, now)), (2, vec![3, 4, 5]));
+    }
+
+    #[test]
+    fn resume_after_cursor() {
+        let o = outbox(3);
+        let now = Instant::now();
+        let (conn, _) = o.attach(Resume::Pending);
+        for n in 1..=3 {
+            o.push(event(n), MatchedSubs::new(), now);
+        }
+        assert_eq!(seqs(o.drain(conn, now)).1, vec![1, 2, 3]);
+        let (conn, pos) = o.attach(Resume::After(1));
+        assert_eq!(pos, 1);
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![2, 3]));
+        o.push(event(4), MatchedSubs::new(), now);
+        o.push(event(5), MatchedSubs::new(), now);
+        // Ring holds 3,4,5: a cursor at 1 missed event 2.
+        let (conn, _) = o.attach(Resume::After(1));
+        assert_eq!(seqs(o.drain(conn, now)), (1, vec![3, 4, 5]));
+    }
+
+    #[test]
+    fn age_limit_evicts() {
+        let o = Outbox::new(Limits {
+            max_events: 100,
+            max_age: Duration::from_millis(10),
+        });
+        let then = Instant::now();
+        o.push(event(1), MatchedSubs::new(), then);
+        let later = then + Duration::from_millis(50);
+        o.push(event(2), MatchedSubs::new(), later);
+        let (conn, _) = o.attach(Resume::Pending);
+        assert_eq!(seqs(o.drain(conn, later)), (1, vec![2]));
+    }
+
+    #[test]
+    fn a_new_connection_supersedes_the_old() {
+        let o = outbox(3);
+        let (old, _) = o.attach(Resume::Pending);
+        let (new, _) = o.attach(Resume::Pending);
+        assert!(matches!(o.drain(old, Instant::now()), Drain::Superseded));
+        assert!(!o.detach(old));
+        assert!(o.detach(new));
+        assert!(!o.is_attached());
+    }
+}

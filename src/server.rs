@@ -1,0 +1,83 @@
+//! `serve`: starts the actors and the HTTP server on a listener the caller bound, runs
+//! until the `shutdown` future resolves, then drains (mini-redis's `server::run` shape,
+//! so `main`, tests and benches share one entry point).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
+
+use crate::account::Accounts;
+use crate::actors::Topology;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+
+/// How long open connections get to finish after streams were told to close.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The listener could not be used, or the server failed.
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server until `shutdown` resolves, then drains: readiness fails, publishes
+/// get 503, every stream flushes what was accepted and closes with `stream.shutdown`,
+/// and the call returns once connections have closed (or after a bounded wait).
+///
+/// Must be called inside an actix `System` (`actix_rt::System::new().block_on(…)`).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let topology = Arc::new(Topology::start(&config, &metrics));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let draining = Arc::new(AtomicBool::new(false));
+    let workers = Config::resolve_count(config.workers);
+    let state = AppState {
+        accounts: Accounts::new(&config.accounts),
+        config: Arc::new(config),
+        topology: topology.clone(),
+        metrics,
+        draining: draining.clone(),
+        shutdown: shutdown_rx,
+    };
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        let config = data.config.clone();
+        App::new()
+            .app_data(data.clone())
+            .configure(|cfg| http::configure(cfg, &config))
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown.await;
+        tracing::info!("draining");
+        draining.store(true, Ordering::Relaxed);
+        let _ = shutdown_tx.send(true);
+        handle.stop(true).await;
+    });
+    server.await?;
+    topology.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
