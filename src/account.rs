@@ -92,8 +92,14 @@ mod tests {
 
     #[test]
     fn account_sid_shape() {
-        assert!(is_account_sid(&format!("AC{}", "0123456789abcdef".repeat(2))));
-        assert!(!is_account_sid(&format!("AC{}", "0123456789ABCDEF".repeat(2))));
+        assert!(is_account_sid(&format!(
+            "AC{}",
+            "0123456789abcdef".repeat(2)
+        )));
+        assert!(!is_account_sid(&format!(
+            "AC{}",
+            "0123456789ABCDEF".repeat(2)
+        )));
         assert!(!is_account_sid("AC123"));
         assert!(!is_account_sid(&format!("CA{}", "0".repeat(32))));
         assert!(is_account_sid(&generate().sid));

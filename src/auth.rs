@@ -31,7 +31,8 @@ pub enum AuthError {
     /// Missing, malformed, misplaced or wrong signature.
     #[error("invalid signature: {0}")]
     BadSignature(&'static str),
-    /// A signed URL without a usable `expires`.
+    /// A correctly signed URL without a usable `expires`: the signature is fine, so
+    /// this is a validation error (400), not an authentication failure.
     #[error("expires: a signed URL needs expires in unix seconds")]
     MissingExpires,
     /// A correctly signed URL whose `expires` has passed.
@@ -95,6 +96,10 @@ pub fn authenticate(
         Some(header) => basic(accounts, path_sid, header).map(Principal::Account),
         None if has_param(raw_query, "signature") => {
             signed_url(accounts, path_sid, path, raw_query, now)
+        }
+        // `expires` without `signature`: meant as a signed URL, but unsigned.
+        None if has_param(raw_query, "expires") => {
+            Err(AuthError::BadSignature("signature is missing"))
         }
         None => Err(AuthError::Missing),
     }
@@ -170,11 +175,16 @@ pub fn signed_url(
 /// Splits a raw query into the signed part and the signature value, insisting that
 /// `signature` appears exactly once and last.
 fn split_signature(raw_query: &str) -> Result<(&str, &str), AuthError> {
-    let (unsigned, signature) = raw_query
-        .rsplit_once("&signature=")
-        .ok_or(AuthError::BadSignature("signature must be the last parameter"))?;
+    let (unsigned, signature) =
+        raw_query
+            .rsplit_once("&signature=")
+            .ok_or(AuthError::BadSignature(
+                "signature must be the last parameter",
+            ))?;
     if signature.contains('&') || has_param(unsigned, "signature") {
-        return Err(AuthError::BadSignature("signature must be the last parameter"));
+        return Err(AuthError::BadSignature(
+            "signature must be the last parameter",
+        ));
     }
     Ok((unsigned, signature))
 }
@@ -305,8 +315,16 @@ mod tests {
 
     #[test]
     fn sign_url_appends_expires_then_signature() {
-        let url = sign_url(TOKEN, &format!("/v1/Accounts/{SID}/Stream?types=call.*"), 60, 1000);
-        assert!(url.contains("types=call.*&expires=1060&signature="), "{url}");
+        let url = sign_url(
+            TOKEN,
+            &format!("/v1/Accounts/{SID}/Stream?types=call.*"),
+            60,
+            1000,
+        );
+        assert!(
+            url.contains("types=call.*&expires=1060&signature="),
+            "{url}"
+        );
         let (path, query) = url.split_once('?').unwrap();
         let p = signed_url(&accounts(), SID, path, query, 1000).unwrap();
         assert_eq!(
@@ -324,7 +342,12 @@ mod tests {
 
     #[test]
     fn tampering_and_misplacement_rejected() {
-        let url = sign_url(TOKEN, &format!("/v1/Accounts/{SID}/Stream?types=call.*"), 60, 1000);
+        let url = sign_url(
+            TOKEN,
+            &format!("/v1/Accounts/{SID}/Stream?types=call.*"),
+            60,
+            1000,
+        );
         let (path, query) = url.split_once('?').unwrap();
         let acc = accounts();
         let tampered = query.replace("call.*", "sms.*");
@@ -351,7 +374,12 @@ mod tests {
 
     #[test]
     fn other_accounts_signature_is_forbidden() {
-        let url = sign_url("other-token", &format!("/v1/Accounts/{SID}/Stream"), 60, 1000);
+        let url = sign_url(
+            "other-token",
+            &format!("/v1/Accounts/{SID}/Stream"),
+            60,
+            1000,
+        );
         let (path, query) = url.split_once('?').unwrap();
         assert_eq!(
             signed_url(&accounts(), SID, path, query, 1000),
@@ -371,6 +399,9 @@ mod tests {
         let wrong = format!("Basic {}", STANDARD.encode(format!("{SID}:nope")));
         assert_eq!(basic(&acc, SID, &wrong), Err(AuthError::BadCredentials));
         assert_eq!(basic(&acc, SID, "Bearer x"), Err(AuthError::BadCredentials));
-        assert_eq!(basic(&acc, SID, "Basic !!!"), Err(AuthError::BadCredentials));
+        assert_eq!(
+            basic(&acc, SID, "Basic !!!"),
+            Err(AuthError::BadCredentials)
+        );
     }
 }

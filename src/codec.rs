@@ -26,7 +26,10 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, used) =
         bincode::decode_from_slice(bytes, config()).map_err(|e| DecodeError(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError(format!("{} trailing bytes", bytes.len() - used)));
+        return Err(DecodeError(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
     }
     Ok(value)
 }

@@ -253,7 +253,10 @@ impl Config {
             if !crate::account::is_account_sid(&account.sid) {
                 return Err(ConfigError::Invalid {
                     key: "account.sid",
-                    message: format!("`{}` is not AC followed by 32 lowercase hex digits", account.sid),
+                    message: format!(
+                        "`{}` is not AC followed by 32 lowercase hex digits",
+                        account.sid
+                    ),
                 });
             }
             if account.auth_token.is_empty() {
@@ -264,7 +267,10 @@ impl Config {
             }
         }
         let positive = [
-            ("retention.max_age_secs", self.retention.max_age_secs as usize),
+            (
+                "retention.max_age_secs",
+                self.retention.max_age_secs as usize,
+            ),
             ("retention.max_events", self.retention.max_events),
             ("stream.heartbeat_secs", self.stream.heartbeat_secs as usize),
             ("stream.chunk_buffer", self.stream.chunk_buffer),
@@ -308,5 +314,86 @@ impl Config {
     /// Heartbeat interval as a `Duration`.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.stream.heartbeat_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Flattens a TOML table into dotted keys; arrays of tables stay whole.
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    flatten(&name, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), other.clone());
+            }
+        }
+    }
+
+    /// The README's key table and `Config::default()` must agree, key for key.
+    #[test]
+    fn readme_documents_every_key_with_its_default() {
+        let readme = include_str!("../README.md");
+        let mut documented = BTreeMap::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() < 4 || !cells[1].starts_with('`') || !cells[2].starts_with('`') {
+                continue;
+            }
+            let key = cells[1].trim_matches('`');
+            let default = cells[2].trim_matches('`');
+            let parsed: toml::Table = toml::from_str(&format!("v = {default}"))
+                .unwrap_or_else(|e| panic!("README default of {key} is not TOML: {e}"));
+            documented.insert(key.to_owned(), parsed["v"].clone());
+        }
+        let mut actual = BTreeMap::new();
+        flatten(
+            "",
+            &toml::Value::try_from(Config::default()).unwrap(),
+            &mut actual,
+        );
+        // `[[account]]` serialises as an empty array under its TOML name.
+        assert_eq!(documented, actual);
+    }
+
+    #[test]
+    fn file_flags_and_validation() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9\"\nshards = 3\n[retention]\nmax_events = 5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:10".parse().unwrap()),
+            shards: None,
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.listen.port(), 10, "flags override the file");
+        assert_eq!(config.shards, 3);
+        assert_eq!(config.retention.max_events, 5);
+        assert_eq!(config.retention.max_age_secs, 300, "defaults fill the rest");
+
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        std::fs::write(&path, "[[account]]\nsid = \"AC1\"\nauth_token = \"t\"\n").unwrap();
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains("account.sid"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

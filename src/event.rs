@@ -68,17 +68,15 @@ impl Event {
     /// accepted (one call per request, shared by the batch).
     pub fn build(account: AccountIdx, account_sid: &str, draft: Draft, timestamp: &str) -> Event {
         let id = EventId::random();
-        let json_open = render_open(
-            &Envelope {
-                id: &id.to_string(),
-                account_sid,
-                type_name: &draft.type_name,
-                call_sid: draft.call_sid.as_deref(),
-                scope: draft.scope.as_deref(),
-                timestamp,
-                data: &draft.data,
-            },
-        );
+        let json_open = render_open(&Envelope {
+            id: &id.to_string(),
+            account_sid,
+            type_name: &draft.type_name,
+            call_sid: draft.call_sid.as_deref(),
+            scope: draft.scope.as_deref(),
+            timestamp,
+            data: &draft.data,
+        });
         Event {
             id,
             account,
@@ -221,12 +219,12 @@ pub fn parse_body(body: &[u8], ndjson: bool, limits: Limits) -> Result<Vec<Draft
             }
             let at = raws.len();
             check_count(at + 1, limits)?;
-            raws.push(
-                serde_json::from_slice::<&RawValue>(line).map_err(|e| EventError::Malformed {
+            raws.push(serde_json::from_slice::<&RawValue>(line).map_err(|e| {
+                EventError::Malformed {
                     at: format!("events[{at}]"),
                     message: format!("invalid JSON: {e}"),
-                })?,
-            );
+                }
+            })?);
         }
         raws
     } else {
@@ -256,7 +254,10 @@ pub fn parse_body(body: &[u8], ndjson: bool, limits: Limits) -> Result<Vec<Draft
             if raw.get().len() > limits.max_event_bytes {
                 return Err(EventError::TooLarge {
                     at: format!("events[{index}]"),
-                    message: format!("an event is at most {} bytes of JSON", limits.max_event_bytes),
+                    message: format!(
+                        "an event is at most {} bytes of JSON",
+                        limits.max_event_bytes
+                    ),
                 });
             }
             validate(index, raw)
@@ -295,7 +296,10 @@ fn validate(index: usize, raw: &RawValue) -> Result<Draft, EventError> {
         .find(|k| !matches!(k.as_str(), "type" | "call_sid" | "scope" | "data"))
     {
         let name: String = unknown.chars().take(64).collect();
-        return Err(invalid(&name, "unknown field (allowed: type, call_sid, scope, data)".into()));
+        return Err(invalid(
+            &name,
+            "unknown field (allowed: type, call_sid, scope, data)".into(),
+        ));
     }
     let type_name = match object.remove("type") {
         Some(Value::String(t)) => t,
@@ -368,7 +372,16 @@ mod tests {
         for ok in ["call", "call.start", "a1_.b_2", "x.0"] {
             assert!(is_valid_type(ok), "{ok}");
         }
-        for bad in ["", "Call", "1call", "call.", ".call", "call..end", "call-start", "call.*"] {
+        for bad in [
+            "",
+            "Call",
+            "1call",
+            "call.",
+            ".call",
+            "call..end",
+            "call-start",
+            "call.*",
+        ] {
             assert!(!is_valid_type(bad), "{bad}");
         }
         assert!(is_valid_type(&"a".repeat(64)));
@@ -377,10 +390,20 @@ mod tests {
 
     #[test]
     fn parses_single_array_and_ndjson() {
-        let one = parse_body(br#"{"type":"call.start","call_sid":"CA1","data":{"a":1}}"#, false, LIMITS).unwrap();
+        let one = parse_body(
+            br#"{"type":"call.start","call_sid":"CA1","data":{"a":1}}"#,
+            false,
+            LIMITS,
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].call_sid.as_deref(), Some("CA1"));
-        let many = parse_body(br#" [{"type":"a"},{"type":"b","scope":"s"}]"#, false, LIMITS).unwrap();
+        let many = parse_body(
+            br#" [{"type":"a"},{"type":"b","scope":"s"}]"#,
+            false,
+            LIMITS,
+        )
+        .unwrap();
         assert_eq!(many.len(), 2);
         let nd = parse_body(b"{\"type\":\"a\"}\n\n{\"type\":\"b\"}\n", true, LIMITS).unwrap();
         assert_eq!(nd.len(), 2);
@@ -396,24 +419,43 @@ mod tests {
         assert!(err.to_string().starts_with("events[0].data:"), "{err}");
         let err = parse_body(b"{\"type\":\"a\"}\nnope", true, LIMITS).unwrap_err();
         assert!(err.to_string().starts_with("events[1]:"), "{err}");
-        assert!(matches!(parse_body(b"[]", false, LIMITS), Err(EventError::Malformed { .. })));
-        assert!(matches!(parse_body(b"", false, LIMITS), Err(EventError::Malformed { .. })));
-        assert!(matches!(parse_body(b"[1]", false, LIMITS), Err(EventError::Malformed { .. })));
+        assert!(matches!(
+            parse_body(b"[]", false, LIMITS),
+            Err(EventError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_body(b"", false, LIMITS),
+            Err(EventError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_body(b"[1]", false, LIMITS),
+            Err(EventError::Malformed { .. })
+        ));
     }
 
     #[test]
     fn limits() {
         let four = br#"[{"type":"a"},{"type":"a"},{"type":"a"},{"type":"a"}]"#;
-        assert!(matches!(parse_body(four, false, LIMITS), Err(EventError::TooLarge { .. })));
+        assert!(matches!(
+            parse_body(four, false, LIMITS),
+            Err(EventError::TooLarge { .. })
+        ));
         let big = format!(r#"{{"type":"a","data":{{"x":"{}"}}}}"#, "y".repeat(300));
-        assert!(matches!(parse_body(big.as_bytes(), false, LIMITS), Err(EventError::TooLarge { .. })));
+        assert!(matches!(
+            parse_body(big.as_bytes(), false, LIMITS),
+            Err(EventError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn delivered_shape() {
-        let draft = parse_body(br#"{"type":"gather.end","call_sid":"CA1","data":{"digits":"1234"}}"#, false, LIMITS)
-            .unwrap()
-            .remove(0);
+        let draft = parse_body(
+            br#"{"type":"gather.end","call_sid":"CA1","data":{"digits":"1234"}}"#,
+            false,
+            LIMITS,
+        )
+        .unwrap()
+        .remove(0);
         let event = Event::build(AccountIdx(0), "ACx", draft, "2026-11-26T07:20:50.123Z");
         let v: Value = serde_json::from_slice(&event.json()).unwrap();
         assert_eq!(v["id"], event.id.to_string());
@@ -424,5 +466,38 @@ mod tests {
         assert_eq!(v["data"]["digits"], "1234");
         assert!(v.get("scope").is_none());
         assert_eq!(event.id.to_string().len(), 34);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits {
+        max_batch: 1000,
+        max_event_bytes: 64 * 1024,
+    };
+
+    proptest! {
+        /// Arbitrary bytes never panic the publish parser, as JSON or as NDJSON.
+        #[test]
+        fn parse_body_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), ndjson: bool) {
+            let _ = parse_body(&body, ndjson, LIMITS);
+        }
+
+        /// Almost-valid events: every outcome is either all events or a typed error.
+        #[test]
+        fn near_valid_events(ty in "[a-zA-Z0-9_.*-]{0,70}", sid in "\\PC{0,70}", extra in "[a-z]{0,5}") {
+            let body = serde_json::json!([{"type": ty, "call_sid": sid}, {"type": "ok", extra.clone(): 1}]);
+            match parse_body(body.to_string().as_bytes(), false, LIMITS) {
+                Ok(drafts) => {
+                    prop_assert_eq!(drafts.len(), 2);
+                    prop_assert!(is_valid_type(&drafts[0].type_name));
+                }
+                Err(EventError::Invalid { index, .. }) => prop_assert!(index <= 1),
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
     }
 }

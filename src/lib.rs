@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod server;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{serve, ServeError};

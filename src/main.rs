@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use switchboard::config::{Config, ServeArgs};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Real-time telephony event router")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Real-time telephony event router"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let now = switchboard::auth::unix_now();
-            println!("{}", switchboard::auth::sign_url(&token, &path, expires_in, now));
+            println!(
+                "{}",
+                switchboard::auth::sign_url(&token, &path, expires_in, now)
+            );
             ExitCode::SUCCESS
         }
     }
@@ -58,8 +65,7 @@ fn main() -> ExitCode {
 fn serve(args: &ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -84,7 +90,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(listen = %config.listen, "switchboard listening");
-    let result = actix_rt::System::new().block_on(switchboard::serve(config, listener, terminated()));
+    let result =
+        actix_rt::System::new().block_on(switchboard::serve(config, listener, terminated()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -11,8 +11,8 @@ use prometheus::{
 
 /// Latency buckets from 50 µs to 5 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 
 /// Type families that get their own label value; everything else is `other`.
@@ -158,7 +158,10 @@ impl Metrics {
                 "Open streaming connections, by transport",
                 &["transport"],
             ),
-            subscriptions: gauge("switchboard_subscriptions", "Client subscriptions held by proxies"),
+            subscriptions: gauge(
+                "switchboard_subscriptions",
+                "Client subscriptions held by proxies",
+            ),
             aggregated_subscriptions: gauge(
                 "switchboard_aggregated_subscriptions",
                 "Upstream subscriptions held by broker shards (after aggregation)",
@@ -172,7 +175,10 @@ impl Metrics {
                 "switchboard_events_dropped_total",
                 "Events evicted from a client outbox by retention before being written",
             ),
-            gaps: counter("switchboard_stream_gaps_total", "stream.gap notices written"),
+            gaps: counter(
+                "switchboard_stream_gaps_total",
+                "stream.gap notices written",
+            ),
             shards: gauge("switchboard_shards", "Broker shards running"),
             proxies: gauge("switchboard_proxies", "Event proxies running"),
             mailbox_depth: gauge_vec(

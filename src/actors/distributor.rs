@@ -50,7 +50,10 @@ pub struct Distributor {
 impl Distributor {
     /// A distributor over an initial map (must have at least one shard).
     pub fn new(map: ShardMap) -> Distributor {
-        assert!(!map.shards.is_empty(), "a shard map needs at least one shard");
+        assert!(
+            !map.shards.is_empty(),
+            "a shard map needs at least one shard"
+        );
         Distributor {
             map: RwLock::new(Arc::new(map)),
         }

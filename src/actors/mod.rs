@@ -89,11 +89,10 @@ impl Topology {
 
     /// The proxy that holds this client's session.
     pub fn proxy_for(&self, account: AccountIdx, client: &str) -> &Addr<EventProxy> {
-        let hash = client
-            .bytes()
-            .fold(u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15), |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
+        let hash = client.bytes().fold(
+            u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3),
+        );
         &self.proxies[(hash % self.proxies.len() as u64) as usize]
     }
 
@@ -104,4 +103,3 @@ impl Topology {
         }
     }
 }
-

@@ -46,6 +46,9 @@ pub struct Deliver {
     pub events: Vec<SharedEvent>,
 }
 
+// Data-plane messages stay small and cheap to move: shared events, no owned text.
+const _: () = assert!(std::mem::size_of::<Deliver>() <= 32);
+
 /// A subscription asked for by a stream URL or the control channel.
 #[derive(Debug, Clone)]
 pub struct NewSubscription {
@@ -69,6 +72,9 @@ pub struct Connect {
     pub default: NewSubscription,
     /// A cursor's `(epoch, seq)` to resume after.
     pub cursor: Option<(u64, u64)>,
+    /// The server made the client id up (the URL had no `client`): nobody can come
+    /// back to this session, so it ends with its connection instead of caching.
+    pub ephemeral: bool,
 }
 
 /// A subscription as listed back to the client (`stream.open`, the control channel).
@@ -192,14 +198,25 @@ impl EventProxy {
         }
     }
 
-    fn session_slot(&mut self, account: AccountIdx, client: &Arc<str>, ctx: &mut Context<Self>) -> u32 {
+    fn session_slot(
+        &mut self,
+        account: AccountIdx,
+        client: &Arc<str>,
+        ephemeral: bool,
+        ctx: &mut Context<Self>,
+    ) -> u32 {
         if let Some(&slot) = self.by_client.get(&(account, client.clone())) {
             return slot;
         }
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
         let outbox = Outbox::new(self.limits);
-        let addr = ClientSession::new(ctx.address(), slot, outbox.clone(), self.idle_ttl).start();
+        let idle_ttl = if ephemeral {
+            Duration::ZERO
+        } else {
+            self.idle_ttl
+        };
+        let addr = ClientSession::new(ctx.address(), slot, outbox.clone(), idle_ttl).start();
         self.sessions.insert(
             slot,
             SessionEntry {
@@ -355,7 +372,7 @@ impl Handler<Connect> for EventProxy {
     type Result = AtomicResponse<Self, Connected>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
-        let slot = self.session_slot(msg.account, &msg.client, ctx);
+        let slot = self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx);
         let mut registrations = Vec::new();
         let wanted = msg.subscription.or_else(|| {
             let has_subs = self.sessions.get(&slot).is_some_and(|s| !s.subs.is_empty());
@@ -364,10 +381,11 @@ impl Handler<Connect> for EventProxy {
         if let Some(new) = wanted {
             let canonical = new.filter.canonical_key();
             let existing = self.sessions.get(&slot).and_then(|s| {
-                s.subs
-                    .iter()
-                    .copied()
-                    .find(|key| self.subs.get(key).is_some_and(|sub| sub.filter.canonical_key() == canonical))
+                s.subs.iter().copied().find(|key| {
+                    self.subs
+                        .get(key)
+                        .is_some_and(|sub| sub.filter.canonical_key() == canonical)
+                })
             });
             match existing {
                 // The same URL again (a reconnect): keep the subscription, take the
@@ -375,7 +393,9 @@ impl Handler<Connect> for EventProxy {
                 Some(key) => {
                     if let Some(sub) = self.subs.get_mut(&key) {
                         sub.expires = new.expires;
-                        if let (Some(expires), Some(session)) = (new.expires, self.sessions.get(&slot)) {
+                        if let (Some(expires), Some(session)) =
+                            (new.expires, self.sessions.get(&slot))
+                        {
                             session.addr.do_send(TrackExpiry {
                                 sid: sub.sid.clone(),
                                 expires,

@@ -54,7 +54,12 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// A session for the proxy's slot, sharing the proxy's outbox for it.
-    pub fn new(proxy: Addr<EventProxy>, slot: u32, outbox: Arc<Outbox>, idle_ttl: Duration) -> Self {
+    pub fn new(
+        proxy: Addr<EventProxy>,
+        slot: u32,
+        outbox: Arc<Outbox>,
+        idle_ttl: Duration,
+    ) -> Self {
         ClientSession {
             proxy,
             slot,
@@ -66,14 +71,20 @@ impl ClientSession {
     }
 
     /// (Re)arms the idle timer: a session with no connection lives for `idle_ttl`, or
-    /// until its last subscription expires if that is later.
+    /// until its last subscription expires if that is later; with an `idle_ttl` of
+    /// zero it ends as soon as its connection does.
     fn arm_idle(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
         }
-        let now = unix_now();
         let latest = self.expiries.values().map(|(at, _)| *at).max().unwrap_or(0);
-        let wait = self.idle_ttl.max(Duration::from_secs(latest.saturating_sub(now)));
+        let wait = if self.idle_ttl.is_zero() {
+            // An ephemeral session (server-assigned client id) ends with its connection.
+            Duration::ZERO
+        } else {
+            self.idle_ttl
+                .max(Duration::from_secs(latest.saturating_sub(unix_now())))
+        };
         self.idle = Some(ctx.run_later(wait, |session, ctx| {
             if session.outbox.is_attached() {
                 return;

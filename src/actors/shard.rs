@@ -31,6 +31,8 @@ pub struct Publish {
     pub events: Vec<SharedEvent>,
 }
 
+const _: () = assert!(std::mem::size_of::<Publish>() <= 32);
+
 /// A proxy's filter went from 0 to 1 local subscription: start forwarding matches.
 #[derive(Message)]
 #[rtype(result = "()")]

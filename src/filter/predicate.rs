@@ -632,11 +632,13 @@ mod tests {
         #[test]
         fn numbers_agree_with_serde_json(s in "[-+0-9.eE]{1,8}") {
             // Our grammar check must accept exactly what serde_json reads as a number.
-            // (serde_json refuses numbers beyond f64's range; the grammar does not.)
-            let serde_ok = match serde_json::from_str::<Value>(&s) {
-                Ok(v) => v.is_number(),
-                Err(e) => e.to_string().contains("out of range"),
-            };
+            // serde_json stops at a number beyond f64's range before reading the rest,
+            // so those inputs say nothing about the grammar: skip them.
+            let parsed = serde_json::from_str::<Value>(&s);
+            if let Err(e) = &parsed {
+                prop_assume!(!e.to_string().contains("out of range"));
+            }
+            let serde_ok = parsed.is_ok_and(|v| v.is_number());
             prop_assert_eq!(is_json_number(&s), serde_ok, "{}", s);
         }
     }

@@ -58,7 +58,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -89,13 +95,13 @@ impl ResponseError for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
         let (status, code) = match error {
+            AuthError::MissingExpires => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             AuthError::WrongAccount => (StatusCode::FORBIDDEN, "forbidden"),
             AuthError::Expired(_) => (StatusCode::UNAUTHORIZED, "expired"),
             AuthError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            AuthError::Missing
-            | AuthError::BadCredentials
-            | AuthError::UnknownAccount
-            | AuthError::MissingExpires => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AuthError::Missing | AuthError::BadCredentials | AuthError::UnknownAccount => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -143,8 +149,14 @@ mod tests {
 
     #[test]
     fn auth_statuses() {
-        assert_eq!(ApiError::from(AuthError::WrongAccount).status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            ApiError::from(AuthError::WrongAccount).status,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(ApiError::from(AuthError::Expired(1)).code, "expired");
-        assert_eq!(ApiError::from(AuthError::Missing).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ApiError::from(AuthError::Missing).status,
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

@@ -17,7 +17,10 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
-        return Err(ApiError::unavailable("draining", "the server is shutting down"));
+        return Err(ApiError::unavailable(
+            "draining",
+            "the server is shutting down",
+        ));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }

@@ -56,7 +56,11 @@ impl AppState {
     }
 
     /// Authenticates a request to `/v1/Accounts/{sid}/…` (Basic or signed URL).
-    pub fn authenticate(&self, req: &actix_web::HttpRequest, path_sid: &str) -> Result<Principal, ApiError> {
+    pub fn authenticate(
+        &self,
+        req: &actix_web::HttpRequest,
+        path_sid: &str,
+    ) -> Result<Principal, ApiError> {
         let authorization = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)

@@ -49,7 +49,10 @@ async fn accept(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
-        return Err(ApiError::unavailable("draining", "the server is shutting down"));
+        return Err(ApiError::unavailable(
+            "draining",
+            "the server is shutting down",
+        ));
     }
     let authorization = req
         .headers()
@@ -81,7 +84,12 @@ async fn accept(
 
     let map = state.topology.distributor.current();
     let batches = split_by_shard(&map, events);
-    reserve(&map, &batches, state.config.publish.shard_queue as i64, state)?;
+    reserve(
+        &map,
+        &batches,
+        state.config.publish.shard_queue as i64,
+        state,
+    )?;
     let sends = batches
         .into_iter()
         .enumerate()
@@ -119,7 +127,9 @@ fn reserve(
     limit: i64,
     state: &AppState,
 ) -> Result<(), ApiError> {
-    let targets: Vec<usize> = (0..batches.len()).filter(|&i| !batches[i].is_empty()).collect();
+    let targets: Vec<usize> = (0..batches.len())
+        .filter(|&i| !batches[i].is_empty())
+        .collect();
     for (n, &shard) in targets.iter().enumerate() {
         let depth = &map.shards[shard].depth;
         let before = depth.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +190,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, 
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("body: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -199,4 +213,3 @@ fn reject_reason(error: &ApiError) -> &'static str {
         _ => "invalid",
     }
 }
-

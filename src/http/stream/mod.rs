@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix_cors::Cors;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
@@ -68,7 +68,10 @@ async fn stream(
         .map(|text| Cursor::decode(text, tag))
         .transpose()?;
     if state.is_draining() {
-        return Err(ApiError::unavailable("draining", "the server is shutting down"));
+        return Err(ApiError::unavailable(
+            "draining",
+            "the server is shutting down",
+        ));
     }
     if params.transport == Transport::Poll {
         return Err(ApiError::new(
@@ -77,6 +80,7 @@ async fn stream(
             "transport: poll is not available yet; omit transport for SSE",
         ));
     }
+    let ephemeral = params.client.is_none();
     let client: Arc<str> = params
         .client
         .unwrap_or_else(|| format!("cl{}", &crate::account::random_hex()[..16]))
@@ -97,6 +101,7 @@ async fn stream(
                 expires,
             },
             cursor: cursor.map(|c| (c.epoch, c.seq)),
+            ephemeral,
         })
         .await
         .map_err(|_| ApiError::unavailable("draining", "the server is shutting down"))?;
@@ -169,21 +174,6 @@ impl Connection {
     /// A notice with no data (`stream.expired`, `stream.shutdown`).
     pub fn bare_notice(&self, type_name: &str) -> Bytes {
         notice(&self.account_sid, type_name, Map::new())
-    }
-
-    /// Appends one delivered event's JSON, with the client's matched subscriptions.
-    pub fn write_event(&self, buf: &mut BytesMut, entry: &Entry) {
-        buf.put_slice(&entry.event.json_open);
-        buf.put_slice(b",\"subscriptions\":[");
-        for (i, sid) in entry.subs.iter().enumerate() {
-            if i > 0 {
-                buf.put_u8(b',');
-            }
-            buf.put_u8(b'"');
-            buf.put_slice(sid.as_bytes()); // `SU` + hex: nothing to escape
-            buf.put_u8(b'"');
-        }
-        buf.put_slice(b"]}");
     }
 
     /// Counts delivered events and their end-to-end latency for a transport.

@@ -160,7 +160,9 @@ mod tests {
     const BASIC: Principal = Principal::Account(AccountIdx(0));
 
     fn message(raw: &str) -> String {
-        StreamParams::parse(raw, BASIC, None, 100).unwrap_err().message
+        StreamParams::parse(raw, BASIC, None, 100)
+            .unwrap_err()
+            .message
     }
 
     #[test]
@@ -191,5 +193,27 @@ mod tests {
         let p = StreamParams::parse("types=a", signed, None, 100).unwrap();
         assert_eq!(p.expires, Some(500));
         assert_eq!(p.filter.unwrap().scopes(), &ScopeGrant::Only(Vec::new()));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::account::AccountIdx;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any query string is either parsed or refused with a 400 naming a parameter.
+        #[test]
+        fn any_query_is_parsed_or_a_400(raw in "[a-z_=&%0-9A-F.*<>!^+ -]{0,120}") {
+            let principal = Principal::Account(AccountIdx(0));
+            if let Err(error) = StreamParams::parse(&raw, principal, None, 0) {
+                prop_assert_eq!(error.status.as_u16(), 400);
+                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor"]
+                    .iter()
+                    .any(|p| error.message.starts_with(p));
+                prop_assert!(named, "{}", error.message);
+            }
+        }
     }
 }

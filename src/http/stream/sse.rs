@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::{AppState, Connection};
 use crate::auth::unix_now;
 use crate::outbox::{Drain, Entry};
+use crate::wire::{sse_frame as frame, write_event};
 
 const TRANSPORT: &str = "sse";
 
@@ -29,7 +30,9 @@ pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
     let shutdown = state.shutdown.clone();
     actix_web::rt::spawn(write(conn, tx, heartbeat, shutdown));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
     });
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -51,15 +54,23 @@ async fn write(
     heartbeat: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let gauge = conn.state.metrics.connections.with_label_values(&[TRANSPORT]);
+    let gauge = conn
+        .state
+        .metrics
+        .connections
+        .with_label_values(&[TRANSPORT]);
     gauge.inc();
     let outbox = conn.connected.outbox.clone();
     let mut first = BytesMut::new();
-    frame(&mut first, Some(&conn.cursor(conn.connected.position)), &conn.open_notice());
+    frame(
+        &mut first,
+        Some(&conn.cursor(conn.connected.position)),
+        &conn.open_notice(),
+    );
     let mut last_write = Instant::now();
-    let expires_at = conn.closes_at.map(|at| {
-        tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(unix_now()))
-    });
+    let expires_at = conn
+        .closes_at
+        .map(|at| tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(unix_now())));
     let end = if tx.send(first.freeze()).await.is_err() {
         End::Gone
     } else {
@@ -103,7 +114,11 @@ async fn write(
 
 /// Writes everything new in the outbox as one chunk. `Some` when the writer must stop.
 async fn flush(conn: &Connection, tx: &mpsc::Sender<Bytes>) -> Option<End> {
-    let (gap, entries) = match conn.connected.outbox.drain(conn.connected.conn, Instant::now()) {
+    let (gap, entries) = match conn
+        .connected
+        .outbox
+        .drain(conn.connected.conn, Instant::now())
+    {
         Drain::Superseded => return Some(End::Superseded),
         Drain::Events { gap, entries } => (gap, entries),
     };
@@ -132,21 +147,8 @@ fn render(conn: &Connection, gap: u64, entries: &[Entry]) -> Bytes {
     let mut json = BytesMut::new();
     for entry in entries {
         json.clear();
-        conn.write_event(&mut json, entry);
+        write_event(&mut json, entry);
         frame(&mut chunk, Some(&conn.cursor(entry.seq)), &json);
     }
     chunk.freeze()
-}
-
-/// One SSE frame. The JSON has no raw newlines (serde escapes them), so one `data:`
-/// line carries it.
-fn frame(out: &mut BytesMut, id: Option<&str>, json: &[u8]) {
-    if let Some(id) = id {
-        out.put_slice(b"id: ");
-        out.put_slice(id.as_bytes());
-        out.put_u8(b'\n');
-    }
-    out.put_slice(b"data: ");
-    out.put_slice(json);
-    out.put_slice(b"\n\n");
 }

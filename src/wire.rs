@@ -1,0 +1,80 @@
+//! What goes on a client's wire: a delivered event's JSON with the client's matched
+//! subscriptions appended, and SSE frames. Plain functions over byte buffers, shared
+//! by the transports and measured by `benches/publish_path.rs`.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::outbox::Entry;
+
+/// Appends one delivered event's JSON: the shared serialised event, then
+/// `"subscriptions"` and the closing brace.
+pub fn write_event(buf: &mut BytesMut, entry: &Entry) {
+    buf.put_slice(&entry.event.json_open);
+    buf.put_slice(b",\"subscriptions\":[");
+    for (i, sid) in entry.subs.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_u8(b'"');
+        buf.put_slice(sid.as_bytes()); // `SU` + hex: nothing to escape
+        buf.put_u8(b'"');
+    }
+    buf.put_slice(b"]}");
+}
+
+/// Appends one SSE frame. The JSON has no raw newlines (serde escapes them), so one
+/// `data:` line carries it; notices that must not move the client's position have no
+/// `id:`.
+pub fn sse_frame(out: &mut BytesMut, id: Option<&str>, json: &[u8]) {
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    out.put_slice(json);
+    out.put_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountIdx;
+    use crate::event::{Draft, Event};
+    use crate::outbox::MatchedSubs;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn event_with_subscriptions_is_valid_json_in_one_frame() {
+        let mut data = serde_json::Map::new();
+        data.insert("text".into(), "two\nlines".into());
+        let event = Arc::new(Event::build(
+            AccountIdx(0),
+            "ACx",
+            Draft {
+                type_name: "say.start".into(),
+                call_sid: None,
+                scope: None,
+                data,
+            },
+            "t",
+        ));
+        let entry = Entry {
+            seq: 1,
+            event,
+            subs: MatchedSubs::from_iter([Arc::from("SU1"), Arc::from("SU2")]),
+            at: Instant::now(),
+        };
+        let mut json = BytesMut::new();
+        write_event(&mut json, &entry);
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["subscriptions"], serde_json::json!(["SU1", "SU2"]));
+        let mut frame = BytesMut::new();
+        sse_frame(&mut frame, Some("c1"), &json);
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(text.starts_with("id: c1\ndata: {"));
+        assert!(text.ends_with("}\n\n"));
+        assert_eq!(text.matches('\n').count(), 3);
+    }
+}
