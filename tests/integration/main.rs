@@ -9,6 +9,7 @@ mod common;
 mod filters;
 mod isolation;
 mod ordering;
+mod process;
 mod publish;
 mod signed_urls;
 mod sse;
