@@ -44,6 +44,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every value [`AuthError::reason`] can return, for pre-creating metric series.
+    pub const REASONS: &'static [&'static str] = &[
+        "missing",
+        "bad_credentials",
+        "unknown_account",
+        "bad_signature",
+        "missing_expires",
+        "expired",
+        "wrong_account",
+    ];
+
     /// Low-cardinality reason used as a metric label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -385,6 +396,23 @@ mod tests {
             signed_url(&accounts(), SID, path, query, 1000),
             Err(AuthError::WrongAccount)
         );
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_metrics() {
+        let all = [
+            AuthError::Missing,
+            AuthError::BadCredentials,
+            AuthError::UnknownAccount,
+            AuthError::BadSignature("x"),
+            AuthError::MissingExpires,
+            AuthError::Expired(0),
+            AuthError::WrongAccount,
+        ];
+        for error in all {
+            assert!(AuthError::REASONS.contains(&error.reason()), "{error:?}");
+        }
+        assert_eq!(AuthError::REASONS.len(), 7);
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct Config {
     pub cors: CorsConfig,
     /// The simulated telephone network.
     pub sim: SimConfig,
+    /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
+    /// for load balancers to see `/readyz` fail while the server still answers.
+    pub drain_grace_secs: u64,
 }
 
 /// One account: its sid and secret token.
@@ -151,6 +154,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             cors: CorsConfig::default(),
             sim: SimConfig::default(),
+            drain_grace_secs: 0,
         }
     }
 }

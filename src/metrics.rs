@@ -30,6 +30,32 @@ const FAMILIES: &[&str] = &[
     "stream",
 ];
 
+/// Streaming transports, the `transport` label of deliveries and connections.
+pub const TRANSPORTS: &[&str] = &["sse"];
+
+/// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
+pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream"];
+
+/// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
+
+/// Registers metrics in one registry; the only place that can fail is a programming
+/// error (a duplicate or malformed name), caught by the first test that builds one.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<M>,
+    ) -> M {
+        let metric = metric.expect("valid metric definition");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric name");
+        metric
+    }
+}
+
 /// All metrics, cheap to clone handles inside.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,8 +74,10 @@ pub struct Metrics {
     pub delivery_latency: HistogramVec,
     /// Open streaming connections, by transport.
     pub connections: IntGaugeVec,
-    /// Client subscriptions held by proxies.
-    pub subscriptions: IntGauge,
+    /// Client subscriptions held by proxies, by transport: `stream` for a client's
+    /// publication channel (whichever protocol it connects with), `webhook` for
+    /// callback subscriptions.
+    pub subscriptions: IntGaugeVec,
     /// Aggregated (upstream) subscriptions held by shards, summed over shards.
     pub aggregated_subscriptions: IntGauge,
     /// Client sessions alive (connected or caching).
@@ -72,121 +100,126 @@ impl Metrics {
     /// Creates and registers every metric, plus the process collector.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let gauge = |name: &str, help: &str| {
-            let metric = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let counter = |name: &str, help: &str| {
-            let metric = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let publish_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "switchboard_publish_latency_seconds",
-                "Publish request handling time, from body read to 202",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(publish_latency.clone()))
-            .expect("unique metric");
-        let delivery_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "switchboard_delivery_latency_seconds",
-                "Time from publish accepted to the event written to a client connection",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["transport"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(delivery_latency.clone()))
-            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
-            .expect("unique metric");
+            .expect("one process collector");
+        let reg = Registrar(&registry);
 
-        Metrics {
-            published: counter_vec(
-                "switchboard_events_published_total",
-                "Events accepted for publication, by type family",
+        let metrics = Metrics {
+            published: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_events_published_total",
+                    "Events accepted for publication, by type family",
+                ),
                 &["family"],
-            ),
-            delivered: counter_vec(
-                "switchboard_events_delivered_total",
-                "Events written to client connections, by transport",
+            )),
+            delivered: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_events_delivered_total",
+                    "Events written to client connections, by transport",
+                ),
                 &["transport"],
-            ),
-            publish_rejected: counter_vec(
-                "switchboard_publish_rejected_total",
-                "Publish requests refused, by reason",
+            )),
+            publish_rejected: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_publish_rejected_total",
+                    "Publish requests refused, by reason",
+                ),
                 &["reason"],
-            ),
-            auth_failures: counter_vec(
-                "switchboard_auth_failures_total",
-                "Authentication failures, by reason",
+            )),
+            auth_failures: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_auth_failures_total",
+                    "Authentication failures, by reason",
+                ),
                 &["reason"],
-            ),
-            publish_latency,
-            delivery_latency,
-            connections: gauge_vec(
-                "switchboard_connections",
-                "Open streaming connections, by transport",
+            )),
+            publish_latency: reg.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_publish_latency_seconds",
+                    "Publish request handling time, from body read to 202",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
+            delivery_latency: reg.add(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchboard_delivery_latency_seconds",
+                    "Time from publish accepted to the event written to a client connection",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["transport"],
-            ),
-            subscriptions: gauge(
-                "switchboard_subscriptions",
-                "Client subscriptions held by proxies",
-            ),
-            aggregated_subscriptions: gauge(
+            )),
+            connections: reg.add(IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_connections",
+                    "Open streaming connections, by transport",
+                ),
+                &["transport"],
+            )),
+            subscriptions: reg.add(IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_subscriptions",
+                    "Client subscriptions held by proxies, by transport (stream or webhook)",
+                ),
+                &["transport"],
+            )),
+            aggregated_subscriptions: reg.add(IntGauge::new(
                 "switchboard_aggregated_subscriptions",
                 "Upstream subscriptions held by broker shards (after aggregation)",
-            ),
-            sessions: gauge("switchboard_sessions", "Client sessions alive"),
-            cached_events: gauge(
+            )),
+            sessions: reg.add(IntGauge::new(
+                "switchboard_sessions",
+                "Client sessions alive",
+            )),
+            cached_events: reg.add(IntGauge::new(
                 "switchboard_cached_events",
                 "Events retained in client outboxes for replay and absent clients",
-            ),
-            events_dropped: counter(
+            )),
+            events_dropped: reg.add(IntCounter::new(
                 "switchboard_events_dropped_total",
                 "Events evicted from a client outbox by retention before being written",
-            ),
-            gaps: counter(
+            )),
+            gaps: reg.add(IntCounter::new(
                 "switchboard_stream_gaps_total",
                 "stream.gap notices written",
-            ),
-            shards: gauge("switchboard_shards", "Broker shards running"),
-            proxies: gauge("switchboard_proxies", "Event proxies running"),
-            mailbox_depth: gauge_vec(
-                "switchboard_mailbox_depth",
-                "Work queued at an actor: publish batches for shards, delivery batches for proxies",
+            )),
+            shards: reg.add(IntGauge::new("switchboard_shards", "Broker shards running")),
+            proxies: reg.add(IntGauge::new("switchboard_proxies", "Event proxies running")),
+            mailbox_depth: reg.add(IntGaugeVec::new(
+                Opts::new(
+                    "switchboard_mailbox_depth",
+                    "Work queued at an actor: publish batches for shards, delivery batches for proxies",
+                ),
                 &["actor", "index"],
-            ),
+            )),
             registry,
+        };
+        metrics.initialise_series();
+        metrics
+    }
+
+    /// Creates every label combination known up front at zero, so dashboards and
+    /// `rate()` see a series from the first scrape instead of a gap until first use.
+    fn initialise_series(&self) {
+        for family in FAMILIES.iter().chain(&["other"]) {
+            self.published.with_label_values(&[family]);
+        }
+        for transport in TRANSPORTS {
+            self.delivered.with_label_values(&[transport]);
+            self.delivery_latency.with_label_values(&[transport]);
+            self.connections.with_label_values(&[transport]);
+        }
+        for reason in REJECT_REASONS {
+            self.publish_rejected.with_label_values(&[reason]);
+        }
+        for reason in crate::auth::AuthError::REASONS {
+            self.auth_failures.with_label_values(&[reason]);
+        }
+        for kind in SUBSCRIPTION_TRANSPORTS {
+            self.subscriptions.with_label_values(&[kind]);
         }
     }
 

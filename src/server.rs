@@ -47,6 +47,7 @@ pub async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
     let workers = Config::resolve_count(config.workers);
+    let grace = Duration::from_secs(config.drain_grace_secs);
     let state = AppState {
         accounts: Accounts::new(&config.accounts),
         config: Arc::new(config),
@@ -71,8 +72,9 @@ pub async fn serve(
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         shutdown.await;
-        tracing::info!("draining");
+        tracing::info!(grace_secs = grace.as_secs(), "draining");
         draining.store(true, Ordering::Relaxed);
+        tokio::time::sleep(grace).await;
         let _ = shutdown_tx.send(true);
         handle.stop(true).await;
     });

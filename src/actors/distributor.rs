@@ -6,11 +6,11 @@
 //! The shard map is immutable and swapped whole behind a read-mostly lock, so a
 //! publish takes the lock once to clone an `Arc` and never blocks on a rebalance.
 
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use actix::Addr;
 use parking_lot::RwLock;
+use prometheus::IntGauge;
 
 use super::shard::BrokerShard;
 use crate::account::AccountIdx;
@@ -20,9 +20,10 @@ use crate::account::AccountIdx;
 pub struct ShardHandle {
     /// The shard actor.
     pub addr: Addr<BrokerShard>,
-    /// Publish batches accepted for this shard and not yet handed to its proxies;
-    /// maintained by publishers and the shard because actix cannot report mailbox depth.
-    pub depth: Arc<AtomicI64>,
+    /// Publish batches accepted for this shard and not yet handed to its proxies:
+    /// the `switchboard_mailbox_depth{actor="shard"}` gauge itself, maintained by
+    /// publishers and the shard because actix cannot report mailbox depth.
+    pub depth: IntGauge,
 }
 
 /// An immutable assignment of hash ranges to shards.

@@ -11,7 +11,6 @@ pub mod proxy;
 pub mod session;
 pub mod shard;
 
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +47,14 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(index, arbiter)| {
-                let depth = Arc::new(AtomicI64::new(0));
+                let depth = metrics
+                    .mailbox_depth
+                    .with_label_values(&["shard", &index.to_string()]);
                 let (shard_depth, metrics) = (depth.clone(), metrics.clone());
                 let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     // A hint only: publishers bound the queue with `depth` themselves.
                     ctx.set_mailbox_capacity(mailbox);
-                    BrokerShard::new(index, shard_depth, metrics)
+                    BrokerShard::new(shard_depth, metrics)
                 });
                 ShardHandle { addr, depth }
             })
@@ -71,7 +72,9 @@ impl Topology {
                 EventProxy::start_in_arbiter(&arbiter.handle(), move |_ctx| {
                     EventProxy::new(
                         ProxyId(i as u16),
-                        Arc::new(AtomicI64::new(0)),
+                        metrics
+                            .mailbox_depth
+                            .with_label_values(&["proxy", &i.to_string()]),
                         distributor,
                         metrics,
                         limits,

@@ -14,12 +14,12 @@
 //! On stop: sessions lose their proxy and their streams end at the next heartbeat.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
+use prometheus::IntGauge;
 
 use super::distributor::Distributor;
 use super::session::{ClientSession, EndSession, TrackExpiry};
@@ -153,7 +153,7 @@ struct Upstream {
 /// One event proxy (see the module docs).
 pub struct EventProxy {
     id: ProxyId,
-    depth: Arc<AtomicI64>,
+    depth: IntGauge,
     distributor: Arc<Distributor>,
     metrics: Metrics,
     limits: outbox::Limits,
@@ -173,7 +173,7 @@ impl EventProxy {
     /// An empty proxy.
     pub fn new(
         id: ProxyId,
-        depth: Arc<AtomicI64>,
+        depth: IntGauge,
         distributor: Arc<Distributor>,
         metrics: Metrics,
         limits: outbox::Limits,
@@ -282,7 +282,10 @@ impl EventProxy {
                 upstream: upstream_key,
             },
         );
-        self.metrics.subscriptions.inc();
+        self.metrics
+            .subscriptions
+            .with_label_values(&["stream"])
+            .inc();
         register
     }
 
@@ -291,7 +294,10 @@ impl EventProxy {
             return;
         };
         self.index.remove(key);
-        self.metrics.subscriptions.dec();
+        self.metrics
+            .subscriptions
+            .with_label_values(&["stream"])
+            .dec();
         if let Some(session) = self.sessions.get_mut(&((key >> 32) as u32)) {
             session.subs.retain(|k| *k != key);
         }
@@ -458,11 +464,7 @@ impl Handler<Deliver> for EventProxy {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let left = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.metrics
-            .mailbox_depth
-            .with_label_values(&["proxy", &self.id.0.to_string()])
-            .set(left);
+        self.depth.dec();
         let now = Instant::now();
         let mut pushed = 0i64;
         for event in &msg.events {

@@ -11,11 +11,11 @@
 //! On stop: pending `Publish` replies fail, and publishers answer 503.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
+use prometheus::IntGauge;
 
 use super::proxy::{Deliver, EventProxy, ProxyId};
 use crate::event::SharedEvent;
@@ -42,7 +42,7 @@ pub struct AddUpstream {
     /// Its address, kept for forwarding.
     pub addr: Addr<EventProxy>,
     /// Its depth gauge, raised per forwarded batch.
-    pub depth: Arc<AtomicI64>,
+    pub depth: IntGauge,
     /// The proxy's key for this filter.
     pub key: u32,
     /// The account the filter belongs to.
@@ -63,37 +63,28 @@ pub struct RemoveUpstream {
 
 struct ProxyLink {
     addr: Addr<EventProxy>,
-    depth: Arc<AtomicI64>,
+    depth: IntGauge,
 }
 
 /// One broker shard (see the module docs).
 pub struct BrokerShard {
-    index: usize,
     upstream: SubscriptionIndex<u64>,
     proxies: HashMap<ProxyId, ProxyLink>,
-    depth: Arc<AtomicI64>,
+    depth: IntGauge,
     metrics: Metrics,
     scratch: Vec<u64>,
 }
 
 impl BrokerShard {
     /// A shard with an empty index.
-    pub fn new(index: usize, depth: Arc<AtomicI64>, metrics: Metrics) -> BrokerShard {
+    pub fn new(depth: IntGauge, metrics: Metrics) -> BrokerShard {
         BrokerShard {
-            index,
             upstream: SubscriptionIndex::new(),
             proxies: HashMap::new(),
             depth,
             metrics,
             scratch: Vec::new(),
         }
-    }
-
-    fn publish_depth_changed(&self) {
-        self.metrics
-            .mailbox_depth
-            .with_label_values(&["shard", &self.index.to_string()])
-            .set(self.depth.load(Ordering::Relaxed));
     }
 }
 
@@ -139,26 +130,20 @@ impl Handler<Publish> for BrokerShard {
         let mut acks = Vec::with_capacity(batches.len());
         for (proxy, events) in batches {
             if let Some(link) = self.proxies.get(&proxy) {
-                link.depth.fetch_add(1, Ordering::Relaxed);
+                link.depth.inc();
                 // `send` always enqueues (actix #515); the bound is this shard's own
                 // depth, which is only released once these acks come back.
                 acks.push(link.addr.send(Deliver { events }));
             }
         }
         let depth = self.depth.clone();
-        let metrics = self.metrics.clone();
-        let index = self.index.to_string();
         Box::pin(async move {
             for result in join_all(acks).await {
                 if let Err(error) = result {
                     tracing::warn!(cause = %error, "a proxy went away during delivery");
                 }
             }
-            let left = depth.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics
-                .mailbox_depth
-                .with_label_values(&["shard", &index])
-                .set(left);
+            depth.dec();
         })
     }
 }
@@ -174,7 +159,6 @@ impl Handler<AddUpstream> for BrokerShard {
         self.upstream
             .insert(msg.account, upstream_key(msg.proxy, msg.key), msg.filter);
         self.metrics.aggregated_subscriptions.inc();
-        self.publish_depth_changed();
     }
 }
 

@@ -2,7 +2,6 @@
 //! array or NDJSON; all-or-nothing; 202 only once every event has reached its shard
 //! and the shard has handed it to the proxies that want it.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,12 +83,7 @@ async fn accept(
 
     let map = state.topology.distributor.current();
     let batches = split_by_shard(&map, events);
-    reserve(
-        &map,
-        &batches,
-        state.config.publish.shard_queue as i64,
-        state,
-    )?;
+    reserve(&map, &batches, state.config.publish.shard_queue as i64)?;
     let sends = batches
         .into_iter()
         .enumerate()
@@ -121,32 +115,22 @@ fn split_by_shard(map: &ShardMap, events: Vec<SharedEvent>) -> Vec<Vec<SharedEve
 
 /// Takes one queue slot on every target shard, or none: a request either goes to all
 /// of its shards or is refused whole with 503, so a batch is never half published.
-fn reserve(
-    map: &ShardMap,
-    batches: &[Vec<SharedEvent>],
-    limit: i64,
-    state: &AppState,
-) -> Result<(), ApiError> {
+fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(), ApiError> {
     let targets: Vec<usize> = (0..batches.len())
         .filter(|&i| !batches[i].is_empty())
         .collect();
     for (n, &shard) in targets.iter().enumerate() {
         let depth = &map.shards[shard].depth;
-        let before = depth.fetch_add(1, Ordering::Relaxed);
-        if before >= limit {
+        depth.inc();
+        if depth.get() > limit {
             for &taken in &targets[..=n] {
-                map.shards[taken].depth.fetch_sub(1, Ordering::Relaxed);
+                map.shards[taken].depth.dec();
             }
             return Err(ApiError::unavailable(
                 "overloaded",
                 "a broker shard's queue is full; retry shortly",
             ));
         }
-        state
-            .metrics
-            .mailbox_depth
-            .with_label_values(&["shard", &shard.to_string()])
-            .set(before + 1);
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 mod common;
 mod filters;
 mod isolation;
+mod metrics;
 mod ordering;
 mod process;
 mod publish;

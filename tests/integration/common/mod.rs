@@ -7,6 +7,7 @@
 //! written contract, so the helpers are written from the spec, not from the
 //! server's code.
 
+pub mod scrape;
 pub mod signing;
 pub mod sse;
 
@@ -291,6 +292,15 @@ impl TestServer {
                 let first = stream.next_event(Duration::from_secs(2)).await;
                 panic!("GET {path_and_query}: expected a refusal, got a 200 stream; first event: {first:?}")
             }
+        }
+    }
+}
+
+impl TestServer {
+    /// Starts the server's drain (what SIGTERM does in the binary).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
     }
 }
