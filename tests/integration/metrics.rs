@@ -4,14 +4,13 @@
 //! Prometheus; `/healthz` and `/readyz` (503 while draining).
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::scrape::{required_tool, Scrape};
-use crate::common::{new_call_sid, random_hex, TestServer, WAIT};
+use crate::common::{free_port, http_client, new_call_sid, random_hex, TestServer, WAIT};
 
 async fn scrape(server: &TestServer) -> Scrape {
     let reply = server.get("/metrics").await;
@@ -351,10 +350,7 @@ async fn every_dashboard_query_runs_on_a_real_prometheus() {
     let (_stream, _) = server.stream_basic(0, "").await;
     server.publish(0, &json!({"type": "call.start"})).await;
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("sb-prom-{}", random_hex(6)));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("prometheus.yml");
@@ -379,11 +375,7 @@ async fn every_dashboard_query_runs_on_a_real_prometheus() {
             .spawn()
             .expect("start prometheus"),
     );
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .build()
-        .expect("client");
+    let client = http_client();
     let query = |expr: String| {
         let client = client.clone();
         async move {

@@ -4,13 +4,12 @@
 //! `stream.shutdown`, and the process exits 0.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{random_hex, SseError, SseStream, WAIT};
+use crate::common::{free_port, http_client, random_hex, SseError, SseStream, WAIT};
 
 struct Server {
     child: Child,
@@ -22,14 +21,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port that was free a moment ago, for the child to bind.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn spawn(sid: &str, token: &str) -> Server {
@@ -77,11 +68,7 @@ async fn sigterm_flushes_accepted_events_closes_streams_and_exits_zero() {
     let sid = format!("AC{}", random_hex(16));
     let token = random_hex(16);
     let mut server = spawn(&sid, &token);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .build()
-        .expect("client");
+    let client = http_client();
     wait_ready(&client, &server.base).await;
 
     let stream_client = reqwest::Client::builder()
@@ -198,11 +185,7 @@ async fn serve_without_a_config_file_prints_a_working_development_account() {
         "{token}"
     );
 
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(WAIT)
-        .build()
-        .expect("client");
+    let client = http_client();
     wait_ready(&client, &server.base).await;
     let reply = client
         .post(format!("{}/v1/Accounts/{sid}/Events", server.base))

@@ -35,6 +35,24 @@ pub fn random_hex(n: usize) -> String {
     (0..n).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
 }
 
+/// A loopback port that was free a moment ago, for a child process to bind.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// An HTTP client for requests to child processes (no proxy, every request
+/// bounded by `WAIT`).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WAIT)
+        .build()
+        .expect("reqwest client")
+}
+
 /// A fresh, syntactically valid call sid (`CA` + 32 hex).
 pub fn new_call_sid() -> String {
     format!("CA{}", random_hex(16))
