@@ -65,6 +65,8 @@ pub struct Config {
     pub publish: PublishConfig,
     /// Cross-origin settings for browser-facing endpoints.
     pub cors: CorsConfig,
+    /// Webhook subscriptions (callbacks to API servers).
+    pub webhook: WebhookConfig,
     /// The simulated telephone network.
     pub sim: SimConfig,
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
@@ -88,8 +90,10 @@ pub struct AccountConfig {
 pub struct RetentionConfig {
     /// Oldest event kept, in seconds.
     pub max_age_secs: u64,
-    /// Most events kept per client (and per shard for `cursor=earliest`).
+    /// Most events kept per client.
     pub max_events: usize,
+    /// Most events each broker shard keeps for `cursor=earliest` replays.
+    pub shard_max_events: usize,
 }
 
 /// Streaming connection settings.
@@ -105,6 +109,14 @@ pub struct StreamConfig {
     /// How long a subscription without `expires` outlives its last connection, in
     /// seconds.
     pub idle_ttl_secs: u64,
+    /// The SSE `retry:` a stream announces: how long an `EventSource` waits before
+    /// reconnecting, in milliseconds.
+    pub retry_ms: u64,
+    /// Seconds after which the server ends a streaming connection (the client
+    /// reconnects and resumes by cursor); 0 keeps connections open indefinitely.
+    pub max_connection_secs: u64,
+    /// Longest `timeout=` a long-poll may ask for, in seconds.
+    pub max_poll_secs: u64,
 }
 
 /// Publish endpoint limits.
@@ -130,6 +142,35 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// Webhook delivery to API servers' callbacks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Hosts callbacks may point at (`host` or `host:port`); empty allows any host.
+    /// Callbacks are an SSRF risk: list your API servers here in production.
+    pub allowed_hosts: Vec<String>,
+    /// First retry delay in milliseconds; doubles per failure, with full jitter.
+    pub initial_backoff_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub max_backoff_secs: u64,
+    /// Timeout of one callback request, in seconds.
+    pub timeout_secs: u64,
+    /// Most events in one callback request.
+    pub max_batch: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allowed_hosts: Vec::new(),
+            initial_backoff_ms: 500,
+            max_backoff_secs: 60,
+            timeout_secs: 10,
+            max_batch: 100,
+        }
+    }
+}
+
 /// The simulated telephone network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -153,6 +194,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             publish: PublishConfig::default(),
             cors: CorsConfig::default(),
+            webhook: WebhookConfig::default(),
             sim: SimConfig::default(),
             drain_grace_secs: 0,
         }
@@ -164,6 +206,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             max_age_secs: 300,
             max_events: 10_000,
+            shard_max_events: 100_000,
         }
     }
 }
@@ -174,6 +217,9 @@ impl Default for StreamConfig {
             heartbeat_secs: 15,
             chunk_buffer: 16,
             idle_ttl_secs: 300,
+            retry_ms: 2000,
+            max_connection_secs: 0,
+            max_poll_secs: 60,
         }
     }
 }
@@ -276,6 +322,20 @@ impl Config {
                 self.retention.max_age_secs as usize,
             ),
             ("retention.max_events", self.retention.max_events),
+            (
+                "retention.shard_max_events",
+                self.retention.shard_max_events,
+            ),
+            (
+                "webhook.initial_backoff_ms",
+                self.webhook.initial_backoff_ms as usize,
+            ),
+            (
+                "webhook.max_backoff_secs",
+                self.webhook.max_backoff_secs as usize,
+            ),
+            ("webhook.timeout_secs", self.webhook.timeout_secs as usize),
+            ("webhook.max_batch", self.webhook.max_batch),
             ("stream.heartbeat_secs", self.stream.heartbeat_secs as usize),
             ("stream.chunk_buffer", self.stream.chunk_buffer),
             ("publish.max_batch", self.publish.max_batch),

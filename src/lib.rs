@@ -21,7 +21,9 @@ pub mod filter;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod retention;
 pub mod server;
+pub mod webhook;
 pub mod wire;
 
 pub use config::Config;

@@ -31,10 +31,10 @@ const FAMILIES: &[&str] = &[
 ];
 
 /// Streaming transports, the `transport` label of deliveries and connections.
-pub const TRANSPORTS: &[&str] = &["sse"];
+pub const TRANSPORTS: &[&str] = &["sse", "poll", "ws", "webhook"];
 
 /// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
-pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream"];
+pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream", "webhook"];
 
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
 pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
@@ -94,6 +94,24 @@ pub struct Metrics {
     pub proxies: IntGauge,
     /// Work queued at each actor, maintained by the senders (actix cannot report it).
     pub mailbox_depth: IntGaugeVec,
+    /// Events retained by broker shards for `cursor=earliest`.
+    pub shard_retained: IntGauge,
+    /// Reconnects and `cursor=earliest` requests served, by kind (`cursor`, `earliest`).
+    pub replays: IntCounterVec,
+    /// Events delivered again from a cache or retention by those replays.
+    pub replayed_events: IntCounter,
+    /// Client events accepted, by how they came (`http`, `ws`).
+    pub client_events: IntCounterVec,
+    /// Webhook callback requests, by outcome (`ok`, `error`).
+    pub webhook_requests: IntCounterVec,
+    /// Events acknowledged by webhook callbacks (2xx).
+    pub webhook_events: IntCounter,
+    /// Webhook retries scheduled after a failed request.
+    pub webhook_retries: IntCounter,
+    /// Webhook subscriptions that expired with events still undelivered, and how many.
+    pub webhook_giveups: IntCounter,
+    /// Events queued for webhook callbacks, not yet acknowledged.
+    pub webhook_pending: IntGauge,
 }
 
 impl Metrics {
@@ -195,6 +213,51 @@ impl Metrics {
                 ),
                 &["actor", "index"],
             )),
+            shard_retained: reg.add(IntGauge::new(
+                "switchboard_shard_retained_events",
+                "Events retained by broker shards for cursor=earliest replays",
+            )),
+            replays: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_replays_total",
+                    "Streams resumed from a cursor or from the earliest retained event, by kind",
+                ),
+                &["kind"],
+            )),
+            replayed_events: reg.add(IntCounter::new(
+                "switchboard_replayed_events_total",
+                "Events delivered from retention by cursor=earliest replays",
+            )),
+            client_events: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_client_events_total",
+                    "Client events accepted, by how they came (http, ws)",
+                ),
+                &["via"],
+            )),
+            webhook_requests: reg.add(IntCounterVec::new(
+                Opts::new(
+                    "switchboard_webhook_requests_total",
+                    "Webhook callback requests, by outcome (ok: 2xx; error: anything else)",
+                ),
+                &["outcome"],
+            )),
+            webhook_events: reg.add(IntCounter::new(
+                "switchboard_webhook_events_total",
+                "Events acknowledged by webhook callbacks",
+            )),
+            webhook_retries: reg.add(IntCounter::new(
+                "switchboard_webhook_retries_total",
+                "Webhook retries scheduled after a failed request",
+            )),
+            webhook_giveups: reg.add(IntCounter::new(
+                "switchboard_webhook_giveups_total",
+                "Events never acknowledged because their webhook subscription ended first",
+            )),
+            webhook_pending: reg.add(IntGauge::new(
+                "switchboard_webhook_pending_events",
+                "Events queued for webhook callbacks and not yet acknowledged",
+            )),
             registry,
         };
         metrics.initialise_series();
@@ -220,6 +283,15 @@ impl Metrics {
         }
         for kind in SUBSCRIPTION_TRANSPORTS {
             self.subscriptions.with_label_values(&[kind]);
+        }
+        for kind in ["cursor", "earliest"] {
+            self.replays.with_label_values(&[kind]);
+        }
+        for via in ["http", "ws"] {
+            self.client_events.with_label_values(&[via]);
+        }
+        for outcome in ["ok", "error"] {
+            self.webhook_requests.with_label_values(&[outcome]);
         }
     }
 

@@ -75,6 +75,7 @@ pub enum Resume {
 
 #[derive(Debug)]
 struct State {
+    epoch: u64,
     ring: VecDeque<Entry>,
     next_seq: u64,
     sent_upto: u64,
@@ -85,7 +86,6 @@ struct State {
 /// The bounded outbox shared by a proxy (producer) and a writer (consumer).
 #[derive(Debug)]
 pub struct Outbox {
-    epoch: u64,
     limits: Limits,
     state: Mutex<State>,
     notify: Notify,
@@ -96,9 +96,9 @@ impl Outbox {
     /// A new, empty outbox with a random epoch.
     pub fn new(limits: Limits) -> Arc<Outbox> {
         Arc::new(Outbox {
-            epoch: rand::random::<u64>() | 1,
             limits,
             state: Mutex::new(State {
+                epoch: new_epoch(),
                 ring: VecDeque::new(),
                 next_seq: 1,
                 sent_upto: 0,
@@ -112,7 +112,37 @@ impl Outbox {
 
     /// This outbox's epoch, part of every cursor it hands out.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.state.lock().epoch
+    }
+
+    /// Replaces the retained sequence with `events` (a `cursor=earliest` replay merged
+    /// with what was cached), renumbered from 1 under a new epoch so that no cursor of
+    /// the old numbering can point into the new one. The current connection stays
+    /// attached and will be sent everything. Returns the change in retained events.
+    pub fn rebuild(&self, events: Vec<(SharedEvent, MatchedSubs)>, now: Instant) -> i64 {
+        let mut state = self.state.lock();
+        let before = state.ring.len() as i64;
+        state.epoch = new_epoch();
+        state.ring = events
+            .into_iter()
+            .zip(1..)
+            .map(|((event, subs), seq)| Entry {
+                seq,
+                event,
+                subs,
+                at: now,
+            })
+            .collect();
+        state.next_seq = state.ring.len() as u64 + 1;
+        state.sent_upto = 0;
+        state.gap = 0;
+        self.evict(&mut state, now);
+        state.ring.len() as i64 - before
+    }
+
+    /// A copy of the retained entries (shared events, so cheap), oldest first.
+    pub fn retained(&self) -> Vec<Entry> {
+        self.state.lock().ring.iter().cloned().collect()
     }
 
     /// Appends an event. Returns how many retained events were evicted to make room
@@ -222,6 +252,12 @@ impl Outbox {
         }
     }
 
+    /// The sequence number after which the current connection's next event comes:
+    /// the cursor to hand out before any event (`stream.open`, an empty long-poll).
+    pub fn position(&self) -> u64 {
+        self.state.lock().sent_upto
+    }
+
     /// Whether a connection is attached.
     pub fn is_attached(&self) -> bool {
         self.state.lock().conn != 0
@@ -236,6 +272,10 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn new_epoch() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// What a push evicted.
@@ -338,6 +378,28 @@ mod tests {
         o.push(event(2), MatchedSubs::new(), later);
         let (conn, _) = o.attach(Resume::Pending);
         assert_eq!(seqs(o.drain(conn, later)), (1, vec![2]));
+    }
+
+    #[test]
+    fn rebuild_renumbers_under_a_new_epoch() {
+        let o = outbox(10);
+        let now = Instant::now();
+        let (conn, _) = o.attach(Resume::Pending);
+        o.push(event(9), MatchedSubs::new(), now);
+        let old_epoch = o.epoch();
+        let grew = o.rebuild(
+            vec![
+                (event(1), MatchedSubs::new()),
+                (event(2), MatchedSubs::new()),
+                (event(9), MatchedSubs::new()),
+            ],
+            now,
+        );
+        assert_eq!(grew, 2);
+        assert_ne!(o.epoch(), old_epoch);
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![1, 2, 3]));
+        o.push(event(10), MatchedSubs::new(), now);
+        assert_eq!(seqs(o.drain(conn, now)), (0, vec![4]));
     }
 
     #[test]

@@ -43,13 +43,14 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let metrics = Metrics::new();
-    let topology = Arc::new(Topology::start(&config, &metrics));
+    let accounts = Accounts::new(&config.accounts);
+    let topology = Arc::new(Topology::start(&config, &accounts, &metrics));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
     let workers = Config::resolve_count(config.workers);
     let grace = Duration::from_secs(config.drain_grace_secs);
     let state = AppState {
-        accounts: Accounts::new(&config.accounts),
+        accounts,
         config: Arc::new(config),
         topology: topology.clone(),
         metrics,

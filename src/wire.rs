@@ -9,6 +9,12 @@ use crate::outbox::Entry;
 /// Appends one delivered event's JSON: the shared serialised event, then
 /// `"subscriptions"` and the closing brace.
 pub fn write_event(buf: &mut BytesMut, entry: &Entry) {
+    write_event_at(buf, entry, None);
+}
+
+/// [`write_event`] with the event's `"cursor"` added, for transports that carry the
+/// cursor inside the JSON (WebSocket frames, long-poll lists).
+pub fn write_event_at(buf: &mut BytesMut, entry: &Entry, cursor: Option<&str>) {
     buf.put_slice(&entry.event.json_open);
     buf.put_slice(b",\"subscriptions\":[");
     for (i, sid) in entry.subs.iter().enumerate() {
@@ -19,7 +25,13 @@ pub fn write_event(buf: &mut BytesMut, entry: &Entry) {
         buf.put_slice(sid.as_bytes()); // `SU` + hex: nothing to escape
         buf.put_u8(b'"');
     }
-    buf.put_slice(b"]}");
+    buf.put_u8(b']');
+    if let Some(cursor) = cursor {
+        buf.put_slice(b",\"cursor\":\"");
+        buf.put_slice(cursor.as_bytes()); // base64url: nothing to escape
+        buf.put_u8(b'"');
+    }
+    buf.put_u8(b'}');
 }
 
 /// Appends one SSE frame. The JSON has no raw newlines (serde escapes them), so one
@@ -69,6 +81,11 @@ mod tests {
         let mut json = BytesMut::new();
         write_event(&mut json, &entry);
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["subscriptions"], serde_json::json!(["SU1", "SU2"]));
+        let mut with_cursor = BytesMut::new();
+        write_event_at(&mut with_cursor, &entry, Some("abc"));
+        let value: serde_json::Value = serde_json::from_slice(&with_cursor).unwrap();
+        assert_eq!(value["cursor"], "abc");
         assert_eq!(value["subscriptions"], serde_json::json!(["SU1", "SU2"]));
         let mut frame = BytesMut::new();
         sse_frame(&mut frame, Some("c1"), &json);

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 
-use crate::account::AccountIdx;
+use crate::account::{AccountIdx, Accounts};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox;
 use distributor::{Distributor, ShardHandle, ShardMap};
-use proxy::{EventProxy, ProxyId};
+use proxy::{EventProxy, ProxyId, ProxySettings, WebhookSettings};
 use shard::BrokerShard;
 
 /// The running actors: shards and proxies on dedicated arbiters, and the distributor.
@@ -38,11 +38,15 @@ pub struct Topology {
 impl Topology {
     /// Starts `config.shards` shards and `config.proxies` proxies (0 = one per core)
     /// round-robin on one arbiter per shard. Must run inside an actix `System`.
-    pub fn start(config: &Config, metrics: &Metrics) -> Topology {
+    pub fn start(config: &Config, accounts: &Arc<Accounts>, metrics: &Metrics) -> Topology {
         let shard_count = Config::resolve_count(config.shards);
         let proxy_count = Config::resolve_count(config.proxies);
         let arbiters: Vec<Arbiter> = (0..shard_count).map(|_| Arbiter::new()).collect();
         let mailbox = config.publish.shard_queue;
+        let retention = (
+            config.retention.shard_max_events,
+            Duration::from_secs(config.retention.max_age_secs),
+        );
         let shards = arbiters
             .iter()
             .enumerate()
@@ -54,20 +58,31 @@ impl Topology {
                 let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     // A hint only: publishers bound the queue with `depth` themselves.
                     ctx.set_mailbox_capacity(mailbox);
-                    BrokerShard::new(shard_depth, metrics)
+                    BrokerShard::new(index as u16, retention, shard_depth, metrics)
                 });
                 ShardHandle { addr, depth }
             })
             .collect();
         let distributor = Arc::new(Distributor::new(ShardMap { shards }));
-        let limits = outbox::Limits {
-            max_events: config.retention.max_events,
-            max_age: Duration::from_secs(config.retention.max_age_secs),
+        let settings = ProxySettings {
+            limits: outbox::Limits {
+                max_events: config.retention.max_events,
+                max_age: Duration::from_secs(config.retention.max_age_secs),
+            },
+            idle_ttl: Duration::from_secs(config.stream.idle_ttl_secs),
+            webhooks: WebhookSettings {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(config.webhook.timeout_secs))
+                    .build()
+                    .unwrap_or_default(),
+                config: config.webhook.clone(),
+                accounts: accounts.clone(),
+            },
         };
-        let idle_ttl = Duration::from_secs(config.stream.idle_ttl_secs);
         let proxies = (0..proxy_count)
             .map(|i| {
-                let (distributor, metrics) = (distributor.clone(), metrics.clone());
+                let (distributor, metrics, settings) =
+                    (distributor.clone(), metrics.clone(), settings.clone());
                 let arbiter = &arbiters[i % arbiters.len()];
                 EventProxy::start_in_arbiter(&arbiter.handle(), move |_ctx| {
                     EventProxy::new(
@@ -77,8 +92,7 @@ impl Topology {
                             .with_label_values(&["proxy", &i.to_string()]),
                         distributor,
                         metrics,
-                        limits,
-                        idle_ttl,
+                        settings,
                     )
                 })
             })

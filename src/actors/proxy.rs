@@ -1,19 +1,23 @@
 //! `EventProxy`: holds client subscriptions, filters events for them and fans out.
 //!
 //! Owns: the client index (account → type trie → call-sid postings → filters), each
-//! client's session entry (its `ClientSession` actor and shared `Outbox`), and the
-//! proxy's upstream registrations: one per distinct (account, canonical filter), with a
-//! local reference count, so many clients with the same filter cost the shards one
-//! entry (centrifuge's `addSubscription`).
-//! Receives: `Connect` from stream handlers; `Deliver` from shards; `SessionClosed`
-//! and `ExpireSubscription` from sessions. Sends: `AddUpstream` / `RemoveUpstream` to
-//! every shard, and nothing per event: matched events are pushed into each session's
-//! outbox and its writer is woken once per batch (NATS `flushClients`).
-//! Bounds: outboxes are bounded by retention (count and age); shards bound what they
-//! forward here by their own depth (see `shard.rs`).
+//! client's session entry (its `ClientSession` actor and shared `Outbox`), webhook
+//! deliverers of callback subscriptions, and the proxy's upstream registrations: one
+//! per distinct (account, canonical filter), with a local reference count, so many
+//! clients with the same filter cost the shards one entry (centrifuge's
+//! `addSubscription`).
+//! Receives: `Connect` from stream handlers; `Subscribe`, `ListSubscriptions`,
+//! `UpdateSubscription`, `Unsubscribe` from the control channel; `Deliver` from
+//! shards; `SessionClosed` and `ExpireSubscription` from sessions. Sends:
+//! `AddUpstream` / `RemoveUpstream` / `Replay` to every shard, and nothing per event:
+//! matched events are pushed into each session's outbox (or webhook queue) and its
+//! writer is woken once per batch (NATS `flushClients`).
+//! Bounds: outboxes and webhook queues are bounded by retention (count and age);
+//! shards bound what they forward here by their own depth (see `shard.rs`).
 //! On stop: sessions lose their proxy and their streams end at the next heartbeat.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +27,15 @@ use prometheus::IntGauge;
 
 use super::distributor::Distributor;
 use super::session::{ClientSession, EndSession, TrackExpiry};
-use super::shard::{AddUpstream, RemoveUpstream};
-use crate::account::AccountIdx;
+use super::shard::{AddUpstream, RemoveUpstream, Replay, Replayed};
+use crate::account::{AccountIdx, Accounts};
+use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::metrics::Metrics;
 use crate::outbox::{self, MatchedSubs, Outbox, Resume};
+use crate::retention::Stamped;
+use crate::webhook::Webhook;
 
 /// How long an upstream filter stays registered after its last local subscription
 /// goes, so a client that reconnects at once does not cost two round trips.
@@ -38,12 +45,14 @@ const UPSTREAM_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProxyId(pub u16);
 
-/// Events for this proxy from one shard publish batch, in order.
+/// Events for this proxy from one shard publish batch, in the shard's order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
+    /// The sending shard's index (its sequence numbers are its own).
+    pub shard: u16,
     /// Events at least one of this proxy's upstream filters matched.
-    pub events: Vec<SharedEvent>,
+    pub events: Vec<Stamped>,
 }
 
 // Data-plane messages stay small and cheap to move: shared events, no owned text.
@@ -56,6 +65,19 @@ pub struct NewSubscription {
     pub filter: Arc<Filter>,
     /// Unix seconds after which it is removed.
     pub expires: Option<u64>,
+    /// A webhook URL (already checked against the allow-list), for API servers.
+    pub callback: Option<Arc<str>>,
+}
+
+/// Where a new connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// After what the client's previous connection was sent (cached events first).
+    Pending,
+    /// After a cursor's `(epoch, seq)`.
+    Cursor(u64, u64),
+    /// From the oldest event the shards retain (`cursor=earliest`).
+    Earliest,
 }
 
 /// Open (or take over) a client's publication channel.
@@ -68,10 +90,10 @@ pub struct Connect {
     pub client: Arc<str>,
     /// The URL's own subscription, if it carried filters.
     pub subscription: Option<NewSubscription>,
-    /// What a client with no subscriptions at all is subscribed to.
+    /// What a client with no stream subscription at all is subscribed to.
     pub default: NewSubscription,
-    /// A cursor's `(epoch, seq)` to resume after.
-    pub cursor: Option<(u64, u64)>,
+    /// Where to start.
+    pub resume: ResumeFrom,
     /// The server made the client id up (the URL had no `client`): nobody can come
     /// back to this session, so it ends with its connection instead of caching.
     pub ephemeral: bool,
@@ -91,9 +113,11 @@ pub struct SubscriptionView {
     pub scopes: Option<Vec<String>>,
     /// Unix seconds, `null` when it lives as long as the session.
     pub expires: Option<u64>,
+    /// The webhook URL of a callback subscription.
+    pub callback: Option<Arc<str>>,
 }
 
-/// The reply to [`Connect`]: what the stream writer needs.
+/// The reply to [`Connect`]: what the connection's writer needs.
 pub struct Connected {
     /// The client's outbox.
     pub outbox: Arc<Outbox>,
@@ -105,6 +129,76 @@ pub struct Connected {
     pub position: u64,
     /// The client's subscriptions after this connect.
     pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// Why a control-channel request found nothing to act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The client has no session here.
+    #[error("client not found")]
+    UnknownClient,
+    /// The client has no subscription with that sid.
+    #[error("subscription not found")]
+    UnknownSubscription,
+}
+
+/// Add a subscription to a client (creating its session if needed).
+#[derive(Message)]
+#[rtype(result = "SubscriptionView")]
+pub struct Subscribe {
+    /// The account.
+    pub account: AccountIdx,
+    /// The client.
+    pub client: Arc<str>,
+    /// The subscription.
+    pub subscription: NewSubscription,
+}
+
+/// List a client's subscriptions.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<SubscriptionView>, ControlError>")]
+pub struct ListSubscriptions {
+    /// The account.
+    pub account: AccountIdx,
+    /// The client.
+    pub client: Arc<str>,
+}
+
+/// What to change in a subscription; `None` keeps a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChange {
+    /// A new filter.
+    pub filter: Option<Arc<Filter>>,
+    /// A new expiry (`Some(None)` removes it).
+    pub expires: Option<Option<u64>>,
+    /// A new callback (`Some(None)` turns a webhook back into a stream subscription).
+    pub callback: Option<Option<Arc<str>>>,
+}
+
+/// Change one subscription of a client.
+#[derive(Message)]
+#[rtype(result = "Result<SubscriptionView, ControlError>")]
+pub struct UpdateSubscription {
+    /// The account.
+    pub account: AccountIdx,
+    /// The client.
+    pub client: Arc<str>,
+    /// The subscription.
+    pub sid: String,
+    /// What to change.
+    pub change: SubscriptionChange,
+}
+
+/// Remove one subscription of a client.
+#[derive(Message)]
+#[rtype(result = "Result<(), ControlError>")]
+pub struct Unsubscribe {
+    /// The account.
+    pub account: AccountIdx,
+    /// The client.
+    pub client: Arc<str>,
+    /// The subscription.
+    pub sid: String,
 }
 
 /// A session ended (idle past its TTL with no connection).
@@ -129,6 +223,8 @@ struct Sub {
     sid: Arc<str>,
     filter: Arc<Filter>,
     expires: Option<u64>,
+    callback: Option<Arc<str>>,
+    webhook: Option<Arc<Webhook>>,
     upstream: UpstreamKey,
 }
 
@@ -142,6 +238,9 @@ struct SessionEntry {
     /// Subscription keys (`slot << 32 | n`), in creation order.
     subs: Vec<u64>,
     next_sub: u32,
+    /// Per shard, the sequence number up to which a `cursor=earliest` replay already
+    /// covered this client: deliveries at or below it were replayed.
+    replayed_upto: HashMap<u16, u64>,
 }
 
 struct Upstream {
@@ -150,14 +249,35 @@ struct Upstream {
     retiring: Option<SpawnHandle>,
 }
 
+/// What a proxy needs to start webhook deliverers.
+#[derive(Clone)]
+pub struct WebhookSettings {
+    /// Shared HTTP client (connection pools are per client).
+    pub client: reqwest::Client,
+    /// `[webhook]` settings.
+    pub config: WebhookConfig,
+    /// Tokens that sign callback bodies.
+    pub accounts: Arc<Accounts>,
+}
+
+/// Static settings of a proxy.
+#[derive(Clone)]
+pub struct ProxySettings {
+    /// Outbox retention.
+    pub limits: outbox::Limits,
+    /// How long a named client's session outlives its last connection.
+    pub idle_ttl: Duration,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
+}
+
 /// One event proxy (see the module docs).
 pub struct EventProxy {
     id: ProxyId,
     depth: IntGauge,
     distributor: Arc<Distributor>,
     metrics: Metrics,
-    limits: outbox::Limits,
-    idle_ttl: Duration,
+    settings: ProxySettings,
     index: SubscriptionIndex<u64>,
     subs: HashMap<u64, Sub>,
     sessions: HashMap<u32, SessionEntry>,
@@ -169,6 +289,12 @@ pub struct EventProxy {
     touched: Vec<u32>,
 }
 
+/// An upstream filter that must reach every shard before a change is complete.
+type Registration = (u32, AccountIdx, Arc<Filter>);
+
+/// Webhook subscriptions an event matched, with their sids.
+type WebhookTargets = Vec<(Arc<str>, Arc<Webhook>)>;
+
 impl EventProxy {
     /// An empty proxy.
     pub fn new(
@@ -176,16 +302,14 @@ impl EventProxy {
         depth: IntGauge,
         distributor: Arc<Distributor>,
         metrics: Metrics,
-        limits: outbox::Limits,
-        idle_ttl: Duration,
+        settings: ProxySettings,
     ) -> EventProxy {
         EventProxy {
             id,
             depth,
             distributor,
             metrics,
-            limits,
-            idle_ttl,
+            settings,
             index: SubscriptionIndex::new(),
             subs: HashMap::new(),
             sessions: HashMap::new(),
@@ -198,6 +322,10 @@ impl EventProxy {
         }
     }
 
+    fn find_slot(&self, account: AccountIdx, client: &Arc<str>) -> Option<u32> {
+        self.by_client.get(&(account, client.clone())).copied()
+    }
+
     fn session_slot(
         &mut self,
         account: AccountIdx,
@@ -205,16 +333,16 @@ impl EventProxy {
         ephemeral: bool,
         ctx: &mut Context<Self>,
     ) -> u32 {
-        if let Some(&slot) = self.by_client.get(&(account, client.clone())) {
+        if let Some(slot) = self.find_slot(account, client) {
             return slot;
         }
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
-        let outbox = Outbox::new(self.limits);
+        let outbox = Outbox::new(self.settings.limits);
         let idle_ttl = if ephemeral {
             Duration::ZERO
         } else {
-            self.idle_ttl
+            self.settings.idle_ttl
         };
         let addr = ClientSession::new(ctx.address(), slot, outbox.clone(), idle_ttl).start();
         self.sessions.insert(
@@ -226,6 +354,7 @@ impl EventProxy {
                 outbox,
                 subs: Vec::new(),
                 next_sub: 0,
+                replayed_upto: HashMap::new(),
             },
         );
         self.by_client.insert((account, client.clone()), slot);
@@ -233,16 +362,46 @@ impl EventProxy {
         slot
     }
 
-    /// Adds a subscription; returns the upstream registration to make, if this filter
-    /// is new to the proxy.
+    fn find_sub(&self, slot: u32, sid: &str) -> Option<u64> {
+        let session = self.sessions.get(&slot)?;
+        session
+            .subs
+            .iter()
+            .copied()
+            .find(|key| self.subs.get(key).is_some_and(|sub| &*sub.sid == sid))
+    }
+
+    fn start_webhook(
+        &self,
+        account: AccountIdx,
+        url: &Arc<str>,
+        expires: Option<u64>,
+    ) -> Arc<Webhook> {
+        let webhooks = &self.settings.webhooks;
+        Webhook::start(
+            webhooks.client.clone(),
+            url.clone(),
+            webhooks.accounts.get(account).auth_token.clone().into(),
+            expires,
+            &webhooks.config,
+            self.settings.limits.max_events,
+            self.metrics.clone(),
+        )
+    }
+
+    /// Adds a subscription under a new key; returns its key and the upstream
+    /// registration to make, if this filter is new to the proxy.
     fn add_sub(
         &mut self,
         account: AccountIdx,
         slot: u32,
         new: NewSubscription,
         ctx: &mut Context<Self>,
-    ) -> Option<(u32, Arc<Filter>)> {
-        let session = self.sessions.get_mut(&slot)?;
+    ) -> (u64, Option<Registration>) {
+        let session = self
+            .sessions
+            .get_mut(&slot)
+            .expect("add_sub is called with a live slot");
         let key = (u64::from(slot) << 32) | u64::from(session.next_sub);
         session.next_sub = session.next_sub.wrapping_add(1);
         session.subs.push(key);
@@ -253,15 +412,50 @@ impl EventProxy {
                 expires,
             });
         }
-        let upstream_key = (account, new.filter.canonical_key());
-        let mut register = None;
+        let webhook = new
+            .callback
+            .as_ref()
+            .map(|url| self.start_webhook(account, url, new.expires));
+        self.transport_gauge(webhook.is_some()).inc();
+        let (upstream, registration) = self.hold_upstream(account, &new.filter, ctx);
+        self.index.insert(account.0, key, new.filter.clone());
+        self.subs.insert(
+            key,
+            Sub {
+                sid,
+                filter: new.filter,
+                expires: new.expires,
+                callback: new.callback,
+                webhook,
+                upstream,
+            },
+        );
+        (key, registration)
+    }
+
+    fn transport_gauge(&self, webhook: bool) -> IntGauge {
+        self.metrics
+            .subscriptions
+            .with_label_values(&[if webhook { "webhook" } else { "stream" }])
+    }
+
+    /// Takes a local reference on an upstream filter; returns its key and the
+    /// registration to send when the filter is new to the proxy.
+    fn hold_upstream(
+        &mut self,
+        account: AccountIdx,
+        filter: &Arc<Filter>,
+        ctx: &mut Context<Self>,
+    ) -> (UpstreamKey, Option<Registration>) {
+        let upstream_key = (account, filter.canonical_key());
+        let mut registration = None;
         let upstream = self
             .upstream
             .entry(upstream_key.clone())
             .or_insert_with(|| {
                 let key = self.next_upstream;
                 self.next_upstream = self.next_upstream.wrapping_add(1);
-                register = Some((key, new.filter.clone()));
+                registration = Some((key, account, filter.clone()));
                 Upstream {
                     key,
                     local: 0,
@@ -272,21 +466,21 @@ impl EventProxy {
             ctx.cancel_future(handle);
         }
         upstream.local += 1;
-        self.index.insert(account.0, key, new.filter.clone());
-        self.subs.insert(
-            key,
-            Sub {
-                sid,
-                filter: new.filter,
-                expires: new.expires,
-                upstream: upstream_key,
-            },
-        );
-        self.metrics
-            .subscriptions
-            .with_label_values(&["stream"])
-            .inc();
-        register
+        (upstream_key, registration)
+    }
+
+    /// Drops a local reference; the last one retires the filter after a grace period.
+    fn release_upstream(&mut self, key: UpstreamKey, ctx: &mut Context<Self>) {
+        let Some(upstream) = self.upstream.get_mut(&key) else {
+            return;
+        };
+        upstream.local -= 1;
+        if upstream.local == 0 {
+            let handle = ctx.run_later(UPSTREAM_GRACE, move |proxy, _ctx| {
+                proxy.retire_upstream(&key);
+            });
+            upstream.retiring = Some(handle);
+        }
     }
 
     fn remove_sub(&mut self, key: u64, ctx: &mut Context<Self>) {
@@ -294,24 +488,14 @@ impl EventProxy {
             return;
         };
         self.index.remove(key);
-        self.metrics
-            .subscriptions
-            .with_label_values(&["stream"])
-            .dec();
+        self.transport_gauge(sub.webhook.is_some()).dec();
+        if let Some(webhook) = &sub.webhook {
+            webhook.close();
+        }
         if let Some(session) = self.sessions.get_mut(&((key >> 32) as u32)) {
             session.subs.retain(|k| *k != key);
         }
-        let Some(upstream) = self.upstream.get_mut(&sub.upstream) else {
-            return;
-        };
-        upstream.local -= 1;
-        if upstream.local == 0 {
-            let upstream_key = sub.upstream;
-            let handle = ctx.run_later(UPSTREAM_GRACE, move |proxy, _ctx| {
-                proxy.retire_upstream(&upstream_key);
-            });
-            upstream.retiring = Some(handle);
-        }
+        self.release_upstream(sub.upstream, ctx);
     }
 
     fn retire_upstream(&mut self, key: &UpstreamKey) {
@@ -328,22 +512,39 @@ impl EventProxy {
         }
     }
 
+    fn view(&self, key: u64) -> Option<SubscriptionView> {
+        let sub = self.subs.get(&key)?;
+        Some(SubscriptionView {
+            sid: sub.sid.clone(),
+            types: (!sub.filter.type_patterns().is_empty()).then(|| sub.filter.types_text()),
+            wheres: sub.filter.wheres_text(),
+            scopes: sub.filter.scopes_text(),
+            expires: sub.expires,
+            callback: sub.callback.clone(),
+        })
+    }
+
     fn views(&self, slot: u32) -> Vec<SubscriptionView> {
-        let Some(session) = self.sessions.get(&slot) else {
-            return Vec::new();
-        };
-        session
-            .subs
-            .iter()
-            .filter_map(|key| self.subs.get(key))
-            .map(|sub| SubscriptionView {
-                sid: sub.sid.clone(),
-                types: (!sub.filter.type_patterns().is_empty()).then(|| sub.filter.types_text()),
-                wheres: sub.filter.wheres_text(),
-                scopes: sub.filter.scopes_text(),
-                expires: sub.expires,
-            })
-            .collect()
+        self.sessions.get(&slot).map_or_else(Vec::new, |session| {
+            session
+                .subs
+                .iter()
+                .filter_map(|&key| self.view(key))
+                .collect()
+        })
+    }
+
+    /// The filters of a client's stream (non-webhook) subscriptions.
+    fn stream_filters(&self, slot: u32) -> Vec<Arc<Filter>> {
+        self.sessions.get(&slot).map_or_else(Vec::new, |session| {
+            session
+                .subs
+                .iter()
+                .filter_map(|key| self.subs.get(key))
+                .filter(|sub| sub.webhook.is_none())
+                .map(|sub| sub.filter.clone())
+                .collect()
+        })
     }
 
     fn close_session(&mut self, slot: u32, ctx: &mut Context<Self>) {
@@ -358,6 +559,137 @@ impl EventProxy {
             self.metrics.sessions.dec();
             self.metrics.cached_events.sub(session.outbox.len() as i64);
             session.addr.do_send(EndSession);
+        }
+    }
+
+    /// Sends the registrations to every shard; the future resolves when all have
+    /// them, so a change is only reported once events for it can arrive.
+    fn register(
+        &self,
+        registrations: Vec<Registration>,
+        ctx: &Context<Self>,
+    ) -> impl Future<Output = ()> {
+        let shards = self.distributor.current();
+        let me = ctx.address();
+        let acks: Vec<_> = registrations
+            .into_iter()
+            .flat_map(|(key, account, filter)| {
+                let (id, depth, me) = (self.id, self.depth.clone(), me.clone());
+                shards.shards.iter().map(move |shard| {
+                    shard.addr.send(AddUpstream {
+                        proxy: id,
+                        addr: me.clone(),
+                        depth: depth.clone(),
+                        key,
+                        account: account.0,
+                        filter: filter.clone(),
+                    })
+                })
+            })
+            .collect();
+        async move {
+            for result in join_all(acks).await {
+                if let Err(error) = result {
+                    tracing::warn!(cause = %error, "a shard went away during subscribe");
+                }
+            }
+        }
+    }
+
+    /// The client's subscriptions that an event matches, split into the stream's
+    /// sids and the webhooks to push to.
+    fn matched(&self, keys: &[u64]) -> (MatchedSubs, WebhookTargets) {
+        let mut stream = MatchedSubs::new();
+        let mut webhooks = Vec::new();
+        for sub in keys.iter().filter_map(|key| self.subs.get(key)) {
+            match &sub.webhook {
+                Some(webhook) => webhooks.push((sub.sid.clone(), webhook.clone())),
+                None => stream.push(sub.sid.clone()),
+            }
+        }
+        (stream, webhooks)
+    }
+
+    /// Merges a `cursor=earliest` replay with the client's cache into its outbox.
+    fn apply_replay(&mut self, slot: u32, replies: Vec<Result<Replayed, MailboxError>>) {
+        let Some(session) = self.sessions.get(&slot) else {
+            return;
+        };
+        let account = session.account;
+        let cached = session.outbox.retained();
+        let mut lists: Vec<Vec<(SharedEvent, MatchedSubs)>> = Vec::new();
+        let mut replayed_upto = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut replayed = 0u64;
+        for (shard, reply) in replies.into_iter().enumerate() {
+            let Ok(reply) = reply else { continue };
+            replayed_upto.insert(shard as u16, reply.watermark);
+            let mut list = Vec::with_capacity(reply.events.len());
+            for stamped in reply.events {
+                self.scratch.clear();
+                self.index
+                    .matches(account.0, &stamped.event.fields(), &mut self.scratch);
+                let keys: Vec<u64> = self
+                    .scratch
+                    .iter()
+                    .copied()
+                    .filter(|key| (key >> 32) as u32 == slot)
+                    .collect();
+                let (subs, _) = self.matched(&keys);
+                if !subs.is_empty() && seen.insert(stamped.event.id) {
+                    replayed += 1;
+                    list.push((stamped.event, subs));
+                }
+            }
+            lists.push(list);
+        }
+        lists.push(
+            cached
+                .into_iter()
+                .filter(|entry| seen.insert(entry.event.id))
+                .map(|entry| (entry.event, entry.subs))
+                .collect(),
+        );
+        let merged = merge_by_acceptance(lists);
+        let session = self.sessions.get_mut(&slot).expect("checked above");
+        session.replayed_upto = replayed_upto;
+        let grew = session.outbox.rebuild(merged, Instant::now());
+        self.metrics.cached_events.add(grew);
+        self.metrics.replayed_events.inc_by(replayed);
+    }
+
+    fn connected(&self, slot: u32, conn: u64) -> Connected {
+        let session = &self.sessions[&slot];
+        Connected {
+            outbox: session.outbox.clone(),
+            session: session.addr.clone(),
+            conn,
+            position: session.outbox.position(),
+            subscriptions: self.views(slot),
+        }
+    }
+}
+
+/// Merges lists that are each in order into one, taking the earliest-accepted head
+/// each time: the order within each list (a shard's, so a call's) is kept.
+fn merge_by_acceptance(
+    lists: Vec<Vec<(SharedEvent, MatchedSubs)>>,
+) -> Vec<(SharedEvent, MatchedSubs)> {
+    let total = lists.iter().map(Vec::len).sum();
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<(SharedEvent, MatchedSubs)>>> = lists
+        .into_iter()
+        .map(|l| l.into_iter().peekable())
+        .collect();
+    let mut merged = Vec::with_capacity(total);
+    loop {
+        let next = heads
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, h)| h.peek().map(|(e, _)| (e.accepted_at, i)))
+            .min();
+        match next {
+            Some((_, i)) => merged.extend(heads[i].next()),
+            None => return merged,
         }
     }
 }
@@ -379,84 +711,179 @@ impl Handler<Connect> for EventProxy {
 
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let slot = self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx);
+        let has_stream_subs = !self.stream_filters(slot).is_empty();
+        let wanted = msg
+            .subscription
+            .or_else(|| (!has_stream_subs).then_some(msg.default));
         let mut registrations = Vec::new();
-        let wanted = msg.subscription.or_else(|| {
-            let has_subs = self.sessions.get(&slot).is_some_and(|s| !s.subs.is_empty());
-            (!has_subs).then_some(msg.default)
-        });
         if let Some(new) = wanted {
             let canonical = new.filter.canonical_key();
-            let existing = self.sessions.get(&slot).and_then(|s| {
-                s.subs.iter().copied().find(|key| {
-                    self.subs
-                        .get(key)
-                        .is_some_and(|sub| sub.filter.canonical_key() == canonical)
+            let existing = self.sessions[&slot].subs.iter().copied().find(|key| {
+                self.subs.get(key).is_some_and(|sub| {
+                    sub.webhook.is_none() && sub.filter.canonical_key() == canonical
                 })
             });
             match existing {
                 // The same URL again (a reconnect): keep the subscription, take the
                 // newer expiry.
                 Some(key) => {
-                    if let Some(sub) = self.subs.get_mut(&key) {
-                        sub.expires = new.expires;
-                        if let (Some(expires), Some(session)) =
-                            (new.expires, self.sessions.get(&slot))
-                        {
-                            session.addr.do_send(TrackExpiry {
-                                sid: sub.sid.clone(),
-                                expires,
-                            });
-                        }
+                    let sub = self.subs.get_mut(&key).expect("found above");
+                    sub.expires = new.expires;
+                    if let Some(expires) = new.expires {
+                        self.sessions[&slot].addr.do_send(TrackExpiry {
+                            sid: sub.sid.clone(),
+                            expires,
+                        });
                     }
                 }
-                None => registrations.extend(self.add_sub(msg.account, slot, new, ctx)),
+                None => registrations.extend(self.add_sub(msg.account, slot, new, ctx).1),
             }
         }
-        let session = &self.sessions[&slot];
-        let resume = match msg.cursor {
-            None => Resume::Pending,
-            Some((epoch, seq)) if epoch == session.outbox.epoch() => Resume::After(seq),
-            Some(_) => Resume::Unknown,
+        let outbox = self.sessions[&slot].outbox.clone();
+        // Attach before anything waits, so the session never looks idle meanwhile.
+        let resume = match msg.resume {
+            ResumeFrom::Pending | ResumeFrom::Earliest => Resume::Pending,
+            ResumeFrom::Cursor(epoch, seq) if epoch == outbox.epoch() => Resume::After(seq),
+            ResumeFrom::Cursor(..) => Resume::Unknown,
         };
-        let (conn, position) = session.outbox.attach(resume);
-        let connected = Connected {
-            outbox: session.outbox.clone(),
-            session: session.addr.clone(),
-            conn,
-            position,
-            subscriptions: self.views(slot),
-        };
+        let (conn, _) = outbox.attach(resume);
+        if matches!(msg.resume, ResumeFrom::Cursor(..)) {
+            self.metrics.replays.with_label_values(&["cursor"]).inc();
+        }
+        let registered = self.register(registrations, ctx);
+        if msg.resume != ResumeFrom::Earliest {
+            return AtomicResponse::new(Box::pin(
+                registered
+                    .into_actor(self)
+                    .map(move |(), proxy, _| proxy.connected(slot, conn)),
+            ));
+        }
+        // `cursor=earliest`: once the filters are registered everywhere, ask every
+        // shard for what it retains. Atomic: deliveries that race with the replay
+        // wait in the mailbox and are deduplicated by the shards' watermarks.
+        self.metrics.replays.with_label_values(&["earliest"]).inc();
+        let filters = self.stream_filters(slot);
         let shards = self.distributor.current();
-        let acks: Vec<_> = registrations
-            .into_iter()
-            .flat_map(|(key, filter)| {
-                let me = ctx.address();
-                let (id, depth, account) = (self.id, self.depth.clone(), msg.account.0);
-                shards.shards.iter().map(move |shard| {
-                    shard.addr.send(AddUpstream {
-                        proxy: id,
-                        addr: me.clone(),
-                        depth: depth.clone(),
-                        key,
-                        account,
-                        filter: filter.clone(),
-                    })
+        let replays: Vec<_> = shards
+            .shards
+            .iter()
+            .map(|shard| {
+                shard.addr.send(Replay {
+                    account: msg.account,
+                    filters: filters.clone(),
                 })
             })
             .collect();
-        // Atomic: the proxy handles nothing else until every shard has the new filter,
-        // so the stream only opens once events for it can arrive.
         AtomicResponse::new(Box::pin(
             async move {
-                for result in join_all(acks).await {
-                    if let Err(error) = result {
-                        tracing::warn!(cause = %error, "a shard went away during subscribe");
-                    }
-                }
+                registered.await;
+                join_all(replays).await
             }
             .into_actor(self)
-            .map(move |(), _, _| connected),
+            .map(move |replies, proxy, _| {
+                proxy.apply_replay(slot, replies);
+                proxy.connected(slot, conn)
+            }),
         ))
+    }
+}
+
+impl Handler<Subscribe> for EventProxy {
+    type Result = AtomicResponse<Self, SubscriptionView>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        let slot = self.session_slot(msg.account, &msg.client, false, ctx);
+        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, ctx);
+        let registered = self.register(registration.into_iter().collect(), ctx);
+        AtomicResponse::new(Box::pin(
+            registered
+                .into_actor(self)
+                .map(move |(), proxy, _| proxy.view(key).expect("just added")),
+        ))
+    }
+}
+
+impl Handler<ListSubscriptions> for EventProxy {
+    type Result = Result<Vec<SubscriptionView>, ControlError>;
+
+    fn handle(&mut self, msg: ListSubscriptions, _ctx: &mut Self::Context) -> Self::Result {
+        let slot = self
+            .find_slot(msg.account, &msg.client)
+            .ok_or(ControlError::UnknownClient)?;
+        Ok(self.views(slot))
+    }
+}
+
+impl Handler<UpdateSubscription> for EventProxy {
+    type Result = AtomicResponse<Self, Result<SubscriptionView, ControlError>>;
+
+    fn handle(&mut self, msg: UpdateSubscription, ctx: &mut Self::Context) -> Self::Result {
+        let found = self
+            .find_slot(msg.account, &msg.client)
+            .ok_or(ControlError::UnknownClient)
+            .and_then(|slot| {
+                self.find_sub(slot, &msg.sid)
+                    .map(|key| (slot, key))
+                    .ok_or(ControlError::UnknownSubscription)
+            });
+        let (slot, key) = match found {
+            Ok(found) => found,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
+        let mut registrations = Vec::new();
+        let change = msg.change;
+        if let Some(filter) = change.filter {
+            let (upstream, registration) = self.hold_upstream(msg.account, &filter, ctx);
+            registrations.extend(registration);
+            self.index.insert(msg.account.0, key, filter.clone());
+            let sub = self.subs.get_mut(&key).expect("found above");
+            sub.filter = filter;
+            let old = std::mem::replace(&mut sub.upstream, upstream);
+            self.release_upstream(old, ctx);
+        }
+        let sub = self.subs.get_mut(&key).expect("found above");
+        if let Some(expires) = change.expires {
+            sub.expires = expires;
+            if let Some(webhook) = &sub.webhook {
+                webhook.set_expires(expires);
+            }
+            if let Some(expires) = expires {
+                self.sessions[&slot].addr.do_send(TrackExpiry {
+                    sid: sub.sid.clone(),
+                    expires,
+                });
+            }
+        }
+        if let Some(callback) = change.callback {
+            let (expires, was_webhook) = (sub.expires, sub.webhook.is_some());
+            if let Some(old) = sub.webhook.take() {
+                old.close();
+            }
+            sub.callback = callback.clone();
+            let webhook = callback.map(|url| self.start_webhook(msg.account, &url, expires));
+            self.transport_gauge(was_webhook).dec();
+            self.transport_gauge(webhook.is_some()).inc();
+            self.subs.get_mut(&key).expect("found above").webhook = webhook;
+        }
+        let registered = self.register(registrations, ctx);
+        AtomicResponse::new(Box::pin(registered.into_actor(self).map(
+            move |(), proxy, _| proxy.view(key).ok_or(ControlError::UnknownSubscription),
+        )))
+    }
+}
+
+impl Handler<Unsubscribe> for EventProxy {
+    type Result = Result<(), ControlError>;
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
+        let slot = self
+            .find_slot(msg.account, &msg.client)
+            .ok_or(ControlError::UnknownClient)?;
+        let key = self
+            .find_sub(slot, &msg.sid)
+            .ok_or(ControlError::UnknownSubscription)?;
+        self.remove_sub(key, ctx);
+        Ok(())
     }
 }
 
@@ -467,30 +894,39 @@ impl Handler<Deliver> for EventProxy {
         self.depth.dec();
         let now = Instant::now();
         let mut pushed = 0i64;
-        for event in &msg.events {
+        for stamped in &msg.events {
+            let event = &stamped.event;
             self.scratch.clear();
             self.index
                 .matches(event.account.0, &event.fields(), &mut self.scratch);
             // Keys are sorted and carry the session slot in their high bits, so each
             // session's matches are adjacent: one push per session, however many of
             // its subscriptions matched.
-            let mut i = 0;
-            while i < self.scratch.len() {
-                let slot = (self.scratch[i] >> 32) as u32;
-                let mut subs = MatchedSubs::new();
-                while i < self.scratch.len() && (self.scratch[i] >> 32) as u32 == slot {
-                    if let Some(sub) = self.subs.get(&self.scratch[i]) {
-                        subs.push(sub.sid.clone());
-                    }
-                    i += 1;
+            let keys = std::mem::take(&mut self.scratch);
+            for group in keys.chunk_by(|a, b| a >> 32 == b >> 32) {
+                let slot = (group[0] >> 32) as u32;
+                let Some(session) = self.sessions.get(&slot) else {
+                    continue;
+                };
+                let replayed = session
+                    .replayed_upto
+                    .get(&msg.shard)
+                    .is_some_and(|&upto| stamped.seq <= upto);
+                if replayed {
+                    continue;
                 }
-                if let Some(session) = self.sessions.get(&slot) {
+                let (subs, webhooks) = self.matched(group);
+                for (sid, webhook) in webhooks {
+                    webhook.push(event.clone(), MatchedSubs::from_iter([sid]));
+                }
+                if !subs.is_empty() {
                     let evicted = session.outbox.push(event.clone(), subs, now);
                     pushed += 1 - evicted.total as i64;
                     self.metrics.events_dropped.inc_by(evicted.unsent);
                     self.touched.push(slot);
                 }
             }
+            self.scratch = keys;
         }
         self.metrics.cached_events.add(pushed);
         self.touched.sort_unstable();
@@ -515,16 +951,8 @@ impl Handler<ExpireSubscription> for EventProxy {
     type Result = ();
 
     fn handle(&mut self, msg: ExpireSubscription, ctx: &mut Self::Context) {
-        let Some(session) = self.sessions.get(&msg.slot) else {
-            return;
-        };
-        let key = session
-            .subs
-            .iter()
-            .copied()
-            .find(|key| self.subs.get(key).is_some_and(|sub| sub.sid == msg.sid));
-        if let Some(key) = key {
-            // A reconnect may have pushed the expiry later since the timer was set.
+        if let Some(key) = self.find_sub(msg.slot, &msg.sid) {
+            // A reconnect or an update may have moved the expiry since the timer was set.
             let still_due = self.subs[&key]
                 .expires
                 .is_some_and(|expires| expires <= crate::auth::unix_now());

@@ -1,10 +1,12 @@
 //! `BrokerShard`: one partition of the event stream.
 //!
-//! Owns: the aggregated subscription index of the proxies (one entry per distinct
-//! filter a proxy needs, however many clients share it).
-//! Receives: `Publish` from the HTTP publish edge (via the distributor), and
-//! `AddUpstream` / `RemoveUpstream` from proxies. Sends: one `Deliver` per proxy per
-//! publish batch, carrying only the events that proxy asked for.
+//! Owns: the shard's sequence and retention ring (for `cursor=earliest`), and the
+//! aggregated subscription index of the proxies (one entry per distinct filter a
+//! proxy needs, however many clients share it).
+//! Receives: `Publish` from the HTTP publish edge (via the distributor);
+//! `AddUpstream`, `RemoveUpstream` and `Replay` from proxies. Sends: one `Deliver`
+//! per proxy per publish batch, carrying only the events that proxy asked for, each
+//! stamped with the shard's sequence number.
 //! Bounds: publishers reserve a slot in `depth` before sending (refused with 503 above
 //! `publish.shard_queue`); the slot is released when every proxy has taken the batch,
 //! so the bound covers the whole shard → proxy edge, not just this mailbox.
@@ -12,15 +14,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 use prometheus::IntGauge;
 
 use super::proxy::{Deliver, EventProxy, ProxyId};
+use crate::account::AccountIdx;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::metrics::Metrics;
+use crate::retention::{Retention, Stamped};
 
 /// Publish a batch of events (all owned by this shard, in order). Resolves once every
 /// proxy that wants any of them has taken them.
@@ -61,6 +66,27 @@ pub struct RemoveUpstream {
     pub key: u32,
 }
 
+/// Retained events of an account that match any of the filters (`cursor=earliest`),
+/// and the sequence number they go up to: events the proxy later receives with a
+/// higher number are new to it, the others it has seen here.
+#[derive(Message)]
+#[rtype(result = "Replayed")]
+pub struct Replay {
+    /// The account.
+    pub account: AccountIdx,
+    /// The client's subscription filters.
+    pub filters: Vec<Arc<Filter>>,
+}
+
+/// The answer to [`Replay`].
+#[derive(Debug, MessageResponse)]
+pub struct Replayed {
+    /// Matching retained events, oldest first.
+    pub events: Vec<Stamped>,
+    /// The shard's last sequence number when it answered.
+    pub watermark: u64,
+}
+
 struct ProxyLink {
     addr: Addr<EventProxy>,
     depth: IntGauge,
@@ -68,6 +94,8 @@ struct ProxyLink {
 
 /// One broker shard (see the module docs).
 pub struct BrokerShard {
+    index: u16,
+    retention: Retention,
     upstream: SubscriptionIndex<u64>,
     proxies: HashMap<ProxyId, ProxyLink>,
     depth: IntGauge,
@@ -76,9 +104,17 @@ pub struct BrokerShard {
 }
 
 impl BrokerShard {
-    /// A shard with an empty index.
-    pub fn new(depth: IntGauge, metrics: Metrics) -> BrokerShard {
+    /// A shard with an empty index; `index` is its place in the shard map, carried in
+    /// every `Deliver` so proxies can tell shards' sequences apart.
+    pub fn new(
+        index: u16,
+        retention: (usize, Duration),
+        depth: IntGauge,
+        metrics: Metrics,
+    ) -> BrokerShard {
         BrokerShard {
+            index,
+            retention: Retention::new(retention.0, retention.1),
             upstream: SubscriptionIndex::new(),
             proxies: HashMap::new(),
             depth,
@@ -97,6 +133,7 @@ impl Actor for BrokerShard {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.metrics.shards.dec();
+        self.metrics.shard_retained.sub(self.retention.len() as i64);
     }
 }
 
@@ -109,11 +146,18 @@ impl Handler<Publish> for BrokerShard {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
-        let mut batches: Vec<(ProxyId, Vec<SharedEvent>)> = Vec::new();
-        for event in &msg.events {
+        let mut batches: Vec<(ProxyId, Vec<Stamped>)> = Vec::new();
+        let now = Instant::now();
+        for event in msg.events {
+            let (event, evicted) = self.retention.push(event, now);
+            self.metrics.shard_retained.add(1 - evicted as i64);
+            let event = &event;
             self.scratch.clear();
-            self.upstream
-                .matches(event.account.0, &event.fields(), &mut self.scratch);
+            self.upstream.matches(
+                event.event.account.0,
+                &event.event.fields(),
+                &mut self.scratch,
+            );
             let mut last = None;
             for key in &self.scratch {
                 let proxy = ProxyId((key >> 32) as u16);
@@ -133,7 +177,10 @@ impl Handler<Publish> for BrokerShard {
                 link.depth.inc();
                 // `send` always enqueues (actix #515); the bound is this shard's own
                 // depth, which is only released once these acks come back.
-                acks.push(link.addr.send(Deliver { events }));
+                acks.push(link.addr.send(Deliver {
+                    shard: self.index,
+                    events,
+                }));
             }
         }
         let depth = self.depth.clone();
@@ -172,6 +219,21 @@ impl Handler<RemoveUpstream> for BrokerShard {
             .is_some()
         {
             self.metrics.aggregated_subscriptions.dec();
+        }
+    }
+}
+
+impl Handler<Replay> for BrokerShard {
+    type Result = Replayed;
+
+    fn handle(&mut self, msg: Replay, _ctx: &mut Self::Context) -> Replayed {
+        let (events, evicted) = self
+            .retention
+            .matching(msg.account, &msg.filters, Instant::now());
+        self.metrics.shard_retained.sub(evicted as i64);
+        Replayed {
+            events,
+            watermark: self.retention.last_seq(),
         }
     }
 }

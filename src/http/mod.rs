@@ -3,6 +3,8 @@
 //! message, and map the result to a response; the logic lives in the actors and plain
 //! structs behind them.
 
+pub mod client_events;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -88,6 +90,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     metrics::configure(cfg);
     publish::configure(cfg);
     stream::configure(cfg, &config.cors);
+    control::configure(cfg, &config.cors);
+    client_events::configure(cfg, &config.cors);
 }
 
 /// The JSON 404 for unknown routes.

@@ -13,10 +13,11 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 
 use super::{ApiError, AppState};
+use crate::account::AccountIdx;
 use crate::actors::distributor::ShardMap;
 use crate::actors::shard::Publish;
 use crate::auth::AuthError;
-use crate::event::{self, Event, Limits, SharedEvent};
+use crate::event::{self, Draft, Event, Limits, SharedEvent};
 use crate::metrics::family;
 
 /// Registers the publish route.
@@ -72,6 +73,27 @@ async fn accept(
             max_event_bytes: state.config.publish.max_event_bytes,
         },
     )?;
+    let ids = route(state, account, drafts).await?;
+    state
+        .metrics
+        .publish_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(accepted(&ids))
+}
+
+/// The 202 body: how many events were accepted and their ids.
+pub fn accepted(ids: &[String]) -> HttpResponse {
+    HttpResponse::Accepted().json(serde_json::json!({"accepted": ids.len(), "ids": ids}))
+}
+
+/// Builds validated events and routes them to their shards, all or nothing; resolves
+/// once every event has reached its shard and the proxies that want it. Shared by
+/// publishing and client events.
+pub async fn route(
+    state: &AppState,
+    account: AccountIdx,
+    drafts: Vec<Draft>,
+) -> Result<Vec<String>, ApiError> {
     let timestamp = event::now_rfc3339();
     let sid = state.account_sid(account);
     let events: Vec<SharedEvent> = drafts
@@ -96,11 +118,7 @@ async fn accept(
     for f in families {
         state.metrics.published.with_label_values(&[f]).inc();
     }
-    state
-        .metrics
-        .publish_latency
-        .observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"accepted": ids.len(), "ids": ids})))
+    Ok(ids)
 }
 
 /// Groups events by owning shard, keeping publication order within each shard.
@@ -136,7 +154,7 @@ fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(
 }
 
 /// JSON unless the content type says NDJSON; anything else is 415.
-fn body_is_ndjson(req: &HttpRequest) -> Result<bool, ApiError> {
+pub fn body_is_ndjson(req: &HttpRequest) -> Result<bool, ApiError> {
     let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(false);
     };
@@ -163,7 +181,7 @@ fn body_is_ndjson(req: &HttpRequest) -> Result<bool, ApiError> {
 }
 
 /// Reads the body, refusing with 413 as soon as it passes the limit.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

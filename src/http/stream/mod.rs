@@ -1,27 +1,36 @@
 //! `GET /v1/Accounts/{AccountSid}/Stream` (API.md §4): authenticate, validate, connect
-//! the client's session through its proxy, then hand the connection to a transport.
+//! the client's session through its proxy, then hand the connection to its transport:
+//! WebSocket for an `Upgrade: websocket` request, long-poll for `transport=poll`,
+//! SSE otherwise.
 
 pub mod params;
+pub mod poll;
 pub mod sse;
+pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_cors::Cors;
-use actix_web::http::StatusCode;
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
-use crate::actors::proxy::{Connect, Connected, NewSubscription};
+use crate::actors::proxy::{Connect, Connected, NewSubscription, ResumeFrom};
 use crate::actors::session::Detached;
 use crate::auth::{unix_now, Principal};
 use crate::config::CorsConfig;
 use crate::cursor::{account_tag, Cursor};
 use crate::event::notice;
-use crate::outbox::Entry;
+use crate::outbox::{Drain, Entry};
+use crate::wire::write_event_at;
 use params::{StreamParams, Transport};
+
+/// The cursor value that asks for everything the router still retains.
+const EARLIEST: &str = "earliest";
 
 /// Registers the stream route, with CORS for browsers on other origins.
 pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
@@ -52,6 +61,7 @@ pub fn cors_policy(cors: &CorsConfig) -> Cors {
 async fn stream(
     req: HttpRequest,
     path: web::Path<String>,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.authenticate(&req, &path)?;
@@ -62,22 +72,24 @@ async fn stream(
         .and_then(|v| v.to_str().ok());
     let params = StreamParams::parse(req.query_string(), principal, last_event_id, unix_now())?;
     let tag = account_tag(state.account_sid(account));
-    let cursor = params
-        .cursor
-        .as_deref()
-        .map(|text| Cursor::decode(text, tag))
-        .transpose()?;
+    let resume = match params.cursor.as_deref() {
+        None => ResumeFrom::Pending,
+        Some(EARLIEST) => ResumeFrom::Earliest,
+        Some(text) => {
+            let cursor = Cursor::decode(text, tag)?;
+            ResumeFrom::Cursor(cursor.epoch, cursor.seq)
+        }
+    };
+    let websocket = is_websocket(&req);
+    if websocket && params.transport == Transport::Poll {
+        return Err(ApiError::parameter(
+            "transport: poll cannot be used on a WebSocket upgrade",
+        ));
+    }
     if state.is_draining() {
         return Err(ApiError::unavailable(
             "draining",
             "the server is shutting down",
-        ));
-    }
-    if params.transport == Transport::Poll {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "transport: poll is not available yet; omit transport for SSE",
         ));
     }
     let ephemeral = params.client.is_none();
@@ -95,12 +107,14 @@ async fn stream(
             subscription: params.filter.map(|filter| NewSubscription {
                 filter: Arc::new(filter),
                 expires,
+                callback: None,
             }),
             default: NewSubscription {
                 filter: Arc::new(params.default_filter),
                 expires,
+                callback: None,
             },
-            cursor: cursor.map(|c| (c.epoch, c.seq)),
+            resume,
             ephemeral,
         })
         .await
@@ -110,13 +124,34 @@ async fn stream(
         Principal::Account(_) => None,
     };
     let conn = Connection::new(&state, account, client, connected, closes_at);
-    Ok(sse::respond(&state, conn))
+    if websocket {
+        return ws::respond(&req, payload, conn);
+    }
+    Ok(match params.transport {
+        Transport::Poll => {
+            let limit = state.config.stream.max_poll_secs;
+            let timeout = params
+                .timeout
+                .unwrap_or(poll::DEFAULT_TIMEOUT_SECS)
+                .min(limit);
+            poll::respond(conn, Duration::from_secs(timeout)).await
+        }
+        Transport::Sse => sse::respond(&state, conn),
+    })
+}
+
+fn is_websocket(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// One open publication channel, whatever its transport: renders what it writes and,
 /// when dropped, tells the session the channel is gone.
 pub struct Connection {
     state: AppState,
+    account: AccountIdx,
     account_sid: Arc<str>,
     tag: u32,
     client: Arc<str>,
@@ -136,6 +171,7 @@ impl Connection {
         let account_sid: Arc<str> = state.account_sid(account).into();
         Connection {
             state: state.clone(),
+            account,
             tag: account_tag(&account_sid),
             account_sid,
             client,
@@ -152,6 +188,33 @@ impl Connection {
             seq,
         }
         .encode()
+    }
+
+    /// The cursor before the connection's first event.
+    pub fn start_cursor(&self) -> String {
+        self.cursor(self.connected.position)
+    }
+
+    /// Takes everything new for this connection.
+    pub fn drain(&self) -> Drain {
+        self.connected
+            .outbox
+            .drain(self.connected.conn, std::time::Instant::now())
+    }
+
+    /// Waits until something is pushed for the client (or a takeover).
+    pub async fn woken(&self) {
+        self.connected.outbox.woken().await
+    }
+
+    /// The client's outbox, for transports that wait on it from elsewhere.
+    pub fn outbox(&self) -> Arc<crate::outbox::Outbox> {
+        self.connected.outbox.clone()
+    }
+
+    /// Passes a wake-up on to the connection that took over from this one.
+    pub fn pass_wake(&self) {
+        self.connected.outbox.wake();
     }
 
     /// The `stream.open` notice.
@@ -176,6 +239,22 @@ impl Connection {
         notice(&self.account_sid, type_name, Map::new())
     }
 
+    /// A `stream.error` notice carrying an API error body.
+    pub fn error_notice(&self, error: &ApiError) -> Bytes {
+        let mut data = Map::new();
+        data.insert("status".into(), json!(error.status.as_u16()));
+        data.insert("code".into(), json!(error.code));
+        data.insert("message".into(), json!(error.message));
+        notice(&self.account_sid, "stream.error", data)
+    }
+
+    /// One event's JSON with its cursor inside (WebSocket frames, long-poll lists).
+    pub fn event_with_cursor(&self, entry: &Entry) -> Bytes {
+        let mut buf = BytesMut::with_capacity(entry.event.json_open.len() + 96);
+        write_event_at(&mut buf, entry, Some(&self.cursor(entry.seq)));
+        buf.freeze()
+    }
+
     /// Counts delivered events and their end-to-end latency for a transport.
     pub fn delivered(&self, transport: &str, entries: &[Entry]) {
         let metrics = &self.state.metrics;
@@ -187,6 +266,47 @@ impl Connection {
         for entry in entries {
             latency.observe(entry.event.accepted_at.elapsed().as_secs_f64());
         }
+    }
+
+    /// The open-connections gauge of a transport.
+    pub fn gauge(&self, transport: &str) -> prometheus::IntGauge {
+        self.state
+            .metrics
+            .connections
+            .with_label_values(&[transport])
+    }
+
+    /// When the server ends this connection on its own (a signed URL's expiry, or
+    /// `stream.max_connection_secs`), and whether that is an expiry.
+    pub fn deadline(&self) -> Option<(tokio::time::Instant, bool)> {
+        let now = tokio::time::Instant::now();
+        let expiry = self.closes_at.map(|at| {
+            (
+                now + Duration::from_secs(at.saturating_sub(unix_now())),
+                true,
+            )
+        });
+        let max = self.state.config.stream.max_connection_secs;
+        let limit = (max > 0).then(|| (now + Duration::from_secs(max), false));
+        match (expiry, limit) {
+            (Some(e), Some(l)) => Some(if e.0 <= l.0 { e } else { l }),
+            (e, l) => e.or(l),
+        }
+    }
+
+    /// The server's drain signal.
+    pub fn shutdown(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.state.shutdown.clone()
+    }
+
+    /// The app state (for client events sent over the connection).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The connection's account and client, the sender of its client events.
+    pub fn sender(&self) -> (AccountIdx, Arc<str>) {
+        (self.account, self.client.clone())
     }
 }
 

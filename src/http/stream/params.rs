@@ -35,6 +35,8 @@ pub struct StreamParams {
     pub transport: Transport,
     /// `cursor=` (or the `Last-Event-ID` header), if not empty.
     pub cursor: Option<String>,
+    /// A long-poll's `timeout=`, in seconds.
+    pub timeout: Option<u64>,
 }
 
 impl StreamParams {
@@ -53,6 +55,7 @@ impl StreamParams {
         let mut expires = None;
         let mut transport = None;
         let mut cursor = None;
+        let mut timeout = None;
         for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
             let slot = match key.as_ref() {
                 "client" => &mut client,
@@ -61,6 +64,7 @@ impl StreamParams {
                 "expires" => &mut expires,
                 "transport" => &mut transport,
                 "cursor" => &mut cursor,
+                "timeout" => &mut timeout,
                 "where" => {
                     wheres.push(value);
                     continue;
@@ -106,7 +110,18 @@ impl StreamParams {
             .filter(|c| !c.is_empty())
             .or_else(|| last_event_id.map(str::to_owned))
             .filter(|c| !c.is_empty());
+        let timeout = timeout
+            .map(|t| {
+                t.parse::<u64>().map_err(|_| {
+                    ApiError::parameter(format!(
+                        "timeout: `{}` is not a whole number of seconds",
+                        truncate(&t)
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(StreamParams {
+            timeout,
             client,
             filter,
             default_filter: Filter::all(absent_scopes),
@@ -117,7 +132,8 @@ impl StreamParams {
     }
 }
 
-fn validate_client(client: &str) -> Result<String, ApiError> {
+/// Checks a client id: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn validate_client(client: &str) -> Result<String, ApiError> {
     let valid = (1..=MAX_CLIENT_LEN).contains(&client.len())
         && client
             .bytes()
@@ -174,6 +190,8 @@ mod tests {
         assert!(message("expires=soon").starts_with("expires:"));
         assert!(message("expires=50").starts_with("expires:"));
         assert!(message("where=data.x~1").starts_with("where"));
+        assert!(message("timeout=soon").starts_with("timeout:"));
+        assert!(message("timeout=-1").starts_with("timeout:"));
         assert!(message("types=Call").starts_with("types"));
     }
 
@@ -209,7 +227,7 @@ mod fuzz {
             let principal = Principal::Account(AccountIdx(0));
             if let Err(error) = StreamParams::parse(&raw, principal, None, 0) {
                 prop_assert_eq!(error.status.as_u16(), 400);
-                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor"]
+                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor", "timeout"]
                     .iter()
                     .any(|p| error.message.starts_with(p));
                 prop_assert!(named, "{}", error.message);

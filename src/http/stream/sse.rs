@@ -4,20 +4,20 @@
 //! (`id: <cursor>` + `data: <json>` per event, no `event:` line so
 //! `EventSource.onmessage` sees everything), writes a comment heartbeat after
 //! `stream.heartbeat_secs` of silence, closes a signed URL's stream with
-//! `stream.expired` when it expires and every stream with `stream.shutdown` when the
-//! server drains. `HttpContext` is not used: it buffers without bound.
+//! `stream.expired` when it expires, ends connections older than
+//! `stream.max_connection_secs`, and closes every stream with `stream.shutdown` when
+//! the server drains. `HttpContext` is not used: it buffers without bound.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::HttpResponse;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::{AppState, Connection};
-use crate::auth::unix_now;
 use crate::outbox::{Drain, Entry};
 use crate::wire::{sse_frame as frame, write_event};
 
@@ -27,8 +27,8 @@ const TRANSPORT: &str = "sse";
 pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<Bytes>(state.config.stream.chunk_buffer);
     let heartbeat = state.config.heartbeat();
-    let shutdown = state.shutdown.clone();
-    actix_web::rt::spawn(write(conn, tx, heartbeat, shutdown));
+    let retry_ms = state.config.stream.retry_ms;
+    actix_web::rt::spawn(write(conn, tx, heartbeat, retry_ms));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -45,32 +45,19 @@ pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
 enum End {
     Gone,
     Superseded,
+    Closed,
     Notice(&'static str),
 }
 
-async fn write(
-    conn: Connection,
-    tx: mpsc::Sender<Bytes>,
-    heartbeat: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let gauge = conn
-        .state
-        .metrics
-        .connections
-        .with_label_values(&[TRANSPORT]);
+async fn write(conn: Connection, tx: mpsc::Sender<Bytes>, heartbeat: Duration, retry_ms: u64) {
+    let gauge = conn.gauge(TRANSPORT);
     gauge.inc();
-    let outbox = conn.connected.outbox.clone();
+    let mut shutdown = conn.shutdown();
     let mut first = BytesMut::new();
-    frame(
-        &mut first,
-        Some(&conn.cursor(conn.connected.position)),
-        &conn.open_notice(),
-    );
+    first.put_slice(format!("retry: {retry_ms}\n").as_bytes());
+    frame(&mut first, Some(&conn.start_cursor()), &conn.open_notice());
     let mut last_write = Instant::now();
-    let expires_at = conn
-        .closes_at
-        .map(|at| tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(unix_now())));
+    let deadline = conn.deadline();
     let end = if tx.send(first.freeze()).await.is_err() {
         End::Gone
     } else {
@@ -79,16 +66,17 @@ async fn write(
                 break end;
             }
             let heartbeat_at = tokio::time::Instant::from_std(last_write + heartbeat);
+            let (deadline_at, expires) = deadline.unwrap_or((heartbeat_at, false));
             tokio::select! {
-                _ = outbox.woken() => continue,
+                _ = conn.woken() => continue,
                 _ = tx.closed() => break End::Gone,
                 _ = sleep_until(heartbeat_at) => {
                     if tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
                         break End::Gone;
                     }
                 }
-                _ = sleep_until(expires_at.unwrap_or(heartbeat_at)), if expires_at.is_some() => {
-                    break End::Notice("stream.expired");
+                _ = sleep_until(deadline_at), if deadline.is_some() => {
+                    break if expires { End::Notice("stream.expired") } else { End::Closed };
                 }
                 _ = shutdown.wait_for(|draining| *draining) => {
                     // Flush what was accepted before saying goodbye.
@@ -104,21 +92,15 @@ async fn write(
             frame(&mut chunk, None, &conn.bare_notice(type_name));
             let _ = tx.send(chunk.freeze()).await;
         }
-        // Pass the wake-up on: it may have been meant for the connection that
-        // replaced this one.
-        End::Superseded => outbox.wake(),
-        End::Gone => {}
+        End::Superseded => conn.pass_wake(),
+        End::Gone | End::Closed => {}
     }
     gauge.dec();
 }
 
 /// Writes everything new in the outbox as one chunk. `Some` when the writer must stop.
 async fn flush(conn: &Connection, tx: &mpsc::Sender<Bytes>) -> Option<End> {
-    let (gap, entries) = match conn
-        .connected
-        .outbox
-        .drain(conn.connected.conn, Instant::now())
-    {
+    let (gap, entries) = match conn.drain() {
         Drain::Superseded => return Some(End::Superseded),
         Drain::Events { gap, entries } => (gap, entries),
     };

@@ -1,0 +1,225 @@
+//! The WebSocket transport (`Upgrade: websocket` on the stream URL), an actor of
+//! `actix-web-actors` as ARCHITECTURE.md asks; its use is confined to this file.
+//! (`actix-web-actors` is deprecated upstream in favour of `actix-ws`, whose session
+//! is a plain async handle; moving there means replacing this one file.)
+//!
+//! The actor drains the client's outbox into one text frame per event (the delivered
+//! event plus its `"cursor"`), and turns the client's text frames into client events.
+//! `WebsocketContext` buffers without bound, so the actor counts the bytes it wrote
+//! against the bytes the HTTP layer has taken from it, and stops draining while more
+//! than [`MAX_UNFLUSHED`] are waiting: a slow reader then costs its own outbox (and a
+//! `stream.gap` if it overflows), never memory without bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+
+use super::Connection;
+use crate::http::client_events;
+use crate::http::ApiError;
+use crate::outbox::Drain;
+
+const TRANSPORT: &str = "ws";
+
+/// Bytes written to the context but not yet taken by the HTTP layer, above which the
+/// actor stops draining the outbox until they go.
+pub const MAX_UNFLUSHED: usize = 1 << 20;
+
+/// How often a throttled connection re-checks its backlog.
+const RECHECK: Duration = Duration::from_millis(20);
+
+/// Completes the WebSocket handshake and starts the connection's actor.
+pub fn respond(
+    req: &HttpRequest,
+    payload: web::Payload,
+    conn: Connection,
+) -> Result<HttpResponse, ApiError> {
+    let mut response =
+        ws::handshake(req).map_err(|e| ApiError::parameter(format!("upgrade: {e}")))?;
+    let flushed = Arc::new(AtomicUsize::new(0));
+    let actor = WsConnection {
+        conn,
+        flushed: flushed.clone(),
+        written: 0,
+        last_seen: Instant::now(),
+    };
+    let frames = ws::WebsocketContext::create(actor, payload).map(move |item| {
+        if let Ok(bytes) = &item {
+            flushed.fetch_add(bytes.len(), Ordering::Relaxed);
+        }
+        item
+    });
+    Ok(response.streaming(frames))
+}
+
+/// The outbox has something new.
+struct Wake;
+
+/// The server is draining.
+struct Drained;
+
+struct WsConnection {
+    conn: Connection,
+    /// Bytes the HTTP layer has taken from the context.
+    flushed: Arc<AtomicUsize>,
+    /// Bytes of frames written into the context.
+    written: usize,
+    /// Last time the client showed life (any frame, pong included).
+    last_seen: Instant,
+}
+
+impl WsConnection {
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, json: Bytes) {
+        self.written += json.len() + 10; // payload plus at most a frame header
+        match ByteString::try_from(json) {
+            Ok(text) => ctx.text(text),
+            Err(_) => tracing::error!("a rendered event was not UTF-8"),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let unflushed = self
+            .written
+            .saturating_sub(self.flushed.load(Ordering::Relaxed));
+        if unflushed > MAX_UNFLUSHED {
+            ctx.run_later(RECHECK, |conn, ctx| conn.flush(ctx));
+            return;
+        }
+        match self.conn.drain() {
+            Drain::Superseded => {
+                self.conn.pass_wake();
+                ctx.close(None);
+                ctx.stop();
+            }
+            Drain::Events { gap, entries } => {
+                if gap > 0 {
+                    let notice = self.conn.gap_notice(gap);
+                    self.send(ctx, notice);
+                }
+                for entry in &entries {
+                    let frame = self.conn.event_with_cursor(entry);
+                    self.send(ctx, frame);
+                }
+                self.conn.delivered(TRANSPORT, &entries);
+            }
+        }
+    }
+
+    fn end_with(&mut self, ctx: &mut ws::WebsocketContext<Self>, notice: &str) {
+        let notice = self.conn.bare_notice(notice);
+        self.send(ctx, notice);
+        ctx.close(None);
+        ctx.stop();
+    }
+
+    /// Publishes a client's text frame as a client event; errors come back as a
+    /// `stream.error` notice and the connection stays open.
+    fn client_event(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
+        let state = self.conn.state().clone();
+        let (account, client) = self.conn.sender();
+        let publish = async move {
+            client_events::send(&state, account, &client, text.as_bytes(), "ws").await
+        };
+        ctx.spawn(publish.into_actor(self).map(|result, conn, ctx| {
+            if let Err(error) = result {
+                let notice = conn.conn.error_notice(&error);
+                conn.send(ctx, notice);
+            }
+        }));
+    }
+}
+
+impl Actor for WsConnection {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.conn.gauge(TRANSPORT).inc();
+        let open = self.conn.open_notice();
+        self.send(ctx, open);
+        let outbox = self.conn.outbox();
+        ctx.add_stream(futures_util::stream::unfold(outbox, |outbox| async move {
+            outbox.woken().await;
+            Some((Wake, outbox))
+        }));
+        let shutdown = self.conn.shutdown();
+        ctx.add_stream(futures_util::stream::once(async move {
+            let mut shutdown = shutdown;
+            let _ = shutdown.wait_for(|draining| *draining).await;
+            Drained
+        }));
+        let heartbeat = self.conn.state().config.heartbeat();
+        ctx.run_interval(heartbeat, move |conn, ctx| {
+            // A client silent for three heartbeats (no pong) is gone.
+            if conn.last_seen.elapsed() > heartbeat * 3 {
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        if let Some((at, expires)) = self.conn.deadline() {
+            let wait = at.saturating_duration_since(tokio::time::Instant::now());
+            ctx.run_later(wait, move |conn, ctx| {
+                if expires {
+                    conn.end_with(ctx, "stream.expired");
+                } else {
+                    ctx.close(None);
+                    ctx.stop();
+                }
+            });
+        }
+        self.flush(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.conn.gauge(TRANSPORT).dec();
+    }
+}
+
+impl StreamHandler<Wake> for WsConnection {
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+impl StreamHandler<Drained> for WsConnection {
+    fn handle(&mut self, _: Drained, ctx: &mut Self::Context) {
+        // Flush what was accepted before saying goodbye.
+        self.flush(ctx);
+        self.end_with(ctx, "stream.shutdown");
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // The drain stream ends after its one item; that must not stop the actor.
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.client_event(text, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Binary(_)) => {
+                let error = ApiError::parameter("frame: client events are JSON text frames");
+                let notice = self.conn.error_notice(&error);
+                self.send(ctx, notice);
+            }
+            Ok(ws::Message::Pong(_) | ws::Message::Continuation(_) | ws::Message::Nop) => {}
+            Err(error) => {
+                tracing::debug!(cause = %error, "websocket protocol error");
+                ctx.stop();
+            }
+        }
+    }
+}
