@@ -30,7 +30,10 @@ const FAMILIES: &[&str] = &[
     "stream",
 ];
 
-/// Streaming transports, the `transport` label of deliveries and connections.
+/// Client connection transports, the `transport` label of connections.
+pub const STREAM_TRANSPORTS: &[&str] = &["sse", "poll", "ws"];
+
+/// Every way an event leaves the router, the `transport` label of deliveries.
 pub const TRANSPORTS: &[&str] = &["sse", "poll", "ws", "webhook"];
 
 /// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
@@ -273,6 +276,8 @@ impl Metrics {
         for transport in TRANSPORTS {
             self.delivered.with_label_values(&[transport]);
             self.delivery_latency.with_label_values(&[transport]);
+        }
+        for transport in STREAM_TRANSPORTS {
             self.connections.with_label_values(&[transport]);
         }
         for reason in REJECT_REASONS {
