@@ -47,6 +47,22 @@ pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload"
 struct Registrar<'r>(&'r Registry);
 
 impl Registrar<'_> {
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
     fn add<M: prometheus::core::Collector + Clone + 'static>(
         &self,
         metric: prometheus::Result<M>,
@@ -130,34 +146,26 @@ impl Metrics {
         let reg = Registrar(&registry);
 
         let metrics = Metrics {
-            published: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_events_published_total",
-                    "Events accepted for publication, by type family",
-                ),
+            published: reg.counter_vec(
+                "switchboard_events_published_total",
+                "Events accepted for publication, by type family",
                 &["family"],
-            )),
-            delivered: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_events_delivered_total",
-                    "Events written to client connections, by transport",
-                ),
+            ),
+            delivered: reg.counter_vec(
+                "switchboard_events_delivered_total",
+                "Events written to client connections, by transport",
                 &["transport"],
-            )),
-            publish_rejected: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_publish_rejected_total",
-                    "Publish requests refused, by reason",
-                ),
+            ),
+            publish_rejected: reg.counter_vec(
+                "switchboard_publish_rejected_total",
+                "Publish requests refused, by reason",
                 &["reason"],
-            )),
-            auth_failures: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_auth_failures_total",
-                    "Authentication failures, by reason",
-                ),
+            ),
+            auth_failures: reg.counter_vec(
+                "switchboard_auth_failures_total",
+                "Authentication failures, by reason",
                 &["reason"],
-            )),
+            ),
             publish_latency: reg.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "switchboard_publish_latency_seconds",
@@ -173,94 +181,79 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["transport"],
             )),
-            connections: reg.add(IntGaugeVec::new(
-                Opts::new(
-                    "switchboard_connections",
-                    "Open streaming connections, by transport",
-                ),
+            connections: reg.gauge_vec(
+                "switchboard_connections",
+                "Open streaming connections, by transport",
                 &["transport"],
-            )),
-            subscriptions: reg.add(IntGaugeVec::new(
-                Opts::new(
-                    "switchboard_subscriptions",
-                    "Client subscriptions held by proxies, by transport (stream or webhook)",
-                ),
+            ),
+            subscriptions: reg.gauge_vec(
+                "switchboard_subscriptions",
+                "Client subscriptions held by proxies, by transport (stream or webhook)",
                 &["transport"],
-            )),
-            aggregated_subscriptions: reg.add(IntGauge::new(
+            ),
+            aggregated_subscriptions: reg.gauge(
                 "switchboard_aggregated_subscriptions",
                 "Upstream subscriptions held by broker shards (after aggregation)",
-            )),
-            sessions: reg.add(IntGauge::new(
-                "switchboard_sessions",
-                "Client sessions alive",
-            )),
-            cached_events: reg.add(IntGauge::new(
+            ),
+            sessions: reg.gauge("switchboard_sessions", "Client sessions alive"),
+            cached_events: reg.gauge(
                 "switchboard_cached_events",
                 "Events retained in client outboxes for replay and absent clients",
-            )),
-            events_dropped: reg.add(IntCounter::new(
+            ),
+            events_dropped: reg.counter(
                 "switchboard_events_dropped_total",
                 "Events evicted from a client outbox by retention before being written",
-            )),
-            gaps: reg.add(IntCounter::new(
+            ),
+            gaps: reg.counter(
                 "switchboard_stream_gaps_total",
                 "stream.gap notices written",
-            )),
-            shards: reg.add(IntGauge::new("switchboard_shards", "Broker shards running")),
-            proxies: reg.add(IntGauge::new("switchboard_proxies", "Event proxies running")),
-            mailbox_depth: reg.add(IntGaugeVec::new(
-                Opts::new(
-                    "switchboard_mailbox_depth",
-                    "Work queued at an actor: publish batches for shards, delivery batches for proxies",
-                ),
+            ),
+            shards: reg.gauge("switchboard_shards", "Broker shards running"),
+            proxies: reg.gauge("switchboard_proxies", "Event proxies running"),
+            mailbox_depth: reg.gauge_vec(
+                "switchboard_mailbox_depth",
+                "Work queued at an actor: publish batches for shards, delivery batches for proxies",
                 &["actor", "index"],
-            )),
-            shard_retained: reg.add(IntGauge::new(
+            ),
+            shard_retained: reg.gauge(
                 "switchboard_shard_retained_events",
                 "Events retained by broker shards for cursor=earliest replays",
-            )),
-            replays: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_replays_total",
-                    "Streams resumed from a cursor or from the earliest retained event, by kind",
-                ),
+            ),
+            replays: reg.counter_vec(
+                "switchboard_replays_total",
+                "Streams resumed from a cursor or from the earliest retained event, by kind",
                 &["kind"],
-            )),
-            replayed_events: reg.add(IntCounter::new(
+            ),
+            replayed_events: reg.counter(
                 "switchboard_replayed_events_total",
                 "Events delivered from retention by cursor=earliest replays",
-            )),
-            client_events: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_client_events_total",
-                    "Client events accepted, by how they came (http, ws)",
-                ),
+            ),
+            client_events: reg.counter_vec(
+                "switchboard_client_events_total",
+                "Client events accepted, by how they came (http, ws)",
                 &["via"],
-            )),
-            webhook_requests: reg.add(IntCounterVec::new(
-                Opts::new(
-                    "switchboard_webhook_requests_total",
-                    "Webhook callback requests, by outcome (ok: 2xx; error: anything else)",
-                ),
+            ),
+            webhook_requests: reg.counter_vec(
+                "switchboard_webhook_requests_total",
+                "Webhook callback requests, by outcome (ok: 2xx; error: anything else)",
                 &["outcome"],
-            )),
-            webhook_events: reg.add(IntCounter::new(
+            ),
+            webhook_events: reg.counter(
                 "switchboard_webhook_events_total",
                 "Events acknowledged by webhook callbacks",
-            )),
-            webhook_retries: reg.add(IntCounter::new(
+            ),
+            webhook_retries: reg.counter(
                 "switchboard_webhook_retries_total",
                 "Webhook retries scheduled after a failed request",
-            )),
-            webhook_giveups: reg.add(IntCounter::new(
+            ),
+            webhook_giveups: reg.counter(
                 "switchboard_webhook_giveups_total",
                 "Events never acknowledged because their webhook subscription ended first",
-            )),
-            webhook_pending: reg.add(IntGauge::new(
+            ),
+            webhook_pending: reg.gauge(
                 "switchboard_webhook_pending_events",
                 "Events queued for webhook callbacks and not yet acknowledged",
-            )),
+            ),
             registry,
         };
         metrics.initialise_series();
