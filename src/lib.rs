@@ -21,8 +21,10 @@ pub mod filter;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod publisher;
 pub mod retention;
 pub mod server;
+pub mod twiml;
 pub mod webhook;
 pub mod wire;
 

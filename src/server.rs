@@ -16,6 +16,7 @@ use crate::actors::Topology;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 
 /// How long open connections get to finish after streams were told to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +50,14 @@ pub async fn serve(
     let draining = Arc::new(AtomicBool::new(false));
     let workers = Config::resolve_count(config.workers);
     let grace = Duration::from_secs(config.drain_grace_secs);
+    let publisher = Publisher::new(
+        accounts.clone(),
+        topology.distributor.clone(),
+        metrics.clone(),
+        config.publish.shard_queue,
+    );
     let state = AppState {
+        publisher,
         accounts,
         config: Arc::new(config),
         topology: topology.clone(),

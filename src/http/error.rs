@@ -118,6 +118,16 @@ impl From<EventError> for ApiError {
     }
 }
 
+impl From<crate::publisher::PublishError> for ApiError {
+    fn from(error: crate::publisher::PublishError) -> ApiError {
+        let code = match error {
+            crate::publisher::PublishError::Overloaded => "overloaded",
+            crate::publisher::PublishError::Stopped => "draining",
+        };
+        ApiError::unavailable(code, error.to_string())
+    }
+}
+
 impl From<ParseError> for ApiError {
     fn from(error: ParseError) -> ApiError {
         ApiError::parameter(error.to_string())

@@ -22,6 +22,7 @@ use crate::actors::Topology;
 use crate::auth::{AuthError, Principal};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publisher::Publisher;
 pub use error::ApiError;
 
 /// What every handler can reach. Cloned into each worker; everything inside is shared.
@@ -33,6 +34,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// Shards, proxies and the distributor.
     pub topology: Arc<Topology>,
+    /// Routes events into the shards.
+    pub publisher: Publisher,
     /// The server's metrics.
     pub metrics: Metrics,
     /// Set when draining: publishes get 503 and `/readyz` fails.

@@ -2,23 +2,18 @@
 //! array or NDJSON; all-or-nothing; 202 only once every event has reached its shard
 //! and the shard has handed it to the proxies that want it.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
-use futures_util::future::join_all;
 use futures_util::StreamExt;
 
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
-use crate::actors::distributor::ShardMap;
-use crate::actors::shard::Publish;
 use crate::auth::AuthError;
-use crate::event::{self, Draft, Event, Limits, SharedEvent};
-use crate::metrics::family;
+use crate::event::{self, Draft, Limits};
 
 /// Registers the publish route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -86,71 +81,14 @@ pub fn accepted(ids: &[String]) -> HttpResponse {
     HttpResponse::Accepted().json(serde_json::json!({"accepted": ids.len(), "ids": ids}))
 }
 
-/// Builds validated events and routes them to their shards, all or nothing; resolves
-/// once every event has reached its shard and the proxies that want it. Shared by
+/// Routes validated events (see [`crate::publisher::Publisher::route`]); shared by
 /// publishing and client events.
 pub async fn route(
     state: &AppState,
     account: AccountIdx,
     drafts: Vec<Draft>,
 ) -> Result<Vec<String>, ApiError> {
-    let timestamp = event::now_rfc3339();
-    let sid = state.account_sid(account);
-    let events: Vec<SharedEvent> = drafts
-        .into_iter()
-        .map(|draft| Arc::new(Event::build(account, sid, draft, &timestamp)))
-        .collect();
-    let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
-    let families: Vec<&'static str> = events.iter().map(|e| family(&e.type_name)).collect();
-
-    let map = state.topology.distributor.current();
-    let batches = split_by_shard(&map, events);
-    reserve(&map, &batches, state.config.publish.shard_queue as i64)?;
-    let sends = batches
-        .into_iter()
-        .enumerate()
-        .filter(|(_, events)| !events.is_empty())
-        .map(|(shard, events)| map.shards[shard].addr.send(Publish { events }));
-    for result in join_all(sends).await {
-        // A shard only goes away while the server stops.
-        result.map_err(|_| ApiError::unavailable("draining", "the server is shutting down"))?;
-    }
-    for f in families {
-        state.metrics.published.with_label_values(&[f]).inc();
-    }
-    Ok(ids)
-}
-
-/// Groups events by owning shard, keeping publication order within each shard.
-fn split_by_shard(map: &ShardMap, events: Vec<SharedEvent>) -> Vec<Vec<SharedEvent>> {
-    let mut batches: Vec<Vec<SharedEvent>> = vec![Vec::new(); map.shards.len()];
-    for event in events {
-        let shard = map.shard_for(event.account, event.call_sid.as_deref());
-        batches[shard].push(event);
-    }
-    batches
-}
-
-/// Takes one queue slot on every target shard, or none: a request either goes to all
-/// of its shards or is refused whole with 503, so a batch is never half published.
-fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(), ApiError> {
-    let targets: Vec<usize> = (0..batches.len())
-        .filter(|&i| !batches[i].is_empty())
-        .collect();
-    for (n, &shard) in targets.iter().enumerate() {
-        let depth = &map.shards[shard].depth;
-        depth.inc();
-        if depth.get() > limit {
-            for &taken in &targets[..=n] {
-                map.shards[taken].depth.dec();
-            }
-            return Err(ApiError::unavailable(
-                "overloaded",
-                "a broker shard's queue is full; retry shortly",
-            ));
-        }
-    }
-    Ok(())
+    Ok(state.publisher.route(account, drafts).await?)
 }
 
 /// JSON unless the content type says NDJSON; anything else is 415.

@@ -1,0 +1,115 @@
+//! Routing accepted events to their broker shards, all or nothing: the one path every
+//! event takes into the router, whether it came from the publish endpoint, a client
+//! event or the built-in call router.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use crate::account::{AccountIdx, Accounts};
+use crate::actors::distributor::{Distributor, ShardMap};
+use crate::actors::shard::Publish;
+use crate::event::{self, Draft, Event, SharedEvent};
+use crate::metrics::{family, Metrics};
+
+/// Why events were not routed. Nothing of the request was published in either case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A target shard already has `publish.shard_queue` batches in flight.
+    #[error("a broker shard's queue is full; retry shortly")]
+    Overloaded,
+    /// The shards are gone: the server is stopping.
+    #[error("the server is shutting down")]
+    Stopped,
+}
+
+/// Builds events and hands them to their shards. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    accounts: Arc<Accounts>,
+    distributor: Arc<Distributor>,
+    metrics: Metrics,
+    shard_queue: i64,
+}
+
+impl Publisher {
+    /// A publisher over the running shards; `shard_queue` bounds each shard's
+    /// in-flight batches.
+    pub fn new(
+        accounts: Arc<Accounts>,
+        distributor: Arc<Distributor>,
+        metrics: Metrics,
+        shard_queue: usize,
+    ) -> Publisher {
+        Publisher {
+            accounts,
+            distributor,
+            metrics,
+            shard_queue: shard_queue as i64,
+        }
+    }
+
+    /// Builds validated events (one id and timestamp each) and routes them to their
+    /// shards, all or nothing; resolves once every event has reached its shard and
+    /// the proxies that want it. Returns the ids in order.
+    pub async fn route(
+        &self,
+        account: AccountIdx,
+        drafts: Vec<Draft>,
+    ) -> Result<Vec<String>, PublishError> {
+        let timestamp = event::now_rfc3339();
+        let sid = &self.accounts.get(account).sid;
+        let events: Vec<SharedEvent> = drafts
+            .into_iter()
+            .map(|draft| Arc::new(Event::build(account, sid, draft, &timestamp)))
+            .collect();
+        let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
+        let families: Vec<&'static str> = events.iter().map(|e| family(&e.type_name)).collect();
+
+        let map = self.distributor.current();
+        let batches = split_by_shard(&map, events);
+        reserve(&map, &batches, self.shard_queue)?;
+        let sends = batches
+            .into_iter()
+            .enumerate()
+            .filter(|(_, events)| !events.is_empty())
+            .map(|(shard, events)| map.shards[shard].addr.send(Publish { events }));
+        for result in join_all(sends).await {
+            // A shard only goes away while the server stops.
+            result.map_err(|_| PublishError::Stopped)?;
+        }
+        for f in families {
+            self.metrics.published.with_label_values(&[f]).inc();
+        }
+        Ok(ids)
+    }
+}
+
+/// Groups events by owning shard, keeping publication order within each shard.
+fn split_by_shard(map: &ShardMap, events: Vec<SharedEvent>) -> Vec<Vec<SharedEvent>> {
+    let mut batches: Vec<Vec<SharedEvent>> = vec![Vec::new(); map.shards.len()];
+    for event in events {
+        let shard = map.shard_for(event.account, event.call_sid.as_deref());
+        batches[shard].push(event);
+    }
+    batches
+}
+
+/// Takes one queue slot on every target shard, or none: a request either goes to all
+/// of its shards or is refused whole, so a batch is never half published.
+fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(), PublishError> {
+    let targets: Vec<usize> = (0..batches.len())
+        .filter(|&i| !batches[i].is_empty())
+        .collect();
+    for (n, &shard) in targets.iter().enumerate() {
+        let depth = &map.shards[shard].depth;
+        depth.inc();
+        if depth.get() > limit {
+            for &taken in &targets[..=n] {
+                map.shards[taken].depth.dec();
+            }
+            return Err(PublishError::Overloaded);
+        }
+    }
+    Ok(())
+}

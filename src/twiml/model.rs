@@ -1,0 +1,446 @@
+//! The verb model: what a parsed TwiML document tells the call actor to do.
+//!
+//! Plain data with typed fields and Twilio's defaults already applied, so the
+//! executor never looks at an attribute string again. Each struct's [`Default`] is
+//! the verb as Twilio runs it with no attributes at all, which keeps tests and the
+//! executor's own constructions short (`Gather { num_digits: Some(4),
+//! ..Gather::default() }`).
+//!
+//! URLs (`action`, `Play`, `Redirect`, `waitUrl`) are kept as written: they may be
+//! relative to the document's URL, which only the executor knows, and `Play`'s may be
+//! a URI template for [`fill_template`](super::fill_template).
+
+/// A whole TwiML document: the children of `<Response>`, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// The verbs, executed one after the other.
+    pub verbs: Vec<Verb>,
+}
+
+/// One child of `<Response>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verb {
+    /// `<Say>`: speak text.
+    Say(Say),
+    /// `<Play>`: play an audio file or DTMF tones.
+    Play(Play),
+    /// `<Pause>`: wait silently.
+    Pause(Pause),
+    /// `<Gather>`: collect digits while prompting.
+    Gather(Gather),
+    /// `<Record>`: record the caller.
+    Record(Record),
+    /// `<Dial>`: connect to another party.
+    Dial(Dial),
+    /// `<Message>` or the legacy `<Sms>` (see [`Message::kind`]).
+    Message(Message),
+    /// `<Redirect>`: fetch another document and run it instead of the rest of this one.
+    Redirect(Redirect),
+    /// `<Hangup>`: end the call.
+    Hangup,
+    /// `<Reject>`: refuse an incoming call without answering it.
+    Reject(Reject),
+    /// An element this router does not implement (or misspelt, e.g. `<say>`).
+    ///
+    /// Not an error: the executor emits `call.warning` with 12200
+    /// ([`SCHEMA_VALIDATION_WARNING`](super::SCHEMA_VALIDATION_WARNING)) and goes on,
+    /// as Twilio does. Its attributes and content are not looked at.
+    Unknown {
+        /// The element's name as written.
+        name: String,
+    },
+}
+
+impl Verb {
+    /// The element name as Twilio spells it, for events' `data.verb`.
+    ///
+    /// `Sms` stays `Sms` (not `Message`), and an unknown verb gives its own name, so
+    /// the event says what the document said.
+    pub fn verb_name(&self) -> &str {
+        match self {
+            Verb::Say(_) => "Say",
+            Verb::Play(_) => "Play",
+            Verb::Pause(_) => "Pause",
+            Verb::Gather(_) => "Gather",
+            Verb::Record(_) => "Record",
+            Verb::Dial(_) => "Dial",
+            Verb::Message(message) => message.kind.verb_name(),
+            Verb::Redirect(_) => "Redirect",
+            Verb::Hangup => "Hangup",
+            Verb::Reject(_) => "Reject",
+            Verb::Unknown { name } => name,
+        }
+    }
+}
+
+/// The HTTP method for a verb's callback (`action`, `Redirect`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `GET`: parameters go in the query string.
+    Get,
+    /// `POST`: parameters go in a form body. Twilio's default everywhere.
+    #[default]
+    Post,
+}
+
+impl Method {
+    /// `"GET"` or `"POST"`, for building the request and for events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// `<Say>`: speak text to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Say {
+    /// What to say: the element's text, entities expanded, trimmed. SSML tags inside
+    /// (`<break/>`, `<emphasis>`, …) are dropped and their text kept, since the
+    /// simulated network only needs the words (it times `Say` per word).
+    pub text: String,
+    /// `voice`, as written (e.g. `alice`, `Polly.Joanna`); `None` = Twilio's default.
+    pub voice: Option<String>,
+    /// `language`, as written (e.g. `en-US`); `None` = Twilio's default.
+    pub language: Option<String>,
+    /// `loop`: how many times to say it. Default 1; Twilio reads 0 as "repeat until
+    /// the call moves on" (it caps at 1000), which the executor decides how to bound.
+    pub loop_count: u32,
+}
+
+impl Default for Say {
+    fn default() -> Self {
+        Say {
+            text: String::new(),
+            voice: None,
+            language: None,
+            loop_count: 1,
+        }
+    }
+}
+
+/// `<Play>`: play an audio URL, or DTMF tones with `digits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Play {
+    /// The audio URL (the element's text, trimmed), possibly a URI template such as
+    /// `https://app/audio/{Digits}.mp3` to fill with
+    /// [`fill_template`](super::fill_template). Empty only when `digits` is set:
+    /// a `<Play>` with neither is refused by the parser.
+    pub url: String,
+    /// `loop`: how many times to play. Default 1; 0 means "repeat" as for
+    /// [`Say::loop_count`].
+    pub loop_count: u32,
+    /// `digits`: DTMF tones to play (`0-9`, `*`, `#`, `w` = half-second wait).
+    pub digits: Option<String>,
+}
+
+impl Default for Play {
+    fn default() -> Self {
+        Play {
+            url: String::new(),
+            loop_count: 1,
+            digits: None,
+        }
+    }
+}
+
+/// `<Pause>`: silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// `length` in seconds. Default 1.
+    pub length: u32,
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Pause { length: 1 }
+    }
+}
+
+/// Which kinds of input a `<Gather>` listens for (`input`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatherInput {
+    /// Keypad digits. Default on.
+    pub dtmf: bool,
+    /// Speech recognition. Off unless `input` names `speech`; the simulated network
+    /// has no speech, so the executor only ever sees it time out.
+    pub speech: bool,
+}
+
+impl Default for GatherInput {
+    fn default() -> Self {
+        GatherInput {
+            dtmf: true,
+            speech: false,
+        }
+    }
+}
+
+/// A verb nested inside `<Gather>`: the prompt played while listening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatherChild {
+    /// A nested `<Say>`.
+    Say(Say),
+    /// A nested `<Play>`.
+    Play(Play),
+    /// A nested `<Pause>`.
+    Pause(Pause),
+}
+
+/// `<Gather>`: collect keypad digits, then request `action` with `Digits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gather {
+    /// `numDigits`: stop after this many digits. `None` (the default) = no limit,
+    /// only `finishOnKey` or the timeout ends the input.
+    pub num_digits: Option<u32>,
+    /// `timeout`: seconds of silence after the last digit (or the prompt) before
+    /// giving up. Default 5.
+    pub timeout: u32,
+    /// `finishOnKey`: the key that ends input and is not included in `Digits`.
+    /// Default `#`; `None` when the attribute is empty (no finish key).
+    pub finish_on_key: Option<char>,
+    /// `action`: where to send `Digits`. `None` = the current document's URL, as
+    /// Twilio does.
+    pub action: Option<String>,
+    /// `method` for `action`. Default POST.
+    pub method: Method,
+    /// `input`. Default DTMF only.
+    pub input: GatherInput,
+    /// Nested `<Say>`, `<Play>` and `<Pause>`, in order.
+    pub children: Vec<GatherChild>,
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Gather {
+            num_digits: None,
+            timeout: 5,
+            finish_on_key: Some('#'),
+            action: None,
+            method: Method::Post,
+            input: GatherInput::default(),
+            children: Vec::new(),
+        }
+    }
+}
+
+/// `<Record>`: record the caller, then request `action` with `RecordingUrl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// `maxLength` in seconds. Default 3600.
+    pub max_length: u32,
+    /// `timeout`: seconds of silence that end the recording. Default 5.
+    pub timeout: u32,
+    /// `finishOnKey`: every key in this set ends the recording. Default
+    /// `1234567890*#`; empty = no key does.
+    pub finish_on_key: String,
+    /// `action`: where to send the recording. `None` = the current document's URL.
+    pub action: Option<String>,
+    /// `method` for `action`. Default POST.
+    pub method: Method,
+    /// `playBeep`: beep before recording. Default true.
+    pub play_beep: bool,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            max_length: 3600,
+            timeout: 5,
+            finish_on_key: "1234567890*#".to_owned(),
+            action: None,
+            method: Method::Post,
+            play_beep: true,
+        }
+    }
+}
+
+/// `<Conference>` inside `<Dial>`: join a named room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conference {
+    /// The room name (the element's text, trimmed; never empty).
+    pub name: String,
+    /// `muted`: join unable to speak. Default false.
+    pub muted: bool,
+    /// `startConferenceOnEnter`: this participant starts the conference. Default true.
+    pub start_conference_on_enter: bool,
+    /// `endConferenceOnExit`: the conference ends when this participant leaves.
+    /// Default false.
+    pub end_conference_on_exit: bool,
+    /// `beep` as written (`true`, `false`, `onEnter`, `onExit`); `None` = Twilio's
+    /// default (`true`).
+    pub beep: Option<String>,
+    /// `waitUrl` as written; `None` = Twilio's default hold music.
+    pub wait_url: Option<String>,
+}
+
+impl Default for Conference {
+    fn default() -> Self {
+        Conference {
+            name: String::new(),
+            muted: false,
+            start_conference_on_enter: true,
+            end_conference_on_exit: false,
+            beep: None,
+            wait_url: None,
+        }
+    }
+}
+
+/// Whom a `<Dial>` calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialTarget {
+    /// A phone number: `<Dial>` text or a `<Number>` noun, as written.
+    Number(String),
+    /// A client identity: a `<Client>` noun's text (or its `<Identity>`).
+    Client(String),
+    /// A conference room.
+    Conference(Conference),
+}
+
+/// `<Dial>`: call other parties and bridge the first to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// Who to call, in document order; never empty. Several `Number`s ring at once
+    /// as in Twilio (first to answer wins).
+    pub targets: Vec<DialTarget>,
+    /// `action`: requested with `DialCallStatus` when the dialled leg ends. `None` =
+    /// the call goes on with the next verb.
+    pub action: Option<String>,
+    /// `method` for `action`. Default POST.
+    pub method: Method,
+    /// `timeout`: seconds to ring before giving up. Default 30.
+    pub timeout: u32,
+    /// `callerId` shown to the called party; `None` = the caller's number.
+    pub caller_id: Option<String>,
+}
+
+impl Default for Dial {
+    fn default() -> Self {
+        Dial {
+            targets: Vec::new(),
+            action: None,
+            method: Method::Post,
+            timeout: 30,
+            caller_id: None,
+        }
+    }
+}
+
+/// Whether a message verb was written as `<Message>` or the legacy `<Sms>`.
+///
+/// They behave the same; the name is kept for [`Verb::verb_name`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageKind {
+    /// `<Message>`.
+    #[default]
+    Message,
+    /// `<Sms>`.
+    Sms,
+}
+
+impl MessageKind {
+    /// The element name.
+    pub fn verb_name(self) -> &'static str {
+        match self {
+            MessageKind::Message => "Message",
+            MessageKind::Sms => "Sms",
+        }
+    }
+}
+
+/// `<Message>` / `<Sms>`: send a text message during the call or SMS session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    /// Which element it was.
+    pub kind: MessageKind,
+    /// The body: the element's text or its `<Body>` noun, trimmed (may be empty).
+    pub body: String,
+    /// `<Media>` nouns' URLs (only with `<Message>`-style nested nouns).
+    pub media: Vec<String>,
+    /// `to`; `None` = the caller (Twilio's default).
+    pub to: Option<String>,
+    /// `from`; `None` = the number called (Twilio's default).
+    pub from: Option<String>,
+    /// `action`: requested with the message's status. `None` = none.
+    pub action: Option<String>,
+    /// `method` for `action`. Default POST.
+    pub method: Method,
+}
+
+/// `<Redirect>`: continue with the document at `url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redirect {
+    /// The URL (the element's text, trimmed; never empty).
+    pub url: String,
+    /// `method`. Default POST.
+    pub method: Method,
+}
+
+/// Why `<Reject>` refuses the call, which is what the caller hears.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RejectReason {
+    /// `rejected` (the default): the call ends as not answered.
+    #[default]
+    Rejected,
+    /// `busy`: the caller hears a busy signal.
+    Busy,
+}
+
+impl RejectReason {
+    /// `"rejected"` or `"busy"`, as Twilio writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Rejected => "rejected",
+            RejectReason::Busy => "busy",
+        }
+    }
+}
+
+/// `<Reject>`: refuse an incoming call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reject {
+    /// `reason`. Default `rejected`.
+    pub reason: RejectReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verb_names_follow_the_document() {
+        let sms = Verb::Message(Message {
+            kind: MessageKind::Sms,
+            ..Message::default()
+        });
+        assert_eq!(sms.verb_name(), "Sms");
+        assert_eq!(Verb::Message(Message::default()).verb_name(), "Message");
+        assert_eq!(Verb::Hangup.verb_name(), "Hangup");
+        let unknown = Verb::Unknown {
+            name: "Enqueue".into(),
+        };
+        assert_eq!(unknown.verb_name(), "Enqueue");
+        assert_eq!(Verb::Gather(Gather::default()).verb_name(), "Gather");
+    }
+
+    #[test]
+    fn defaults_are_twilios() {
+        assert_eq!(Say::default().loop_count, 1);
+        assert_eq!(Pause::default().length, 1);
+        let gather = Gather::default();
+        assert_eq!(
+            (gather.timeout, gather.finish_on_key, gather.method),
+            (5, Some('#'), Method::Post)
+        );
+        let record = Record::default();
+        assert_eq!(record.max_length, 3600);
+        assert_eq!(record.finish_on_key, "1234567890*#");
+        assert!(record.play_beep);
+        assert_eq!(Dial::default().timeout, 30);
+        assert!(Conference::default().start_conference_on_enter);
+        assert_eq!(Reject::default().reason.as_str(), "rejected");
+        assert_eq!(Method::default().as_str(), "POST");
+    }
+}
