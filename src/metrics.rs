@@ -131,6 +131,18 @@ pub struct Metrics {
     pub webhook_giveups: IntCounter,
     /// Events queued for webhook callbacks, not yet acknowledged.
     pub webhook_pending: IntGauge,
+    /// Calls running now.
+    pub calls_active: IntGauge,
+    /// Calls started, by direction.
+    pub calls_started: IntCounterVec,
+    /// Calls ended, by final status.
+    pub calls_ended: IntCounterVec,
+    /// Call and SMS errors and warnings, by Twilio code.
+    pub call_errors: IntCounterVec,
+    /// TwiML verbs run, by verb.
+    pub verbs: IntCounterVec,
+    /// Time applications take to answer a TwiML request.
+    pub app_latency: Histogram,
 }
 
 impl Metrics {
@@ -254,6 +266,34 @@ impl Metrics {
                 "switchboard_webhook_pending_events",
                 "Events queued for webhook callbacks and not yet acknowledged",
             ),
+            calls_active: reg.gauge("switchboard_calls_active", "Calls running now"),
+            calls_started: reg.counter_vec(
+                "switchboard_calls_started_total",
+                "Calls started, by direction",
+                &["direction"],
+            ),
+            calls_ended: reg.counter_vec(
+                "switchboard_calls_ended_total",
+                "Calls ended, by final status",
+                &["status"],
+            ),
+            call_errors: reg.counter_vec(
+                "switchboard_call_errors_total",
+                "Call and SMS errors and warnings, by Twilio error code",
+                &["code"],
+            ),
+            verbs: reg.counter_vec(
+                "switchboard_twiml_verbs_total",
+                "TwiML verbs run, by verb",
+                &["verb"],
+            ),
+            app_latency: reg.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_app_request_seconds",
+                    "Time applications take to answer a TwiML request",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
             registry,
         };
         metrics.initialise_series();
@@ -290,6 +330,15 @@ impl Metrics {
         }
         for outcome in ["ok", "error"] {
             self.webhook_requests.with_label_values(&[outcome]);
+        }
+        for direction in ["inbound", "outbound-api", "outbound-dial"] {
+            self.calls_started.with_label_values(&[direction]);
+        }
+        for status in ["completed", "busy", "no-answer", "failed", "canceled"] {
+            self.calls_ended.with_label_values(&[status]);
+        }
+        for code in ["11200", "12100", "12200"] {
+            self.call_errors.with_label_values(&[code]);
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::account::Accounts;
 use crate::actors::Topology;
+use crate::callrouter::CallRouter;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -56,7 +57,15 @@ pub async fn serve(
         metrics.clone(),
         config.publish.shard_queue,
     );
+    let call_router = CallRouter::new(
+        accounts.clone(),
+        publisher.clone(),
+        config.sim.clone(),
+        format!("http://{}", listener.local_addr()?),
+        metrics.clone(),
+    );
     let state = AppState {
+        call_router,
         publisher,
         accounts,
         config: Arc::new(config),

@@ -6,6 +6,7 @@
 //! subscriptions and pushes into each matched client's outbox → the connection's
 //! writer drains it. [`session::ClientSession`] keeps each client's lifecycle.
 
+pub mod call;
 pub mod distributor;
 pub mod proxy;
 pub mod session;

@@ -76,6 +76,8 @@ pub async fn send(
         ));
     }
     draft.data.insert("client".into(), Value::from(client));
+    // The built-in call router acts on client events that name its calls.
+    state.call_router.client_event(account, draft);
     let ids = route(state, account, drafts).await?;
     state.metrics.client_events.with_label_values(&[via]).inc();
     Ok(ids)

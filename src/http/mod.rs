@@ -9,7 +9,9 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod publish;
+pub mod sim;
 pub mod stream;
+pub mod twilio;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::Topology;
 use crate::auth::{AuthError, Principal};
+use crate::callrouter::CallRouter;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     /// Routes events into the shards.
     pub publisher: Publisher,
+    /// Numbers, calls and messages (API.md §7).
+    pub call_router: Arc<CallRouter>,
     /// The server's metrics.
     pub metrics: Metrics,
     /// Set when draining: publishes get 503 and `/readyz` fails.
@@ -95,6 +100,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     stream::configure(cfg, &config.cors);
     control::configure(cfg, &config.cors);
     client_events::configure(cfg, &config.cors);
+    twilio::configure(cfg);
+    sim::configure(cfg);
 }
 
 /// The JSON 404 for unknown routes.

@@ -240,7 +240,9 @@ fn message(element: &Element, kind: MessageKind) -> Result<Message, TwimlError> 
         match node {
             Node::Text { text: run, .. } => text.push_str(run),
             Node::Element(child) => match child.name.as_str() {
-                "Body" => body.get_or_insert_with(String::new).push_str(&plain_text(child)?),
+                "Body" => body
+                    .get_or_insert_with(String::new)
+                    .push_str(&plain_text(child)?),
                 "Media" => media.push(required_text(child, "URL")?),
                 _ => return Err(disallowed(element, child)),
             },
@@ -282,7 +284,8 @@ fn reject(element: &Element) -> Result<Reject, TwimlError> {
 }
 
 /// The text of `<Say>`, SSML markup dropped. Element boundaries separate words
-/// (`a<break/>b` is `a b`) without doubling spaces already there.
+/// (`a<break/>b` is `a b`) without doubling spaces already there or putting one
+/// before punctuation.
 #[derive(Default)]
 struct Speech {
     text: String,
@@ -311,7 +314,7 @@ impl Speech {
         let is_space = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
         if self.at_boundary
             && self.text.chars().next_back().is_some_and(|c| !is_space(c))
-            && run.chars().next().is_some_and(|c| !is_space(c))
+            && run.chars().next().is_some_and(char::is_alphanumeric)
         {
             self.text.push(' ');
         }
@@ -525,4 +528,747 @@ fn is_key(c: char) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::twiml::MAX_DEPTH;
+
+    /// Parses a document that must be valid.
+    fn ok(xml: &str) -> Vec<Verb> {
+        match parse(xml) {
+            Ok(response) => response.verbs,
+            Err(err) => panic!("{xml}: {err}"),
+        }
+    }
+
+    /// Parses a document wrapped in `<Response>` that must be valid, returning its
+    /// only verb.
+    fn one(inner: &str) -> Verb {
+        let mut verbs = ok(&format!("<Response>{inner}</Response>"));
+        assert_eq!(verbs.len(), 1, "{inner}");
+        verbs.remove(0)
+    }
+
+    /// Parses a document that must be refused, checks the code and that the message
+    /// mentions each of `needles`.
+    fn refused(xml: &str, needles: &[&str]) -> TwimlError {
+        let err = match parse(xml) {
+            Ok(response) => panic!("{xml} parsed as {response:?}"),
+            Err(err) => err,
+        };
+        assert_eq!(err.code(), 12100, "{xml}");
+        let message = err.to_string();
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{xml}: `{message}` lacks `{needle}`"
+            );
+        }
+        err
+    }
+
+    #[test]
+    fn realistic_ivr() {
+        let doc = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- main menu -->
+<Response>
+    <Say voice="alice" language="en-GB">Welcome to Acme.</Say>
+    <Gather numDigits="4" action="/pin" timeout="10">
+        <Say>Please enter your four digit PIN.</Say>
+    </Gather>
+    <Play>https://app.example/audio/{Digits}.mp3</Play>
+    <Hangup/>
+</Response>
+"#;
+        let expected = vec![
+            Verb::Say(Say {
+                text: "Welcome to Acme.".into(),
+                voice: Some("alice".into()),
+                language: Some("en-GB".into()),
+                loop_count: 1,
+            }),
+            Verb::Gather(Gather {
+                num_digits: Some(4),
+                timeout: 10,
+                action: Some("/pin".into()),
+                children: vec![GatherChild::Say(Say {
+                    text: "Please enter your four digit PIN.".into(),
+                    ..Say::default()
+                })],
+                ..Gather::default()
+            }),
+            Verb::Play(Play {
+                url: "https://app.example/audio/{Digits}.mp3".into(),
+                ..Play::default()
+            }),
+            Verb::Hangup,
+        ];
+        assert_eq!(ok(doc), expected);
+        let names: Vec<_> = expected.iter().map(Verb::verb_name).collect();
+        assert_eq!(names, ["Say", "Gather", "Play", "Hangup"]);
+    }
+
+    #[test]
+    fn empty_response_and_self_closing_response() {
+        assert_eq!(ok("<Response></Response>"), vec![]);
+        assert_eq!(ok("<Response/>"), vec![]);
+        assert_eq!(
+            ok("\u{feff}<?xml version=\"1.0\"?>\n<Response>\n</Response>\n<!-- end -->\n"),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn say_defaults_and_attributes() {
+        assert_eq!(
+            one("<Say>Hello</Say>"),
+            Verb::Say(Say {
+                text: "Hello".into(),
+                ..Say::default()
+            })
+        );
+        assert_eq!(one("<Say/>"), Verb::Say(Say::default()));
+        assert_eq!(
+            one(
+                r#"<Say voice="Polly.Joanna" language="en-US" loop="3" bogus="x">  Hi
+  there  </Say>"#
+            ),
+            Verb::Say(Say {
+                text: "Hi\n  there".into(),
+                voice: Some("Polly.Joanna".into()),
+                language: Some("en-US".into()),
+                loop_count: 3,
+            })
+        );
+        assert_eq!(
+            one(r#"<Say loop="0">x</Say>"#),
+            Verb::Say(Say {
+                text: "x".into(),
+                loop_count: 0,
+                ..Say::default()
+            })
+        );
+    }
+
+    #[test]
+    fn say_keeps_the_words_of_ssml() {
+        let verb = one(
+            r#"<Say>Hello<break time="1s"/>world, <emphasis level="strong">this</emphasis> is <prosody rate="slow"><say-as interpret-as="digits">123</say-as></prosody>.</Say>"#,
+        );
+        let Verb::Say(say) = verb else {
+            panic!("{verb:?}")
+        };
+        assert_eq!(say.text, "Hello world, this is 123.");
+    }
+
+    #[test]
+    fn play_defaults_and_attributes() {
+        assert_eq!(
+            one("<Play>https://a/b.mp3</Play>"),
+            Verb::Play(Play {
+                url: "https://a/b.mp3".into(),
+                ..Play::default()
+            })
+        );
+        assert_eq!(
+            one(r#"<Play loop="2" digits="ww12#">https://a/b.mp3</Play>"#),
+            Verb::Play(Play {
+                url: "https://a/b.mp3".into(),
+                loop_count: 2,
+                digits: Some("ww12#".into())
+            })
+        );
+        assert_eq!(
+            one(r#"<Play digits="1234"/>"#),
+            Verb::Play(Play {
+                url: String::new(),
+                loop_count: 1,
+                digits: Some("1234".into())
+            })
+        );
+    }
+
+    #[test]
+    fn pause_defaults_and_attributes() {
+        assert_eq!(one("<Pause/>"), Verb::Pause(Pause { length: 1 }));
+        assert_eq!(
+            one(r#"<Pause length="7"/>"#),
+            Verb::Pause(Pause { length: 7 })
+        );
+        assert_eq!(
+            one(r#"<Pause length=" 0 "></Pause>"#),
+            Verb::Pause(Pause { length: 0 })
+        );
+    }
+
+    #[test]
+    fn gather_defaults_and_attributes() {
+        assert_eq!(one("<Gather/>"), Verb::Gather(Gather::default()));
+        let verb = one(
+            r#"<Gather numDigits="1" timeout="3" finishOnKey="*" action="https://app/menu?x=1&amp;y=2"
+                       method="get" input="dtmf speech" hints="ignored">
+                 <Say>Press a key</Say>
+                 <Pause length="2"/>
+                 <Play>https://app/beep.mp3</Play>
+               </Gather>"#,
+        );
+        assert_eq!(
+            verb,
+            Verb::Gather(Gather {
+                num_digits: Some(1),
+                timeout: 3,
+                finish_on_key: Some('*'),
+                action: Some("https://app/menu?x=1&y=2".into()),
+                method: Method::Get,
+                input: GatherInput {
+                    dtmf: true,
+                    speech: true
+                },
+                children: vec![
+                    GatherChild::Say(Say {
+                        text: "Press a key".into(),
+                        ..Say::default()
+                    }),
+                    GatherChild::Pause(Pause { length: 2 }),
+                    GatherChild::Play(Play {
+                        url: "https://app/beep.mp3".into(),
+                        ..Play::default()
+                    }),
+                ],
+            })
+        );
+        let Verb::Gather(none) = one(r#"<Gather finishOnKey=""/>"#) else {
+            panic!()
+        };
+        assert_eq!(none.finish_on_key, None);
+        let Verb::Gather(speech) = one(r#"<Gather input="Speech"/>"#) else {
+            panic!()
+        };
+        assert_eq!(
+            speech.input,
+            GatherInput {
+                dtmf: false,
+                speech: true
+            }
+        );
+    }
+
+    #[test]
+    fn record_defaults_and_attributes() {
+        assert_eq!(one("<Record/>"), Verb::Record(Record::default()));
+        assert_eq!(
+            one(
+                r##"<Record maxLength="20" timeout="2" finishOnKey="#" action="/done" method="GET" playBeep="FALSE" trim="trim-silence"/>"##
+            ),
+            Verb::Record(Record {
+                max_length: 20,
+                timeout: 2,
+                finish_on_key: "#".into(),
+                action: Some("/done".into()),
+                method: Method::Get,
+                play_beep: false,
+            })
+        );
+        let Verb::Record(none) = one(r#"<Record finishOnKey=""/>"#) else {
+            panic!()
+        };
+        assert_eq!(none.finish_on_key, "");
+    }
+
+    #[test]
+    fn dial_plain_number_with_every_attribute() {
+        assert_eq!(
+            one("<Dial>+15551234567</Dial>"),
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Number("+15551234567".into())],
+                ..Dial::default()
+            })
+        );
+        assert_eq!(
+            one(
+                r#"<Dial action="/after" method="GET" timeout="12" callerId="+15550000000" record="record-from-answer">
+                     +15551234567
+                   </Dial>"#
+            ),
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Number("+15551234567".into())],
+                action: Some("/after".into()),
+                method: Method::Get,
+                timeout: 12,
+                caller_id: Some("+15550000000".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn dial_nouns() {
+        let verb = one(r#"<Dial>
+                 <Number sendDigits="1">+15550000001</Number>
+                 <Number>+15550000002</Number>
+                 <Client>alice</Client>
+                 <Client><Identity>bob</Identity><Parameter name="k" value="v"/></Client>
+               </Dial>"#);
+        assert_eq!(
+            verb,
+            Verb::Dial(Dial {
+                targets: vec![
+                    DialTarget::Number("+15550000001".into()),
+                    DialTarget::Number("+15550000002".into()),
+                    DialTarget::Client("alice".into()),
+                    DialTarget::Client("bob".into()),
+                ],
+                ..Dial::default()
+            })
+        );
+    }
+
+    #[test]
+    fn dial_conference_defaults_and_attributes() {
+        assert_eq!(
+            one("<Dial><Conference>room-1</Conference></Dial>"),
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Conference(Conference {
+                    name: "room-1".into(),
+                    ..Conference::default()
+                })],
+                ..Dial::default()
+            })
+        );
+        let verb = one(
+            r#"<Dial timeout="5"><Conference muted="true" startConferenceOnEnter="False" endConferenceOnExit="TRUE"
+                 beep="onEnter" waitUrl="https://app/hold.xml">Team &amp; Co</Conference></Dial>"#,
+        );
+        assert_eq!(
+            verb,
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Conference(Conference {
+                    name: "Team & Co".into(),
+                    muted: true,
+                    start_conference_on_enter: false,
+                    end_conference_on_exit: true,
+                    beep: Some("onEnter".into()),
+                    wait_url: Some("https://app/hold.xml".into()),
+                })],
+                timeout: 5,
+                ..Dial::default()
+            })
+        );
+    }
+
+    #[test]
+    fn message_and_sms() {
+        assert_eq!(
+            one(
+                r#"<Message to="+15550000001" from="+15550000002" action="/status" method="get">Your code is 42</Message>"#
+            ),
+            Verb::Message(Message {
+                kind: MessageKind::Message,
+                body: "Your code is 42".into(),
+                media: vec![],
+                to: Some("+15550000001".into()),
+                from: Some("+15550000002".into()),
+                action: Some("/status".into()),
+                method: Method::Get,
+            })
+        );
+        let sms = one("<Sms>Hi</Sms>");
+        assert_eq!(
+            sms,
+            Verb::Message(Message {
+                kind: MessageKind::Sms,
+                body: "Hi".into(),
+                ..Message::default()
+            })
+        );
+        assert_eq!(sms.verb_name(), "Sms");
+        assert_eq!(
+            one("<Message><Body>See this</Body><Media>https://app/cat.jpg</Media></Message>"),
+            Verb::Message(Message {
+                body: "See this".into(),
+                media: vec!["https://app/cat.jpg".into()],
+                ..Message::default()
+            })
+        );
+        assert_eq!(one("<Message/>"), Verb::Message(Message::default()));
+    }
+
+    #[test]
+    fn redirect_hangup_reject() {
+        assert_eq!(
+            one("<Redirect>https://app/next</Redirect>"),
+            Verb::Redirect(Redirect {
+                url: "https://app/next".into(),
+                method: Method::Post
+            })
+        );
+        assert_eq!(
+            one(r#"<Redirect method="GET">/next?a=1&amp;b=2</Redirect>"#),
+            Verb::Redirect(Redirect {
+                url: "/next?a=1&b=2".into(),
+                method: Method::Get
+            })
+        );
+        assert_eq!(one("<Hangup></Hangup>"), Verb::Hangup);
+        assert_eq!(
+            one("<Reject/>"),
+            Verb::Reject(Reject {
+                reason: RejectReason::Rejected
+            })
+        );
+        assert_eq!(
+            one(r#"<Reject reason="busy"/>"#),
+            Verb::Reject(Reject {
+                reason: RejectReason::Busy
+            })
+        );
+        assert_eq!(
+            one(r#"<Reject reason="Rejected"/>"#),
+            Verb::Reject(Reject {
+                reason: RejectReason::Rejected
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_verbs_keep_their_neighbours() {
+        let verbs = ok(
+            r#"<Response><Say>a</Say><Foo bar="1"><Anything><Dial/></Anything>text</Foo><say>b</say><Hangup/></Response>"#,
+        );
+        assert_eq!(
+            verbs,
+            vec![
+                Verb::Say(Say {
+                    text: "a".into(),
+                    ..Say::default()
+                }),
+                Verb::Unknown { name: "Foo".into() },
+                Verb::Unknown { name: "say".into() },
+                Verb::Hangup,
+            ]
+        );
+        assert_eq!(verbs[1].verb_name(), "Foo");
+    }
+
+    #[test]
+    fn entities_in_text_and_urls() {
+        assert_eq!(
+            one("<Say>Tom &amp; Jerry &lt;3 &quot;hi&quot; &apos;x&apos; &#233;&#x263A;</Say>"),
+            Verb::Say(Say {
+                text: "Tom & Jerry <3 \"hi\" 'x' é☺".into(),
+                ..Say::default()
+            })
+        );
+        assert_eq!(
+            one("<Play>https://app/a.mp3?x=1&amp;y=2</Play>"),
+            Verb::Play(Play {
+                url: "https://app/a.mp3?x=1&y=2".into(),
+                ..Play::default()
+            })
+        );
+        assert_eq!(
+            one("<Say><![CDATA[a & b < c]]></Say>"),
+            Verb::Say(Say {
+                text: "a & b < c".into(),
+                ..Say::default()
+            })
+        );
+        refused("<Response><Say>&nbsp;</Say></Response>", &["nbsp"]);
+        refused(r#"<Response><Play digits="&foo;"/></Response>"#, &["foo"]);
+        refused(
+            "<Response><Say>a & b</Say></Response>",
+            &["not well-formed"],
+        );
+    }
+
+    #[test]
+    fn attribute_values_are_case_insensitive_names_are_not() {
+        let Verb::Record(record) = one(r#"<Record playBeep="True" method="pOsT"/>"#) else {
+            panic!()
+        };
+        assert!(record.play_beep);
+        assert_eq!(record.method, Method::Post);
+        // `numdigits` is not `numDigits`: ignored like any unknown attribute.
+        let Verb::Gather(gather) = one(r#"<Gather numdigits="abc"/>"#) else {
+            panic!()
+        };
+        assert_eq!(gather.num_digits, None);
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_fine() {
+        let depth_below_response = MAX_DEPTH - 1;
+        let doc = format!(
+            "<Response>{}{}</Response>",
+            "<Foo>".repeat(depth_below_response),
+            "</Foo>".repeat(depth_below_response)
+        );
+        assert_eq!(ok(&doc), vec![Verb::Unknown { name: "Foo".into() }]);
+        let doc = format!(
+            "<Response>{}{}</Response>",
+            "<Foo>".repeat(depth_below_response + 1),
+            "</Foo>".repeat(depth_below_response + 1)
+        );
+        let err = refused(&doc, &["<Foo>", "16 levels"]);
+        assert!(
+            matches!(err, TwimlError::TooDeep { max: 16, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn document_level_errors() {
+        refused("", &["no root"]);
+        refused("  <!-- nothing -->  ", &["no root"]);
+        refused("hello", &["hello"]);
+        refused("{\"verbs\": []}", &["document"]);
+        refused("<Response>", &["<Response>", "never closed"]);
+        refused("<Response><Say>hi</Response>", &["not well-formed"]);
+        refused("<Response></Say>", &["not well-formed"]);
+        refused("<Response a=1/>", &["not well-formed"]);
+        refused(
+            r#"<Response><Say voice="a" voice="b">x</Say></Response>"#,
+            &["not well-formed", "Say"],
+        );
+        let err = refused("<response/>", &["<response>", "<Response>"]);
+        assert_eq!(
+            err,
+            TwimlError::WrongRoot {
+                found: "response".into()
+            }
+        );
+        refused("<Say>hi</Say>", &["<Say>"]);
+        refused("<Response/><Response/>", &["after </Response>", "byte 11"]);
+        refused("<Response/>trailing", &["after </Response>"]);
+        refused("<Response/>&amp;", &["after </Response>"]);
+        refused("<Response/><?xml version=\"1.0\"?>", &["declaration"]);
+        refused(
+            "<Response>Hello <Say>x</Say></Response>",
+            &["Hello", "<Response>"],
+        );
+        refused(
+            "<Response><Say>x</Say>oops</Response>",
+            &["oops", "<Response>"],
+        );
+    }
+
+    #[test]
+    fn bad_attribute_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"<Gather numDigits="abc"/>"#, "Gather", "numDigits"),
+            (r#"<Gather numDigits="0"/>"#, "Gather", "numDigits"),
+            (r#"<Gather numDigits="1.5"/>"#, "Gather", "numDigits"),
+            (r#"<Gather numDigits=""/>"#, "Gather", "numDigits"),
+            (r#"<Gather timeout="-1"/>"#, "Gather", "timeout"),
+            (r#"<Gather timeout="+1"/>"#, "Gather", "timeout"),
+            (r#"<Gather timeout="99999999999"/>"#, "Gather", "timeout"),
+            (r#"<Gather method="PUT"/>"#, "Gather", "method"),
+            (r#"<Gather finishOnKey="12"/>"#, "Gather", "finishOnKey"),
+            (r#"<Gather finishOnKey="a"/>"#, "Gather", "finishOnKey"),
+            (r#"<Gather input="voice"/>"#, "Gather", "input"),
+            (r#"<Gather input=" "/>"#, "Gather", "input"),
+            (r#"<Say loop="x">a</Say>"#, "Say", "loop"),
+            (r#"<Play loop="-2">u</Play>"#, "Play", "loop"),
+            (r#"<Play digits="12a">u</Play>"#, "Play", "digits"),
+            (r#"<Pause length="1s"/>"#, "Pause", "length"),
+            (r#"<Record maxLength="ten"/>"#, "Record", "maxLength"),
+            (r#"<Record playBeep="yes"/>"#, "Record", "playBeep"),
+            (r#"<Record finishOnKey="1x"/>"#, "Record", "finishOnKey"),
+            (r#"<Record method="DELETE"/>"#, "Record", "method"),
+            (r#"<Dial timeout="soon">+1</Dial>"#, "Dial", "timeout"),
+            (r#"<Dial method="put">+1</Dial>"#, "Dial", "method"),
+            (
+                r#"<Dial><Conference muted="1">r</Conference></Dial>"#,
+                "Conference",
+                "muted",
+            ),
+            (
+                r#"<Dial><Conference startConferenceOnEnter="no">r</Conference></Dial>"#,
+                "Conference",
+                "startConferenceOnEnter",
+            ),
+            (
+                r#"<Message method="PATCH">x</Message>"#,
+                "Message",
+                "method",
+            ),
+            (
+                r#"<Redirect method="HEAD">/x</Redirect>"#,
+                "Redirect",
+                "method",
+            ),
+            (r#"<Reject reason="nope"/>"#, "Reject", "reason"),
+            (
+                r#"<Gather><Say loop="many">x</Say></Gather>"#,
+                "Say",
+                "loop",
+            ),
+        ];
+        for (inner, element, attribute) in cases {
+            let doc = format!("<Response>{inner}</Response>");
+            let err = refused(&doc, &[&format!("<{element} {attribute}=")]);
+            assert!(
+                matches!(&err, TwimlError::BadAttribute { element: e, attribute: a, position, .. }
+                    if e == element && a == attribute && *position > 0),
+                "{doc}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn disallowed_children() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("<Gather><Dial>+1</Dial></Gather>", "Gather", "Dial"),
+            ("<Gather><Gather/></Gather>", "Gather", "Gather"),
+            ("<Gather><Foo/></Gather>", "Gather", "Foo"),
+            ("<Gather><Hangup/></Gather>", "Gather", "Hangup"),
+            ("<Dial><Sip>sip:a@b</Sip></Dial>", "Dial", "Sip"),
+            ("<Dial><Say>x</Say></Dial>", "Dial", "Say"),
+            ("<Say><Play>u</Play></Say>", "Say", "Play"),
+            ("<Play><b/>u</Play>", "Play", "b"),
+            ("<Pause><Say>x</Say></Pause>", "Pause", "Say"),
+            ("<Hangup><Say>x</Say></Hangup>", "Hangup", "Say"),
+            ("<Redirect><Url>x</Url></Redirect>", "Redirect", "Url"),
+            ("<Message><Foo/></Message>", "Message", "Foo"),
+            ("<Dial><Number><x/>1</Number></Dial>", "Number", "x"),
+            ("<Dial><Client><Foo/></Client></Dial>", "Client", "Foo"),
+        ];
+        for (inner, parent, child) in cases {
+            let doc = format!("<Response>{inner}</Response>");
+            let err = refused(
+                &doc,
+                &[&format!("<{child}>"), &format!("inside <{parent}>")],
+            );
+            assert!(
+                matches!(err, TwimlError::DisallowedChild { .. }),
+                "{doc}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_and_misplaced_content() {
+        refused("<Response><Dial/></Response>", &["<Dial>", "number"]);
+        refused(
+            "<Response><Dial>  </Dial></Response>",
+            &["<Dial>", "number"],
+        );
+        refused("<Response><Play/></Response>", &["<Play>", "URL"]);
+        refused("<Response><Play>   </Play></Response>", &["<Play>", "URL"]);
+        refused("<Response><Redirect/></Response>", &["<Redirect>", "URL"]);
+        refused(
+            "<Response><Dial><Number/></Dial></Response>",
+            &["<Number>", "phone number"],
+        );
+        refused(
+            "<Response><Dial><Client/></Dial></Response>",
+            &["<Client>", "client name"],
+        );
+        refused(
+            "<Response><Dial><Conference/></Dial></Response>",
+            &["<Conference>", "room name"],
+        );
+        refused(
+            "<Response><Message><Media/></Message></Response>",
+            &["<Media>", "URL"],
+        );
+        refused(
+            "<Response><Dial>+1<Number>+2</Number></Dial></Response>",
+            &["<Dial>", "mixes"],
+        );
+        refused(
+            "<Response><Dial><Client>a<Identity>b</Identity></Client></Dial></Response>",
+            &["<Client>", "mixes"],
+        );
+        refused(
+            "<Response><Message>a<Body>b</Body></Message></Response>",
+            &["<Message>", "mixes"],
+        );
+        refused(
+            "<Response><Gather>press 1</Gather></Response>",
+            &["press 1", "<Gather>"],
+        );
+        refused("<Response><Pause>5</Pause></Response>", &["`5`", "<Pause>"]);
+        refused("<Response><Hangup>now</Hangup></Response>", &["<Hangup>"]);
+        refused("<Response><Reject>busy</Reject></Response>", &["<Reject>"]);
+        refused("<Response><Record>x</Record></Response>", &["<Record>"]);
+    }
+
+    #[test]
+    fn long_input_is_quoted_short() {
+        let long = "x".repeat(10_000);
+        let err = refused(&format!("<Response>{long}</Response>"), &["<Response>"]);
+        assert!(err.to_string().len() < 300, "{err}");
+        let err = refused(
+            &format!(r#"<Response><Gather timeout="{long}"/></Response>"#),
+            &["timeout"],
+        );
+        assert!(err.to_string().len() < 300, "{err}");
+    }
+
+    /// A valid document touching most of the grammar, for mutation.
+    const SEED: &str = r##"<?xml version="1.0"?><Response><Say voice="alice" loop="2">Hi &amp; bye</Say><Gather numDigits="4" finishOnKey="#" action="/a?x=1&amp;y=2"><Say>PIN</Say><Play>https://a/{Digits}.mp3</Play><Pause length="2"/></Gather><Record maxLength="30" playBeep="false"/><Dial timeout="10"><Number>+15550001</Number><Client>bob</Client><Conference muted="true">room</Conference></Dial><Message to="+1">x</Message><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>"##;
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Insert(usize, u8),
+        Delete(usize),
+        Replace(usize, u8),
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        // Bytes that matter to XML are over-represented; any byte is possible.
+        let byte = prop_oneof![
+            proptest::sample::select(b"<>/&;\"'=!?[]-# \n{}".to_vec()),
+            any::<u8>(),
+        ];
+        prop_oneof![
+            (any::<usize>(), byte.clone()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            any::<usize>().prop_map(Mutation::Delete),
+            (any::<usize>(), byte).prop_map(|(i, b)| Mutation::Replace(i, b)),
+        ]
+    }
+
+    #[test]
+    fn seed_is_valid() {
+        assert_eq!(ok(SEED).len(), 8);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_strings(input in "\\PC*") {
+            if let Err(err) = parse(&input) {
+                proptest::prop_assert_eq!(err.code(), 12100);
+            }
+        }
+
+        #[test]
+        fn never_panics_on_xmlish_strings(input in "[<>/&;=\"' a-zA-Z#{}\\[\\]!?-]{0,200}") {
+            let _ = parse(&input);
+            let _ = parse(&format!("<Response>{input}</Response>"));
+        }
+
+        #[test]
+        fn never_panics_on_mutated_documents(mutations in proptest::collection::vec(mutation(), 1..8)) {
+            let mut bytes = SEED.as_bytes().to_vec();
+            for mutation in mutations {
+                match mutation {
+                    Mutation::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+                    Mutation::Delete(i) if !bytes.is_empty() => {
+                        let at = i % bytes.len();
+                        bytes.remove(at);
+                    }
+                    Mutation::Replace(i, b) if !bytes.is_empty() => {
+                        let at = i % bytes.len();
+                        bytes[at] = b;
+                    }
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(err) = parse(&text) {
+                proptest::prop_assert_eq!(err.code(), 12100);
+                proptest::prop_assert!(!err.to_string().is_empty());
+            }
+        }
+    }
+}

@@ -192,7 +192,11 @@ impl Builder {
 }
 
 /// Builds an [`Element`] (no children yet) from a start or empty tag.
-fn open(reader: &Reader<&[u8]>, start: &BytesStart<'_>, position: u64) -> Result<Element, TwimlError> {
+fn open(
+    reader: &Reader<&[u8]>,
+    start: &BytesStart<'_>,
+    position: u64,
+) -> Result<Element, TwimlError> {
     let decoder = reader.decoder();
     let name = decoder
         .decode(start.name().as_ref())

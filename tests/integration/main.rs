@@ -5,12 +5,20 @@
 //! sharing state, and every wait is bounded so a broken server fails a test
 //! instead of hanging the suite.
 
+mod browser;
+mod calls;
+mod client_events;
 mod common;
+mod control;
 mod filters;
 mod isolation;
 mod metrics;
 mod ordering;
+mod poll;
 mod process;
 mod publish;
+mod replay;
 mod signed_urls;
 mod sse;
+mod webhooks;
+mod ws;

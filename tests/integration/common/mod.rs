@@ -7,9 +7,11 @@
 //! written contract, so the helpers are written from the spec, not from the
 //! server's code.
 
+pub mod channels;
 pub mod scrape;
 pub mod signing;
 pub mod sse;
+pub mod twilio;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -70,7 +70,7 @@ pub fn required_tool(name: &str) -> Option<std::path::PathBuf> {
     });
     if found.is_none() {
         if std::env::var_os("CI").is_some() {
-            panic!("{name} is not installed; .ci/run installs it (Debian's prometheus package)");
+            panic!("{name} is not installed; .ci/run installs it from Debian's packages");
         }
         eprintln!("SKIPPED: {name} is not on PATH (bash .ci/run installs it)");
     }

@@ -1,0 +1,816 @@
+//! The call router (API.md §7): numbers, calls, messages and conference rooms of
+//! every account, and the simulated telephone network that drives them.
+//!
+//! Each call is a [`Call`](crate::actors::call::Call) actor running its application;
+//! this registry is what the REST API, the simulator and client events look calls up
+//! in, and how calls find each other (a `<Dial>` leg, a conference room). Events go
+//! into the event router in-process through the [`Publisher`].
+
+pub mod app;
+pub mod records;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::account::{AccountIdx, Accounts};
+use crate::actors::call::{AppSource, Call, CallInput, CallSetup};
+use crate::config::SimConfig;
+use crate::event::Draft;
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+use crate::twiml::Method;
+use app::AppClient;
+use records::{is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord};
+
+/// Ended calls and messages kept for the REST API before the oldest are forgotten.
+const KEEP_ENDED: usize = 10_000;
+
+/// A refusal, with Twilio's error code and the HTTP status to answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RouterError {
+    /// Twilio's error code.
+    pub code: u32,
+    /// HTTP status.
+    pub status: u16,
+    /// What is wrong, naming the parameter.
+    pub message: String,
+}
+
+impl RouterError {
+    /// A 400 with a Twilio code.
+    pub fn invalid(code: u32, message: impl Into<String>) -> RouterError {
+        RouterError {
+            code,
+            status: 400,
+            message: message.into(),
+        }
+    }
+
+    /// A 404 (Twilio 20404).
+    pub fn not_found(what: &str) -> RouterError {
+        RouterError {
+            code: 20404,
+            status: 404,
+            message: format!("The requested resource {what} was not found"),
+        }
+    }
+}
+
+/// How a call ended, told to whoever waits on it (a `<Dial>`ing parent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// Final status.
+    pub status: CallStatus,
+    /// Simulated seconds it was up.
+    pub duration: u64,
+}
+
+struct CallEntry {
+    record: CallRecord,
+    addr: Option<Addr<Call>>,
+    watchers: Vec<oneshot::Sender<CallOutcome>>,
+}
+
+struct Participant {
+    call_sid: String,
+    muted: bool,
+    end_on_exit: bool,
+}
+
+#[derive(Default)]
+struct Room {
+    participants: Vec<Participant>,
+}
+
+#[derive(Default)]
+struct Registry {
+    numbers: HashMap<String, NumberRecord>,
+    calls: HashMap<String, CallEntry>,
+    ended_calls: VecDeque<String>,
+    messages: HashMap<String, MessageRecord>,
+    message_order: VecDeque<String>,
+    rooms: HashMap<(AccountIdx, String), Room>,
+}
+
+/// A new number's settings, as the REST API takes them.
+#[derive(Debug, Clone, Default)]
+pub struct NewNumber {
+    /// E.164.
+    pub phone_number: String,
+    /// Display name (defaults to the number).
+    pub friendly_name: Option<String>,
+    /// Voice application.
+    pub voice_url: Option<String>,
+    /// Its method.
+    pub voice_method: Method,
+    /// SMS application.
+    pub sms_url: Option<String>,
+    /// Its method.
+    pub sms_method: Method,
+    /// Called when a call to the number ends.
+    pub status_callback: Option<String>,
+}
+
+/// The call router. Shared by `Arc`.
+pub struct CallRouter {
+    accounts: Arc<Accounts>,
+    publisher: Publisher,
+    app: AppClient,
+    sim: SimConfig,
+    base_url: String,
+    metrics: Metrics,
+    registry: Mutex<Registry>,
+}
+
+impl CallRouter {
+    /// A router with no numbers; `base_url` prefixes recording URLs.
+    pub fn new(
+        accounts: Arc<Accounts>,
+        publisher: Publisher,
+        sim: SimConfig,
+        base_url: String,
+        metrics: Metrics,
+    ) -> Arc<CallRouter> {
+        Arc::new(CallRouter {
+            accounts,
+            publisher,
+            app: AppClient::new(),
+            sim,
+            base_url,
+            metrics,
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    /// Signed requests to applications.
+    pub fn app(&self) -> &AppClient {
+        &self.app
+    }
+
+    /// The account's auth token (signs requests to its applications).
+    pub fn token(&self, account: AccountIdx) -> Arc<str> {
+        self.accounts.get(account).auth_token.clone().into()
+    }
+
+    /// The account's sid.
+    pub fn account_sid(&self, account: AccountIdx) -> &str {
+        &self.accounts.get(account).sid
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Converts simulated seconds into real time with `sim.time_scale`.
+    pub fn sim_time(&self, simulated_secs: f64) -> Duration {
+        Duration::from_secs_f64((simulated_secs * self.sim.time_scale).max(0.0))
+    }
+
+    /// Converts real time back into whole simulated seconds (rounded up).
+    pub fn simulated_secs(&self, real: Duration) -> u64 {
+        (real.as_secs_f64() / self.sim.time_scale).ceil() as u64
+    }
+
+    /// The simulated ring time.
+    pub fn ring_secs(&self) -> f64 {
+        self.sim.ring_secs
+    }
+
+    /// Where recordings are said to live.
+    pub fn recording_url(&self, account: AccountIdx, recording_sid: &str) -> String {
+        format!(
+            "{}/{}/Accounts/{}/Recordings/{recording_sid}",
+            self.base_url,
+            records::API_VERSION,
+            self.account_sid(account)
+        )
+    }
+
+    /// Publishes one event into the event router. A refusal (overload, shutdown) is
+    /// logged: a call must not stop because its observers are slow.
+    pub async fn emit(
+        &self,
+        account: AccountIdx,
+        type_name: &str,
+        call_sid: Option<&str>,
+        data: Map<String, Value>,
+    ) {
+        let draft = Draft {
+            type_name: type_name.to_owned(),
+            call_sid: call_sid.map(str::to_owned),
+            scope: None,
+            data,
+        };
+        if let Err(error) = self.publisher.route(account, vec![draft]).await {
+            tracing::warn!(cause = %error, event = type_name, "a call event was not published");
+        }
+    }
+
+    // ---- numbers ----
+
+    /// Provisions a number for an account.
+    pub fn provision(
+        &self,
+        account: AccountIdx,
+        new: NewNumber,
+    ) -> Result<NumberRecord, RouterError> {
+        if !is_e164(&new.phone_number) {
+            return Err(RouterError::invalid(
+                21421,
+                "PhoneNumber is not a valid E.164 number (+ and 8 to 15 digits)",
+            ));
+        }
+        for url in [&new.voice_url, &new.sms_url, &new.status_callback]
+            .into_iter()
+            .flatten()
+        {
+            check_url(url)?;
+        }
+        let mut registry = self.registry.lock();
+        if registry.numbers.contains_key(&new.phone_number) {
+            return Err(RouterError::invalid(
+                21452,
+                format!("PhoneNumber {} is already provisioned", new.phone_number),
+            ));
+        }
+        let record = NumberRecord {
+            sid: new_sid("PN"),
+            account,
+            friendly_name: new
+                .friendly_name
+                .unwrap_or_else(|| new.phone_number.clone()),
+            phone_number: new.phone_number,
+            voice_url: new.voice_url,
+            voice_method: new.voice_method,
+            sms_url: new.sms_url,
+            sms_method: new.sms_method,
+            status_callback: new.status_callback,
+            created: Utc::now(),
+        };
+        registry
+            .numbers
+            .insert(record.phone_number.clone(), record.clone());
+        Ok(record)
+    }
+
+    /// An account's numbers, oldest first.
+    pub fn numbers(&self, account: AccountIdx) -> Vec<NumberRecord> {
+        let registry = self.registry.lock();
+        let mut numbers: Vec<NumberRecord> = registry
+            .numbers
+            .values()
+            .filter(|n| n.account == account)
+            .cloned()
+            .collect();
+        numbers.sort_by(|a, b| a.created.cmp(&b.created).then(a.sid.cmp(&b.sid)));
+        numbers
+    }
+
+    /// One number of an account, by sid.
+    pub fn number(&self, account: AccountIdx, sid: &str) -> Option<NumberRecord> {
+        self.registry
+            .lock()
+            .numbers
+            .values()
+            .find(|n| n.account == account && n.sid == sid)
+            .cloned()
+    }
+
+    fn own_number(&self, account: AccountIdx, phone: &str) -> Option<NumberRecord> {
+        self.registry
+            .lock()
+            .numbers
+            .get(phone)
+            .filter(|n| n.account == account)
+            .cloned()
+    }
+
+    // ---- calls ----
+
+    fn start_call(self: &Arc<Self>, setup: CallSetup) -> String {
+        self.start_call_watched(setup, None)
+    }
+
+    /// Registers and starts a call; `watcher` learns how it ends.
+    fn start_call_watched(
+        self: &Arc<Self>,
+        setup: CallSetup,
+        watcher: Option<oneshot::Sender<CallOutcome>>,
+    ) -> String {
+        let sid = setup.sid.clone();
+        let now = Utc::now();
+        let record = CallRecord {
+            sid: sid.clone(),
+            account: setup.account,
+            parent: setup.parent.clone(),
+            to: setup.to.clone(),
+            from: setup.from.clone(),
+            status: if setup.ring {
+                CallStatus::Queued
+            } else {
+                CallStatus::Ringing
+            },
+            direction: setup.direction,
+            created: now,
+            updated: now,
+            start: None,
+            end: None,
+            duration: None,
+        };
+        self.registry.lock().calls.insert(
+            sid.clone(),
+            CallEntry {
+                record,
+                addr: None,
+                watchers: watcher.into_iter().collect(),
+            },
+        );
+        self.metrics
+            .calls_started
+            .with_label_values(&[setup.direction.as_str()])
+            .inc();
+        self.metrics.calls_active.inc();
+        let addr = Call::new(self.clone(), setup).start();
+        if let Some(entry) = self.registry.lock().calls.get_mut(&sid) {
+            entry.addr = Some(addr);
+        }
+        sid
+    }
+
+    /// An inbound call from the simulated network to a number of the account.
+    pub fn inbound_call(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        from: &str,
+        to: &str,
+    ) -> Result<String, RouterError> {
+        let number = self
+            .own_number(account, to)
+            .ok_or_else(|| RouterError::not_found(&format!("number {to}")))?;
+        let source = match &number.voice_url {
+            Some(url) => AppSource::Url(url.clone(), number.voice_method),
+            None => AppSource::Twiml("<Response><Hangup/></Response>".into()),
+        };
+        Ok(self.start_call(CallSetup {
+            sid: new_sid("CA"),
+            account,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            direction: Direction::Inbound,
+            source,
+            status_callback: number.status_callback.clone(),
+            ring: false,
+            parent: None,
+        }))
+    }
+
+    /// An outbound call placed through the REST API.
+    pub fn place_call(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        to: &str,
+        from: &str,
+        source: AppSource,
+        status_callback: Option<String>,
+    ) -> Result<CallRecord, RouterError> {
+        if let AppSource::Url(url, _) = &source {
+            check_url(url).map_err(|_| RouterError::invalid(21205, "Url is not a valid URL"))?;
+        }
+        if let Some(url) = &status_callback {
+            check_url(url)?;
+        }
+        let sid = self.start_call(CallSetup {
+            sid: new_sid("CA"),
+            account,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            direction: Direction::OutboundApi,
+            source,
+            status_callback,
+            ring: true,
+            parent: None,
+        });
+        self.call(account, &sid)
+            .ok_or_else(|| RouterError::not_found("call"))
+    }
+
+    /// Starts the far end of a `<Dial>` to `to`: the number's own application when the
+    /// account owns it, otherwise a simulated party that answers and stays on the
+    /// line. Returns the leg's sid and a receiver of how it ends.
+    pub fn dial_leg(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        parent: &str,
+        from: &str,
+        to: &str,
+    ) -> (String, oneshot::Receiver<CallOutcome>) {
+        let (direction, source, status_callback) = match self.own_number(account, to) {
+            Some(number) => (
+                Direction::Inbound,
+                number.voice_url.clone().map_or(AppSource::FarEnd, |url| {
+                    AppSource::Url(url, number.voice_method)
+                }),
+                number.status_callback.clone(),
+            ),
+            None => (Direction::OutboundDial, AppSource::FarEnd, None),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sid = self.start_call_watched(
+            CallSetup {
+                sid: new_sid("CA"),
+                account,
+                from: from.to_owned(),
+                to: to.to_owned(),
+                direction,
+                source,
+                status_callback,
+                ring: false,
+                parent: Some(parent.to_owned()),
+            },
+            Some(tx),
+        );
+        (sid, rx)
+    }
+
+    /// Updates a call's status (and its start time when it is answered).
+    pub fn set_status(&self, sid: &str, status: CallStatus) {
+        if let Some(entry) = self.registry.lock().calls.get_mut(sid) {
+            let now = Utc::now();
+            entry.record.status = status;
+            entry.record.updated = now;
+            if status == CallStatus::InProgress && entry.record.start.is_none() {
+                entry.record.start = Some(now);
+            }
+        }
+    }
+
+    /// Records a call's end and tells whoever waits on it.
+    pub fn finish(&self, sid: &str, outcome: CallOutcome) {
+        let mut registry = self.registry.lock();
+        let Some(entry) = registry.calls.get_mut(sid) else {
+            return;
+        };
+        let now = Utc::now();
+        entry.record.status = outcome.status;
+        entry.record.updated = now;
+        entry.record.end = Some(now);
+        entry.record.duration = Some(outcome.duration);
+        entry.addr = None;
+        for watcher in entry.watchers.drain(..) {
+            let _ = watcher.send(outcome);
+        }
+        self.metrics.calls_active.dec();
+        self.metrics
+            .calls_ended
+            .with_label_values(&[outcome.status.as_str()])
+            .inc();
+        registry.ended_calls.push_back(sid.to_owned());
+        while registry.ended_calls.len() > KEEP_ENDED {
+            if let Some(old) = registry.ended_calls.pop_front() {
+                registry.calls.remove(&old);
+            }
+        }
+    }
+
+    /// One call of an account.
+    pub fn call(&self, account: AccountIdx, sid: &str) -> Option<CallRecord> {
+        self.registry
+            .lock()
+            .calls
+            .get(sid)
+            .filter(|e| e.record.account == account)
+            .map(|e| e.record.clone())
+    }
+
+    /// An account's calls, newest first.
+    pub fn calls(&self, account: AccountIdx) -> Vec<CallRecord> {
+        let registry = self.registry.lock();
+        let mut calls: Vec<CallRecord> = registry
+            .calls
+            .values()
+            .filter(|e| e.record.account == account)
+            .map(|e| e.record.clone())
+            .collect();
+        calls.sort_by(|a, b| b.created.cmp(&a.created).then(b.sid.cmp(&a.sid)));
+        calls
+    }
+
+    /// Sends an input to a live call of the account.
+    pub fn input(
+        &self,
+        account: AccountIdx,
+        sid: &str,
+        input: CallInput,
+    ) -> Result<(), RouterError> {
+        let addr = {
+            let registry = self.registry.lock();
+            let entry = registry
+                .calls
+                .get(sid)
+                .filter(|e| e.record.account == account)
+                .ok_or_else(|| RouterError::not_found(&format!("call {sid}")))?;
+            entry.addr.clone()
+        };
+        let addr =
+            addr.ok_or_else(|| RouterError::invalid(21220, "the call is not in progress"))?;
+        // do_send: inputs are rare and small (a person's key presses), and a full
+        // mailbox must not lose a hangup.
+        addr.do_send(input);
+        Ok(())
+    }
+
+    /// Acts on a client event that names a live call (API.md §6).
+    pub fn client_event(&self, account: AccountIdx, draft: &Draft) {
+        let Some(call_sid) = draft.call_sid.as_deref() else {
+            return;
+        };
+        let input = match draft.type_name.as_str() {
+            "client.hangup" => CallInput::Hangup,
+            "client.mute" => CallInput::Mute(true),
+            "client.unmute" => CallInput::Mute(false),
+            "client.redirect" => match draft.data.get("url").and_then(Value::as_str) {
+                Some(url) => CallInput::Redirect(url.to_owned(), Method::Post),
+                None => return,
+            },
+            _ => return,
+        };
+        if let Err(error) = self.input(account, call_sid, input) {
+            tracing::debug!(cause = %error, "a client event named no live call");
+        }
+    }
+
+    // ---- conferences ----
+
+    /// Adds a call to a room. Returns whether the room is started (someone with
+    /// `startConferenceOnEnter` is in it).
+    pub fn join_room(
+        &self,
+        account: AccountIdx,
+        room: &str,
+        call_sid: &str,
+        muted: bool,
+        end_on_exit: bool,
+    ) {
+        let mut registry = self.registry.lock();
+        let room = registry
+            .rooms
+            .entry((account, room.to_owned()))
+            .or_default();
+        room.participants.push(Participant {
+            call_sid: call_sid.to_owned(),
+            muted,
+            end_on_exit,
+        });
+    }
+
+    /// Changes a participant's mute; returns whether it changed.
+    pub fn set_muted(&self, account: AccountIdx, room: &str, call_sid: &str, muted: bool) -> bool {
+        let mut registry = self.registry.lock();
+        let Some(room) = registry.rooms.get_mut(&(account, room.to_owned())) else {
+            return false;
+        };
+        match room
+            .participants
+            .iter_mut()
+            .find(|p| p.call_sid == call_sid)
+        {
+            Some(p) if p.muted != muted => {
+                p.muted = muted;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a call from a room; with `endConferenceOnExit` the room ends and every
+    /// other participant is told.
+    pub fn leave_room(&self, account: AccountIdx, room: &str, call_sid: &str) {
+        let others = {
+            let mut registry = self.registry.lock();
+            let key = (account, room.to_owned());
+            let Some(entry) = registry.rooms.get_mut(&key) else {
+                return;
+            };
+            let Some(position) = entry
+                .participants
+                .iter()
+                .position(|p| p.call_sid == call_sid)
+            else {
+                return;
+            };
+            let leaving = entry.participants.remove(position);
+            let others: Vec<String> = if leaving.end_on_exit {
+                entry.participants.drain(..).map(|p| p.call_sid).collect()
+            } else {
+                Vec::new()
+            };
+            if entry.participants.is_empty() {
+                registry.rooms.remove(&key);
+            }
+            others
+        };
+        for other in others {
+            let _ = self.input(account, &other, CallInput::RoomEnded);
+        }
+    }
+
+    // ---- messages ----
+
+    fn store_message(&self, record: MessageRecord) {
+        let mut registry = self.registry.lock();
+        registry.message_order.push_back(record.sid.clone());
+        registry.messages.insert(record.sid.clone(), record);
+        while registry.message_order.len() > KEEP_ENDED {
+            if let Some(old) = registry.message_order.pop_front() {
+                registry.messages.remove(&old);
+            }
+        }
+    }
+
+    /// Sends an SMS (REST or `<Message>`): a `message.sent` event; to a number of the
+    /// same account it also arrives there as an inbound SMS.
+    pub async fn send_message(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        to: &str,
+        from: &str,
+        body: &str,
+        direction: &'static str,
+        call_sid: Option<&str>,
+    ) -> MessageRecord {
+        let record = MessageRecord {
+            sid: new_sid("SM"),
+            account,
+            to: to.to_owned(),
+            from: from.to_owned(),
+            body: body.to_owned(),
+            status: "sent",
+            direction,
+            created: Utc::now(),
+        };
+        self.store_message(record.clone());
+        let mut data = message_data(&record);
+        data.insert("message_sid".into(), record.sid.clone().into());
+        self.emit(account, "message.sent", call_sid, data).await;
+        if self.own_number(account, to).is_some() {
+            let router = self.clone();
+            let (to, from, body) = (to.to_owned(), from.to_owned(), body.to_owned());
+            actix_web::rt::spawn(async move {
+                let _ = router.inbound_message(account, &from, &to, &body).await;
+            });
+        }
+        record
+    }
+
+    /// An inbound SMS to a number of the account: `message.received`, then the
+    /// number's SMS application, whose `<Message>`s are sent as replies.
+    pub async fn inbound_message(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        from: &str,
+        to: &str,
+        body: &str,
+    ) -> Result<MessageRecord, RouterError> {
+        let number = self
+            .own_number(account, to)
+            .ok_or_else(|| RouterError::not_found(&format!("number {to}")))?;
+        let record = MessageRecord {
+            sid: new_sid("SM"),
+            account,
+            to: to.to_owned(),
+            from: from.to_owned(),
+            body: body.to_owned(),
+            status: "received",
+            direction: "inbound",
+            created: Utc::now(),
+        };
+        self.store_message(record.clone());
+        let mut data = message_data(&record);
+        data.insert("message_sid".into(), record.sid.clone().into());
+        self.emit(account, "message.received", None, data).await;
+        if let Some(url) = number.sms_url.clone() {
+            let router = self.clone();
+            let received = record.clone();
+            actix_web::rt::spawn(async move {
+                router
+                    .run_sms_app(account, &url, number.sms_method, &received)
+                    .await;
+            });
+        }
+        Ok(record)
+    }
+
+    async fn run_sms_app(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        url: &str,
+        method: Method,
+        received: &MessageRecord,
+    ) {
+        let params: Vec<(String, String)> = [
+            ("AccountSid", self.account_sid(account)),
+            ("MessageSid", &received.sid),
+            ("SmsSid", &received.sid),
+            ("SmsMessageSid", &received.sid),
+            ("From", &received.from),
+            ("To", &received.to),
+            ("Body", &received.body),
+            ("NumMedia", "0"),
+            ("ApiVersion", records::API_VERSION),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let document = match reqwest::Url::parse(url) {
+            Ok(url) => {
+                self.app
+                    .document(&self.token(account), &url, method, &params)
+                    .await
+            }
+            Err(e) => Err(app::AppError::Fetch(e.to_string())),
+        };
+        match document {
+            Ok(document) => {
+                for verb in document.verbs {
+                    if let crate::twiml::Verb::Message(message) = verb {
+                        let to = message.to.unwrap_or_else(|| received.from.clone());
+                        let from = message.from.unwrap_or_else(|| received.to.clone());
+                        self.send_message(
+                            account,
+                            &to,
+                            &from,
+                            &message.body,
+                            "outbound-reply",
+                            None,
+                        )
+                        .await;
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics
+                    .call_errors
+                    .with_label_values(&[&error.code().to_string()])
+                    .inc();
+                let mut data = message_data(received);
+                data.insert("error_code".into(), error.code().into());
+                data.insert("error_message".into(), error.to_string().into());
+                self.emit(account, "message.error", None, data).await;
+            }
+        }
+    }
+
+    /// One message of an account.
+    pub fn message(&self, account: AccountIdx, sid: &str) -> Option<MessageRecord> {
+        self.registry
+            .lock()
+            .messages
+            .get(sid)
+            .filter(|m| m.account == account)
+            .cloned()
+    }
+
+    /// An account's messages, newest first.
+    pub fn messages(&self, account: AccountIdx) -> Vec<MessageRecord> {
+        let registry = self.registry.lock();
+        let mut messages: Vec<MessageRecord> = registry
+            .messages
+            .values()
+            .filter(|m| m.account == account)
+            .cloned()
+            .collect();
+        messages.sort_by(|a, b| b.created.cmp(&a.created).then(b.sid.cmp(&a.sid)));
+        messages
+    }
+}
+
+fn message_data(record: &MessageRecord) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("from".into(), record.from.clone().into());
+    data.insert("to".into(), record.to.clone().into());
+    data.insert("body".into(), record.body.clone().into());
+    data
+}
+
+/// An application URL must be absolute http or https.
+fn check_url(url: &str) -> Result<(), RouterError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        _ => Err(RouterError::invalid(
+            21205,
+            format!(
+                "{} is not a valid http(s) URL",
+                url.chars().take(100).collect::<String>()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,278 @@
+//! The call router's resources — numbers, calls, messages — and their Twilio-shaped
+//! JSON (`sid`, `account_sid`, RFC 2822 dates, `uri`, …), so Twilio's helper
+//! libraries read them as they read Twilio's.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::account::AccountIdx;
+use crate::twiml::Method;
+
+/// Twilio's API version, in paths and webhook parameters.
+pub const API_VERSION: &str = "2010-04-01";
+
+/// A new sid: a two-letter prefix and 32 lowercase hex digits, as Twilio's.
+pub fn new_sid(prefix: &str) -> String {
+    format!("{prefix}{}", crate::account::random_hex())
+}
+
+/// A date as Twilio writes it: `Thu, 26 Nov 2026 07:20:50 +0000`.
+pub fn rfc2822(at: &DateTime<Utc>) -> String {
+    at.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
+fn opt_date(at: &Option<DateTime<Utc>>) -> Value {
+    at.as_ref().map_or(Value::Null, |at| rfc2822(at).into())
+}
+
+/// A provisioned phone number.
+#[derive(Debug, Clone)]
+pub struct NumberRecord {
+    /// `PN` + 32 hex.
+    pub sid: String,
+    /// Owner.
+    pub account: AccountIdx,
+    /// E.164.
+    pub phone_number: String,
+    /// Display name.
+    pub friendly_name: String,
+    /// The voice application.
+    pub voice_url: Option<String>,
+    /// How to request it.
+    pub voice_method: Method,
+    /// The SMS application.
+    pub sms_url: Option<String>,
+    /// How to request it.
+    pub sms_method: Method,
+    /// Called when a call to this number ends.
+    pub status_callback: Option<String>,
+    /// Created.
+    pub created: DateTime<Utc>,
+}
+
+impl NumberRecord {
+    /// Twilio's JSON for an IncomingPhoneNumber.
+    pub fn json(&self, account_sid: &str) -> Value {
+        json!({
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "phone_number": self.phone_number,
+            "friendly_name": self.friendly_name,
+            "voice_url": self.voice_url,
+            "voice_method": self.voice_method.as_str(),
+            "sms_url": self.sms_url,
+            "sms_method": self.sms_method.as_str(),
+            "status_callback": self.status_callback,
+            "capabilities": {"voice": true, "sms": true, "mms": false, "fax": false},
+            "date_created": rfc2822(&self.created),
+            "date_updated": rfc2822(&self.created),
+            "api_version": API_VERSION,
+            "uri": format!("/{API_VERSION}/Accounts/{account_sid}/IncomingPhoneNumbers/{}.json", self.sid),
+        })
+    }
+}
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the network to a number.
+    Inbound,
+    /// Placed through the REST API.
+    OutboundApi,
+    /// A leg placed by `<Dial>`.
+    OutboundDial,
+}
+
+impl Direction {
+    /// Twilio's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::OutboundApi => "outbound-api",
+            Direction::OutboundDial => "outbound-dial",
+        }
+    }
+}
+
+/// A call's state, as Twilio names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// Accepted, not yet ringing.
+    Queued,
+    /// The far end is being rung.
+    Ringing,
+    /// Answered and running.
+    InProgress,
+    /// Ended normally.
+    Completed,
+    /// Rejected as busy.
+    Busy,
+    /// Not answered (or rejected).
+    NoAnswer,
+    /// Could not run (the application failed).
+    Failed,
+    /// Hung up before it was answered.
+    Canceled,
+}
+
+impl CallStatus {
+    /// Twilio's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Ringing => "ringing",
+            CallStatus::InProgress => "in-progress",
+            CallStatus::Completed => "completed",
+            CallStatus::Busy => "busy",
+            CallStatus::NoAnswer => "no-answer",
+            CallStatus::Failed => "failed",
+            CallStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the call is over.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            CallStatus::Queued | CallStatus::Ringing | CallStatus::InProgress
+        )
+    }
+}
+
+/// A call as the REST API shows it.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    /// `CA` + 32 hex.
+    pub sid: String,
+    /// Owner.
+    pub account: AccountIdx,
+    /// The dialling call of a `<Dial>` leg.
+    pub parent: Option<String>,
+    /// Called number.
+    pub to: String,
+    /// Caller.
+    pub from: String,
+    /// Current state.
+    pub status: CallStatus,
+    /// Where it came from.
+    pub direction: Direction,
+    /// Created.
+    pub created: DateTime<Utc>,
+    /// Last change.
+    pub updated: DateTime<Utc>,
+    /// Answered.
+    pub start: Option<DateTime<Utc>>,
+    /// Ended.
+    pub end: Option<DateTime<Utc>>,
+    /// Simulated seconds from answer to end, once ended.
+    pub duration: Option<u64>,
+}
+
+impl CallRecord {
+    /// Twilio's JSON for a Call.
+    pub fn json(&self, account_sid: &str) -> Value {
+        json!({
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "parent_call_sid": self.parent,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from,
+            "from_formatted": self.from,
+            "status": self.status.as_str(),
+            "direction": self.direction.as_str(),
+            "start_time": opt_date(&self.start),
+            "end_time": opt_date(&self.end),
+            "duration": self.duration.map(|d| d.to_string()),
+            "price": null,
+            "price_unit": "USD",
+            "answered_by": null,
+            "caller_name": null,
+            "date_created": rfc2822(&self.created),
+            "date_updated": rfc2822(&self.updated),
+            "api_version": API_VERSION,
+            "uri": format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{}.json", self.sid),
+        })
+    }
+}
+
+/// An SMS.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    /// `SM` + 32 hex.
+    pub sid: String,
+    /// Owner.
+    pub account: AccountIdx,
+    /// Recipient.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub body: String,
+    /// `sent`, `received` or `failed`.
+    pub status: &'static str,
+    /// `outbound-api`, `inbound` or `outbound-reply`.
+    pub direction: &'static str,
+    /// Created.
+    pub created: DateTime<Utc>,
+}
+
+impl MessageRecord {
+    /// Twilio's JSON for a Message.
+    pub fn json(&self, account_sid: &str) -> Value {
+        json!({
+            "sid": self.sid,
+            "account_sid": account_sid,
+            "to": self.to,
+            "from": self.from,
+            "body": self.body,
+            "status": self.status,
+            "direction": self.direction,
+            "num_segments": "1",
+            "num_media": "0",
+            "price": null,
+            "price_unit": "USD",
+            "error_code": null,
+            "error_message": null,
+            "date_created": rfc2822(&self.created),
+            "date_updated": rfc2822(&self.created),
+            "date_sent": rfc2822(&self.created),
+            "api_version": API_VERSION,
+            "uri": format!("/{API_VERSION}/Accounts/{account_sid}/Messages/{}.json", self.sid),
+        })
+    }
+}
+
+/// True for `+` followed by 8 to 15 digits.
+pub fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|digits| {
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn dates_as_twilio_writes_them() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 7, 20, 50).unwrap();
+        assert_eq!(rfc2822(&at), "Thu, 26 Nov 2026 07:20:50 +0000");
+    }
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+14155550100"));
+        assert!(!is_e164("14155550100"));
+        assert!(!is_e164("+1415"));
+        assert!(!is_e164("+1415555010a"));
+    }
+
+    #[test]
+    fn sids() {
+        let sid = new_sid("CA");
+        assert_eq!(sid.len(), 34);
+        assert!(sid.starts_with("CA"));
+    }
+}

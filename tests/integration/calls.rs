@@ -1,0 +1,829 @@
+//! The built-in call router (API.md §7, docs/call-router.md), held from the
+//! outside: Twilio-style REST, the simulated network, TwiML executed against
+//! an application server the test scripts (`common::twilio::AppServer`, which
+//! checks every `X-Twilio-Signature` with its own implementation of Twilio's
+//! algorithm), and the call events that come out on a stream.
+//!
+//! Every server runs with `sim.time_scale = 0.01` (simulated media a hundred
+//! times faster) and `sim.ring_secs = 1.0`; every wait is bounded.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::channels::request;
+use crate::common::twilio::{
+    assert_sid, assert_twilio_error, created, fresh_number, sim_server, Api, AppServer, EventLog,
+    API_VERSION, CALL_WAIT,
+};
+use crate::common::{free_port, new_call_sid, TestServer, WAIT};
+
+const CALLER: &str = "+14155550100";
+/// A number no account owns: the simulated far end answers it.
+const EXTERNAL: &str = "+16505550199";
+
+/// `duration` of a call resource or event: simulated seconds, written as a
+/// string like Twilio's (an event may carry a number).
+#[track_caller]
+fn sim_seconds(value: &Value) -> f64 {
+    let parsed = match value {
+        Value::String(s) => s.parse::<f64>().ok(),
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| panic!("duration {value} is not a number of seconds"))
+}
+
+/// Position of the first event of type `ty` in `types` at or after `from`.
+#[track_caller]
+fn pos(types: &[String], ty: &str, from: usize) -> usize {
+    types
+        .iter()
+        .skip(from)
+        .position(|t| t == ty)
+        .map(|i| i + from)
+        .unwrap_or_else(|| panic!("no {ty} at or after #{from} in {types:?}"))
+}
+
+/// Provisions a number whose voice app is `voice_url`, opens a stream of
+/// `types`, places a simulated inbound call and reads until its `call.end`.
+async fn inbound_call_to_end(
+    server: &TestServer,
+    voice_url: &str,
+    types: &str,
+) -> (EventLog, String) {
+    let api = Api::new(server, 0);
+    let number = api.voice_number(voice_url).await;
+    let mut log = EventLog::open(server, 0, types).await;
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.end", Some(&call)).await;
+    (log, call)
+}
+
+/// The call ended with `call.error` (`error_code`) right before `call.end`,
+/// and its resource reached a final status.
+async fn assert_failed_cleanly(server: &TestServer, log: &EventLog, call: &str, code: u64) {
+    let types = log.types_of(call);
+    let n = types.len();
+    assert!(
+        n >= 2 && types[n - 2] == "call.error" && types[n - 1] == "call.end",
+        "call.error then call.end last: {types:?}\n{}",
+        log.dump()
+    );
+    assert_eq!(
+        types.iter().filter(|t| *t == "call.error").count(),
+        1,
+        "one call.error: {types:?}"
+    );
+    let events = log.of_call(call);
+    let error = &events[n - 2];
+    assert_eq!(
+        error["data"]["error_code"],
+        json!(code),
+        "call.error data.error_code (a number): {error}"
+    );
+    assert!(
+        error["data"]["error_message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "call.error data.error_message: {error}"
+    );
+    Api::new(server, 0).final_call(call).await;
+}
+
+// ---------------------------------------------------------------------------
+// 1. A full IVR
+
+#[tokio::test]
+async fn full_ivr_says_gathers_plays_and_hangs_up_with_signed_webhooks() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    // `timeout` (simulated seconds, 3 s real here) leaves the test time to
+    // answer the prompt; the default of 5 simulated seconds is 50 ms.
+    app.twiml(
+        "/ivr",
+        r#"<Response><Say>Welcome to the demo</Say><Gather numDigits="4" timeout="300" action="/digits"><Say>Enter your code</Say></Gather></Response>"#,
+    );
+    let template = app.url("/audio/{Digits}.mp3");
+    app.twiml(
+        "/digits",
+        &format!("<Response><Play>{template}</Play><Hangup/></Response>"),
+    );
+    app.respond("/audio/1234.mp3", 200, "audio/mpeg", "ID3-not-really-audio");
+    let number = api.voice_number(&app.url("/ivr")).await;
+
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*,gather.*,play.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+
+    // Once the Gather has started and its prompt is done, the caller types.
+    log.until("the Gather's prompt", CALL_WAIT, |evs| {
+        let call_evs: Vec<&Value> = evs
+            .iter()
+            .filter(|ev| ev["call_sid"] == json!(call))
+            .collect();
+        call_evs
+            .iter()
+            .position(|ev| ev["type"] == "gather.start")
+            .is_some_and(|i| call_evs[i..].iter().any(|ev| ev["type"] == "say.end"))
+    })
+    .await;
+    api.sim_digits(&call, "1234").await;
+    log.until_event("call.end", Some(&call)).await;
+
+    let types = log.types_of(&call);
+    assert_eq!(
+        types,
+        [
+            "call.start",
+            "say.start",
+            "say.end",
+            "gather.start",
+            "say.start",
+            "say.end",
+            "gather.end",
+            "play.start",
+            "play.end",
+            "call.end"
+        ],
+        "event sequence of the call:\n{}",
+        log.dump()
+    );
+    let events = log.of_call(&call);
+    for ev in &events {
+        assert_eq!(ev["account_sid"], json!(server.sid(0)), "account of {ev}");
+    }
+    let start = &events[0]["data"];
+    assert_eq!(start["from"], json!(CALLER), "call.start data: {start}");
+    assert_eq!(start["to"], json!(number), "call.start data: {start}");
+    assert_eq!(
+        start["direction"],
+        json!("inbound"),
+        "call.start data: {start}"
+    );
+    assert_eq!(
+        start["status"],
+        json!("in-progress"),
+        "call.start data: {start}"
+    );
+    assert_eq!(
+        events[1]["data"]["text"],
+        json!("Welcome to the demo"),
+        "first say.start: {}",
+        events[1]
+    );
+    assert_eq!(
+        events[4]["data"]["text"],
+        json!("Enter your code"),
+        "nested say.start: {}",
+        events[4]
+    );
+    assert_eq!(
+        events[6]["data"]["digits"],
+        json!("1234"),
+        "gather.end: {}",
+        events[6]
+    );
+    let played = events[7]["data"]["url"].as_str().unwrap_or("");
+    assert!(
+        played.ends_with("/audio/1234.mp3"),
+        "play.start data.url filled from the template: {}",
+        events[7]
+    );
+    assert_eq!(
+        events[9]["data"]["status"],
+        json!("completed"),
+        "call.end: {}",
+        events[9]
+    );
+
+    // The webhooks: signed, with Twilio's parameters.
+    let ivr = app.first_request("/ivr").await;
+    let digits = app.first_request("/digits").await;
+    for req in [&ivr, &digits] {
+        assert_eq!(req.method, "POST", "{}", req.summary());
+        assert!(
+            req.header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded")),
+            "form-encoded webhook: {}",
+            req.summary()
+        );
+        req.assert_signed();
+        req.assert_param("CallSid", &call);
+        req.assert_param("AccountSid", server.sid(0));
+        req.assert_param("From", CALLER);
+        req.assert_param("To", &number);
+        req.assert_param("Direction", "inbound");
+        req.assert_param("ApiVersion", API_VERSION);
+        assert!(req.param("CallStatus").is_some(), "{}", req.summary());
+    }
+    digits.assert_param("Digits", "1234");
+    let media = app.first_request("/audio/1234.mp3").await;
+    assert_eq!(media.method, "GET", "{}", media.summary());
+    for req in app.requests() {
+        if req.path.starts_with("/audio/") {
+            // A media fetch need not be signed, but a signature must verify.
+            assert!(
+                req.signature.is_none() || req.signature_ok,
+                "media fetch with a bad signature: {}",
+                req.summary()
+            );
+        } else {
+            req.assert_signed();
+        }
+    }
+
+    let resource = api.final_call(&call).await;
+    assert_eq!(resource["sid"], json!(call), "{resource}");
+    assert_eq!(resource["account_sid"], json!(server.sid(0)), "{resource}");
+    assert_eq!(resource["status"], json!("completed"), "{resource}");
+    assert_eq!(resource["direction"], json!("inbound"), "{resource}");
+    assert_eq!(resource["from"], json!(CALLER), "{resource}");
+    assert_eq!(resource["to"], json!(number), "{resource}");
+    assert_eq!(
+        resource["uri"],
+        json!(format!(
+            "/{API_VERSION}/Accounts/{}/Calls/{call}.json",
+            server.sid(0)
+        )),
+        "{resource}"
+    );
+    assert!(
+        resource["duration"].is_string(),
+        "duration is simulated seconds as a string: {resource}"
+    );
+    // Two Says (2 s + 1.5 s) and a Play (2 s) at least.
+    let duration = sim_seconds(&resource["duration"]);
+    assert!(
+        duration >= 5.0,
+        "duration {duration} simulated seconds: {resource}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Outbound calls through REST
+
+#[tokio::test]
+async fn an_outbound_call_rings_then_runs_the_apps_twiml() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/outbound", "<Response><Say>Hi</Say></Response>");
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*").await;
+
+    let sent = Instant::now();
+    let reply = api
+        .post(
+            "Calls.json",
+            &[
+                ("To", EXTERNAL),
+                ("From", &from),
+                ("Url", &app.url("/outbound")),
+            ],
+        )
+        .await;
+    let resource = created(&reply, "POST Calls.json");
+    assert_sid(&resource["sid"], "CA");
+    let call = resource["sid"].as_str().unwrap_or("").to_string();
+    let status = resource["status"].as_str().unwrap_or("");
+    assert!(
+        status == "queued" || status == "ringing",
+        "a new call is queued or ringing: {resource}"
+    );
+    assert_eq!(resource["direction"], json!("outbound-api"), "{resource}");
+    assert_eq!(resource["to"], json!(EXTERNAL), "{resource}");
+    assert_eq!(resource["from"], json!(from), "{resource}");
+    assert_eq!(resource["api_version"], json!(API_VERSION), "{resource}");
+
+    let req = app.first_request("/outbound").await;
+    let ring = Duration::from_millis(10); // ring_secs 1.0 × time_scale 0.01
+    assert!(
+        req.at.duration_since(sent) >= ring,
+        "the app was requested {:?} after the POST, before the ring time",
+        req.at.duration_since(sent)
+    );
+    req.assert_signed();
+    req.assert_param("CallSid", &call);
+    req.assert_param("AccountSid", server.sid(0));
+    req.assert_param("Direction", "outbound-api");
+    req.assert_param("From", &from);
+    req.assert_param("To", EXTERNAL);
+    req.assert_param("ApiVersion", API_VERSION);
+
+    log.until_event("call.end", Some(&call)).await;
+    assert_eq!(
+        log.types_of(&call),
+        ["call.start", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+    let events = log.of_call(&call);
+    assert_eq!(
+        events[0]["data"]["direction"],
+        json!("outbound-api"),
+        "{}",
+        events[0]
+    );
+    assert_eq!(
+        events[3]["data"]["status"],
+        json!("completed"),
+        "{}",
+        events[3]
+    );
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert_eq!(done["direction"], json!("outbound-api"), "{done}");
+}
+
+#[tokio::test]
+async fn an_outbound_call_can_carry_its_twiml_inline() {
+    let server = sim_server();
+    let api = Api::new(&server, 0);
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*").await;
+
+    let reply = api
+        .post(
+            "Calls.json",
+            &[
+                ("To", EXTERNAL),
+                ("From", &from),
+                ("Twiml", "<Response><Say>x</Say></Response>"),
+            ],
+        )
+        .await;
+    let resource = created(&reply, "POST Calls.json with Twiml");
+    assert_sid(&resource["sid"], "CA");
+    let call = resource["sid"].as_str().unwrap_or("").to_string();
+
+    log.until_event("call.end", Some(&call)).await;
+    assert_eq!(
+        log.types_of(&call),
+        ["call.start", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+    assert_eq!(log.of_call(&call)[1]["data"]["text"], json!("x"));
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+}
+
+#[tokio::test]
+async fn rest_status_completed_hangs_up_a_live_call() {
+    let server = sim_server();
+    let api = Api::new(&server, 0);
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+
+    // 3000 simulated seconds: 30 s real, far beyond every wait below.
+    let reply = api
+        .post(
+            "Calls.json",
+            &[
+                ("To", EXTERNAL),
+                ("From", &from),
+                ("Twiml", r#"<Response><Pause length="3000"/></Response>"#),
+            ],
+        )
+        .await;
+    let call = created(&reply, "POST Calls.json")["sid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    log.until_event("call.start", Some(&call)).await;
+    assert_eq!(api.call(&call).await["status"], json!("in-progress"));
+
+    let reply = api
+        .post(&format!("Calls/{call}.json"), &[("Status", "completed")])
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "POST Calls/{call}.json: {}",
+        reply.text()
+    );
+    assert_eq!(reply.json()["sid"], json!(call), "{}", reply.text());
+
+    let end = log.until_event("call.end", Some(&call)).await;
+    assert_eq!(end["data"]["status"], json!("completed"), "{end}");
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    assert!(done["end_time"].is_string(), "end_time once ended: {done}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. A conference of three, muted and unmuted by client events
+
+#[tokio::test]
+async fn a_conference_of_three_is_muted_and_unmuted_by_client_events() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml(
+        "/conf",
+        "<Response><Dial><Conference>room1</Conference></Dial></Response>",
+    );
+    let number = api.voice_number(&app.url("/conf")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,conference.*").await;
+
+    let mut calls = Vec::new();
+    for from in ["+14155550101", "+14155550102", "+14155550103"] {
+        calls.push(api.sim_call(from, &number).await);
+    }
+    let all: BTreeSet<String> = calls.iter().cloned().collect();
+
+    log.until_count("conference.join", None, 3).await;
+    let joins = log.of_type("conference.join");
+    assert_eq!(joins.len(), 3, "{}", log.dump());
+    let mut joined = BTreeSet::new();
+    for join in &joins {
+        assert_eq!(join["data"]["conference"], json!("room1"), "{join}");
+        assert_eq!(
+            join["data"]["participant"], join["call_sid"],
+            "participant is the joining call: {join}"
+        );
+        assert_eq!(join["data"]["muted"], json!(false), "{join}");
+        joined.insert(
+            join["data"]["participant"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert_eq!(joined, all, "one join per call");
+
+    api.client_event("ops", &json!({"type": "client.mute", "call_sid": calls[1]}))
+        .await;
+    let mute = log.until_event("conference.mute", None).await;
+    assert_eq!(mute["data"]["participant"], json!(calls[1]), "{mute}");
+    assert_eq!(mute["data"]["muted"], json!(true), "{mute}");
+    assert_eq!(mute["data"]["conference"], json!("room1"), "{mute}");
+
+    api.client_event(
+        "ops",
+        &json!({"type": "client.unmute", "call_sid": calls[1]}),
+    )
+    .await;
+    let unmute = log.until_event("conference.unmute", None).await;
+    assert_eq!(unmute["data"]["participant"], json!(calls[1]), "{unmute}");
+    assert_eq!(unmute["data"]["muted"], json!(false), "{unmute}");
+    assert_eq!(log.of_type("conference.mute").len(), 1, "{}", log.dump());
+
+    for call in &calls {
+        api.sim_hangup(call).await;
+    }
+    log.until_count("call.end", None, 3).await;
+    let left: BTreeSet<String> = log
+        .of_type("conference.leave")
+        .iter()
+        .map(|ev| ev["data"]["participant"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(left, all, "one leave per call:\n{}", log.dump());
+    assert_eq!(log.of_type("conference.leave").len(), 3, "{}", log.dump());
+    for call in &calls {
+        let types = log.types_of(call);
+        assert_eq!(
+            types.last().map(String::as_str),
+            Some("call.end"),
+            "{call}: {types:?}"
+        );
+        assert!(
+            pos(&types, "conference.join", 0) < pos(&types, "conference.leave", 0),
+            "{call}: {types:?}"
+        );
+        let done = api.final_call(call).await;
+        assert_eq!(done["status"], json!("completed"), "{done}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. SMS in and out
+
+#[tokio::test]
+async fn sms_in_gets_the_apps_reply_and_rest_sends_sms() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/sms", "<Response><Message>Got it</Message></Response>");
+    let number = fresh_number();
+    api.provision(&number, &[("SmsUrl", &app.url("/sms"))])
+        .await;
+    let mut log = EventLog::open(&server, 0, "types=message.*").await;
+
+    let message = api.sim_message(CALLER, &number, "Hello router").await;
+    let received = log.until_event("message.received", None).await;
+    assert_eq!(received["data"]["from"], json!(CALLER), "{received}");
+    assert_eq!(received["data"]["to"], json!(number), "{received}");
+    assert_eq!(
+        received["data"]["body"],
+        json!("Hello router"),
+        "{received}"
+    );
+    let reply = log.until_event("message.sent", None).await;
+    assert_eq!(reply["data"]["body"], json!("Got it"), "{reply}");
+    assert_eq!(reply["data"]["to"], json!(CALLER), "{reply}");
+    assert_eq!(reply["data"]["from"], json!(number), "{reply}");
+    let order: Vec<&str> = log
+        .events
+        .iter()
+        .map(|ev| ev["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order,
+        ["message.received", "message.sent"],
+        "{}",
+        log.dump()
+    );
+
+    let req = app.first_request("/sms").await;
+    assert_eq!(req.method, "POST", "{}", req.summary());
+    req.assert_signed();
+    req.assert_param("Body", "Hello router");
+    req.assert_param("From", CALLER);
+    req.assert_param("To", &number);
+    req.assert_param("MessageSid", &message);
+    req.assert_param("AccountSid", server.sid(0));
+
+    // Out through REST.
+    let reply = api
+        .post(
+            "Messages.json",
+            &[
+                ("To", EXTERNAL),
+                ("From", &number),
+                ("Body", "Outbound hello"),
+            ],
+        )
+        .await;
+    let sent = created(&reply, "POST Messages.json");
+    assert_sid(&sent["sid"], "SM");
+    assert_eq!(sent["body"], json!("Outbound hello"), "{sent}");
+    assert_eq!(sent["to"], json!(EXTERNAL), "{sent}");
+    assert_eq!(sent["from"], json!(number), "{sent}");
+    assert_eq!(sent["direction"], json!("outbound-api"), "{sent}");
+    log.until("message.sent of the REST message", WAIT, |evs| {
+        evs.iter()
+            .any(|ev| ev["type"] == "message.sent" && ev["data"]["body"] == json!("Outbound hello"))
+    })
+    .await;
+    let event = log
+        .of_type("message.sent")
+        .into_iter()
+        .find(|ev| ev["data"]["body"] == json!("Outbound hello"))
+        .unwrap_or(Value::Null);
+    assert_eq!(event["data"]["to"], json!(EXTERNAL), "{event}");
+    assert_eq!(event["data"]["from"], json!(number), "{event}");
+    let sid = sent["sid"].as_str().unwrap_or("");
+    let got = api.get(&format!("Messages/{sid}.json")).await;
+    assert_eq!(got.status, 200, "GET Messages/{sid}.json: {}", got.text());
+    assert_eq!(got.json()["body"], json!("Outbound hello"));
+
+    let reply = api
+        .post("Messages.json", &[("To", EXTERNAL), ("From", &number)])
+        .await;
+    assert_twilio_error(&reply, 400, 21602);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Failure modes: each ends the call cleanly
+
+#[tokio::test]
+async fn an_app_answering_500_ends_the_call_with_11200() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.respond("/boom", 500, "text/plain", "boom");
+    let (log, call) = inbound_call_to_end(&server, &app.url("/boom"), "types=call.*").await;
+    assert_failed_cleanly(&server, &log, &call, 11200).await;
+    app.first_request("/boom").await.assert_signed();
+}
+
+#[tokio::test]
+async fn an_unreachable_app_ends_the_call_with_11200() {
+    let server = sim_server();
+    let closed = format!("http://127.0.0.1:{}/gone", free_port());
+    let (log, call) = inbound_call_to_end(&server, &closed, "types=call.*").await;
+    assert_failed_cleanly(&server, &log, &call, 11200).await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_twiml_ends_the_call_with_12100() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.respond("/junk", 200, "text/xml", "not xml");
+    let (log, call) = inbound_call_to_end(&server, &app.url("/junk"), "types=call.*").await;
+    assert_failed_cleanly(&server, &log, &call, 12100).await;
+}
+
+#[tokio::test]
+async fn an_unknown_verb_is_a_12200_warning_and_the_call_goes_on() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.twiml("/foo", "<Response><Foo/><Say>after</Say></Response>");
+    let (log, call) = inbound_call_to_end(&server, &app.url("/foo"), "types=call.*,say.*").await;
+    let types = log.types_of(&call);
+    let events = log.of_call(&call);
+    let warning = pos(&types, "call.warning", 0);
+    assert_eq!(
+        events[warning]["data"]["error_code"],
+        json!(12200),
+        "{}",
+        events[warning]
+    );
+    let said = pos(&types, "say.start", warning);
+    assert_eq!(
+        events[said]["data"]["text"],
+        json!("after"),
+        "{}",
+        events[said]
+    );
+    let said_end = pos(&types, "say.end", said);
+    assert_eq!(said_end, types.len() - 2, "{types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("call.end"));
+    assert!(!types.contains(&"call.error".to_string()), "{types:?}");
+    assert_eq!(
+        events[types.len() - 1]["data"]["status"],
+        json!("completed"),
+        "{}",
+        log.dump()
+    );
+}
+
+#[tokio::test]
+async fn a_play_that_fails_to_fetch_is_a_warning_and_the_call_goes_on() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let missing = app.url("/missing.mp3");
+    app.twiml(
+        "/play",
+        &format!("<Response><Play>{missing}</Play><Say>still here</Say></Response>"),
+    );
+    let (log, call) =
+        inbound_call_to_end(&server, &app.url("/play"), "types=call.*,say.*,play.*").await;
+    let types = log.types_of(&call);
+    let events = log.of_call(&call);
+    let warning = pos(&types, "call.warning", 0);
+    assert_eq!(
+        events[warning]["data"]["error_code"],
+        json!(11200),
+        "a failed Play fetch: {}",
+        events[warning]
+    );
+    let said = pos(&types, "say.start", warning);
+    assert_eq!(
+        events[said]["data"]["text"],
+        json!("still here"),
+        "{}",
+        events[said]
+    );
+    pos(&types, "say.end", said);
+    assert_eq!(types.last().map(String::as_str), Some("call.end"));
+    assert!(!types.contains(&"call.error".to_string()), "{types:?}");
+    let fetch = app.first_request("/missing.mp3").await;
+    assert_eq!(fetch.method, "GET", "{}", fetch.summary());
+    assert_eq!(fetch.answered, 404);
+}
+
+#[tokio::test]
+async fn a_redirect_runs_the_new_document() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.twiml("/r1", "<Response><Redirect>/r2</Redirect></Response>");
+    app.twiml("/r2", "<Response><Say>redirected</Say></Response>");
+    let (log, call) =
+        inbound_call_to_end(&server, &app.url("/r1"), "types=call.*,say.*,redirect").await;
+    let types = log.types_of(&call);
+    let events = log.of_call(&call);
+    assert_eq!(
+        types,
+        ["call.start", "redirect", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+    assert!(
+        events[1]["data"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/r2")),
+        "redirect data.url: {}",
+        events[1]
+    );
+    assert_eq!(events[2]["data"]["text"], json!("redirected"));
+    assert_eq!(events[4]["data"]["status"], json!("completed"));
+    let r2 = app.first_request("/r2").await;
+    r2.assert_signed();
+    r2.assert_param("CallSid", &call);
+    assert_eq!(r2.method, "POST", "{}", r2.summary());
+}
+
+#[tokio::test]
+async fn reject_busy_ends_the_call_busy() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.twiml("/reject", r#"<Response><Reject reason="busy"/></Response>"#);
+    let (log, call) = inbound_call_to_end(&server, &app.url("/reject"), "types=call.*").await;
+    let end = log.of_call(&call).pop().unwrap_or(Value::Null);
+    assert_eq!(end["type"], json!("call.end"), "{}", log.dump());
+    assert_eq!(end["data"]["status"], json!("busy"), "{}", log.dump());
+    let done = Api::new(&server, 0).final_call(&call).await;
+    assert_eq!(done["status"], json!("busy"), "{done}");
+}
+
+#[tokio::test]
+async fn a_client_hangup_event_ends_a_live_call() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    app.twiml("/hold", r#"<Response><Pause length="3000"/></Response>"#);
+    let api = Api::new(&server, 0);
+    let number = api.voice_number(&app.url("/hold")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.start", Some(&call)).await;
+
+    api.client_event("ops", &json!({"type": "client.hangup", "call_sid": call}))
+        .await;
+    let end = log.until_event("call.end", Some(&call)).await;
+    assert_eq!(end["data"]["status"], json!("completed"), "{end}");
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+}
+
+#[tokio::test]
+async fn the_status_callback_gets_the_final_status_signed() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/bye", "<Response><Say>bye</Say></Response>");
+    app.respond("/status", 200, "text/plain", "");
+    let number = fresh_number();
+    api.provision(
+        &number,
+        &[
+            ("VoiceUrl", &app.url("/bye")),
+            ("StatusCallback", &app.url("/status")),
+        ],
+    )
+    .await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.end", Some(&call)).await;
+
+    let status = app.first_request("/status").await;
+    assert_eq!(status.method, "POST", "{}", status.summary());
+    status.assert_signed();
+    status.assert_param("CallSid", &call);
+    status.assert_param("CallStatus", "completed");
+    status.assert_param("AccountSid", server.sid(0));
+    let duration = status
+        .param("CallDuration")
+        .unwrap_or_else(|| panic!("no CallDuration: {}", status.summary()));
+    sim_seconds(&json!(duration));
+}
+
+// ---------------------------------------------------------------------------
+// 6. REST errors, Twilio-style
+
+#[tokio::test]
+async fn rest_errors_are_twilio_shaped() {
+    let server = sim_server();
+    let api = Api::new(&server, 0);
+
+    let path = api.path("Calls.json");
+    let wrong = request(
+        &server,
+        Method::GET,
+        &path,
+        Some((server.sid(0), "not-the-token")),
+        None,
+    )
+    .await;
+    assert_twilio_error(&wrong, 401, 20003);
+    let none = request(&server, Method::GET, &path, None, None).await;
+    assert_twilio_error(&none, 401, 20003);
+
+    let other = Api::new(&server, 1).path("Calls.json");
+    let reply = request(&server, Method::GET, &other, server.creds(0), None).await;
+    assert_twilio_error(&reply, 403, 20403);
+
+    let unknown = api.get(&format!("Calls/{}.json", new_call_sid())).await;
+    assert_twilio_error(&unknown, 404, 20404);
+
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let reply = api
+        .post(
+            "Calls.json",
+            &[("From", &from), ("Url", "http://127.0.0.1:9/never")],
+        )
+        .await;
+    assert_twilio_error(&reply, 400, 21201);
+
+    let reply = api
+        .post("IncomingPhoneNumbers.json", &[("PhoneNumber", &from)])
+        .await;
+    assert_twilio_error(&reply, 400, 21452);
+}
