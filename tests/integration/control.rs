@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::channels::{
-    allow_origin, create_sub, markers, matched_subs, post_form, preflight, request,
-    request_with_headers, send_json, sid_of, strings, subs_path, where_list,
+    allow_origin, create_sub, eventually_metrics, markers, matched_subs, post_form, preflight,
+    request, request_with_headers, scrape, send_json, sid_of, strings, subs_path, where_list,
 };
 use crate::common::{
     event, new_call_sid, now_secs, open_subscription_sids, sign, string_list, TestServer, WAIT,
@@ -642,6 +642,43 @@ async fn an_expired_subscription_stops_delivering() {
         "nothing of the expired subscription"
     );
     assert_eq!(matched_subs(&got[0].data), vec![lasting]);
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_last_subscription_expires_with_no_connection() {
+    let server = TestServer::start(|_| {});
+    let expires = now_secs() + 2;
+    create_sub(
+        &server,
+        0,
+        "leaving",
+        &[("types", "call.*"), ("expires", &expires.to_string())],
+    )
+    .await;
+    let before = scrape(&server).await;
+    assert_eq!(before.value("switchboard_sessions", &[]), 1.0);
+    assert_eq!(
+        before.value("switchboard_subscriptions", &[("transport", "stream")]),
+        1.0
+    );
+    eventually_metrics(
+        &server,
+        "the session ends after its subscription expires",
+        |s| {
+            s.value("switchboard_sessions", &[]) == 0.0
+                && s.value("switchboard_subscriptions", &[("transport", "stream")]) == 0.0
+        },
+    )
+    .await;
+    let reply = request(
+        &server,
+        Method::GET,
+        &subs_path(&server, 0, "leaving"),
+        server.creds(0),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 404, "the client is gone: {}", reply.text());
 }
 
 #[tokio::test]

@@ -9,33 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::scrape::{required_tool, Scrape};
+use crate::common::channels::{eventually_metrics, scrape};
+use crate::common::scrape::required_tool;
 use crate::common::{free_port, http_client, new_call_sid, random_hex, TestServer, WAIT};
-
-async fn scrape(server: &TestServer) -> Scrape {
-    let reply = server.get("/metrics").await;
-    assert_eq!(reply.status, 200);
-    assert!(
-        reply.content_type().starts_with("text/plain"),
-        "{}",
-        reply.content_type()
-    );
-    Scrape::parse(&reply.text())
-}
-
-/// Polls the scrape until `check` holds (bounded), for values that settle
-/// asynchronously (a connection's gauge after the client hangs up).
-async fn eventually(server: &TestServer, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let scrape = scrape(server).await;
-        if check(&scrape) {
-            return scrape;
-        }
-        assert!(Instant::now() < deadline, "never true: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn counters_move_by_exactly_the_workload() {
@@ -93,7 +69,7 @@ async fn counters_move_by_exactly_the_workload() {
     let got = stream.until_marker("last", WAIT).await;
     assert_eq!(got.len(), 3);
 
-    let after = eventually(&server, "three deliveries counted", |s| {
+    let after = eventually_metrics(&server, "three deliveries counted", |s| {
         s.value(
             "switchboard_events_delivered_total",
             &[("transport", "sse")],
@@ -174,7 +150,7 @@ async fn counters_move_by_exactly_the_workload() {
     }
 
     drop(stream);
-    eventually(
+    eventually_metrics(
         &server,
         "the connection gauge falls when the client leaves",
         |s| s.value("switchboard_connections", &[("transport", "sse")]) == 0.0,
