@@ -69,6 +69,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// The simulated telephone network.
     pub sim: SimConfig,
+    /// The built-in call router.
+    pub call_router: CallRouterConfig,
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
     /// for load balancers to see `/readyz` fail while the server still answers.
     pub drain_grace_secs: u64,
@@ -171,6 +173,16 @@ impl Default for WebhookConfig {
     }
 }
 
+/// The built-in call router.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallRouterConfig {
+    /// Base URL of a remote event router (`http://host:port`) to publish call events
+    /// to over its publish endpoint, with each account's credentials; empty publishes
+    /// into this process.
+    pub publish_url: String,
+}
+
 /// The simulated telephone network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +208,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             webhook: WebhookConfig::default(),
             sim: SimConfig::default(),
+            call_router: CallRouterConfig::default(),
             drain_grace_secs: 0,
         }
     }
@@ -265,6 +278,10 @@ pub struct ServeArgs {
     /// Number of broker shards, overriding `shards` from the file.
     #[arg(long, env = "SWITCHBOARD_SHARDS")]
     pub shards: Option<usize>,
+    /// Publish call events to this remote event router instead of in-process,
+    /// overriding `call_router.publish_url`.
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_URL")]
+    pub publish_url: Option<String>,
 }
 
 impl Config {
@@ -280,6 +297,9 @@ impl Config {
         }
         if let Some(shards) = args.shards {
             config.shards = shards;
+        }
+        if let Some(url) = &args.publish_url {
+            config.call_router.publish_url = url.clone();
         }
         config.validate()?;
         Ok(config)
@@ -348,6 +368,16 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key,
                     message: "must be greater than 0".into(),
+                });
+            }
+        }
+        if !self.call_router.publish_url.is_empty() {
+            let valid = reqwest::Url::parse(&self.call_router.publish_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "call_router.publish_url",
+                    message: "must be an http(s) URL such as http://127.0.0.1:8080".into(),
                 });
             }
         }
@@ -445,6 +475,7 @@ mod tests {
             config: Some(path.clone()),
             listen: Some("127.0.0.1:10".parse().unwrap()),
             shards: None,
+            publish_url: None,
         };
         let config = Config::load(&args).unwrap();
         assert_eq!(config.listen.port(), 10, "flags override the file");

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::account::Accounts;
 use crate::actors::Topology;
+use crate::callrouter::sink::EventSink;
 use crate::callrouter::CallRouter;
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -57,9 +58,13 @@ pub async fn serve(
         metrics.clone(),
         config.publish.shard_queue,
     );
+    let sink = match reqwest::Url::parse(&config.call_router.publish_url) {
+        Ok(base) => EventSink::remote(base, accounts.clone()),
+        Err(_) => EventSink::InProcess(publisher.clone()),
+    };
     let call_router = CallRouter::new(
         accounts.clone(),
-        publisher.clone(),
+        sink,
         config.sim.clone(),
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),

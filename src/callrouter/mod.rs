@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod records;
+pub mod sink;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,10 +25,10 @@ use crate::actors::call::{AppSource, Call, CallInput, CallSetup};
 use crate::config::SimConfig;
 use crate::event::Draft;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
 use crate::twiml::Method;
 use app::AppClient;
 use records::{is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord};
+use sink::EventSink;
 
 /// Ended calls and messages kept for the REST API before the oldest are forgotten.
 const KEEP_ENDED: usize = 10_000;
@@ -122,7 +123,7 @@ pub struct NewNumber {
 /// The call router. Shared by `Arc`.
 pub struct CallRouter {
     accounts: Arc<Accounts>,
-    publisher: Publisher,
+    sink: EventSink,
     app: AppClient,
     sim: SimConfig,
     base_url: String,
@@ -131,17 +132,18 @@ pub struct CallRouter {
 }
 
 impl CallRouter {
-    /// A router with no numbers; `base_url` prefixes recording URLs.
+    /// A router with no numbers, publishing its events into `sink`; `base_url`
+    /// prefixes recording URLs.
     pub fn new(
         accounts: Arc<Accounts>,
-        publisher: Publisher,
+        sink: EventSink,
         sim: SimConfig,
         base_url: String,
         metrics: Metrics,
     ) -> Arc<CallRouter> {
         Arc::new(CallRouter {
             accounts,
-            publisher,
+            sink,
             app: AppClient::new(),
             sim,
             base_url,
@@ -210,7 +212,7 @@ impl CallRouter {
             scope: None,
             data,
         };
-        if let Err(error) = self.publisher.route(account, vec![draft]).await {
+        if let Err(error) = self.sink.publish(account, draft).await {
             tracing::warn!(cause = %error, event = type_name, "a call event was not published");
         }
     }

@@ -17,6 +17,7 @@ mod ordering;
 mod poll;
 mod process;
 mod publish;
+mod remote;
 mod replay;
 mod signed_urls;
 mod sse;
