@@ -39,6 +39,13 @@ pub const TRANSPORTS: &[&str] = &["sse", "poll", "ws", "webhook"];
 /// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
 pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream", "webhook"];
 
+/// TwiML verbs, the `verb` label of `switchboard_twiml_verbs_total` (a fixed list,
+/// so an application cannot mint label values with made-up verbs).
+pub const VERBS: &[&str] = &[
+    "Say", "Play", "Pause", "Gather", "Record", "Dial", "Message", "Redirect", "Hangup", "Reject",
+    "unknown",
+];
+
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
 pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
 
@@ -339,6 +346,9 @@ impl Metrics {
         }
         for code in ["11200", "12100", "12200"] {
             self.call_errors.with_label_values(&[code]);
+        }
+        for verb in VERBS {
+            self.verbs.with_label_values(&[verb]);
         }
     }
 

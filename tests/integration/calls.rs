@@ -36,6 +36,18 @@ fn sim_seconds(value: &Value) -> f64 {
     parsed.unwrap_or_else(|| panic!("duration {value} is not a number of seconds"))
 }
 
+/// A date as Twilio writes it: RFC 2822 in UTC, `Thu, 26 Nov 2026 07:20:50 +0000`.
+#[track_caller]
+fn assert_rfc2822(value: &Value, what: &str) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    assert!(
+        text.ends_with(" +0000") && chrono::DateTime::parse_from_rfc2822(text).is_ok(),
+        "{what} {text:?} is not an RFC 2822 UTC date"
+    );
+}
+
 /// Position of the first event of type `ty` in `types` at or after `from`.
 #[track_caller]
 fn pos(types: &[String], ty: &str, from: usize) -> usize {
@@ -217,6 +229,8 @@ async fn full_ivr_says_gathers_plays_and_hangs_up_with_signed_webhooks() {
         req.assert_param("To", &number);
         req.assert_param("Direction", "inbound");
         req.assert_param("ApiVersion", API_VERSION);
+        req.assert_param("Caller", CALLER);
+        req.assert_param("Called", &number);
         assert!(req.param("CallStatus").is_some(), "{}", req.summary());
     }
     digits.assert_param("Digits", "1234");
@@ -260,6 +274,59 @@ async fn full_ivr_says_gathers_plays_and_hangs_up_with_signed_webhooks() {
         duration >= 5.0,
         "duration {duration} simulated seconds: {resource}"
     );
+    assert_eq!(resource["api_version"], json!(API_VERSION), "{resource}");
+    assert_eq!(resource["parent_call_sid"], Value::Null, "{resource}");
+    for key in ["date_created", "date_updated", "start_time", "end_time"] {
+        assert_rfc2822(&resource[key], key);
+    }
+    // The event says the same as the resource.
+    assert_eq!(
+        sim_seconds(&events[9]["data"]["duration"]).round(),
+        duration.round(),
+        "call.end data.duration vs the resource's: {}",
+        events[9]
+    );
+}
+
+#[tokio::test]
+async fn a_get_voice_url_gets_the_parameters_in_its_query_signed() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/get", "<Response><Say>by get</Say></Response>");
+    let number = fresh_number();
+    // The URL's own query is kept, and the parameters appended to it.
+    let voice_url = app.url("/get?app=1");
+    api.provision(&number, &[("VoiceUrl", &voice_url), ("VoiceMethod", "GET")])
+        .await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.end", Some(&call)).await;
+    assert_eq!(
+        log.types_of(&call),
+        ["call.start", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+
+    let req = app.first_request("/get").await;
+    assert_eq!(req.method, "GET", "{}", req.summary());
+    assert!(
+        req.form.is_empty(),
+        "a GET has no form body: {}",
+        req.summary()
+    );
+    assert!(
+        req.query.iter().any(|(n, v)| n == "app" && v == "1"),
+        "the URL's own query kept: {}",
+        req.summary()
+    );
+    req.assert_signed();
+    req.assert_param("CallSid", &call);
+    req.assert_param("From", CALLER);
+    req.assert_param("To", &number);
+    req.assert_param("Direction", "inbound");
+    req.assert_param("ApiVersion", API_VERSION);
 }
 
 // ---------------------------------------------------------------------------
@@ -417,6 +484,69 @@ async fn rest_status_completed_hangs_up_a_live_call() {
     assert!(done["end_time"].is_string(), "end_time once ended: {done}");
 }
 
+#[tokio::test]
+async fn a_live_call_is_redirected_by_rest_and_by_a_client_event() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let hold = r#"<Response><Pause length="3000"/></Response>"#;
+    app.twiml("/hold", hold);
+    app.twiml("/next", "<Response><Say>moved by rest</Say></Response>");
+    app.twiml("/client", "<Response><Say>moved by client</Say></Response>");
+    let number = api.voice_number(&app.url("/hold")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*").await;
+
+    // By REST: POST Calls/{sid}.json with Url.
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.start", Some(&call)).await;
+    let reply = api
+        .post(&format!("Calls/{call}.json"), &[("Url", &app.url("/next"))])
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "POST Calls/{call}.json Url: {}",
+        reply.text()
+    );
+    log.until_event("call.end", Some(&call)).await;
+    assert_eq!(
+        log.types_of(&call),
+        ["call.start", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+    assert_eq!(
+        log.of_call(&call)[1]["data"]["text"],
+        json!("moved by rest")
+    );
+    let next = app.first_request("/next").await;
+    next.assert_signed();
+    next.assert_param("CallSid", &call);
+
+    // By a client event: client.redirect with data.url.
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.start", Some(&call)).await;
+    api.client_event(
+        "ops",
+        &json!({"type": "client.redirect", "call_sid": call, "data": {"url": app.url("/client")}}),
+    )
+    .await;
+    log.until_event("call.end", Some(&call)).await;
+    assert_eq!(
+        log.types_of(&call),
+        ["call.start", "say.start", "say.end", "call.end"],
+        "{}",
+        log.dump()
+    );
+    assert_eq!(
+        log.of_call(&call)[1]["data"]["text"],
+        json!("moved by client")
+    );
+    let moved = app.first_request("/client").await;
+    moved.assert_signed();
+    moved.assert_param("CallSid", &call);
+}
+
 // ---------------------------------------------------------------------------
 // 3. A conference of three, muted and unmuted by client events
 
@@ -548,6 +678,8 @@ async fn sms_in_gets_the_apps_reply_and_rest_sends_sms() {
     req.assert_param("From", CALLER);
     req.assert_param("To", &number);
     req.assert_param("MessageSid", &message);
+    req.assert_param("SmsSid", &message);
+    req.assert_param("NumMedia", "0");
     req.assert_param("AccountSid", server.sid(0));
 
     // Out through REST.
@@ -826,4 +958,88 @@ async fn rest_errors_are_twilio_shaped() {
         .post("IncomingPhoneNumbers.json", &[("PhoneNumber", &from)])
         .await;
     assert_twilio_error(&reply, 400, 21452);
+
+    // The simulated network only calls numbers of the caller's account.
+    let reply = api
+        .sim("Calls", &json!({"from": CALLER, "to": EXTERNAL}))
+        .await;
+    assert_eq!(
+        reply.status,
+        404,
+        "sim call to an unprovisioned number: {}",
+        reply.text()
+    );
+    let reply = Api::new(&server, 1)
+        .sim("Calls", &json!({"from": CALLER, "to": from}))
+        .await;
+    assert!(
+        reply.status == 403 || reply.status == 404,
+        "sim call to another account's number: {} {}",
+        reply.status,
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn call_lists_are_paged_newest_first_under_calls() {
+    let server = sim_server();
+    let api = Api::new(&server, 0);
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let reply = api
+            .post(
+                "Calls.json",
+                &[
+                    ("To", EXTERNAL),
+                    ("From", &from),
+                    ("Twiml", "<Response><Hangup/></Response>"),
+                ],
+            )
+            .await;
+        sids.push(
+            created(&reply, "POST Calls.json")["sid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+
+    let page = api.get("Calls.json?PageSize=2").await;
+    assert_eq!(page.status, 200, "GET Calls.json: {}", page.text());
+    let page = page.json();
+    let listed: Vec<&str> = page["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls array: {page}"))
+        .iter()
+        .map(|c| c["sid"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        listed,
+        [sids[2].as_str(), sids[1].as_str()],
+        "newest first: {page}"
+    );
+    assert_eq!(page["page"], json!(0), "{page}");
+    assert_eq!(page["page_size"], json!(2), "{page}");
+    let next = page["next_page_uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("next_page_uri on a full page: {page}"));
+    assert!(
+        next.starts_with(&api.path("Calls.json")),
+        "next_page_uri {next:?}"
+    );
+
+    let rest = request(&server, Method::GET, next, server.creds(0), None).await;
+    assert_eq!(rest.status, 200, "GET {next}: {}", rest.text());
+    let rest = rest.json();
+    let listed: Vec<&str> = rest["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls array: {rest}"))
+        .iter()
+        .map(|c| c["sid"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(listed, [sids[0].as_str()], "the last page: {rest}");
+    assert_eq!(rest["page"], json!(1), "{rest}");
+    assert_eq!(rest["next_page_uri"], Value::Null, "{rest}");
 }
