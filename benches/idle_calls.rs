@@ -36,11 +36,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let account = switchboard::account::generate();
-    let mut config = switchboard::Config::default();
-    config.accounts = vec![AccountConfig {
-        sid: account.sid.clone(),
-        auth_token: account.auth_token.clone(),
-    }];
+    let mut config = switchboard::Config {
+        accounts: vec![AccountConfig {
+            sid: account.sid.clone(),
+            auth_token: account.auth_token.clone(),
+        }],
+        ..Default::default()
+    };
     config.sim.ring_secs = 0.0;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
