@@ -27,7 +27,9 @@ use crate::event::Draft;
 use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
-use records::{is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord};
+use records::{
+    is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord, Resource,
+};
 use sink::EventSink;
 
 /// Ended calls and messages kept for the REST API before the oldest are forgotten.
@@ -266,15 +268,7 @@ impl CallRouter {
 
     /// An account's numbers, oldest first.
     pub fn numbers(&self, account: AccountIdx) -> Vec<NumberRecord> {
-        let registry = self.registry.lock();
-        let mut numbers: Vec<NumberRecord> = registry
-            .numbers
-            .values()
-            .filter(|n| n.account == account)
-            .cloned()
-            .collect();
-        numbers.sort_by(|a, b| a.created.cmp(&b.created).then(a.sid.cmp(&b.sid)));
-        numbers
+        listed(self.registry.lock().numbers.values(), account, false)
     }
 
     /// One number of an account, by sid.
@@ -496,14 +490,7 @@ impl CallRouter {
     /// An account's calls, newest first.
     pub fn calls(&self, account: AccountIdx) -> Vec<CallRecord> {
         let registry = self.registry.lock();
-        let mut calls: Vec<CallRecord> = registry
-            .calls
-            .values()
-            .filter(|e| e.record.account == account)
-            .map(|e| e.record.clone())
-            .collect();
-        calls.sort_by(|a, b| b.created.cmp(&a.created).then(b.sid.cmp(&a.sid)));
-        calls
+        listed(registry.calls.values().map(|e| &e.record), account, true)
     }
 
     /// Sends an input to a live call of the account.
@@ -783,16 +770,22 @@ impl CallRouter {
 
     /// An account's messages, newest first.
     pub fn messages(&self, account: AccountIdx) -> Vec<MessageRecord> {
-        let registry = self.registry.lock();
-        let mut messages: Vec<MessageRecord> = registry
-            .messages
-            .values()
-            .filter(|m| m.account == account)
-            .cloned()
-            .collect();
-        messages.sort_by(|a, b| b.created.cmp(&a.created).then(b.sid.cmp(&a.sid)));
-        messages
+        listed(self.registry.lock().messages.values(), account, true)
     }
+}
+
+/// An account's resources from one registry map, by creation time (then sid).
+fn listed<'a, T: Resource + Clone + 'a>(
+    items: impl Iterator<Item = &'a T>,
+    account: AccountIdx,
+    newest_first: bool,
+) -> Vec<T> {
+    let mut owned: Vec<T> = items.filter(|r| r.account() == account).cloned().collect();
+    owned.sort_by(|a, b| (a.created(), a.sid()).cmp(&(b.created(), b.sid())));
+    if newest_first {
+        owned.reverse();
+    }
+    owned
 }
 
 fn message_data(record: &MessageRecord) -> Map<String, Value> {

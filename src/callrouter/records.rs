@@ -25,6 +25,34 @@ fn opt_date(at: &Option<DateTime<Utc>>) -> Value {
     at.as_ref().map_or(Value::Null, |at| rfc2822(at).into())
 }
 
+/// What every resource of the REST API has: an owner, a creation time and a sid.
+pub trait Resource {
+    /// Owner.
+    fn account(&self) -> AccountIdx;
+    /// Created.
+    fn created(&self) -> DateTime<Utc>;
+    /// Its sid.
+    fn sid(&self) -> &str;
+}
+
+macro_rules! resource {
+    ($($record:ty),*) => {$(
+        impl Resource for $record {
+            fn account(&self) -> AccountIdx {
+                self.account
+            }
+            fn created(&self) -> DateTime<Utc> {
+                self.created
+            }
+            fn sid(&self) -> &str {
+                &self.sid
+            }
+        }
+    )*};
+}
+
+resource!(NumberRecord, CallRecord, MessageRecord);
+
 /// A provisioned phone number.
 #[derive(Debug, Clone)]
 pub struct NumberRecord {

@@ -229,6 +229,50 @@ fn router(state: &AppState) -> &Arc<CallRouter> {
     &state.call_router
 }
 
+/// A paged list of one resource of the account (`items` renders them).
+fn list(
+    req: &HttpRequest,
+    state: &AppState,
+    sid: &str,
+    key: &str,
+    items: impl FnOnce(&CallRouter, AccountIdx, &str) -> Vec<Value>,
+) -> Reply {
+    let account = authenticate(req, state, sid)?;
+    page(req, key, items(router(state), account, sid))
+}
+
+/// One resource of the account by `{sid}.json` (`find` renders it, if it exists).
+fn read(
+    req: &HttpRequest,
+    state: &AppState,
+    (sid, segment): (String, String),
+    find: impl FnOnce(&CallRouter, AccountIdx, &str, &str) -> Option<Value>,
+) -> Reply {
+    let account = authenticate(req, state, &sid)?;
+    let resource = resource_sid(&segment)?;
+    let json = find(router(state), account, &sid, resource)
+        .ok_or_else(|| RouterError::not_found(resource))?;
+    Ok(HttpResponse::Ok().json(json))
+}
+
+/// A required E.164 number parameter (`missing` and `invalid` are Twilio's codes).
+fn phone_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    missing: u32,
+    invalid: u32,
+) -> Result<String, TwilioError> {
+    let number = non_empty(params, name).ok_or_else(|| TwilioError::missing(missing, name))?;
+    if !crate::callrouter::records::is_e164(&number) {
+        return Err(TwilioError::new(
+            invalid,
+            400,
+            format!("The '{name}' number {number} is not a valid phone number."),
+        ));
+    }
+    Ok(number)
+}
+
 async fn create_number(
     req: HttpRequest,
     path: web::Path<String>,
@@ -259,13 +303,19 @@ async fn list_numbers(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let account = authenticate(&req, &state, &path)?;
-    let items = router(&state)
-        .numbers(account)
-        .iter()
-        .map(|n| n.json(&path))
-        .collect();
-    page(&req, "incoming_phone_numbers", items)
+    list(
+        &req,
+        &state,
+        &path,
+        "incoming_phone_numbers",
+        |router, account, sid| {
+            router
+                .numbers(account)
+                .iter()
+                .map(|n| n.json(sid))
+                .collect()
+        },
+    )
 }
 
 async fn read_number(
@@ -273,13 +323,12 @@ async fn read_number(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let (sid, segment) = path.into_inner();
-    let account = authenticate(&req, &state, &sid)?;
-    let number_sid = resource_sid(&segment)?;
-    let number = router(&state)
-        .number(account, number_sid)
-        .ok_or_else(|| RouterError::not_found(number_sid))?;
-    Ok(HttpResponse::Ok().json(number.json(&sid)))
+    read(
+        &req,
+        &state,
+        path.into_inner(),
+        |router, account, sid, number| router.number(account, number).map(|n| n.json(sid)),
+    )
 }
 
 async fn create_call(
@@ -290,22 +339,8 @@ async fn create_call(
 ) -> Reply {
     let account = authenticate(&req, &state, &path)?;
     let params = form(payload).await?;
-    let to = non_empty(&params, "To").ok_or_else(|| TwilioError::missing(21201, "To"))?;
-    let from = non_empty(&params, "From").ok_or_else(|| TwilioError::missing(21213, "From"))?;
-    if !crate::callrouter::records::is_e164(&to) {
-        return Err(TwilioError::new(
-            21211,
-            400,
-            format!("The 'To' number {to} is not a valid phone number."),
-        ));
-    }
-    if !crate::callrouter::records::is_e164(&from) {
-        return Err(TwilioError::new(
-            21212,
-            400,
-            format!("The 'From' number {from} is not a valid phone number."),
-        ));
-    }
+    let to = phone_param(&params, "To", 21201, 21211)?;
+    let from = phone_param(&params, "From", 21213, 21212)?;
     let source = match (non_empty(&params, "Twiml"), non_empty(&params, "Url")) {
         (Some(twiml), _) => AppSource::Twiml(twiml),
         (None, Some(url)) => AppSource::Url(url, method(&params, "Method")?),
@@ -326,13 +361,9 @@ async fn list_calls(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let account = authenticate(&req, &state, &path)?;
-    let items = router(&state)
-        .calls(account)
-        .iter()
-        .map(|c| c.json(&path))
-        .collect();
-    page(&req, "calls", items)
+    list(&req, &state, &path, "calls", |router, account, sid| {
+        router.calls(account).iter().map(|c| c.json(sid)).collect()
+    })
 }
 
 async fn read_call(
@@ -340,13 +371,12 @@ async fn read_call(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let (sid, segment) = path.into_inner();
-    let account = authenticate(&req, &state, &sid)?;
-    let call_sid = resource_sid(&segment)?;
-    let call = router(&state)
-        .call(account, call_sid)
-        .ok_or_else(|| RouterError::not_found(call_sid))?;
-    Ok(HttpResponse::Ok().json(call.json(&sid)))
+    read(
+        &req,
+        &state,
+        path.into_inner(),
+        |router, account, sid, call| router.call(account, call).map(|c| c.json(sid)),
+    )
 }
 
 /// `Status=completed|canceled` hangs up; `Url` (with `Method`) redirects.
@@ -396,16 +426,9 @@ async fn create_message(
 ) -> Reply {
     let account = authenticate(&req, &state, &path)?;
     let params = form(payload).await?;
-    let to = non_empty(&params, "To").ok_or_else(|| TwilioError::missing(21604, "To"))?;
+    let to = phone_param(&params, "To", 21604, 21211)?;
     let from = non_empty(&params, "From").ok_or_else(|| TwilioError::missing(21603, "From"))?;
     let body = non_empty(&params, "Body").ok_or_else(|| TwilioError::missing(21602, "Body"))?;
-    if !crate::callrouter::records::is_e164(&to) {
-        return Err(TwilioError::new(
-            21211,
-            400,
-            format!("The 'To' number {to} is not a valid phone number."),
-        ));
-    }
     let message = router(&state)
         .send_message(account, &to, &from, &body, "outbound-api", None)
         .await;
@@ -417,13 +440,13 @@ async fn list_messages(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let account = authenticate(&req, &state, &path)?;
-    let items = router(&state)
-        .messages(account)
-        .iter()
-        .map(|m| m.json(&path))
-        .collect();
-    page(&req, "messages", items)
+    list(&req, &state, &path, "messages", |router, account, sid| {
+        router
+            .messages(account)
+            .iter()
+            .map(|m| m.json(sid))
+            .collect()
+    })
 }
 
 async fn read_message(
@@ -431,11 +454,10 @@ async fn read_message(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Reply {
-    let (sid, segment) = path.into_inner();
-    let account = authenticate(&req, &state, &sid)?;
-    let message_sid = resource_sid(&segment)?;
-    let message = router(&state)
-        .message(account, message_sid)
-        .ok_or_else(|| RouterError::not_found(message_sid))?;
-    Ok(HttpResponse::Ok().json(message.json(&sid)))
+    read(
+        &req,
+        &state,
+        path.into_inner(),
+        |router, account, sid, message| router.message(account, message).map(|m| m.json(sid)),
+    )
 }
