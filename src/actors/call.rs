@@ -660,8 +660,10 @@ impl Program {
         };
         let (status, leg, duration) = match target {
             DialTarget::Conference(room) => {
+                let joined = Instant::now();
                 self.conference(&room).await?;
-                return Ok(None);
+                let duration = self.router.simulated_secs(joined.elapsed());
+                ("completed", None, duration)
             }
             DialTarget::Number(to) | DialTarget::Client(to) => self.dial_number(&dial, &to).await?,
         };
