@@ -81,11 +81,11 @@ impl StreamParams {
 
         let client = client.map(|c| validate_client(&c)).transpose()?;
         let transport = match transport.as_deref() {
-            None | Some("") | Some("sse") => Transport::Sse,
+            None | Some("") => Transport::Sse,
             Some("poll") => Transport::Poll,
             Some(other) => {
                 return Err(ApiError::parameter(format!(
-                    "transport: `{}` is not supported (use poll, or omit it for SSE)",
+                    "transport: `{}` is not supported (poll for long-poll; omit it for SSE or WebSocket)",
                     truncate(other)
                 )))
             }
@@ -186,6 +186,7 @@ mod tests {
         assert!(message("client=a%20b").starts_with("client:"));
         assert!(message(&format!("client={}", "a".repeat(65))).starts_with("client:"));
         assert!(message("transport=ws").starts_with("transport:"));
+        assert!(message("transport=sse").starts_with("transport:"));
         assert!(message("types=a&types=b").starts_with("types:"));
         assert!(message("expires=soon").starts_with("expires:"));
         assert!(message("expires=50").starts_with("expires:"));
