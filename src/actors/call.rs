@@ -290,7 +290,15 @@ impl Program {
             };
             let extra: Vec<(&str, String)> =
                 extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let params = self.params(&extra);
+            let mut params = self.params(&extra);
+            if self.request.is_empty() && self.setup.direction == Direction::Inbound {
+                // Twilio asks for an inbound call's first document while it rings.
+                for (name, value) in &mut params {
+                    if name == "CallStatus" {
+                        *value = CallStatus::Ringing.as_str().to_owned();
+                    }
+                }
+            }
             let started = Instant::now();
             let fetched = self
                 .router

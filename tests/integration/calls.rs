@@ -235,6 +235,9 @@ async fn full_ivr_says_gathers_plays_and_hangs_up_with_signed_webhooks() {
         assert!(req.param("CallStatus").is_some(), "{}", req.summary());
     }
     digits.assert_param("Digits", "1234");
+    // As Twilio: an inbound call's first request is made while it rings.
+    ivr.assert_param("CallStatus", "ringing");
+    digits.assert_param("CallStatus", "in-progress");
     let media = app.first_request("/audio/1234.mp3").await;
     assert_eq!(media.method, "GET", "{}", media.summary());
     for req in app.requests() {
