@@ -65,6 +65,7 @@ pub async fn serve(
     let call_router = CallRouter::new(
         accounts.clone(),
         sink,
+        config.webhook.allowed_hosts.clone(),
         config.sim.clone(),
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),

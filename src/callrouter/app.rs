@@ -2,12 +2,15 @@
 //! status callbacks, each signed with `X-Twilio-Signature` as Twilio signs them so
 //! existing apps and Twilio's own validators accept them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 
+use super::RouterError;
 use crate::auth::twilio_signature;
 use crate::twiml::{self, Method, Response};
+use crate::webhook::check_callback;
 
 /// Twilio's limit on an application's answer.
 const MAX_DOCUMENT: usize = 64 * 1024;
@@ -40,18 +43,43 @@ impl AppError {
 #[derive(Clone)]
 pub struct AppClient {
     http: reqwest::Client,
+    /// Hosts applications may be on (`webhook.allowed_hosts`); empty allows any.
+    allowed_hosts: Arc<[String]>,
 }
 
 impl AppClient {
-    /// A client with Twilio's timeout.
-    pub fn new() -> AppClient {
+    /// A client with Twilio's timeout that calls only `allowed_hosts` (empty: any).
+    /// Every URL a tenant makes the router request is checked, documents' `action`,
+    /// `Redirect` and `Play` URLs included, so the router cannot be aimed at internal
+    /// addresses when the list is set.
+    pub fn new(allowed_hosts: Vec<String>) -> AppClient {
         AppClient {
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .user_agent("TwilioProxy/1.1 (Switchboard)")
                 .build()
                 .unwrap_or_default(),
+            allowed_hosts: allowed_hosts.into(),
         }
+    }
+
+    /// Checks an application URL given to the REST API: absolute http(s) on an
+    /// allowed host, else Twilio's 21205 naming the parameter.
+    pub fn check(&self, param: &str, url: &str) -> Result<(), RouterError> {
+        check_callback(url, &self.allowed_hosts).map_err(|e| {
+            RouterError::invalid(
+                21205,
+                format!(
+                    "{param}: {}",
+                    e.to_string().trim_start_matches("callback: ")
+                ),
+            )
+        })
+    }
+
+    fn allowed(&self, url: &Url) -> Result<(), AppError> {
+        check_callback(url.as_str(), &self.allowed_hosts)
+            .map_err(|e| AppError::Fetch(e.to_string().trim_start_matches("callback: ").to_owned()))
     }
 
     /// Requests a TwiML document and parses it.
@@ -74,6 +102,7 @@ impl AppClient {
         method: Method,
         params: &[(String, String)],
     ) -> Result<String, AppError> {
+        self.allowed(url)?;
         let request = match method {
             Method::Post => {
                 let signature = twilio_signature(token, url.as_str(), params);
@@ -117,6 +146,7 @@ impl AppClient {
 
     /// Fetches a media URL for `Play` (the body is discarded: nothing is played).
     pub async fn media(&self, url: &Url) -> Result<(), AppError> {
+        self.allowed(url)?;
         let response = self
             .http
             .get(url.clone())
@@ -131,11 +161,5 @@ impl AppClient {
                 response.status()
             )))
         }
-    }
-}
-
-impl Default for AppClient {
-    fn default() -> Self {
-        AppClient::new()
     }
 }

@@ -1454,3 +1454,44 @@ async fn a_parent_hangup_during_a_bridged_dial_ends_an_external_leg_too() {
     let done = api.final_call(&call).await;
     assert_eq!(done["status"], json!("completed"), "{done}");
 }
+
+// ---------------------------------------------------------------------------
+// 8. The allow-list keeps the router off hosts the operator did not list
+
+#[tokio::test]
+async fn the_allow_list_keeps_the_call_router_off_unlisted_hosts() {
+    let server = TestServer::start(|config| {
+        config.sim.time_scale = 0.01;
+        config.webhook.allowed_hosts = vec!["localhost".into()];
+    });
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+
+    // Refused when given: the app's host as 127.0.0.1 is not listed.
+    let number = fresh_number();
+    let reply = api
+        .post(
+            "IncomingPhoneNumbers.json",
+            &[("PhoneNumber", &number), ("VoiceUrl", &app.url("/voice"))],
+        )
+        .await;
+    let message = assert_twilio_error(&reply, 400, 21205);
+    assert!(message.contains("VoiceUrl"), "{message}");
+
+    // Refused when a listed host's document points elsewhere.
+    app.twiml(
+        "/voice",
+        &format!(
+            "<Response><Redirect>{}</Redirect></Response>",
+            app.url("/elsewhere")
+        ),
+    );
+    let listed = app.url("/voice").replace("127.0.0.1", "localhost");
+    let (log, call) = inbound_call_to_end(&server, &listed, "types=call.*").await;
+    assert_failed_cleanly(&server, &log, &call, 11200).await;
+    app.first_request("/voice").await.assert_signed();
+    assert!(
+        app.requests_to("/elsewhere").is_empty(),
+        "the unlisted host was never requested"
+    );
+}
