@@ -83,9 +83,6 @@ pub struct TestServer {
     pub accounts: Vec<(String, String)>,
     /// Client for ordinary requests (every request bounded by `WAIT`).
     client: reqwest::Client,
-    /// Client for streams (no whole-request timeout; reads are bounded by
-    /// the SSE reader instead).
-    stream_client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -137,16 +134,10 @@ impl TestServer {
             .timeout(WAIT)
             .build()
             .expect("reqwest client");
-        let stream_client = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest stream client");
         TestServer {
             addr,
             accounts,
             client,
-            stream_client,
             shutdown: Some(shutdown_tx),
         }
     }
@@ -236,33 +227,15 @@ impl TestServer {
         self.publisher(account).publish_ndjson(lines).await
     }
 
-    /// `GET path_and_query` on the stream client. `Ok` when the server
-    /// answered 200 (the body is then an SSE stream), otherwise the whole
-    /// (bounded) error reply.
+    /// `GET path_and_query` as an SSE request. `Ok` when the server answered
+    /// 200 (the body is then an SSE stream), otherwise the whole (bounded)
+    /// error reply.
     pub async fn open_stream(
         &self,
         path_and_query: &str,
         creds: Creds<'_>,
     ) -> Result<SseStream, Reply> {
-        let url = format!("{}{}", self.base_url(), path_and_query);
-        let mut req = self
-            .stream_client
-            .get(url)
-            .header("Accept", "text/event-stream");
-        if let Some((user, pass)) = creds {
-            req = req.basic_auth(user, Some(pass));
-        }
-        let resp = tokio::time::timeout(WAIT, req.send())
-            .await
-            .unwrap_or_else(|_| panic!("GET {path_and_query}: no response headers in {WAIT:?}"))
-            .unwrap_or_else(|err| panic!("GET {path_and_query}: {err}"));
-        if resp.status().as_u16() == 200 {
-            Ok(SseStream::new(resp))
-        } else {
-            Err(tokio::time::timeout(WAIT, Reply::read(resp))
-                .await
-                .unwrap_or_else(|_| panic!("GET {path_and_query}: error body not finished")))
-        }
+        channels::open_sse_with(self, path_and_query, creds, &[]).await
     }
 
     /// Opens a stream that must succeed and reads its `stream.open` notice.
