@@ -74,6 +74,8 @@ pub struct Config {
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
     /// for load balancers to see `/readyz` fail while the server still answers.
     pub drain_grace_secs: u64,
+    /// What the router may request on a tenant's behalf (API.md §5).
+    pub egress: EgressConfig,
 }
 
 /// One account: its sid and secret token.
@@ -173,6 +175,34 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Egress rules for webhooks and the call router's application requests (API.md §5).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Whether tenants' webhooks and applications may be on loopback, private,
+    /// link-local, shared, unique-local, multicast or unspecified addresses (hosts in
+    /// `webhook.allowed_hosts` always may). Unset, it is decided at start by
+    /// [`EgressConfig::resolve`]: allowed with the generated development account, so a
+    /// laptop walk-through can point at `127.0.0.1`, and refused once real accounts
+    /// are configured, where such a request would be SSRF into the operator's network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_private_networks: Option<bool>,
+}
+
+impl EgressConfig {
+    /// Fixes `allow_private_networks` once at start: an explicit value wins, else
+    /// true only when the server runs with the generated development account.
+    pub fn resolve(&mut self, development_account: bool) {
+        self.allow_private_networks
+            .get_or_insert(development_account);
+    }
+
+    /// The resolved setting; unresolved counts as refused (the safe side).
+    pub fn private_networks_allowed(&self) -> bool {
+        self.allow_private_networks.unwrap_or(false)
+    }
+}
+
 /// The built-in call router.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -210,6 +240,7 @@ impl Default for Config {
             sim: SimConfig::default(),
             call_router: CallRouterConfig::default(),
             drain_grace_secs: 0,
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -459,6 +490,31 @@ mod tests {
         );
         // `[[account]]` serialises as an empty array under its TOML name.
         assert_eq!(documented, actual);
+    }
+
+    #[test]
+    fn private_networks_default_to_allowed_only_with_the_development_account() {
+        let mut development = EgressConfig::default();
+        development.resolve(true);
+        assert!(development.private_networks_allowed());
+        let mut configured = EgressConfig::default();
+        configured.resolve(false);
+        assert!(!configured.private_networks_allowed());
+        for explicit in [true, false] {
+            for development_account in [true, false] {
+                let mut config = EgressConfig {
+                    allow_private_networks: Some(explicit),
+                };
+                config.resolve(development_account);
+                assert_eq!(config.private_networks_allowed(), explicit, "explicit wins");
+            }
+        }
+        assert!(
+            !EgressConfig::default().private_networks_allowed(),
+            "unresolved refuses"
+        );
+        let parsed: Config = toml::from_str("[egress]\nallow_private_networks = true\n").unwrap();
+        assert_eq!(parsed.egress.allow_private_networks, Some(true));
     }
 
     #[test]

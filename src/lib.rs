@@ -17,6 +17,7 @@ pub mod callrouter;
 pub mod codec;
 pub mod config;
 pub mod cursor;
+pub mod egress;
 pub mod event;
 pub mod filter;
 pub mod http;

@@ -76,7 +76,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.accounts.is_empty() {
+    let development_account = config.accounts.is_empty();
+    config.egress.resolve(development_account);
+    if development_account {
         let account = switchboard::account::generate();
         println!("account_sid: {}", account.sid);
         println!("auth_token: {}", account.auth_token);

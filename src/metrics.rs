@@ -150,6 +150,8 @@ pub struct Metrics {
     pub verbs: IntCounterVec,
     /// Time applications take to answer a TwiML request.
     pub app_latency: Histogram,
+    /// Requests on a tenant's behalf refused by the egress rules, by reason.
+    pub egress_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -301,6 +303,11 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )),
+            egress_refused: reg.counter_vec(
+                "switchboard_egress_refused_total",
+                "URLs and requests refused by the egress rules (API.md §5), by reason",
+                &["reason"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -344,11 +351,14 @@ impl Metrics {
         for status in ["completed", "busy", "no-answer", "failed", "canceled"] {
             self.calls_ended.with_label_values(&[status]);
         }
-        for code in ["11200", "12100", "12200"] {
+        for code in ["11200", "11750", "12100", "12200"] {
             self.call_errors.with_label_values(&[code]);
         }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
+        }
+        for reason in crate::egress::REFUSAL_REASONS {
+            self.egress_refused.with_label_values(&[reason]);
         }
     }
 

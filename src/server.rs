@@ -16,6 +16,7 @@ use crate::actors::Topology;
 use crate::callrouter::sink::EventSink;
 use crate::callrouter::CallRouter;
 use crate::config::Config;
+use crate::egress::Egress;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
@@ -47,7 +48,12 @@ pub async fn serve(
     config.validate()?;
     let metrics = Metrics::new();
     let accounts = Accounts::new(&config.accounts);
-    let topology = Arc::new(Topology::start(&config, &accounts, &metrics));
+    let egress = Egress::new(
+        &config.webhook.allowed_hosts,
+        config.egress.private_networks_allowed(),
+        metrics.clone(),
+    );
+    let topology = Arc::new(Topology::start(&config, &accounts, &metrics, &egress));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
     let workers = Config::resolve_count(config.workers);
@@ -65,7 +71,7 @@ pub async fn serve(
     let call_router = CallRouter::new(
         accounts.clone(),
         sink,
-        config.webhook.allowed_hosts.clone(),
+        egress.clone(),
         config.sim.clone(),
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),
@@ -77,6 +83,7 @@ pub async fn serve(
         config: Arc::new(config),
         topology: topology.clone(),
         metrics,
+        egress,
         draining: draining.clone(),
         shutdown: shutdown_rx,
     };

@@ -5,8 +5,11 @@
 //! subscription: it [`Webhook::start`]s the worker from inside its handler, then
 //! [`Webhook::push`]es matched events on its hot path (a lock and a wake, never an
 //! await), forwards expiry changes ([`Webhook::set_expires`]) and [`Webhook::close`]s
-//! the webhook when the subscription is removed or expires. The HTTP edge calls
-//! [`check_callback`] before a subscription with a `callback` is accepted.
+//! the webhook when the subscription is removed or expires. The HTTP edge checks a
+//! `callback` with [`Egress::check_url`](crate::egress::Egress::check_url) before the
+//! subscription is accepted, and the worker's client comes from
+//! [`Egress::webhook_client`](crate::egress::Egress::webhook_client): no redirects
+//! (a 3xx is a failed delivery, retried), no private networks unless allowed.
 //!
 //! **Delivery** (design.md "Webhooks"): the worker takes up to `webhook.max_batch`
 //! events from the head of the queue, leaving them queued, and POSTs them as one JSON
@@ -55,74 +58,12 @@ pub const USER_AGENT_VALUE: &str = "Switchboard-Webhook/1";
 /// The shortest retry delay, whatever the jitter draws: a dead receiver is not hammered.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Most bytes of a response body read (and discarded) so the connection can be reused.
+/// Most bytes of a response body read (and discarded) so the connection can be
+/// reused; a longer body is abandoned (API.md §5).
 const MAX_RESPONSE_DRAIN: usize = 64 * 1024;
 
 /// The `transport` label of webhook deliveries.
 const TRANSPORT: &str = "webhook";
-
-/// Why a callback URL was refused. Each message starts with `callback: ` so the HTTP
-/// edge can return it as a `400 invalid_parameter` naming the parameter.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallbackError {
-    /// Not parseable as an absolute URL (including `http://` with no host).
-    #[error("callback: not a valid URL: {0}")]
-    Invalid(String),
-    /// A scheme other than `http` or `https`.
-    #[error("callback: scheme `{0}` is not http or https")]
-    Scheme(String),
-    /// An absolute URL without a host.
-    #[error("callback: the URL has no host")]
-    NoHost,
-    /// A user name or password in the URL: credentials belong in the signature.
-    #[error("callback: the URL must not carry a user name or password")]
-    UserInfo,
-    /// A host (and port) not in `webhook.allowed_hosts`.
-    #[error("callback: host `{0}` is not in webhook.allowed_hosts")]
-    HostNotAllowed(String),
-}
-
-/// Validates a callback URL: http or https scheme, a host, no userinfo; with a
-/// non-empty allow-list its host (or host:port) must be listed.
-///
-/// Callbacks make the router issue requests on a tenant's behalf, so this is the SSRF
-/// gate: an allow-list entry `host` admits any port of that host, `host:port` only that
-/// port (the scheme's default port when the URL names none). Hosts compare
-/// case-insensitively; IPv6 hosts are written in brackets (`[::1]:8080`).
-pub fn check_callback(url: &str, allowed_hosts: &[String]) -> Result<(), CallbackError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| CallbackError::Invalid(e.to_string()))?;
-    let scheme = parsed.scheme();
-    if scheme != "http" && scheme != "https" {
-        return Err(CallbackError::Scheme(scheme.to_owned()));
-    }
-    let host = match parsed.host_str() {
-        Some(host) if !host.is_empty() => host,
-        _ => return Err(CallbackError::NoHost),
-    };
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(CallbackError::UserInfo);
-    }
-    if allowed_hosts.is_empty() {
-        return Ok(());
-    }
-    let host_port = parsed
-        .port_or_known_default()
-        .map(|port| format!("{host}:{port}"));
-    let listed = allowed_hosts.iter().any(|allowed| {
-        let allowed = allowed.trim();
-        allowed.eq_ignore_ascii_case(host)
-            || host_port
-                .as_deref()
-                .is_some_and(|hp| allowed.eq_ignore_ascii_case(hp))
-    });
-    if listed {
-        Ok(())
-    } else {
-        Err(CallbackError::HostNotAllowed(
-            host_port.unwrap_or_else(|| host.to_owned()),
-        ))
-    }
-}
 
 /// Why one callback request failed; every variant is retried.
 #[derive(Debug, thiserror::Error)]
@@ -472,15 +413,10 @@ async fn send(
     }
 }
 
-/// Reads (a bounded part of) the response body so the connection can be reused.
-async fn drain(mut response: reqwest::Response) {
-    let mut read = 0usize;
-    while let Ok(Some(chunk)) = response.chunk().await {
-        read += chunk.len();
-        if read > MAX_RESPONSE_DRAIN {
-            break;
-        }
-    }
+/// Reads (a bounded part of) the response body so the connection can be reused; the
+/// body itself is never looked at (nor logged).
+async fn drain(response: reqwest::Response) {
+    let _ = crate::egress::read_capped(response, MAX_RESPONSE_DRAIN).await;
 }
 
 /// A request error with its causes, without the URL (it may carry secrets).
@@ -1069,80 +1005,5 @@ mod tests {
         let at = retry_at(long, Some(unix_now().saturating_sub(10)));
         assert!(at <= Instant::now() + MIN_BACKOFF);
         assert!(retry_at(long, None) >= Instant::now() + Duration::from_secs(3599));
-    }
-
-    #[test]
-    fn check_callback_accepts_http_and_https_with_a_host() {
-        for url in [
-            "http://api.example/hook",
-            "https://api.example:8443/hook?x=1",
-            "http://127.0.0.1:9000/",
-            "http://[::1]:8080/h",
-            "HTTPS://API.example/",
-        ] {
-            assert_eq!(check_callback(url, &[]), Ok(()), "{url}");
-        }
-    }
-
-    #[test]
-    fn check_callback_refuses_bad_urls() {
-        let cases = [
-            ("ftp://x", "Scheme"),
-            ("http://", "Invalid"),
-            ("not a url", "Invalid"),
-            ("http://user:pw@host/", "UserInfo"),
-            ("http://user@host/", "UserInfo"),
-            ("https://:pw@host/", "UserInfo"),
-            ("file:///etc/passwd", "Scheme"),
-            ("/relative/path", "Invalid"),
-        ];
-        for (url, kind) in cases {
-            let error = check_callback(url, &[]).expect_err(url);
-            assert!(format!("{error:?}").starts_with(kind), "{url}: {error:?}");
-            assert!(error.to_string().starts_with("callback: "), "{error}");
-        }
-    }
-
-    #[test]
-    fn check_callback_enforces_the_allow_list() {
-        let allowed = vec![
-            "api.example".to_owned(),
-            "hooks.example:8443".to_owned(),
-            "127.0.0.1:9000".to_owned(),
-            "[::1]:8080".to_owned(),
-            "secure.example:443".to_owned(),
-        ];
-        for url in [
-            "https://api.example/hook",
-            "http://api.example:1234/any-port",
-            "http://API.Example/case",
-            "https://hooks.example:8443/h",
-            "http://127.0.0.1:9000/h",
-            "http://[::1]:8080/h",
-            "https://secure.example/default-port",
-        ] {
-            assert_eq!(check_callback(url, &allowed), Ok(()), "{url}");
-        }
-        for url in [
-            "https://hooks.example/h",
-            "https://hooks.example:9443/h",
-            "http://127.0.0.1:9001/h",
-            "http://127.0.0.1/h",
-            "http://evil.example/h",
-            "http://api.example.evil/h",
-            "http://secure.example/port-80",
-            "http://169.254.169.254/latest/meta-data",
-        ] {
-            let error = check_callback(url, &allowed).expect_err(url);
-            assert!(
-                matches!(error, CallbackError::HostNotAllowed(_)),
-                "{url}: {error:?}"
-            );
-            assert!(error.to_string().starts_with("callback: "));
-        }
-        assert!(matches!(
-            check_callback("ftp://api.example/", &allowed),
-            Err(CallbackError::Scheme(_))
-        ));
     }
 }

@@ -20,7 +20,6 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::account::AccountIdx;
-use crate::callrouter::app::AppError;
 use crate::callrouter::records::{new_sid, CallStatus, Direction, API_VERSION};
 use crate::callrouter::{CallOutcome, CallRouter};
 use crate::twiml::{
@@ -260,7 +259,7 @@ impl Program {
                     .await
                 }
                 Err(error) => {
-                    self.problem("call.error", error.code(), &error.to_string())
+                    self.problem("call.error", error.code(), &error.summary())
                         .await;
                     CallStatus::Failed
                 }
@@ -457,8 +456,10 @@ impl Program {
                         RejectReason::Rejected => CallStatus::NoAnswer,
                     });
                 }
-                Verb::Unknown { name } => {
-                    self.problem("call.warning", 12200, &format!("unknown verb <{name}>"))
+                Verb::Unknown { .. } => {
+                    // The name is the document's, so it stays out of the message:
+                    // warnings reach every subscriber (API.md §6).
+                    self.problem("call.warning", 12200, "an unknown verb was skipped")
                         .await;
                     Ok(None)
                 }
@@ -525,12 +526,8 @@ impl Program {
         self.emit_verb("play.start", "Play", &[("url", url.as_str().into())])
             .await;
         if let Err(error) = self.router.app().media(&url).await {
-            self.problem(
-                "call.warning",
-                AppError::Fetch(String::new()).code(),
-                &error.to_string(),
-            )
-            .await;
+            self.problem("call.warning", error.code(), &error.to_string())
+                .await;
         }
         let duration = self
             .router

@@ -19,6 +19,7 @@ use actix::{Actor, Addr, Arbiter};
 
 use crate::account::{AccountIdx, Accounts};
 use crate::config::Config;
+use crate::egress::Egress;
 use crate::metrics::Metrics;
 use crate::outbox;
 use distributor::{Distributor, ShardHandle, ShardMap};
@@ -39,7 +40,13 @@ pub struct Topology {
 impl Topology {
     /// Starts `config.shards` shards and `config.proxies` proxies (0 = one per core)
     /// round-robin on one arbiter per shard. Must run inside an actix `System`.
-    pub fn start(config: &Config, accounts: &Arc<Accounts>, metrics: &Metrics) -> Topology {
+    /// Webhooks are delivered with `egress`'s client, so callbacks obey API.md §5.
+    pub fn start(
+        config: &Config,
+        accounts: &Arc<Accounts>,
+        metrics: &Metrics,
+        egress: &Egress,
+    ) -> Topology {
         let shard_count = Config::resolve_count(config.shards);
         let proxy_count = Config::resolve_count(config.proxies);
         let arbiters: Vec<Arbiter> = (0..shard_count).map(|_| Arbiter::new()).collect();
@@ -72,10 +79,7 @@ impl Topology {
             },
             idle_ttl: Duration::from_secs(config.stream.idle_ttl_secs),
             webhooks: WebhookSettings {
-                client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(config.webhook.timeout_secs))
-                    .build()
-                    .unwrap_or_default(),
+                client: egress.webhook_client(Duration::from_secs(config.webhook.timeout_secs)),
                 config: config.webhook.clone(),
                 accounts: accounts.clone(),
             },

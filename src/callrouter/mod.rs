@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::call::{AppSource, Call, CallInput, CallSetup};
 use crate::config::SimConfig;
+use crate::egress::Egress;
 use crate::event::Draft;
 use crate::metrics::Metrics;
 use crate::twiml::Method;
@@ -135,12 +136,11 @@ pub struct CallRouter {
 
 impl CallRouter {
     /// A router with no numbers, publishing its events into `sink`; `base_url`
-    /// prefixes recording URLs; applications may only be on `allowed_hosts` (empty:
-    /// anywhere).
+    /// prefixes recording URLs; applications are requested under `egress`'s rules.
     pub fn new(
         accounts: Arc<Accounts>,
         sink: EventSink,
-        allowed_hosts: Vec<String>,
+        egress: Egress,
         sim: SimConfig,
         base_url: String,
         metrics: Metrics,
@@ -148,7 +148,7 @@ impl CallRouter {
         Arc::new(CallRouter {
             accounts,
             sink,
-            app: AppClient::new(allowed_hosts),
+            app: AppClient::new(egress),
             sim,
             base_url,
             metrics,
@@ -730,7 +730,9 @@ impl CallRouter {
                     .document(&self.token(account), &url, method, &params)
                     .await
             }
-            Err(e) => Err(app::AppError::Fetch(e.to_string())),
+            Err(_) => Err(app::AppError::Fetch(app::FetchError::Refused(
+                "not an absolute http(s) URL",
+            ))),
         };
         match document {
             Ok(document) => {

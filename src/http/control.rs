@@ -25,7 +25,6 @@ use crate::actors::proxy::{
 use crate::auth::{unix_now, Principal};
 use crate::config::CorsConfig;
 use crate::filter::{Filter, ScopeGrant};
-use crate::webhook::check_callback;
 
 /// Largest control-channel body.
 const MAX_BODY: usize = 64 * 1024;
@@ -146,8 +145,10 @@ impl Request {
         }
         let callback = match &self.spec.callback {
             Some(Some(url)) => {
-                check_callback(url, &state.config.webhook.allowed_hosts)
-                    .map_err(|e| ApiError::parameter(e.to_string()))?;
+                state
+                    .egress
+                    .check_url(url)
+                    .map_err(|e| ApiError::parameter(format!("callback: {e}")))?;
                 Some(Some(Arc::from(url.as_str())))
             }
             Some(None) => Some(None),

@@ -1,11 +1,12 @@
 //! Why a TwiML document was refused.
 //!
 //! Every variant is Twilio's error 12100 ("Document parse failure"): the call actor
-//! emits it as `call.error` with `error_code` [`TwimlError::code`] and the
-//! [`Display`](std::fmt::Display) text as `error_message`, then ends the call. The
-//! text is read by the person who wrote the app, so each variant names the element,
-//! the attribute and the byte offset in the document. An unknown verb is not an
-//! error at all (see [`Verb::Unknown`](super::Verb::Unknown)).
+//! emits it as `call.error` with `error_code` [`TwimlError::code`] and
+//! [`TwimlError::summary`] as `error_message`, then ends the call. The summary gives
+//! the byte offset and quotes nothing from the document (it reaches every
+//! subscriber); the [`Display`](std::fmt::Display) text also names the element, the
+//! attribute and the value, for tools and tests run by the document's author. An
+//! unknown verb is not an error at all (see [`Verb::Unknown`](super::Verb::Unknown)).
 
 /// Twilio's code for a document that cannot be parsed or violates the TwiML schema.
 pub const DOCUMENT_PARSE_FAILURE: u16 = 12100;
@@ -146,6 +147,46 @@ impl TwimlError {
     pub fn code(&self) -> u16 {
         DOCUMENT_PARSE_FAILURE
     }
+
+    /// What went wrong and where, in a fixed text that quotes nothing from the
+    /// document: the `error_message` of `call.error` reaches every subscriber, and a
+    /// document fetched through a redirect may be an internal service's answer, so
+    /// its bytes (element names, text, attribute values, the XML reader's
+    /// description) must not travel. The byte offset is enough to find the fault.
+    pub fn summary(&self) -> String {
+        match self {
+            TwimlError::Xml { position, .. } => format!("not well-formed XML at byte {position}"),
+            TwimlError::NoRoot => "no root element: a TwiML document is a <Response> element".into(),
+            TwimlError::WrongRoot { .. } => "the root element is not <Response>".into(),
+            TwimlError::Unclosed { position, .. } => {
+                format!("an element at byte {position} is never closed")
+            }
+            TwimlError::UnknownEntity { position, .. } => format!(
+                "unknown entity at byte {position} (only &lt; &gt; &amp; &apos; &quot; and &#…; are expanded)"
+            ),
+            TwimlError::TooDeep { max, position, .. } => {
+                format!("an element at byte {position} is nested more than {max} levels deep")
+            }
+            TwimlError::Text { position, .. } => {
+                format!("unexpected text at byte {position}")
+            }
+            TwimlError::BadAttribute {
+                expected, position, ..
+            } => format!("an attribute of the element at byte {position}: expected {expected}"),
+            TwimlError::DisallowedChild { position, .. } => {
+                format!("the element at byte {position} is not allowed there")
+            }
+            TwimlError::Missing { what, position, .. } => {
+                format!("the element at byte {position} has no {what}")
+            }
+            TwimlError::MixedContent { position, .. } => {
+                format!("the element at byte {position} mixes text with nested elements")
+            }
+            TwimlError::TrailingContent { position } => {
+                format!("content after </Response> at byte {position}")
+            }
+        }
+    }
 }
 
 /// `text` cut to [`QUOTE_MAX_CHARS`] characters (with `…` when cut), for messages.
@@ -185,6 +226,76 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "<Gather numDigits=\"abc\"> at byte 42: expected a whole number"
+        );
+    }
+
+    #[test]
+    fn summary_quotes_nothing_from_the_document() {
+        let secret = "SECRET-BODY-123";
+        let all = [
+            TwimlError::Xml {
+                position: 1,
+                detail: secret.into(),
+            },
+            TwimlError::WrongRoot {
+                found: secret.into(),
+            },
+            TwimlError::Unclosed {
+                element: secret.into(),
+                position: 2,
+            },
+            TwimlError::UnknownEntity {
+                name: secret.into(),
+                position: 3,
+            },
+            TwimlError::TooDeep {
+                element: secret.into(),
+                max: 4,
+                position: 5,
+            },
+            TwimlError::Text {
+                element: secret.into(),
+                text: secret.into(),
+                position: 6,
+            },
+            TwimlError::BadAttribute {
+                element: secret.into(),
+                attribute: secret.into(),
+                value: secret.into(),
+                expected: "a whole number",
+                position: 7,
+            },
+            TwimlError::DisallowedChild {
+                parent: secret.into(),
+                child: secret.into(),
+                position: 8,
+            },
+            TwimlError::Missing {
+                element: secret.into(),
+                what: "URL",
+                position: 9,
+            },
+            TwimlError::MixedContent {
+                element: secret.into(),
+                position: 10,
+            },
+        ];
+        for err in all {
+            let summary = err.summary();
+            assert!(!summary.contains("SECRET"), "{summary}");
+            let positioned = !matches!(err, TwimlError::WrongRoot { .. });
+            assert!(!positioned || summary.contains("at byte"), "{summary}");
+        }
+        assert_eq!(
+            TwimlError::BadAttribute {
+                element: "Gather".into(),
+                attribute: "numDigits".into(),
+                value: "abc".into(),
+                expected: "a whole number",
+                position: 42,
+            }
+            .summary(),
+            "an attribute of the element at byte 42: expected a whole number"
         );
     }
 

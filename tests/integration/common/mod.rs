@@ -102,6 +102,8 @@ impl TestServer {
                 auth_token: token.clone(),
             })
             .collect();
+        // The tests' apps and receivers listen on 127.0.0.1; egress tests set false.
+        config.egress.allow_private_networks = Some(true);
         tweak(&mut config);
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
