@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::common::channels::{
     create_sub, eventually_metrics, marked, post_form, subs_path, HookReceiver,
 };
-use crate::common::twilio::{Api, AppServer, EventLog, CALL_WAIT};
+use crate::common::twilio::{assert_twilio_error, Api, AppServer, EventLog, CALL_WAIT};
 use crate::common::{new_call_sid, TestServer, WAIT};
 
 /// A caller for the simulated inbound calls.
@@ -105,6 +105,55 @@ fn found(location: &str) -> HttpResponse {
     HttpResponse::Found()
         .insert_header(("Location", location))
         .finish()
+}
+
+/// A 200 whose chunked body (no `Content-Length`) goes on for [`HUGE_BODY`]
+/// bytes, counting what was handed to the socket and noticing when the server
+/// drops the body unfinished — which it does when the client hangs up.
+#[derive(Clone, Default)]
+struct Endless {
+    sent: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// Sets its flag when actix drops the body stream.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Endless {
+    fn response(&self, head: &'static str) -> HttpResponse {
+        let flag = DropFlag(self.dropped.clone());
+        let sent = self.sent.clone();
+        let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+        let chunks = std::iter::once(Bytes::from_static(head.as_bytes()))
+            .chain(std::iter::repeat(chunk).take(HUGE_BODY / (64 * 1024)));
+        let body = futures_util::stream::iter(chunks).map(move |chunk| {
+            let _alive = &flag;
+            sent.fetch_add(chunk.len(), Ordering::SeqCst);
+            Ok::<_, std::io::Error>(chunk)
+        });
+        HttpResponse::Ok().content_type("text/xml").streaming(body)
+    }
+
+    /// Waits (bounded) until the body was dropped, then asserts it was not sent
+    /// whole: the reader stopped early.
+    async fn wait_abandoned(&self) {
+        let deadline = tokio::time::Instant::now() + CALL_WAIT;
+        while !self.dropped.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the endless body was never abandoned"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = self.sent.load(Ordering::SeqCst);
+        assert!(sent < HUGE_BODY, "the whole {sent}-byte body was read");
+    }
 }
 
 /// A server for call tests (media 100× faster than real time) that refuses
@@ -326,49 +375,16 @@ async fn redirect_chains_end_after_five() {
 
 #[tokio::test]
 async fn a_twiml_answer_without_length_is_cut_at_64_kib_with_11750() {
-    let sent = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(AtomicBool::new(false));
-    let (counter, flag) = (sent.clone(), dropped.clone());
-    let app = Scripted::start(move |_| {
-        /// Marks the body as abandoned (or finished) when actix drops it.
-        struct Dropped(Arc<AtomicBool>);
-        impl Drop for Dropped {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        let guard = Dropped(flag.clone());
-        let counter = counter.clone();
-        let chunk = Bytes::from(vec![b' '; 64 * 1024]);
-        let head = Bytes::from_static(b"<Response><Say>");
-        let body = futures_util::stream::iter(
-            std::iter::once(head).chain(std::iter::repeat(chunk).take(HUGE_BODY / (64 * 1024))),
-        )
-        .map(move |chunk| {
-            let _ = &guard;
-            counter.fetch_add(chunk.len(), Ordering::SeqCst);
-            Ok::<_, std::io::Error>(chunk)
-        });
-        HttpResponse::Ok().content_type("text/xml").streaming(body)
-    });
+    let endless = Endless::default();
+    let body = endless.clone();
+    let app = Scripted::start(move |_| body.response("<Response><Say>"));
     let server = strict_sim_server(vec![format!("127.0.0.1:{}", app.port)]);
 
     let (log, call) = call_to_end(&server, &app.url("/voice")).await;
     the_error(&log, &call, 11750);
     let final_call = Api::new(&server, 0).final_call(&call).await;
     assert_eq!(final_call["status"], json!("failed"), "{final_call}");
-
-    // The router hung up on the body: actix dropped it long before its end.
-    let deadline = tokio::time::Instant::now() + CALL_WAIT;
-    while !dropped.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the app's body was never abandoned"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sent = sent.load(Ordering::SeqCst);
-    assert!(sent < HUGE_BODY, "the whole {sent}-byte body was read");
+    endless.wait_abandoned().await;
     eventually_metrics(&server, "the cut counted", |s| {
         s.value(
             "switchboard_egress_refused_total",
@@ -377,6 +393,57 @@ async fn a_twiml_answer_without_length_is_cut_at_64_kib_with_11750() {
             && s.value("switchboard_call_errors_total", &[("code", "11750")]) >= 1.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_webhook_answer_without_length_is_discarded_after_64_kib() {
+    let endless = Endless::default();
+    let body = endless.clone();
+    let receiver = Scripted::start(move |_| body.response("ok"));
+    let server = TestServer::start(|_| {});
+    create_sub(
+        &server,
+        0,
+        "endless",
+        &[("types", "call.*"), ("callback", &receiver.url("/hook"))],
+    )
+    .await;
+    server
+        .publish(0, &marked("call.progress", &new_call_sid(), "1"))
+        .await;
+    // A 2xx acknowledges the batch; its body is abandoned, not read to the end.
+    eventually_metrics(&server, "the batch acknowledged", |s| {
+        s.value("switchboard_webhook_events_total", &[]) >= 1.0
+    })
+    .await;
+    endless.wait_abandoned().await;
+}
+
+#[tokio::test]
+async fn application_urls_on_private_addresses_are_refused() {
+    let app = AppServer::start("unused");
+    app.twiml("/voice", "<Response><Hangup/></Response>");
+    let server = strict_sim_server(Vec::new());
+    let api = Api::new(&server, 0);
+
+    // An IP literal is refused before the number exists, naming the parameter.
+    let reply = api
+        .post(
+            "IncomingPhoneNumbers.json",
+            &[
+                ("PhoneNumber", "+14155550111"),
+                ("VoiceUrl", &app.url("/voice")),
+            ],
+        )
+        .await;
+    let message = assert_twilio_error(&reply, 400, 21205);
+    assert!(message.starts_with("VoiceUrl"), "{message}");
+
+    // A name resolving to loopback is refused where it is connected.
+    let by_name = format!("http://localhost:{}/voice", app.port);
+    let (log, call) = call_to_end(&server, &by_name).await;
+    the_error(&log, &call, 11200);
+    assert!(app.requests().is_empty(), "the app on loopback was reached");
 }
 
 #[tokio::test]
