@@ -43,7 +43,8 @@ pub struct AppState {
     pub call_router: Arc<CallRouter>,
     /// The server's metrics.
     pub metrics: Metrics,
-    /// The egress rules: check tenant-supplied URLs with [`Egress::check_url`].
+    /// The egress rules (API.md §5): check tenant-supplied URLs with
+    /// [`Egress::check_url`](crate::egress::Egress::check_url).
     pub egress: crate::egress::Egress,
     /// Set when draining: publishes get 503 and `/readyz` fails.
     pub draining: Arc<AtomicBool>,
