@@ -19,6 +19,7 @@ pub mod config;
 pub mod cursor;
 pub mod event;
 pub mod filter;
+pub mod grant;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

@@ -77,6 +77,11 @@ impl AppClient {
         })
     }
 
+    /// The hosts applications may be on (empty: any).
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
     fn allowed(&self, url: &Url) -> Result<(), AppError> {
         check_callback(url.as_str(), &self.allowed_hosts)
             .map_err(|e| AppError::Fetch(e.to_string().trim_start_matches("callback: ").to_owned()))
