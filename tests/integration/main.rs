@@ -11,6 +11,7 @@ mod client_events;
 mod common;
 mod control;
 mod filters;
+mod grants;
 mod helper_library;
 mod isolation;
 mod metrics;
