@@ -136,7 +136,8 @@ fn refused(state: &AppState, via: &'static str, reason: &'static str, error: Api
         .client_events_refused
         .with_label_values(&[via, reason])
         .inc();
-    tracing::info!(
+    // debug: a refusal is the sender's mistake or probe; the counter shows the rate.
+    tracing::debug!(
         via,
         reason,
         status = error.status.as_u16(),

@@ -293,6 +293,29 @@ async fn redirect_urls_are_checked_before_answering() {
 }
 
 #[tokio::test]
+async fn an_unknown_act_is_a_400_naming_act_on_both_urls() {
+    let server = TestServer::start(|_| {});
+    let note = json!({"type": "client.note"});
+    for act in ["kill", "hangup,", "hangup,Mute"] {
+        let query = format!("client=page&act={act}");
+        let signed = sign(server.token(0), &client_events_path(&server, 0, &query));
+        let message = post_client_event(&server, &signed, None, &note)
+            .await
+            .assert_error(400, "invalid_parameter");
+        assert!(message.starts_with("act"), "{act}: {message:?}");
+        let stream = sign(
+            server.token(0),
+            &format!("{}?{query}", server.stream_path(0)),
+        );
+        let message = server
+            .rejected(&stream, None)
+            .await
+            .assert_error(400, "invalid_parameter");
+        assert!(message.starts_with("act"), "{act}: {message:?}");
+    }
+}
+
+#[tokio::test]
 async fn basic_auth_still_hangs_up_any_call_of_the_account() {
     let server = sim_server();
     let app = AppServer::start(server.token(0));
