@@ -13,7 +13,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::channels::{poll_body, poll_within, request, sse_with, ws_connect};
+use crate::common::channels::{poll_body, poll_within, request, scrape, sse_with, ws_connect};
 use crate::common::twilio::{sim_server, Api, AppServer, EventLog};
 use crate::common::{pct, sign, Creds, Reply, TestServer, WAIT};
 
@@ -116,6 +116,11 @@ async fn a_signed_url_without_act_cannot_hang_up_a_call() {
     .await
     .assert_error(403, "forbidden");
     assert!(message.starts_with("act"), "message {message:?}");
+    let refused = scrape(&server).await.value(
+        "switchboard_client_events_refused_total",
+        &[("via", "http"), ("reason", "act")],
+    );
+    assert_eq!(refused, 1.0, "the refusal is counted");
 
     until_terminator(&server, &mut log).await;
     assert_no_client_action(&log);
@@ -412,6 +417,10 @@ async fn a_narrow_url_is_not_written_a_scope_another_url_of_its_client_grants() 
     let got = sse.until_marker("end", WAIT).await;
     let seen: Vec<&Value> = got.iter().map(|ev| &ev.data["id"]).collect();
     assert_eq!(seen, [&json!(ids[1])], "the narrow URL saw: {got:?}");
+    let withheld = scrape(&server)
+        .await
+        .value("switchboard_events_withheld_total", &[]);
+    assert_eq!(withheld, 1.0, "the withheld event is counted");
 
     // The wide URL, back from the narrow one's cursor, is not offered what the
     // narrow one already passed (no duplicate, no stall): next is what comes next.
