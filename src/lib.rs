@@ -20,6 +20,7 @@ pub mod cursor;
 pub mod egress;
 pub mod event;
 pub mod filter;
+pub mod grant;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

@@ -128,6 +128,14 @@ pub struct Metrics {
     pub replayed_events: IntCounter,
     /// Client events accepted, by how they came (`http`, `ws`).
     pub client_events: IntCounterVec,
+    /// Client events refused before publishing, by how they came and why (`scope`,
+    /// `act`, `call`: beyond the sender's grant; `url_invalid`, `url_refused`: a
+    /// redirect's `data.url`).
+    pub client_events_refused: IntCounterVec,
+    /// Scoped events a connection's own grant kept from it although one of its
+    /// client's subscriptions matched them (API.md §4: the grant belongs to the
+    /// connection).
+    pub events_withheld: IntCounter,
     /// Webhook callback requests, by outcome (`ok`, `error`).
     pub webhook_requests: IntCounterVec,
     /// Events acknowledged by webhook callbacks (2xx).
@@ -254,6 +262,15 @@ impl Metrics {
                 "Client events accepted, by how they came (http, ws)",
                 &["via"],
             ),
+            client_events_refused: reg.counter_vec(
+                "switchboard_client_events_refused_total",
+                "Client events refused before publishing, by how they came (http, ws) and why",
+                &["via", "reason"],
+            ),
+            events_withheld: reg.counter(
+                "switchboard_events_withheld_total",
+                "Scoped events not written to a connection whose own grant lacks their scope",
+            ),
             webhook_requests: reg.counter_vec(
                 "switchboard_webhook_requests_total",
                 "Webhook callback requests, by outcome (ok: 2xx; error: anything else)",
@@ -341,6 +358,14 @@ impl Metrics {
         }
         for via in ["http", "ws"] {
             self.client_events.with_label_values(&[via]);
+        }
+        for via in ["http", "ws"] {
+            let reasons = crate::grant::Refusal::REASONS
+                .iter()
+                .chain(&crate::callrouter::steer::SteerError::REASONS);
+            for reason in reasons {
+                self.client_events_refused.with_label_values(&[via, reason]);
+            }
         }
         for outcome in ["ok", "error"] {
             self.webhook_requests.with_label_values(&[outcome]);

@@ -333,6 +333,7 @@ impl Program {
         data.insert("to".into(), self.setup.to.clone().into());
         data.insert("direction".into(), self.setup.direction.as_str().into());
         data.insert("status".into(), "in-progress".into());
+        self.router.started(&self.setup.sid, &data);
         self.emit("call.start", data).await;
         if matches!(self.setup.source, AppSource::FarEnd) {
             // A simulated party: on the line until someone hangs up.

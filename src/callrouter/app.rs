@@ -119,6 +119,11 @@ impl AppClient {
             .map_err(|e| RouterError::invalid(21205, format!("{param}: {e}")))
     }
 
+    /// The hosts applications may be on (empty: any).
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
     fn allowed(&self, url: &Url) -> Result<(), AppError> {
         self.egress
             .check_url(url.as_str())

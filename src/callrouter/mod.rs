@@ -9,6 +9,7 @@
 pub mod app;
 pub mod records;
 pub mod sink;
+pub mod steer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -80,6 +81,9 @@ pub struct CallOutcome {
 struct CallEntry {
     record: CallRecord,
     addr: Option<Addr<Call>>,
+    /// The `call.start` data while the call is live: what signed senders' grants are
+    /// checked against (`steer.rs`).
+    start: Option<Map<String, Value>>,
     watchers: Vec<oneshot::Sender<CallOutcome>>,
 }
 
@@ -332,6 +336,7 @@ impl CallRouter {
             CallEntry {
                 record,
                 addr: None,
+                start: None,
                 watchers: watcher.into_iter().collect(),
             },
         );
@@ -466,6 +471,7 @@ impl CallRouter {
         entry.record.end = Some(now);
         entry.record.duration = Some(outcome.duration);
         entry.addr = None;
+        entry.start = None;
         for watcher in entry.watchers.drain(..) {
             let _ = watcher.send(outcome);
         }
@@ -520,26 +526,6 @@ impl CallRouter {
         // mailbox must not lose a hangup.
         addr.do_send(input);
         Ok(())
-    }
-
-    /// Acts on a client event that names a live call (API.md §6).
-    pub fn client_event(&self, account: AccountIdx, draft: &Draft) {
-        let Some(call_sid) = draft.call_sid.as_deref() else {
-            return;
-        };
-        let input = match draft.type_name.as_str() {
-            "client.hangup" => CallInput::Hangup,
-            "client.mute" => CallInput::Mute(true),
-            "client.unmute" => CallInput::Mute(false),
-            "client.redirect" => match draft.data.get("url").and_then(Value::as_str) {
-                Some(url) => CallInput::Redirect(url.to_owned(), Method::Post),
-                None => return,
-            },
-            _ => return,
-        };
-        if let Err(error) = self.input(account, call_sid, input) {
-            tracing::debug!(cause = %error, "a client event named no live call");
-        }
     }
 
     // ---- conferences ----

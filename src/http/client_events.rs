@@ -3,6 +3,11 @@
 //! the sender's id in `data.client` and routes it like any published event, so
 //! subscribers of `client.*` (the call router among them) receive it. WebSocket text
 //! frames come through [`send`] too.
+//!
+//! The sender's [`Grant`] decides before anything is published (API.md §6): a
+//! `scope` beyond its `scopes=` and an action on a call it may not steer are 403
+//! `forbidden`, neither published nor acted on; an accepted action is carried out
+//! only once the event is accepted.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,8 +18,10 @@ use super::stream::cors_policy;
 use super::stream::params::validate_client;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
+use crate::auth::Principal;
 use crate::config::CorsConfig;
 use crate::event::{self, Limits};
+use crate::grant::Grant;
 
 /// Registers the client-events route, with CORS for browsers.
 pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
@@ -32,11 +39,7 @@ async fn post(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.authenticate(&req, &path)?;
-    let client = form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(key, _)| key == "client")
-        .map(|(_, value)| value.into_owned())
-        .ok_or_else(|| ApiError::parameter("client: required (the sender's client id)"))?;
-    let client = validate_client(&client)?;
+    let (client, grant) = sender(req.query_string(), principal)?;
     if state.is_draining() {
         return Err(ApiError::unavailable(
             "draining",
@@ -44,16 +47,49 @@ async fn post(
         ));
     }
     let body = read_body(payload, state.config.publish.max_event_bytes).await?;
-    let ids = send(&state, principal.account(), &client, &body, "http").await?;
+    let ids = send(&state, principal.account(), &client, &grant, &body, "http").await?;
     Ok(accepted(&ids))
 }
 
-/// Validates one client event, stamps the sender and routes it. `via` is the metric
-/// label (`http`, `ws`).
+/// The sender's client id and grant from a client-events URL: `client` (required),
+/// and the `where`, `scopes` and `act` a signed URL grants (API.md §4, §6).
+fn sender(raw_query: &str, principal: Principal) -> Result<(String, Grant), ApiError> {
+    let mut client = None;
+    let mut scopes = None;
+    let mut act = None;
+    let mut wheres = Vec::new();
+    for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "client" => &mut client,
+            "scopes" => &mut scopes,
+            "act" => &mut act,
+            "where" => {
+                wheres.push(value);
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(ApiError::parameter(format!("{key}: given more than once")));
+        }
+        *slot = Some(value);
+    }
+    let client =
+        client.ok_or_else(|| ApiError::parameter("client: required (the sender's client id)"))?;
+    let client = validate_client(&client)?;
+    let wheres: Vec<&str> = wheres.iter().map(|w| w.as_ref()).collect();
+    let grant = Grant::parse(principal, &wheres, scopes.as_deref(), act.as_deref())?;
+    Ok((client, grant))
+}
+
+/// Validates one client event, checks it against the sender's grant, stamps the
+/// sender, routes it, then carries out the call action it asks for. `via` is the
+/// metric label (`http`, `ws`). The one path of both transports.
 pub async fn send(
     state: &AppState,
     account: AccountIdx,
     client: &str,
+    grant: &Grant,
     body: &[u8],
     via: &'static str,
 ) -> Result<Vec<String>, ApiError> {
@@ -76,9 +112,36 @@ pub async fn send(
         ));
     }
     draft.data.insert("client".into(), Value::from(client));
+    if let Err(refusal) = grant.may_send(draft.scope.as_deref()) {
+        return Err(refused(state, via, refusal.reason(), refusal.into()));
+    }
     // The built-in call router acts on client events that name its calls.
-    state.call_router.client_event(account, draft);
+    let steer = state
+        .call_router
+        .authorize(account, grant, draft)
+        .map_err(|e| refused(state, via, e.reason(), e.into()))?;
     let ids = route(state, account, drafts).await?;
+    if let Some(steer) = steer {
+        state.call_router.steer(account, steer);
+    }
     state.metrics.client_events.with_label_values(&[via]).inc();
     Ok(ids)
+}
+
+/// Counts and logs a refused client event (reason and status only, never its body),
+/// and hands the error back.
+fn refused(state: &AppState, via: &'static str, reason: &'static str, error: ApiError) -> ApiError {
+    state
+        .metrics
+        .client_events_refused
+        .with_label_values(&[via, reason])
+        .inc();
+    // debug: a refusal is the sender's mistake or probe; the counter shows the rate.
+    tracing::debug!(
+        via,
+        reason,
+        status = error.status.as_u16(),
+        "client event refused"
+    );
+    error
 }

@@ -134,6 +134,33 @@ impl From<ParseError> for ApiError {
     }
 }
 
+impl From<crate::grant::GrantError> for ApiError {
+    fn from(error: crate::grant::GrantError) -> ApiError {
+        ApiError::parameter(error.to_string())
+    }
+}
+
+impl From<crate::grant::Refusal> for ApiError {
+    fn from(error: crate::grant::Refusal) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+    }
+}
+
+impl From<crate::callrouter::steer::SteerError> for ApiError {
+    fn from(error: crate::callrouter::steer::SteerError) -> ApiError {
+        use crate::callrouter::steer::SteerError;
+        match error {
+            SteerError::Forbidden(refusal) => refusal.into(),
+            SteerError::UrlRefused(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", error.to_string())
+            }
+            SteerError::MissingUrl | SteerError::BadUrl(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", error.to_string())
+            }
+        }
+    }
+}
+
 impl From<CursorError> for ApiError {
     fn from(error: CursorError) -> ApiError {
         ApiError::parameter(error.to_string())

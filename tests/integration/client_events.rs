@@ -52,7 +52,7 @@ async fn a_signed_client_event_reaches_client_subscribers_with_the_sender_stampe
         &server,
         &signed,
         None,
-        &json!({"type": "client.mute", "call_sid": call, "data": {"x": 1, "client": "someone-else"}}),
+        &json!({"type": "client.note", "call_sid": call, "data": {"x": 1, "client": "someone-else"}}),
     )
     .await;
     let ids = reply.accepted(1);
@@ -60,9 +60,9 @@ async fn a_signed_client_event_reaches_client_subscribers_with_the_sender_stampe
     let ev = sse
         .next_event(WAIT)
         .await
-        .unwrap_or_else(|err| panic!("client.mute on the client.* stream: {err}"));
+        .unwrap_or_else(|err| panic!("client.note on the client.* stream: {err}"));
     assert_eq!(ev.data["id"], json!(ids[0]));
-    assert_eq!(ev.ty(), "client.mute");
+    assert_eq!(ev.ty(), "client.note");
     assert_eq!(ev.data["account_sid"], json!(server.sid(0)));
     assert_eq!(ev.data["call_sid"], json!(call));
     assert_eq!(ev.data["data"]["x"], json!(1));
@@ -145,7 +145,7 @@ async fn refusals_and_the_counter() {
         &server,
         &signed,
         None,
-        &json!({"type": "client.redirect", "data": {"url": "http://app.example/x"}}),
+        &json!({"type": "client.note", "data": {"url": "http://app.example/x"}}),
     )
     .await
     .accepted(1);

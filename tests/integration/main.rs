@@ -12,6 +12,7 @@ mod common;
 mod control;
 mod egress;
 mod filters;
+mod grants;
 mod helper_library;
 mod isolation;
 mod metrics;

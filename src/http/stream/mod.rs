@@ -8,6 +8,7 @@ pub mod poll;
 pub mod sse;
 pub mod ws;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::auth::{unix_now, Principal};
 use crate::config::CorsConfig;
 use crate::cursor::{account_tag, Cursor};
 use crate::event::notice;
+use crate::grant::Grant;
 use crate::outbox::{Drain, Entry};
 use crate::wire::write_event_at;
 use params::{StreamParams, Transport};
@@ -98,6 +100,7 @@ async fn stream(
         .unwrap_or_else(|| format!("cl{}", &crate::account::random_hex()[..16]))
         .into();
     let expires = params.expires;
+    let grant = Arc::new(params.grant);
     let connected = state
         .topology
         .proxy_for(account, &client)
@@ -123,7 +126,7 @@ async fn stream(
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
     };
-    let conn = Connection::new(&state, account, client, connected, closes_at);
+    let conn = Connection::new(&state, account, client, grant, connected, closes_at);
     if websocket {
         return ws::respond(&req, payload, conn);
     }
@@ -155,7 +158,13 @@ pub struct Connection {
     account_sid: Arc<str>,
     tag: u32,
     client: Arc<str>,
+    /// This connection's own grant: which scoped events it is written, what its client
+    /// events may do. Never the client's: another URL of the client keeps its own.
+    grant: Arc<Grant>,
     connected: Connected,
+    /// The last sequence number this connection has read, written or withheld: the
+    /// cursor to hand out when nothing was written.
+    read_upto: AtomicU64,
     /// When a signed URL's stream must end with `stream.expired` (unix seconds).
     pub closes_at: Option<u64>,
 }
@@ -165,6 +174,7 @@ impl Connection {
         state: &AppState,
         account: AccountIdx,
         client: Arc<str>,
+        grant: Arc<Grant>,
         connected: Connected,
         closes_at: Option<u64>,
     ) -> Connection {
@@ -175,6 +185,8 @@ impl Connection {
             tag: account_tag(&account_sid),
             account_sid,
             client,
+            grant,
+            read_upto: AtomicU64::new(connected.position),
             connected,
             closes_at,
         }
@@ -195,11 +207,39 @@ impl Connection {
         self.cursor(self.connected.position)
     }
 
-    /// Takes everything new for this connection.
+    /// The cursor after everything this connection has read, including events its
+    /// grant withheld, so a client resuming from it is not offered them again.
+    pub fn read_cursor(&self) -> String {
+        self.cursor(self.read_upto.load(Ordering::Relaxed))
+    }
+
+    /// Takes everything new for this connection, minus the scoped events its own
+    /// grant does not cover (API.md §4: whichever of the client's subscriptions
+    /// matched them). Withheld events still move the client's position on: this
+    /// connection never sees them and a later connection resuming after it does not
+    /// either, while one resuming from an earlier cursor is offered them again and
+    /// judged by its own grant. So cursors stay in order, with no stall and no
+    /// duplicate.
     pub fn drain(&self) -> Drain {
-        self.connected
+        match self
+            .connected
             .outbox
             .drain(self.connected.conn, std::time::Instant::now())
+        {
+            Drain::Events { gap, mut entries } => {
+                if let Some(last) = entries.last() {
+                    self.read_upto.store(last.seq, Ordering::Relaxed);
+                }
+                let before = entries.len();
+                entries.retain(|entry| self.grant.sees(entry.event.scope.as_deref()));
+                let withheld = before - entries.len();
+                if withheld > 0 {
+                    self.state.metrics.events_withheld.inc_by(withheld as u64);
+                }
+                Drain::Events { gap, entries }
+            }
+            superseded => superseded,
+        }
     }
 
     /// Waits until something is pushed for the client (or a takeover).
@@ -304,9 +344,9 @@ impl Connection {
         &self.state
     }
 
-    /// The connection's account and client, the sender of its client events.
-    pub fn sender(&self) -> (AccountIdx, Arc<str>) {
-        (self.account, self.client.clone())
+    /// The connection's account, client and grant: the sender of its client events.
+    pub fn sender(&self) -> (AccountIdx, Arc<str>, Arc<Grant>) {
+        (self.account, self.client.clone(), self.grant.clone())
     }
 }
 

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use super::super::ApiError;
 use crate::auth::Principal;
 use crate::filter::{Filter, ScopeGrant};
+use crate::grant::Grant;
 
 /// Longest client id.
 const MAX_CLIENT_LEN: usize = 64;
@@ -37,6 +38,9 @@ pub struct StreamParams {
     pub cursor: Option<String>,
     /// A long-poll's `timeout=`, in seconds.
     pub timeout: Option<u64>,
+    /// What this connection's own URL grants: the scopes written to it and the
+    /// actions its client events may take (`where`, `scopes`, `act`).
+    pub grant: Grant,
 }
 
 impl StreamParams {
@@ -56,6 +60,7 @@ impl StreamParams {
         let mut transport = None;
         let mut cursor = None;
         let mut timeout = None;
+        let mut act = None;
         for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
             let slot = match key.as_ref() {
                 "client" => &mut client,
@@ -65,6 +70,7 @@ impl StreamParams {
                 "transport" => &mut transport,
                 "cursor" => &mut cursor,
                 "timeout" => &mut timeout,
+                "act" => &mut act,
                 "where" => {
                     wheres.push(value);
                     continue;
@@ -94,8 +100,9 @@ impl StreamParams {
             Principal::Account(_) => (ScopeGrant::All, parse_expires(expires.as_deref(), now)?),
             Principal::SignedUrl { expires, .. } => (ScopeGrant::Only(Vec::new()), Some(expires)),
         };
+        let wheres: Vec<&str> = wheres.iter().map(|w| w.as_ref()).collect();
+        let grant = Grant::parse(principal, &wheres, scopes.as_deref(), act.as_deref())?;
         let filter = if types.is_some() || !wheres.is_empty() || scopes.is_some() {
-            let wheres: Vec<&str> = wheres.iter().map(|w| w.as_ref()).collect();
             Some(Filter::parse(
                 types.as_deref(),
                 &wheres,
@@ -128,6 +135,7 @@ impl StreamParams {
             expires,
             transport,
             cursor,
+            grant,
         })
     }
 }
@@ -194,6 +202,8 @@ mod tests {
         assert!(message("timeout=soon").starts_with("timeout:"));
         assert!(message("timeout=-1").starts_with("timeout:"));
         assert!(message("types=Call").starts_with("types"));
+        assert!(message("act=kill").starts_with("act"));
+        assert!(message("act=hangup&act=mute").starts_with("act:"));
     }
 
     #[test]
@@ -228,7 +238,7 @@ mod fuzz {
             let principal = Principal::Account(AccountIdx(0));
             if let Err(error) = StreamParams::parse(&raw, principal, None, 0) {
                 prop_assert_eq!(error.status.as_u16(), 400);
-                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor", "timeout"]
+                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor", "timeout", "act"]
                     .iter()
                     .any(|p| error.message.starts_with(p));
                 prop_assert!(named, "{}", error.message);

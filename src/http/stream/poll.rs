@@ -25,7 +25,6 @@ pub async fn respond(conn: Connection, timeout: Duration) -> HttpResponse {
     let mut shutdown = conn.shutdown();
     let deadline = sleep(timeout);
     tokio::pin!(deadline);
-    let mut cursor = conn.start_cursor();
     let mut body = BytesMut::from(&b"{\"events\":["[..]);
     loop {
         match conn.drain() {
@@ -48,9 +47,6 @@ pub async fn respond(conn: Connection, timeout: Duration) -> HttpResponse {
                 for entry in &entries {
                     item(&conn.event_with_cursor(entry), &mut body);
                 }
-                if let Some(last) = entries.last() {
-                    cursor = conn.cursor(last.seq);
-                }
                 conn.delivered(TRANSPORT, &entries);
                 break;
             }
@@ -62,6 +58,8 @@ pub async fn respond(conn: Connection, timeout: Duration) -> HttpResponse {
             _ = shutdown.wait_for(|draining| *draining) => break,
         }
     }
+    // After withheld events too: resuming from it does not offer them again.
+    let cursor = conn.read_cursor();
     body.put_slice(b"],\"cursor\":\"");
     body.put_slice(cursor.as_bytes()); // base64url: nothing to escape
     body.put_slice(b"\"}");

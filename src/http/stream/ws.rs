@@ -123,9 +123,9 @@ impl WsConnection {
     /// `stream.error` notice and the connection stays open.
     fn client_event(&mut self, text: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
         let state = self.conn.state().clone();
-        let (account, client) = self.conn.sender();
+        let (account, client, grant) = self.conn.sender();
         let publish = async move {
-            client_events::send(&state, account, &client, text.as_bytes(), "ws").await
+            client_events::send(&state, account, &client, &grant, text.as_bytes(), "ws").await
         };
         ctx.spawn(publish.into_actor(self).map(|result, conn, ctx| {
             if let Err(error) = result {
