@@ -89,6 +89,12 @@ impl EgressError {
         }
     }
 
+    /// True for a policy refusal (a forbidden target), false for a malformed URL
+    /// (the caller's bad input).
+    pub fn is_refusal(&self) -> bool {
+        self.reason().is_some()
+    }
+
     /// A fixed text naming the rule, without the host: for messages that reach
     /// subscribers about URLs they may not have chosen (a redirect's `Location`).
     pub fn rule(&self) -> &'static str {

@@ -119,9 +119,10 @@ impl AppClient {
             .map_err(|e| RouterError::invalid(21205, format!("{param}: {e}")))
     }
 
-    /// The hosts applications may be on (empty: any).
-    pub fn allowed_hosts(&self) -> &[String] {
-        &self.allowed_hosts
+    /// The egress rules every tenant URL is held to (a `client.redirect`'s target
+    /// is checked against them before the event is answered).
+    pub fn egress(&self) -> &Egress {
+        &self.egress
     }
 
     fn allowed(&self, url: &Url) -> Result<(), AppError> {

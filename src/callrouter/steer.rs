@@ -20,7 +20,7 @@ use crate::event::Draft;
 use crate::filter::EventFields;
 use crate::grant::{Action, Grant, Refusal};
 use crate::twiml::Method;
-use crate::webhook::{check_callback, CallbackError};
+use crate::egress::Egress;
 
 /// An authorized action on a call, carried out by [`CallRouter::steer`].
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl CallRouter {
                     .and_then(Value::as_str)
                     .ok_or(SteerError::MissingUrl)?;
                 CallInput::Redirect(
-                    redirect_target(url, self.app.allowed_hosts())?.into(),
+                    redirect_target(url, self.app.egress())?.into(),
                     Method::Post,
                 )
             }
@@ -130,15 +130,16 @@ impl CallRouter {
 }
 
 /// The egress gate for a `client.redirect`'s `data.url`, checked before the event
-/// is answered so a refused URL is never requested. (When the egress module lands,
-/// this is the one call to swap for `Egress::check_url`.)
-fn redirect_target(url: &str, allowed_hosts: &[String]) -> Result<Url, SteerError> {
-    let reason = |e: &CallbackError| e.to_string().trim_start_matches("callback: ").to_owned();
-    check_callback(url, allowed_hosts).map_err(|e| match e {
-        CallbackError::HostNotAllowed(_) => SteerError::UrlRefused(reason(&e)),
-        _ => SteerError::BadUrl(reason(&e)),
-    })?;
-    Url::parse(url).map_err(|e| SteerError::BadUrl(e.to_string()))
+/// is answered so a refused URL is never requested: a malformed URL is the
+/// sender's bad input (400), a URL the rules refuse is forbidden (403).
+fn redirect_target(url: &str, egress: &Egress) -> Result<Url, SteerError> {
+    egress.check_url(url).map_err(|e| {
+        if e.is_refusal() {
+            SteerError::UrlRefused(e.to_string())
+        } else {
+            SteerError::BadUrl(e.to_string())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -147,7 +148,11 @@ mod tests {
 
     #[test]
     fn redirect_urls_must_be_absolute_http_on_an_allowed_host() {
-        let allowed = vec!["app.example.com".to_owned()];
+        let allowed = Egress::new(
+            &["app.example.com".to_owned()],
+            false,
+            crate::metrics::Metrics::new(),
+        );
         assert!(redirect_target("https://app.example.com/next", &allowed).is_ok());
         for bad in [
             "ftp://app.example.com/x",
