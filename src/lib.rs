@@ -20,6 +20,7 @@ pub mod cursor;
 pub mod event;
 pub mod filter;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

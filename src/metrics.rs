@@ -150,6 +150,8 @@ pub struct Metrics {
     pub verbs: IntCounterVec,
     /// Time applications take to answer a TwiML request.
     pub app_latency: Histogram,
+    /// Requests refused over a `[limits]` quota or rate, by the config key.
+    pub quota_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -301,6 +303,11 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )),
+            quota_refusals: reg.counter_vec(
+                "switchboard_quota_refusals_total",
+                "Requests refused over a [limits] quota or rate, by config key",
+                &["key"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -349,6 +356,9 @@ impl Metrics {
         }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
+        }
+        for limit in crate::limits::Limit::ALL {
+            self.quota_refusals.with_label_values(&[limit.key()]);
         }
     }
 
