@@ -130,27 +130,26 @@ fn reserve(
         .collect();
     let mut slots = Vec::with_capacity(targets.len());
     for (n, &shard) in targets.iter().enumerate() {
-        let depth = &map.shards[shard].depth;
-        depth.inc();
-        let refusal = if depth.get() > limit {
-            Some(PublishError::Overloaded)
-        } else {
-            match shares.take(shard, account, limit) {
-                Some(slot) => {
-                    slots.push(slot);
-                    None
-                }
-                None => Some(PublishError::AccountShare {
-                    share: share_of(limit),
-                }),
-            }
-        };
-        if let Some(error) = refusal {
-            for &taken in &targets[..=n] {
+        // The account's share first: a refused account never touches the shard's
+        // depth, so its refused requests cannot crowd out other accounts even for
+        // an instant.
+        let Some(slot) = shares.take(shard, account, limit) else {
+            for &taken in &targets[..n] {
                 map.shards[taken].depth.dec();
             }
             // Dropping `slots` gives the shares taken so far back.
-            return Err(error);
+            return Err(PublishError::AccountShare {
+                share: share_of(limit),
+            });
+        };
+        slots.push(slot);
+        let depth = &map.shards[shard].depth;
+        depth.inc();
+        if depth.get() > limit {
+            for &taken in &targets[..=n] {
+                map.shards[taken].depth.dec();
+            }
+            return Err(PublishError::Overloaded);
         }
     }
     Ok(slots)

@@ -13,6 +13,7 @@ mod control;
 mod filters;
 mod helper_library;
 mod isolation;
+mod limits;
 mod metrics;
 mod ordering;
 mod poll;
