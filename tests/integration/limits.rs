@@ -11,7 +11,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::channels::{
-    create_sub, marked, markers, post_form, request, scrape, send_json, subs_path, HookReceiver,
+    create_sub, marked, markers, post_form, request, scrape, send_json, subs_path, value_markers,
+    ws_connect, HookReceiver,
 };
 use crate::common::twilio::{assert_twilio_error, created, fresh_number, Api};
 use crate::common::{event, sign, Reply, TestServer, WAIT};
@@ -444,6 +445,50 @@ async fn client_event_rate_is_per_client() {
         ["a1", "a2", "b1"],
         "refused events were not delivered"
     );
+}
+
+#[tokio::test]
+async fn client_event_rate_applies_to_websocket_frames() {
+    let server = TestServer::start(|c| {
+        c.limits.client_events_per_sec = 1;
+        c.limits.client_events_burst = 2;
+    });
+    let path = format!("{}?client=wsa&types=client.*", server.stream_path(0));
+    let mut ws = ws_connect(&server, &path, server.creds(0))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("ws connect: {status} {body}"));
+    let open = ws.expect_json().await;
+    assert_eq!(open["type"], json!("stream.open"), "{open}");
+    for n in ["a1", "a2", "a3"] {
+        ws.send_text(&event("client.note", None, json!({ "n": n })).to_string())
+            .await;
+    }
+    let frames = ws.until(|f| f["type"] == json!("stream.error")).await;
+    let error = frames.last().unwrap();
+    assert_eq!(error["data"]["code"], json!("rate_limited"), "{error}");
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("limits.client_events_per_sec:")),
+        "{error}"
+    );
+    // The terminator, from another client: a3 never arrives before it.
+    send_json(
+        &server,
+        Method::POST,
+        &format!("/v1/Accounts/{}/ClientEvents?client=other", server.sid(0)),
+        server.creds(0),
+        &event("client.note", None, json!({"n": "end"})),
+    )
+    .await
+    .accepted(1);
+    let mut seen: Vec<Value> = frames;
+    seen.extend(ws.until_marker("end").await);
+    let mut got = value_markers(&seen);
+    got.retain(|m| m != "-");
+    got.sort();
+    assert_eq!(got, ["a1", "a2", "end"], "frames: {seen:?}");
+    ws.close().await;
 }
 
 /// Publishes one batch of `size` events on `call`, all marked `marker`.
