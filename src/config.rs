@@ -548,6 +548,19 @@ mod tests {
     }
 
     #[test]
+    fn limits_must_let_something_through() {
+        let mut config = Config::default();
+        config.limits.publish_burst = (config.publish.max_batch - 1) as u32;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.publish_burst"), "{err}");
+        let mut config = Config::default();
+        config.limits.subscriptions_per_client = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.subscriptions_per_client"), "{err}");
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
     fn file_flags_and_validation() {
         let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

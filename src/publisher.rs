@@ -11,7 +11,7 @@ use crate::actors::distributor::{Distributor, ShardMap};
 use crate::actors::shard::Publish;
 use crate::event::{self, Draft, Event, SharedEvent};
 use crate::limits::fair_share::{share_of, ShardShares, ShareSlot};
-use crate::limits::Limit;
+use crate::limits::{record_refusal, Limit};
 use crate::metrics::{family, Metrics};
 
 /// Why events were not routed. Nothing of the request was published in either case.
@@ -82,9 +82,7 @@ impl Publisher {
         let slots = reserve(&map, &batches, self.shard_queue, &self.shares, account).inspect_err(
             |error| {
                 if matches!(error, PublishError::AccountShare { .. }) {
-                    let key = Limit::ShardShare.key();
-                    self.metrics.quota_refusals.with_label_values(&[key]).inc();
-                    tracing::info!(key, account = account.0, "refused over a limit");
+                    record_refusal(&self.metrics, account, Limit::ShardShare);
                 }
             },
         )?;

@@ -93,6 +93,13 @@ pub enum QuotaError {
     },
 }
 
+/// Counts a refusal in `switchboard_quota_refusals_total{key}` and logs it (the
+/// account's index only: no request content).
+pub fn record_refusal(metrics: &Metrics, account: AccountIdx, key: Limit) {
+    metrics.quota_refusals.with_label_values(&[key.key()]).inc();
+    tracing::info!(key = key.key(), account = account.0, "refused over a limit");
+}
+
 /// Whole seconds for `Retry-After`, rounded up, at least 1.
 fn retry_secs(wait: Duration) -> u32 {
     let secs = wait
@@ -139,11 +146,7 @@ impl Quotas {
         let key = match error {
             QuotaError::Exceeded { key, .. } | QuotaError::RateLimited { key, .. } => key,
         };
-        self.metrics
-            .quota_refusals
-            .with_label_values(&[key.key()])
-            .inc();
-        tracing::info!(key = key.key(), account = account.0, "refused over a limit");
+        record_refusal(&self.metrics, account, key);
         error
     }
 
