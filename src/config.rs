@@ -71,6 +71,8 @@ pub struct Config {
     pub sim: SimConfig,
     /// The built-in call router.
     pub call_router: CallRouterConfig,
+    /// Per-tenant quotas and rates (API.md §8).
+    pub limits: LimitsConfig,
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
     /// for load balancers to see `/readyz` fail while the server still answers.
     pub drain_grace_secs: u64,
@@ -213,6 +215,54 @@ pub struct CallRouterConfig {
     pub publish_url: String,
 }
 
+/// Per-tenant quotas and rates (API.md §8): what one account or client may hold or
+/// send, so one tenant cannot exhaust memory, CPU or the shards' queues for all the
+/// others. Counts over a quota answer 429 `quota_exceeded`; rates over a limit answer
+/// 429 `rate_limited` with `Retry-After`. The defaults are generous for a real
+/// deployment (a contact centre's agents and supervisors, a busy trunk) but bounded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client sessions (distinct client ids with state on the server) per account.
+    pub sessions_per_account: usize,
+    /// Subscriptions one client may hold, stream URLs and control channel together.
+    pub subscriptions_per_client: usize,
+    /// Webhook (`callback`) subscriptions per account: each one is a delivery queue
+    /// and outbound requests.
+    pub webhooks_per_account: usize,
+    /// Calls an account may have running at once (inbound and REST-placed; the legs
+    /// a call dials are bounded by their parent call).
+    pub calls_per_account: usize,
+    /// Terms in one filter: `types` entries plus `where` clauses. Every event of the
+    /// account is matched against them.
+    pub filter_terms: usize,
+    /// Events per second an account may publish, sustained.
+    pub publish_per_sec: u32,
+    /// Events an account may publish at once above the sustained rate; at least
+    /// `publish.max_batch`, so a full batch can always pass.
+    pub publish_burst: u32,
+    /// Client events per second one client may send, sustained.
+    pub client_events_per_sec: u32,
+    /// Client events one client may send at once above the sustained rate.
+    pub client_events_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            sessions_per_account: 10_000,
+            subscriptions_per_client: 100,
+            webhooks_per_account: 100,
+            calls_per_account: 1000,
+            filter_terms: 32,
+            publish_per_sec: 10_000,
+            publish_burst: 20_000,
+            client_events_per_sec: 10,
+            client_events_burst: 20,
+        }
+    }
+}
+
 /// The simulated telephone network.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +289,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             sim: SimConfig::default(),
             call_router: CallRouterConfig::default(),
+            limits: LimitsConfig::default(),
             drain_grace_secs: 0,
             egress: EgressConfig::default(),
         }
@@ -393,6 +444,32 @@ impl Config {
             ("publish.max_event_bytes", self.publish.max_event_bytes),
             ("publish.max_body_bytes", self.publish.max_body_bytes),
             ("publish.shard_queue", self.publish.shard_queue),
+            (
+                "limits.sessions_per_account",
+                self.limits.sessions_per_account,
+            ),
+            (
+                "limits.subscriptions_per_client",
+                self.limits.subscriptions_per_client,
+            ),
+            (
+                "limits.webhooks_per_account",
+                self.limits.webhooks_per_account,
+            ),
+            ("limits.calls_per_account", self.limits.calls_per_account),
+            ("limits.filter_terms", self.limits.filter_terms),
+            (
+                "limits.publish_per_sec",
+                self.limits.publish_per_sec as usize,
+            ),
+            (
+                "limits.client_events_per_sec",
+                self.limits.client_events_per_sec as usize,
+            ),
+            (
+                "limits.client_events_burst",
+                self.limits.client_events_burst as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -401,6 +478,15 @@ impl Config {
                     message: "must be greater than 0".into(),
                 });
             }
+        }
+        if (self.limits.publish_burst as usize) < self.publish.max_batch {
+            return Err(ConfigError::Invalid {
+                key: "limits.publish_burst",
+                message: format!(
+                    "must be at least publish.max_batch ({}), or a full batch could never pass",
+                    self.publish.max_batch
+                ),
+            });
         }
         if !self.call_router.publish_url.is_empty() {
             let valid = reqwest::Url::parse(&self.call_router.publish_url)
@@ -515,6 +601,19 @@ mod tests {
         );
         let parsed: Config = toml::from_str("[egress]\nallow_private_networks = true\n").unwrap();
         assert_eq!(parsed.egress.allow_private_networks, Some(true));
+    }
+
+    #[test]
+    fn limits_must_let_something_through() {
+        let mut config = Config::default();
+        config.limits.publish_burst = (config.publish.max_batch - 1) as u32;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.publish_burst"), "{err}");
+        let mut config = Config::default();
+        config.limits.subscriptions_per_client = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.subscriptions_per_client"), "{err}");
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod event;
 pub mod filter;
 pub mod grant;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

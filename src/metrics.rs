@@ -160,6 +160,8 @@ pub struct Metrics {
     pub app_latency: Histogram,
     /// Requests on a tenant's behalf refused by the egress rules, by reason.
     pub egress_refused: IntCounterVec,
+    /// Requests refused over a `[limits]` quota or rate, by the config key.
+    pub quota_refusals: IntCounterVec,
 }
 
 impl Metrics {
@@ -325,6 +327,11 @@ impl Metrics {
                 "URLs and requests refused by the egress rules (API.md §5), by reason",
                 &["reason"],
             ),
+            quota_refusals: reg.counter_vec(
+                "switchboard_quota_refusals_total",
+                "Requests refused over a [limits] quota or rate, by config key",
+                &["key"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -384,6 +391,9 @@ impl Metrics {
         }
         for reason in crate::egress::REFUSAL_REASONS {
             self.egress_refused.with_label_values(&[reason]);
+        }
+        for limit in crate::limits::Limit::ALL {
+            self.quota_refusals.with_label_values(&[limit.key()]);
         }
     }
 

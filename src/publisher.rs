@@ -10,6 +10,8 @@ use crate::account::{AccountIdx, Accounts};
 use crate::actors::distributor::{Distributor, ShardMap};
 use crate::actors::shard::Publish;
 use crate::event::{self, Draft, Event, SharedEvent};
+use crate::limits::fair_share::{share_of, ShardShares, ShareSlot};
+use crate::limits::{record_refusal, Limit};
 use crate::metrics::{family, Metrics};
 
 /// Why events were not routed. Nothing of the request was published in either case.
@@ -21,6 +23,13 @@ pub enum PublishError {
     /// The shards are gone: the server is stopping.
     #[error("the server is shutting down")]
     Stopped,
+    /// The account already holds its fair share of a target shard's queue, so other
+    /// accounts can still publish to that shard.
+    #[error("publish.shard_queue: this account already holds its share ({share} batches) of a broker shard's queue; retry shortly")]
+    AccountShare {
+        /// Batches one account may have in flight per shard.
+        share: i64,
+    },
 }
 
 /// Builds events and hands them to their shards. Cheap to clone.
@@ -30,6 +39,7 @@ pub struct Publisher {
     distributor: Arc<Distributor>,
     metrics: Metrics,
     shard_queue: i64,
+    shares: Arc<ShardShares>,
 }
 
 impl Publisher {
@@ -46,6 +56,7 @@ impl Publisher {
             distributor,
             metrics,
             shard_queue: shard_queue as i64,
+            shares: Arc::default(),
         }
     }
 
@@ -68,12 +79,19 @@ impl Publisher {
 
         let map = self.distributor.current();
         let batches = split_by_shard(&map, events);
-        reserve(&map, &batches, self.shard_queue)?;
+        let slots = reserve(&map, &batches, self.shard_queue, &self.shares, account).inspect_err(
+            |error| {
+                if matches!(error, PublishError::AccountShare { .. }) {
+                    record_refusal(&self.metrics, account, Limit::ShardShare);
+                }
+            },
+        )?;
         let sends = batches
             .into_iter()
             .enumerate()
             .filter(|(_, events)| !events.is_empty())
-            .map(|(shard, events)| map.shards[shard].addr.send(Publish { events }));
+            .zip(slots)
+            .map(|((shard, events), slot)| map.shards[shard].addr.send(Publish { events, slot }));
         for result in join_all(sends).await {
             // A shard only goes away while the server stops.
             result.map_err(|_| PublishError::Stopped)?;
@@ -95,13 +113,34 @@ fn split_by_shard(map: &ShardMap, events: Vec<SharedEvent>) -> Vec<Vec<SharedEve
     batches
 }
 
-/// Takes one queue slot on every target shard, or none: a request either goes to all
-/// of its shards or is refused whole, so a batch is never half published.
-fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(), PublishError> {
+/// Takes one queue slot on every target shard, and one slot of the account's share
+/// of each, or none: a request either goes to all of its shards or is refused whole,
+/// so a batch is never half published. Returns the share slots in target order.
+fn reserve(
+    map: &ShardMap,
+    batches: &[Vec<SharedEvent>],
+    limit: i64,
+    shares: &ShardShares,
+    account: AccountIdx,
+) -> Result<Vec<ShareSlot>, PublishError> {
     let targets: Vec<usize> = (0..batches.len())
         .filter(|&i| !batches[i].is_empty())
         .collect();
+    let mut slots = Vec::with_capacity(targets.len());
     for (n, &shard) in targets.iter().enumerate() {
+        // The account's share first: a refused account never touches the shard's
+        // depth, so its refused requests cannot crowd out other accounts even for
+        // an instant.
+        let Some(slot) = shares.take(shard, account, limit) else {
+            for &taken in &targets[..n] {
+                map.shards[taken].depth.dec();
+            }
+            // Dropping `slots` gives the shares taken so far back.
+            return Err(PublishError::AccountShare {
+                share: share_of(limit),
+            });
+        };
+        slots.push(slot);
         let depth = &map.shards[shard].depth;
         depth.inc();
         if depth.get() > limit {
@@ -111,5 +150,5 @@ fn reserve(map: &ShardMap, batches: &[Vec<SharedEvent>], limit: i64) -> Result<(
             return Err(PublishError::Overloaded);
         }
     }
-    Ok(())
+    Ok(slots)
 }

@@ -75,6 +75,7 @@ pub async fn serve(
         config.sim.clone(),
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),
+        topology.quotas.clone(),
     );
     let state = AppState {
         call_router,

@@ -20,6 +20,7 @@ use actix::{Actor, Addr, Arbiter};
 use crate::account::{AccountIdx, Accounts};
 use crate::config::Config;
 use crate::egress::Egress;
+use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::outbox;
 use distributor::{Distributor, ShardHandle, ShardMap};
@@ -34,6 +35,8 @@ pub struct Topology {
     pub distributor: Arc<Distributor>,
     /// Event proxies; a client's proxy is chosen by hashing its account and id.
     pub proxies: Vec<Addr<EventProxy>>,
+    /// `[limits]` and what each account holds against them.
+    pub quotas: Arc<Quotas>,
     arbiters: Vec<Arbiter>,
 }
 
@@ -72,7 +75,13 @@ impl Topology {
             })
             .collect();
         let distributor = Arc::new(Distributor::new(ShardMap { shards }));
+        let quotas = Arc::new(Quotas::new(
+            &config.limits,
+            accounts.iter().count(),
+            metrics.clone(),
+        ));
         let settings = ProxySettings {
+            quotas: quotas.clone(),
             limits: outbox::Limits {
                 max_events: config.retention.max_events,
                 max_age: Duration::from_secs(config.retention.max_age_secs),
@@ -105,6 +114,7 @@ impl Topology {
         Topology {
             distributor,
             proxies,
+            quotas,
             arbiters,
         }
     }

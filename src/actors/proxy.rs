@@ -32,6 +32,7 @@ use crate::account::{AccountIdx, Accounts};
 use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
+use crate::limits::{QuotaError, Quotas};
 use crate::metrics::Metrics;
 use crate::outbox::{self, MatchedSubs, Outbox, Resume};
 use crate::retention::Stamped;
@@ -80,9 +81,10 @@ pub enum ResumeFrom {
     Earliest,
 }
 
-/// Open (or take over) a client's publication channel.
+/// Open (or take over) a client's publication channel; refused over a `[limits]`
+/// quota (new session, new subscription) with nothing created.
 #[derive(Message)]
-#[rtype(result = "Connected")]
+#[rtype(result = "Result<Connected, QuotaError>")]
 pub struct Connect {
     /// The account.
     pub account: AccountIdx,
@@ -140,11 +142,15 @@ pub enum ControlError {
     /// The client has no subscription with that sid.
     #[error("subscription not found")]
     UnknownSubscription,
+    /// The change would pass a `[limits]` quota (a new webhook).
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
 }
 
-/// Add a subscription to a client (creating its session if needed).
+/// Add a subscription to a client (creating its session if needed); refused over a
+/// `[limits]` quota with nothing created.
 #[derive(Message)]
-#[rtype(result = "SubscriptionView")]
+#[rtype(result = "Result<SubscriptionView, QuotaError>")]
 pub struct Subscribe {
     /// The account.
     pub account: AccountIdx,
@@ -269,6 +275,9 @@ pub struct ProxySettings {
     pub idle_ttl: Duration,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// `[limits]`: sessions and webhooks are counted per account across proxies,
+    /// subscriptions per client here, where the client's subscriptions live.
+    pub quotas: Arc<Quotas>,
 }
 
 /// One event proxy (see the module docs).
@@ -332,10 +341,11 @@ impl EventProxy {
         client: &Arc<str>,
         ephemeral: bool,
         ctx: &mut Context<Self>,
-    ) -> u32 {
+    ) -> Result<u32, QuotaError> {
         if let Some(slot) = self.find_slot(account, client) {
-            return slot;
+            return Ok(slot);
         }
+        self.settings.quotas.acquire_session(account)?;
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
         let outbox = Outbox::new(self.settings.limits);
@@ -359,7 +369,32 @@ impl EventProxy {
         );
         self.by_client.insert((account, client.clone()), slot);
         self.metrics.sessions.inc();
-        slot
+        Ok(slot)
+    }
+
+    /// Checks the quotas a new subscription of a client needs and takes a webhook
+    /// slot for a callback one; returns the client's session slot (created if new).
+    /// Refused, it leaves nothing behind.
+    fn admit_subscription(
+        &mut self,
+        account: AccountIdx,
+        client: &Arc<str>,
+        webhook: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<u32, QuotaError> {
+        let quotas = self.settings.quotas.clone();
+        if let Some(slot) = self.find_slot(account, client) {
+            quotas.check_subscriptions(account, self.sessions[&slot].subs.len())?;
+        }
+        if webhook {
+            quotas.acquire_webhook(account)?;
+        }
+        self.session_slot(account, client, false, ctx)
+            .inspect_err(|_| {
+                if webhook {
+                    quotas.release_webhook(account);
+                }
+            })
     }
 
     fn find_sub(&self, slot: u32, sid: &str) -> Option<u64> {
@@ -491,6 +526,7 @@ impl EventProxy {
         self.transport_gauge(sub.webhook.is_some()).dec();
         if let Some(webhook) = &sub.webhook {
             webhook.close();
+            self.settings.quotas.release_webhook(sub.upstream.0);
         }
         if let Some(session) = self.sessions.get_mut(&((key >> 32) as u32)) {
             session.subs.retain(|k| *k != key);
@@ -557,6 +593,7 @@ impl EventProxy {
         if let Some(session) = self.sessions.remove(&slot) {
             self.by_client.remove(&(session.account, session.client));
             self.metrics.sessions.dec();
+            self.settings.quotas.release_session(session.account);
             self.metrics.cached_events.sub(session.outbox.len() as i64);
             session.addr.do_send(EndSession);
         }
@@ -707,10 +744,13 @@ impl Actor for EventProxy {
 }
 
 impl Handler<Connect> for EventProxy {
-    type Result = AtomicResponse<Self, Connected>;
+    type Result = AtomicResponse<Self, Result<Connected, QuotaError>>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
-        let slot = self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx);
+        let slot = match self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx) {
+            Ok(slot) => slot,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
         let has_stream_subs = !self.stream_filters(slot).is_empty();
         let wanted = msg
             .subscription
@@ -736,7 +776,16 @@ impl Handler<Connect> for EventProxy {
                         });
                     }
                 }
-                None => registrations.extend(self.add_sub(msg.account, slot, new, ctx).1),
+                None => {
+                    // A new session has no subscriptions, so only an existing one can
+                    // be refused here: nothing is left half-made.
+                    let held = self.sessions[&slot].subs.len();
+                    if let Err(error) = self.settings.quotas.check_subscriptions(msg.account, held)
+                    {
+                        return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+                    }
+                    registrations.extend(self.add_sub(msg.account, slot, new, ctx).1)
+                }
             }
         }
         let outbox = self.sessions[&slot].outbox.clone();
@@ -755,7 +804,7 @@ impl Handler<Connect> for EventProxy {
             return AtomicResponse::new(Box::pin(
                 registered
                     .into_actor(self)
-                    .map(move |(), proxy, _| proxy.connected(slot, conn)),
+                    .map(move |(), proxy, _| Ok(proxy.connected(slot, conn))),
             ));
         }
         // `cursor=earliest`: once the filters are registered everywhere, ask every
@@ -782,23 +831,27 @@ impl Handler<Connect> for EventProxy {
             .into_actor(self)
             .map(move |replies, proxy, _| {
                 proxy.apply_replay(slot, replies);
-                proxy.connected(slot, conn)
+                Ok(proxy.connected(slot, conn))
             }),
         ))
     }
 }
 
 impl Handler<Subscribe> for EventProxy {
-    type Result = AtomicResponse<Self, SubscriptionView>;
+    type Result = AtomicResponse<Self, Result<SubscriptionView, QuotaError>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
-        let slot = self.session_slot(msg.account, &msg.client, false, ctx);
+        let webhook = msg.subscription.callback.is_some();
+        let slot = match self.admit_subscription(msg.account, &msg.client, webhook, ctx) {
+            Ok(slot) => slot,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
         let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, ctx);
         let registered = self.register(registration.into_iter().collect(), ctx);
         AtomicResponse::new(Box::pin(
             registered
                 .into_actor(self)
-                .map(move |(), proxy, _| proxy.view(key).expect("just added")),
+                .map(move |(), proxy, _| Ok(proxy.view(key).expect("just added"))),
         ))
     }
 }
@@ -830,6 +883,15 @@ impl Handler<UpdateSubscription> for EventProxy {
             Ok(found) => found,
             Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
+        // A stream subscription becoming a webhook takes a webhook slot, before
+        // anything changes.
+        let becomes_webhook = matches!(msg.change.callback, Some(Some(_)))
+            && self.subs.get(&key).is_some_and(|sub| sub.webhook.is_none());
+        if becomes_webhook {
+            if let Err(error) = self.settings.quotas.acquire_webhook(msg.account) {
+                return AtomicResponse::new(Box::pin(fut::ready(Err(error.into()))));
+            }
+        }
         let mut registrations = Vec::new();
         let change = msg.change;
         if let Some(filter) = change.filter {
@@ -861,6 +923,9 @@ impl Handler<UpdateSubscription> for EventProxy {
             }
             sub.callback = callback.clone();
             let webhook = callback.map(|url| self.start_webhook(msg.account, &url, expires));
+            if was_webhook && webhook.is_none() {
+                self.settings.quotas.release_webhook(msg.account);
+            }
             self.transport_gauge(was_webhook).dec();
             self.transport_gauge(webhook.is_some()).inc();
             self.subs.get_mut(&key).expect("found above").webhook = webhook;

@@ -24,6 +24,7 @@ use super::proxy::{Deliver, EventProxy, ProxyId};
 use crate::account::AccountIdx;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
+use crate::limits::fair_share::ShareSlot;
 use crate::metrics::Metrics;
 use crate::retention::{Retention, Stamped};
 
@@ -34,6 +35,9 @@ use crate::retention::{Retention, Stamped};
 pub struct Publish {
     /// Events in publication order.
     pub events: Vec<SharedEvent>,
+    /// The publishing account's slot of its share of this shard's queue, held until
+    /// the batch is handed on, like the shard's own `depth` slot.
+    pub slot: ShareSlot,
 }
 
 const _: () = assert!(std::mem::size_of::<Publish>() <= 32);
@@ -184,6 +188,7 @@ impl Handler<Publish> for BrokerShard {
             }
         }
         let depth = self.depth.clone();
+        let slot = msg.slot;
         Box::pin(async move {
             for result in join_all(acks).await {
                 if let Err(error) = result {
@@ -191,6 +196,7 @@ impl Handler<Publish> for BrokerShard {
                 }
             }
             depth.dec();
+            drop(slot);
         })
     }
 }

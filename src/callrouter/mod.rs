@@ -26,6 +26,7 @@ use crate::actors::call::{AppSource, Call, CallInput, CallSetup};
 use crate::config::SimConfig;
 use crate::egress::Egress;
 use crate::event::Draft;
+use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
@@ -56,6 +57,16 @@ impl RouterError {
             code,
             status: 400,
             message: message.into(),
+        }
+    }
+
+    /// A 429 over a `[limits]` quota (Twilio's 20429, Too Many Requests), the
+    /// message naming the config key.
+    pub fn quota(error: crate::limits::QuotaError) -> RouterError {
+        RouterError {
+            code: 20429,
+            status: 429,
+            message: error.to_string(),
         }
     }
 
@@ -136,11 +147,15 @@ pub struct CallRouter {
     base_url: String,
     metrics: Metrics,
     registry: Mutex<Registry>,
+    quotas: Arc<Quotas>,
 }
 
 impl CallRouter {
     /// A router with no numbers, publishing its events into `sink`; `base_url`
-    /// prefixes recording URLs; applications are requested under `egress`'s rules.
+    /// prefixes recording URLs; applications are requested under `egress`'s rules;
+    /// `quotas` bounds each account's running calls.
+    /// prefixes recording URLs; applications may only be on `allowed_hosts` (empty:
+    /// anywhere); `quotas` bounds each account's running calls.
     pub fn new(
         accounts: Arc<Accounts>,
         sink: EventSink,
@@ -148,6 +163,7 @@ impl CallRouter {
         sim: SimConfig,
         base_url: String,
         metrics: Metrics,
+        quotas: Arc<Quotas>,
     ) -> Arc<CallRouter> {
         Arc::new(CallRouter {
             accounts,
@@ -157,6 +173,7 @@ impl CallRouter {
             base_url,
             metrics,
             registry: Mutex::new(Registry::default()),
+            quotas,
         })
     }
 
@@ -301,8 +318,14 @@ impl CallRouter {
 
     // ---- calls ----
 
-    fn start_call(self: &Arc<Self>, setup: CallSetup) -> String {
-        self.start_call_watched(setup, None)
+    /// Starts a call of its own (inbound or REST-placed), within the account's
+    /// `limits.calls_per_account`; the slot is given back in [`CallRouter::finish`].
+    /// The legs a call dials are not counted: their parent bounds them.
+    fn start_call(self: &Arc<Self>, setup: CallSetup) -> Result<String, RouterError> {
+        self.quotas
+            .acquire_call(setup.account)
+            .map_err(RouterError::quota)?;
+        Ok(self.start_call_watched(setup, None))
     }
 
     /// Registers and starts a call; `watcher` learns how it ends.
@@ -366,7 +389,7 @@ impl CallRouter {
             Some(url) => AppSource::Url(url.clone(), number.voice_method),
             None => AppSource::Twiml("<Response><Hangup/></Response>".into()),
         };
-        Ok(self.start_call(CallSetup {
+        self.start_call(CallSetup {
             sid: new_sid("CA"),
             account,
             from: from.to_owned(),
@@ -376,7 +399,7 @@ impl CallRouter {
             status_callback: number.status_callback.clone(),
             ring: false,
             parent: None,
-        }))
+        })
     }
 
     /// An outbound call placed through the REST API.
@@ -404,7 +427,7 @@ impl CallRouter {
             status_callback,
             ring: true,
             parent: None,
-        });
+        })?;
         self.call(account, &sid)
             .ok_or_else(|| RouterError::not_found("call"))
     }
@@ -465,6 +488,8 @@ impl CallRouter {
         let Some(entry) = registry.calls.get_mut(sid) else {
             return;
         };
+        // Once per call: a second report of its end must not free another call's slot.
+        let first_end = entry.record.end.is_none();
         let now = Utc::now();
         entry.record.status = outcome.status;
         entry.record.updated = now;
@@ -472,6 +497,9 @@ impl CallRouter {
         entry.record.duration = Some(outcome.duration);
         entry.addr = None;
         entry.start = None;
+        if first_end && entry.record.parent.is_none() {
+            self.quotas.release_call(entry.record.account);
+        }
         for watcher in entry.watchers.drain(..) {
             let _ = watcher.send(outcome);
         }

@@ -93,6 +93,10 @@ pub async fn send(
     body: &[u8],
     via: &'static str,
 ) -> Result<Vec<String>, ApiError> {
+    state
+        .topology
+        .quotas
+        .client_event(account, client, std::time::Instant::now())?;
     let mut drafts = event::parse_body(
         body,
         false,

@@ -295,7 +295,10 @@ fn json_list(field: &str, value: Value) -> Result<Vec<String>, ApiError> {
 }
 
 fn control_error(error: ControlError) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+    match error {
+        ControlError::Quota(quota) => quota.into(),
+        _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()),
+    }
 }
 
 fn unavailable<E>(_: E) -> ApiError {
@@ -317,6 +320,10 @@ async fn create(
         spec.scopes.clone(),
         request.absent_scopes(),
     )?;
+    state
+        .topology
+        .quotas
+        .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
     let view = request
         .proxy(&state)
@@ -330,7 +337,7 @@ async fn create(
             },
         })
         .await
-        .map_err(unavailable)?;
+        .map_err(unavailable)??;
     Ok(HttpResponse::Created().json(request.render(&state, &view)))
 }
 
@@ -412,6 +419,12 @@ async fn update(
     } else {
         None
     };
+    if let Some(filter) = &filter {
+        state
+            .topology
+            .quotas
+            .check_filter(request.account, filter)?;
+    }
     let Lifetime { expires, callback } = request.checked(&state)?;
     let view = request
         .proxy(&state)

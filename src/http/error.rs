@@ -123,8 +123,32 @@ impl From<crate::publisher::PublishError> for ApiError {
         let code = match error {
             crate::publisher::PublishError::Overloaded => "overloaded",
             crate::publisher::PublishError::Stopped => "draining",
+            crate::publisher::PublishError::AccountShare { .. } => {
+                return ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        error.to_string(),
+                    )
+                };
+            }
         };
         ApiError::unavailable(code, error.to_string())
+    }
+}
+
+impl From<crate::limits::QuotaError> for ApiError {
+    fn from(error: crate::limits::QuotaError) -> ApiError {
+        use crate::limits::QuotaError;
+        let (code, retry_after) = match error {
+            QuotaError::Exceeded { .. } => ("quota_exceeded", None),
+            QuotaError::RateLimited { retry_after, .. } => ("rate_limited", Some(retry_after)),
+        };
+        ApiError {
+            retry_after,
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, error.to_string())
+        }
     }
 }
 

@@ -68,6 +68,10 @@ async fn accept(
             max_event_bytes: state.config.publish.max_event_bytes,
         },
     )?;
+    state
+        .topology
+        .quotas
+        .publish(account, drafts.len(), Instant::now())?;
     let ids = route(state, account, drafts).await?;
     state
         .metrics

@@ -49,10 +49,10 @@ async fn json_body<T: for<'de> Deserialize<'de>>(payload: web::Payload) -> Resul
 
 fn router_error(error: RouterError) -> ApiError {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
-    let code = if error.status == 404 {
-        "not_found"
-    } else {
-        "invalid_parameter"
+    let code = match error.status {
+        404 => "not_found",
+        429 => "quota_exceeded",
+        _ => "invalid_parameter",
     };
     ApiError::new(status, code, error.message)
 }

@@ -15,6 +15,7 @@ mod filters;
 mod grants;
 mod helper_library;
 mod isolation;
+mod limits;
 mod metrics;
 mod ordering;
 mod poll;

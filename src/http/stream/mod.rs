@@ -94,6 +94,9 @@ async fn stream(
             "the server is shutting down",
         ));
     }
+    if let Some(filter) = &params.filter {
+        state.topology.quotas.check_filter(account, filter)?;
+    }
     let ephemeral = params.client.is_none();
     let client: Arc<str> = params
         .client
@@ -121,7 +124,7 @@ async fn stream(
             ephemeral,
         })
         .await
-        .map_err(|_| ApiError::unavailable("draining", "the server is shutting down"))?;
+        .map_err(|_| ApiError::unavailable("draining", "the server is shutting down"))??;
     let closes_at = match principal {
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
