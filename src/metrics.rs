@@ -49,6 +49,10 @@ pub const VERBS: &[&str] = &[
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
 pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
 
+/// Why a signed control-channel request was refused, the `reason` label of
+/// `switchboard_control_refused_total`.
+pub const CONTROL_REFUSALS: &[&str] = &["method_not_signed", "method_invalid"];
+
 /// Registers metrics in one registry; the only place that can fail is a programming
 /// error (a duplicate or malformed name), caught by the first test that builds one.
 struct Registrar<'r>(&'r Registry);
@@ -150,6 +154,12 @@ pub struct Metrics {
     pub verbs: IntCounterVec,
     /// Time applications take to answer a TwiML request.
     pub app_latency: Histogram,
+    /// Control-channel requests refused for their signed `method=`, by reason
+    /// (`method_not_signed`: missing or another method; `method_invalid`: malformed).
+    pub control_refused: IntCounterVec,
+    /// Control-channel creates, by outcome (`created`; `existing`: equal to a
+    /// subscription the client had, so nothing was added — a replayed signed URL).
+    pub control_creates: IntCounterVec,
 }
 
 impl Metrics {
@@ -301,6 +311,16 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )),
+            control_refused: reg.counter_vec(
+                "switchboard_control_refused_total",
+                "Control-channel requests refused for their signed method, by reason",
+                &["reason"],
+            ),
+            control_creates: reg.counter_vec(
+                "switchboard_control_creates_total",
+                "Control-channel creates, by outcome (created, or existing for an equal subscription)",
+                &["outcome"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -349,6 +369,12 @@ impl Metrics {
         }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
+        }
+        for reason in CONTROL_REFUSALS {
+            self.control_refused.with_label_values(&[reason]);
+        }
+        for outcome in ["created", "existing"] {
+            self.control_creates.with_label_values(&[outcome]);
         }
     }
 

@@ -20,6 +20,7 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod signed_control;
 mod signed_urls;
 mod sse;
 mod webhooks;
