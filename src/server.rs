@@ -69,6 +69,7 @@ pub async fn serve(
         config.sim.clone(),
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),
+        config.call_router.keep_ended,
     );
     let state = AppState {
         call_router,
