@@ -206,13 +206,25 @@ impl EgressConfig {
 }
 
 /// The built-in call router.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallRouterConfig {
     /// Base URL of a remote event router (`http://host:port`) to publish call events
     /// to over its publish endpoint, with each account's credentials; empty publishes
     /// into this process.
     pub publish_url: String,
+    /// Ended calls, and messages, each account keeps for the REST API; older ones
+    /// are forgotten. Per account, so one tenant cannot push out another's records.
+    pub keep_ended: usize,
+}
+
+impl Default for CallRouterConfig {
+    fn default() -> Self {
+        CallRouterConfig {
+            publish_url: String::new(),
+            keep_ended: 1000,
+        }
+    }
 }
 
 /// Per-tenant quotas and rates (API.md §8): what one account or client may hold or
@@ -470,6 +482,7 @@ impl Config {
                 "limits.client_events_burst",
                 self.limits.client_events_burst as usize,
             ),
+            ("call_router.keep_ended", self.call_router.keep_ended),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -22,7 +22,10 @@ struct Cli {
 enum Command {
     /// Run the server (embedded defaults when no config file is given).
     Serve(ServeArgs),
-    /// Print a signed path and query for a stream URL.
+    /// Print a signed path and query for a stream, control-channel or client-event URL.
+    ///
+    /// A control-channel URL (`…/Clients/{client}/Subscriptions…`) serves only the
+    /// method named in its query: put `method=GET`, `POST`, `PATCH` or `DELETE` in it.
     Sign {
         /// The account sid (AC…).
         #[arg(long)]

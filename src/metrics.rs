@@ -49,6 +49,10 @@ pub const VERBS: &[&str] = &[
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
 pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
 
+/// Why a signed control-channel request was refused, the `reason` label of
+/// `switchboard_control_refused_total`.
+pub const CONTROL_REFUSALS: &[&str] = &["method_not_signed", "method_invalid"];
+
 /// Registers metrics in one registry; the only place that can fail is a programming
 /// error (a duplicate or malformed name), caught by the first test that builds one.
 struct Registrar<'r>(&'r Registry);
@@ -162,6 +166,12 @@ pub struct Metrics {
     pub egress_refused: IntCounterVec,
     /// Requests refused over a `[limits]` quota or rate, by the config key.
     pub quota_refusals: IntCounterVec,
+    /// Control-channel requests refused for their signed `method=`, by reason
+    /// (`method_not_signed`: missing or another method; `method_invalid`: malformed).
+    pub control_refused: IntCounterVec,
+    /// Control-channel creates, by outcome (`created`; `existing`: equal to a
+    /// subscription the client had, so nothing was added — a replayed signed URL).
+    pub control_creates: IntCounterVec,
 }
 
 impl Metrics {
@@ -332,6 +342,16 @@ impl Metrics {
                 "Requests refused over a [limits] quota or rate, by config key",
                 &["key"],
             ),
+            control_refused: reg.counter_vec(
+                "switchboard_control_refused_total",
+                "Control-channel requests refused for their signed method, by reason",
+                &["reason"],
+            ),
+            control_creates: reg.counter_vec(
+                "switchboard_control_creates_total",
+                "Control-channel creates, by outcome (created, or existing for an equal subscription)",
+                &["outcome"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -394,6 +414,12 @@ impl Metrics {
         }
         for limit in crate::limits::Limit::ALL {
             self.quota_refusals.with_label_values(&[limit.key()]);
+        }
+        for reason in CONTROL_REFUSALS {
+            self.control_refused.with_label_values(&[reason]);
+        }
+        for outcome in ["created", "existing"] {
+            self.control_creates.with_label_values(&[outcome]);
         }
     }
 

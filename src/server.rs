@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::account::Accounts;
 use crate::actors::Topology;
 use crate::callrouter::sink::EventSink;
-use crate::callrouter::CallRouter;
+use crate::callrouter::{CallRouter, RouterSettings};
 use crate::config::Config;
 use crate::egress::Egress;
 use crate::http::{self, AppState};
@@ -66,16 +66,19 @@ pub async fn serve(
     );
     let sink = match reqwest::Url::parse(&config.call_router.publish_url) {
         Ok(base) => EventSink::remote(base, accounts.clone()),
-        Err(_) => EventSink::InProcess(publisher.clone()),
+        Err(_) => EventSink::InProcess(Box::new(publisher.clone())),
     };
     let call_router = CallRouter::new(
         accounts.clone(),
         sink,
         egress.clone(),
-        config.sim.clone(),
-        format!("http://{}", listener.local_addr()?),
         metrics.clone(),
         topology.quotas.clone(),
+        RouterSettings {
+            sim: config.sim.clone(),
+            base_url: format!("http://{}", listener.local_addr()?),
+            keep_ended: config.call_router.keep_ended,
+        },
     );
     let state = AppState {
         call_router,

@@ -60,7 +60,12 @@ pub struct Deliver {
 const _: () = assert!(std::mem::size_of::<Deliver>() <= 32);
 
 /// A subscription asked for by a stream URL or the control channel.
-#[derive(Debug, Clone)]
+///
+/// Equality is what makes a control-channel create idempotent (API.md §5): two
+/// requests are the same subscription when their filters are equal in canonical
+/// form (a [`Filter`] is normalised when built, so clause order and repetition do
+/// not count), and their scopes, expiry and callback are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSubscription {
     /// The filter, already validated.
     pub filter: Arc<Filter>,
@@ -147,10 +152,21 @@ pub enum ControlError {
     Quota(#[from] QuotaError),
 }
 
-/// Add a subscription to a client (creating its session if needed); refused over a
-/// `[limits]` quota with nothing created.
+/// The reply to [`Subscribe`].
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The subscription asked for.
+    pub view: SubscriptionView,
+    /// False when the client already had an equal subscription, which is returned
+    /// instead of adding a twin (a replayed create adds nothing).
+    pub created: bool,
+}
+
+/// Add a subscription to a client (creating its session if needed), unless the
+/// client already has an equal one; refused over a `[limits]` quota with nothing
+/// created.
 #[derive(Message)]
-#[rtype(result = "Result<SubscriptionView, QuotaError>")]
+#[rtype(result = "Result<Subscribed, QuotaError>")]
 pub struct Subscribe {
     /// The account.
     pub account: AccountIdx,
@@ -395,6 +411,20 @@ impl EventProxy {
                     quotas.release_webhook(account);
                 }
             })
+    }
+
+    /// A subscription of the client equal to `new`, if there is one.
+    fn find_twin(&self, slot: u32, new: &NewSubscription) -> Option<u64> {
+        let session = self.sessions.get(&slot)?;
+        session.subs.iter().copied().find(|key| {
+            self.subs.get(key).is_some_and(|sub| {
+                *new == NewSubscription {
+                    filter: sub.filter.clone(),
+                    expires: sub.expires,
+                    callback: sub.callback.clone(),
+                }
+            })
+        })
     }
 
     fn find_sub(&self, slot: u32, sid: &str) -> Option<u64> {
@@ -838,9 +868,22 @@ impl Handler<Connect> for EventProxy {
 }
 
 impl Handler<Subscribe> for EventProxy {
-    type Result = AtomicResponse<Self, Result<SubscriptionView, QuotaError>>;
+    type Result = AtomicResponse<Self, Result<Subscribed, QuotaError>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        // Looked up and added in one handler, so concurrent replays of one create
+        // cannot both miss the other and add twins; and looked up before any quota,
+        // so a replay at the quota answers the existing subscription, not 429.
+        let twin = self
+            .find_slot(msg.account, &msg.client)
+            .and_then(|slot| self.find_twin(slot, &msg.subscription));
+        if let Some(key) = twin {
+            let view = self.view(key).expect("found above");
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Subscribed {
+                view,
+                created: false,
+            }))));
+        }
         let webhook = msg.subscription.callback.is_some();
         let slot = match self.admit_subscription(msg.account, &msg.client, webhook, ctx) {
             Ok(slot) => slot,
@@ -848,11 +891,14 @@ impl Handler<Subscribe> for EventProxy {
         };
         let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, ctx);
         let registered = self.register(registration.into_iter().collect(), ctx);
-        AtomicResponse::new(Box::pin(
-            registered
-                .into_actor(self)
-                .map(move |(), proxy, _| Ok(proxy.view(key).expect("just added"))),
-        ))
+        AtomicResponse::new(Box::pin(registered.into_actor(self).map(
+            move |(), proxy, _| {
+                Ok(Subscribed {
+                    view: proxy.view(key).expect("just added"),
+                    created: true,
+                })
+            },
+        )))
     }
 }
 
@@ -1031,6 +1077,122 @@ impl Handler<ExpireSubscription> for EventProxy {
             .is_some_and(|s| s.subs.is_empty() && !s.outbox.is_attached());
         if idle {
             self.close_session(msg.slot, ctx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::ScopeGrant;
+
+    fn new_sub(
+        types: &str,
+        wheres: &[&str],
+        scopes: Option<&str>,
+        expires: Option<u64>,
+        callback: Option<&str>,
+    ) -> NewSubscription {
+        NewSubscription {
+            filter: Arc::new(Filter::parse(Some(types), wheres, scopes, ScopeGrant::All).unwrap()),
+            expires,
+            callback: callback.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn equal_subscriptions_compare_filters_in_canonical_form() {
+        let one = new_sub(
+            "call.*,say.end",
+            &["data.to=+1555", "data.n>1"],
+            Some("b,a"),
+            Some(99),
+            Some("http://h/x"),
+        );
+        let same = new_sub(
+            "say.end,call.*,call.*",
+            &["data.n>1", "data.to=+1555", "data.n>1"],
+            Some("a,b,a"),
+            Some(99),
+            Some("http://h/x"),
+        );
+        assert_eq!(one, same);
+    }
+
+    #[test]
+    fn any_difference_makes_another_subscription() {
+        let base = || {
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some("a"),
+                Some(99),
+                Some("http://h/x"),
+            )
+        };
+        let others = [
+            new_sub(
+                "call.end",
+                &["data.to=+1555"],
+                Some("a"),
+                Some(99),
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1556"],
+                Some("a"),
+                Some(99),
+                Some("http://h/x"),
+            ),
+            new_sub("call.*", &[], Some("a"), Some(99), Some("http://h/x")),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some("b"),
+                Some(99),
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                None,
+                Some(99),
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some(""),
+                Some(99),
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some("a"),
+                Some(100),
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some("a"),
+                None,
+                Some("http://h/x"),
+            ),
+            new_sub(
+                "call.*",
+                &["data.to=+1555"],
+                Some("a"),
+                Some(99),
+                Some("http://h/y"),
+            ),
+            new_sub("call.*", &["data.to=+1555"], Some("a"), Some(99), None),
+        ];
+        assert_eq!(base(), base());
+        for other in others {
+            assert_ne!(base(), other);
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod records;
 pub mod sink;
 pub mod steer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +31,10 @@ use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
 use records::{
-    is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord, Resource,
+    is_e164, new_sid, CallRecord, CallStatus, Direction, KeptPerAccount, MessageRecord,
+    NumberRecord, Resource,
 };
 use sink::EventSink;
-
-/// Ended calls and messages kept for the REST API before the oldest are forgotten.
-const KEEP_ENDED: usize = 10_000;
 
 /// A refusal, with Twilio's error code and the HTTP status to answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,14 +107,26 @@ struct Room {
     participants: Vec<Participant>,
 }
 
-#[derive(Default)]
 struct Registry {
     numbers: HashMap<String, NumberRecord>,
     calls: HashMap<String, CallEntry>,
-    ended_calls: VecDeque<String>,
+    ended_calls: KeptPerAccount,
     messages: HashMap<String, MessageRecord>,
-    message_order: VecDeque<String>,
+    message_order: KeptPerAccount,
     rooms: HashMap<(AccountIdx, String), Room>,
+}
+
+impl Registry {
+    fn new(keep_ended: usize) -> Registry {
+        Registry {
+            numbers: HashMap::new(),
+            calls: HashMap::new(),
+            ended_calls: KeptPerAccount::new(keep_ended),
+            messages: HashMap::new(),
+            message_order: KeptPerAccount::new(keep_ended),
+            rooms: HashMap::new(),
+        }
+    }
 }
 
 /// A new number's settings, as the REST API takes them.
@@ -150,21 +160,33 @@ pub struct CallRouter {
     quotas: Arc<Quotas>,
 }
 
+/// The call router's settings, from the config.
+pub struct RouterSettings {
+    /// Simulated time and ring delay.
+    pub sim: SimConfig,
+    /// Prefixes recording URLs (this server's own address).
+    pub base_url: String,
+    /// Ended calls, and messages, each account keeps (`call_router.keep_ended`).
+    pub keep_ended: usize,
+}
+
 impl CallRouter {
-    /// A router with no numbers, publishing its events into `sink`; `base_url`
-    /// prefixes recording URLs; applications are requested under `egress`'s rules;
-    /// `quotas` bounds each account's running calls.
-    /// prefixes recording URLs; applications may only be on `allowed_hosts` (empty:
-    /// anywhere); `quotas` bounds each account's running calls.
+    /// A router with no numbers, publishing its events into `sink`; applications
+    /// are requested under `egress`'s rules; `quotas` bounds each account's running
+    /// calls.
     pub fn new(
         accounts: Arc<Accounts>,
         sink: EventSink,
         egress: Egress,
-        sim: SimConfig,
-        base_url: String,
         metrics: Metrics,
         quotas: Arc<Quotas>,
+        settings: RouterSettings,
     ) -> Arc<CallRouter> {
+        let RouterSettings {
+            sim,
+            base_url,
+            keep_ended,
+        } = settings;
         Arc::new(CallRouter {
             accounts,
             sink,
@@ -172,7 +194,7 @@ impl CallRouter {
             sim,
             base_url,
             metrics,
-            registry: Mutex::new(Registry::default()),
+            registry: Mutex::new(Registry::new(keep_ended)),
             quotas,
         })
     }
@@ -508,11 +530,9 @@ impl CallRouter {
             .calls_ended
             .with_label_values(&[outcome.status.as_str()])
             .inc();
-        registry.ended_calls.push_back(sid.to_owned());
-        while registry.ended_calls.len() > KEEP_ENDED {
-            if let Some(old) = registry.ended_calls.pop_front() {
-                registry.calls.remove(&old);
-            }
+        let account = entry.record.account;
+        if let Some(old) = registry.ended_calls.push(account, sid.to_owned()) {
+            registry.calls.remove(&old);
         }
     }
 
@@ -635,12 +655,12 @@ impl CallRouter {
 
     fn store_message(&self, record: MessageRecord) {
         let mut registry = self.registry.lock();
-        registry.message_order.push_back(record.sid.clone());
+        let pushed_out = registry
+            .message_order
+            .push(record.account, record.sid.clone());
         registry.messages.insert(record.sid.clone(), record);
-        while registry.message_order.len() > KEEP_ENDED {
-            if let Some(old) = registry.message_order.pop_front() {
-                registry.messages.remove(&old);
-            }
+        if let Some(old) = pushed_out {
+            registry.messages.remove(&old);
         }
     }
 

@@ -2,6 +2,8 @@
 //! JSON (`sid`, `account_sid`, RFC 2822 dates, `uri`, …), so Twilio's helper
 //! libraries read them as they read Twilio's.
 
+use std::collections::{HashMap, VecDeque};
+
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
@@ -271,6 +273,41 @@ impl MessageRecord {
     }
 }
 
+/// Which ended calls (or messages) the REST API still shows: the newest `keep` of
+/// each account, oldest first (API.md §7, `call_router.keep_ended`).
+///
+/// Per account, so one tenant ending many calls pushes out only its own records,
+/// never another tenant's: a shared pool would let any account erase the others'
+/// history (issue #8).
+#[derive(Debug)]
+pub struct KeptPerAccount {
+    keep: usize,
+    order: HashMap<AccountIdx, VecDeque<String>>,
+}
+
+impl KeptPerAccount {
+    /// Keeps at most `keep` sids per account (at least one, as the config
+    /// validates: a call must be readable once it has ended).
+    pub fn new(keep: usize) -> KeptPerAccount {
+        KeptPerAccount {
+            keep: keep.max(1),
+            order: HashMap::new(),
+        }
+    }
+
+    /// Records that `sid` of `account` ended; returns the sid of the account's
+    /// oldest record when that pushes it out, for the caller to forget.
+    pub fn push(&mut self, account: AccountIdx, sid: String) -> Option<String> {
+        let order = self.order.entry(account).or_default();
+        order.push_back(sid);
+        if order.len() > self.keep {
+            order.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
 /// True for `+` followed by 8 to 15 digits.
 pub fn is_e164(number: &str) -> bool {
     number.strip_prefix('+').is_some_and(|digits| {
@@ -295,6 +332,28 @@ mod tests {
         assert!(!is_e164("14155550100"));
         assert!(!is_e164("+1415"));
         assert!(!is_e164("+1415555010a"));
+    }
+
+    #[test]
+    fn each_account_keeps_its_own_newest_records() {
+        let (a, b) = (AccountIdx(0), AccountIdx(1));
+        let mut kept = KeptPerAccount::new(2);
+        assert_eq!(kept.push(b, "B1".into()), None);
+        assert_eq!(kept.push(a, "A1".into()), None);
+        assert_eq!(kept.push(a, "A2".into()), None);
+        assert_eq!(kept.push(a, "A3".into()), Some("A1".into()));
+        assert_eq!(kept.push(a, "A4".into()), Some("A2".into()));
+        // B1 outlived A's pushes: B's own second record keeps it, its third
+        // pushes out B1 itself.
+        assert_eq!(kept.push(b, "B2".into()), None);
+        assert_eq!(kept.push(b, "B3".into()), Some("B1".into()));
+    }
+
+    #[test]
+    fn keeps_at_least_one() {
+        let mut kept = KeptPerAccount::new(0);
+        assert_eq!(kept.push(AccountIdx(0), "A1".into()), None);
+        assert_eq!(kept.push(AccountIdx(0), "A2".into()), Some("A1".into()));
     }
 
     #[test]

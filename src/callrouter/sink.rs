@@ -31,7 +31,7 @@ pub enum SinkError {
 #[derive(Clone)]
 pub enum EventSink {
     /// This process's shards.
-    InProcess(Publisher),
+    InProcess(Box<Publisher>),
     /// Another Switchboard's publish endpoint.
     Remote {
         /// Its base URL (`http://host:port`).

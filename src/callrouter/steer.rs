@@ -16,11 +16,11 @@ use serde_json::{Map, Value};
 use super::CallRouter;
 use crate::account::AccountIdx;
 use crate::actors::call::CallInput;
+use crate::egress::Egress;
 use crate::event::Draft;
 use crate::filter::EventFields;
 use crate::grant::{Action, Grant, Refusal};
 use crate::twiml::Method;
-use crate::egress::Egress;
 
 /// An authorized action on a call, carried out by [`CallRouter::steer`].
 #[derive(Debug)]

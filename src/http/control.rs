@@ -6,6 +6,12 @@
 //! signed URL (the signed query carries it, so a browser cannot widen it). Changes
 //! reach the client's proxy at once, so an open channel sees them without
 //! reconnecting.
+//!
+//! A signed URL serves only the method it signs (`method=`, see
+//! [`signed_method`]), and a create equal to a subscription the client already has
+//! returns that one with 200, so replaying a signed create URL adds nothing.
+
+mod signed_method;
 
 use std::sync::Arc;
 
@@ -19,12 +25,13 @@ use super::stream::params::validate_client;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
 use crate::actors::proxy::{
-    ControlError, EventProxy, ListSubscriptions, NewSubscription, Subscribe, SubscriptionChange,
-    SubscriptionView, Unsubscribe, UpdateSubscription,
+    ControlError, EventProxy, ListSubscriptions, NewSubscription, Subscribe, Subscribed,
+    SubscriptionChange, SubscriptionView, Unsubscribe, UpdateSubscription,
 };
 use crate::auth::{unix_now, Principal};
 use crate::config::CorsConfig;
 use crate::filter::{Filter, ScopeGrant};
+use signed_method::{MethodError, SignedMethod};
 
 /// Largest control-channel body.
 const MAX_BODY: usize = 64 * 1024;
@@ -87,6 +94,10 @@ impl Request {
     ) -> Result<Request, ApiError> {
         let principal = state.authenticate(req, sid)?;
         let client: Arc<str> = validate_client(client)?.into();
+        if let Principal::SignedUrl { account, .. } = principal {
+            SignedMethod::check(req.query_string(), req.method())
+                .map_err(|error| method_refused(state, account, &client, error))?;
+        }
         let spec = match (principal, payload) {
             // A signed URL: the subscription is what was signed; a body is ignored.
             (Principal::SignedUrl { expires, .. }, _) => {
@@ -159,6 +170,42 @@ impl Request {
             callback,
         })
     }
+}
+
+/// Counts, logs and maps a signed URL used with a method it does not serve. The
+/// log names the account and client, never the query (it holds the signature).
+fn method_refused(
+    state: &AppState,
+    account: AccountIdx,
+    client: &str,
+    error: MethodError,
+) -> ApiError {
+    let (status, code, reason) = if error.is_refusal() {
+        (
+            StatusCode::FORBIDDEN,
+            "method_not_signed",
+            "method_not_signed",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "method_invalid",
+        )
+    };
+    state
+        .metrics
+        .control_refused
+        .with_label_values(&[reason])
+        .inc();
+    tracing::info!(
+        account = state.account_sid(account),
+        client,
+        reason,
+        %error,
+        "signed control URL refused"
+    );
+    ApiError::new(status, code, error.to_string())
 }
 
 fn is_json(req: &HttpRequest) -> bool {
@@ -325,7 +372,7 @@ async fn create(
         .quotas
         .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
-    let view = request
+    let Subscribed { view, created } = request
         .proxy(&state)
         .send(Subscribe {
             account: request.account,
@@ -338,7 +385,17 @@ async fn create(
         })
         .await
         .map_err(unavailable)??;
-    Ok(HttpResponse::Created().json(request.render(&state, &view)))
+    let (mut response, outcome) = if created {
+        (HttpResponse::Created(), "created")
+    } else {
+        (HttpResponse::Ok(), "existing")
+    };
+    state
+        .metrics
+        .control_creates
+        .with_label_values(&[outcome])
+        .inc();
+    Ok(response.json(request.render(&state, &view)))
 }
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
@@ -400,9 +457,15 @@ async fn update(
     let spec = &request.spec;
     let filter = if spec.touches_filter() {
         // Fields not given keep their current value, scopes included: an update
-        // never widens what the subscription may see by leaving scopes out.
+        // never widens what the subscription may see by leaving scopes out. A
+        // signed URL's filter is the one it signs, scopes included: without
+        // `scopes` it grants none, rather than carrying on a wider grant given by
+        // Basic auth.
         let (scopes, absent) = match (&spec.scopes, &current.scopes) {
             (Some(given), _) => (Some(given.clone()), request.absent_scopes()),
+            (None, _) if matches!(request.principal, Principal::SignedUrl { .. }) => {
+                (None, request.absent_scopes())
+            }
             (None, None) => (None, ScopeGrant::All),
             (None, Some(kept)) => (None, ScopeGrant::Only(kept.clone())),
         };

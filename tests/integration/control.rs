@@ -392,7 +392,7 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
     let path = subs_path(&server, 0, "sc");
     let signed = sign(
         server.token(0),
-        &format!("{path}?types=call.end&expires={expires}"),
+        &format!("{path}?types=call.end&method=POST&expires={expires}"),
     );
     // A body trying to widen it is ignored (form and JSON).
     let reply = post_form(&server, &signed, None, &[("types", "*"), ("scopes", "sup")]).await;
@@ -409,7 +409,7 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
 
     let signed_json = sign(
         server.token(0),
-        &format!("{path}?types=call.end&expires={}", expires + 1),
+        &format!("{path}?types=call.end&method=POST&expires={}", expires + 1),
     );
     let reply = send_json(
         &server,
@@ -453,7 +453,10 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
     post_form(&server, &tampered, None, &[])
         .await
         .assert_error_shape(&["invalid_signature", "unauthorized"]);
-    let foreign = sign(server.token(1), &format!("{path}?types=call.end"));
+    let foreign = sign(
+        server.token(1),
+        &format!("{path}?types=call.end&method=POST"),
+    );
     post_form(&server, &foreign, None, &[])
         .await
         .assert_error(403, "forbidden");

@@ -6,6 +6,7 @@
 //! instead of hanging the suite.
 
 mod browser;
+mod call_records;
 mod calls;
 mod client_events;
 mod common;
@@ -23,6 +24,7 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod signed_control;
 mod signed_urls;
 mod sse;
 mod webhooks;
