@@ -55,13 +55,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
 }
 
 /// What a request says about a subscription; `None` means "not given".
+///
+/// Public, with [`spec_from_pairs`] and [`spec_from_json`], so the parsers of
+/// untrusted control bodies can be fuzzed without a server (`fuzz/`).
 #[derive(Debug, Default)]
-struct Spec {
-    types: Option<Vec<String>>,
-    wheres: Option<Vec<String>>,
-    scopes: Option<Vec<String>>,
-    expires: Option<Option<u64>>,
-    callback: Option<Option<String>>,
+pub struct Spec {
+    /// `types` items, not yet validated.
+    pub types: Option<Vec<String>>,
+    /// `where` clauses, not yet validated.
+    pub wheres: Option<Vec<String>>,
+    /// `scopes` items, not yet validated.
+    pub scopes: Option<Vec<String>>,
+    /// `expires`; `Some(None)` clears it.
+    pub expires: Option<Option<u64>>,
+    /// `callback`, not yet checked against the allow-list; `Some(None)` clears it.
+    pub callback: Option<Option<String>>,
 }
 
 impl Spec {
@@ -221,7 +229,7 @@ fn is_json(req: &HttpRequest) -> bool {
 
 /// Reads a form body or a signed query. In a query, parameters that are not part of
 /// a subscription (`expires`, `signature`, …) are skipped; in a form they are errors.
-fn spec_from_pairs(raw: &[u8], query: bool) -> Result<Spec, ApiError> {
+pub fn spec_from_pairs(raw: &[u8], query: bool) -> Result<Spec, ApiError> {
     let mut spec = Spec::default();
     for (key, value) in form_urlencoded::parse(raw) {
         match key.as_ref() {
@@ -270,7 +278,7 @@ fn parse_expires_text(value: &str) -> Result<Option<u64>, ApiError> {
 
 /// Reads a JSON body: `types`, `where`, `scopes` as lists or comma strings,
 /// `expires` as a number or null, `callback` as a string or null.
-fn spec_from_json(body: &[u8]) -> Result<Spec, ApiError> {
+pub fn spec_from_json(body: &[u8]) -> Result<Spec, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -124,7 +124,7 @@ pub(super) fn read_document(xml: &str) -> Result<Element, TwimlError> {
     }
     if let Some(open) = builder.stack.pop() {
         return Err(TwimlError::Unclosed {
-            element: open.name,
+            element: quote(&open.name),
             position: open.position,
         });
     }
@@ -147,7 +147,7 @@ impl Builder {
         }
         if self.stack.len() >= MAX_DEPTH {
             return Err(TwimlError::TooDeep {
-                element: element.name.clone(),
+                element: quote(&element.name),
                 max: MAX_DEPTH,
                 position: element.position,
             });
@@ -206,7 +206,7 @@ fn open(
     for attr in start.attributes() {
         let attr = attr.map_err(|err| TwimlError::Xml {
             position,
-            detail: format!("in <{name}>: {err}"),
+            detail: format!("in <{}>: {}", quote(&name), quote(&err.to_string())),
         })?;
         let key = decoder
             .decode(attr.key.as_ref())
@@ -223,7 +223,12 @@ fn open(
                 }
                 other => TwimlError::Xml {
                     position,
-                    detail: format!("in attribute {key} of <{name}>: {other}"),
+                    detail: format!(
+                        "in attribute {} of <{}>: {}",
+                        quote(&key),
+                        quote(&name),
+                        quote(&other.to_string())
+                    ),
                 },
             })?
             .into_owned();
@@ -355,5 +360,25 @@ mod tests {
             Err(TwimlError::TrailingContent { position: 4 })
         ));
         assert!(read_document("  <a/>\n<!-- ok -->\n").is_ok());
+    }
+
+    /// Found while writing the bounded-message invariant of
+    /// `fuzz/fuzz_targets/twiml.rs`: element and attribute names were quoted whole,
+    /// so a document with a 10 000-character name made a 10 kB `call.error` message
+    /// and log line.
+    #[test]
+    fn errors_quote_long_names_briefly() {
+        let long = "N".repeat(10_000);
+        for document in [
+            format!("<{long}>"),
+            format!("<a>{}</a>", format!("<{long}>").repeat(MAX_DEPTH)),
+            format!(r#"<{long} x="1" x="2"/>"#),
+            format!(r#"<a {long}="&#0;"/>"#),
+        ] {
+            let err = read_document(&document).unwrap_err();
+            let message = err.to_string();
+            let start: String = message.chars().take(80).collect();
+            assert!(message.len() < 300, "{} bytes: {start}…", message.len());
+        }
     }
 }

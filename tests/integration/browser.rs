@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::common::scrape::required_tool;
+use crate::common::require_tool;
 use crate::common::{event, new_call_sid, random_hex, sign, TestServer, WAIT};
 
 /// `stream.retry_ms` of the test server: the browser's reconnect delay. Well
@@ -45,7 +45,7 @@ const CHROMIUM_DEFAULT_RETRY_MS: i64 = 3000;
 
 #[tokio::test]
 async fn chromium_eventsource_reconnects_with_last_event_id_and_misses_nothing() {
-    let Some(chromium) = required_tool("chromium") else {
+    let Some(chromium) = require_tool("chromium") else {
         return;
     };
     let server = TestServer::start(|config| {

@@ -7,29 +7,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::TestServer;
-
-/// Whether `python3` can import the `twilio` package; CI (`CI` set) must have it,
-/// since `.ci/run` installs it.
-fn twilio_python_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import twilio"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 with the twilio package is missing; .ci/run installs it with pip");
-        }
-        eprintln!("SKIPPED: python3 cannot import twilio (bash .ci/run installs it)");
-    }
-    ok
-}
+use crate::common::{require_python_module, TestServer};
 
 #[tokio::test]
 async fn twilio_python_uses_the_rest_api_as_it_uses_twilio() {
-    if !twilio_python_available() {
+    let Some(python) = require_python_module("twilio") else {
         return;
-    }
+    };
     let server = TestServer::start(|c| c.sim.time_scale = 0.01);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -41,7 +25,7 @@ async fn twilio_python_uses_the_rest_api_as_it_uses_twilio() {
         server.token(0).to_owned(),
     );
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(python)
             .arg(script)
             .env("SWITCHBOARD_BASE", base)
             .env("ACCOUNT_SID", sid)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::channels::{eventually_metrics, scrape};
-use crate::common::scrape::required_tool;
+use crate::common::require_tool;
 use crate::common::{free_port, http_client, new_call_sid, random_hex, TestServer, WAIT};
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn a_second_client_with_the_same_filter_costs_no_upstream_subscription() {
 
 #[tokio::test]
 async fn promtool_accepts_a_live_scrape() {
-    let Some(promtool) = required_tool("promtool") else {
+    let Some(promtool) = require_tool("promtool") else {
         return;
     };
     let server = TestServer::start(|_| {});
@@ -319,7 +319,7 @@ impl Drop for Prometheus {
 
 #[tokio::test]
 async fn every_dashboard_query_runs_on_a_real_prometheus() {
-    let Some(prometheus) = required_tool("prometheus") else {
+    let Some(prometheus) = require_tool("prometheus") else {
         return;
     };
     let server = TestServer::start(|_| {});

@@ -11,6 +11,7 @@ pub mod channels;
 pub mod scrape;
 pub mod signing;
 pub mod sse;
+pub mod tools;
 pub mod twilio;
 
 use std::io::{Read, Write};
@@ -24,6 +25,7 @@ use serde_json::{json, Value};
 
 pub use signing::{now_secs, sign, sign_with_expires, signature};
 pub use sse::{SseError, SseEvent, SseFrame, SseStream};
+pub use tools::{require_python_module, require_tool};
 
 /// Upper bound for any single wait on the server (a response, an event).
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -58,21 +58,3 @@ fn normalise(series: &str) -> String {
         }
     }
 }
-
-/// The path of an external tool the tests need, found on PATH. When it is
-/// missing, CI (`CI` set) fails; a developer's `cargo test` skips that check with
-/// a notice, since `.ci/run` is what installs it.
-pub fn required_tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is not installed; .ci/run installs it from Debian's packages");
-        }
-        eprintln!("SKIPPED: {name} is not on PATH (bash .ci/run installs it)");
-    }
-    found
-}
