@@ -123,9 +123,10 @@ async fn client_frames_reach_client_subscribers_with_the_sender_stamped() {
         .await
         .value("switchboard_client_events_total", &[("via", "ws")]);
 
-    ws.send_text(r#"{"type":"client.hello","data":{"x":1}}"#)
-        .await;
+    // Both frames name one call: only a call's events are ordered (API.md §2).
     let call = new_call_sid();
+    ws.send_text(&json!({"type": "client.hello", "call_sid": call, "data": {"x": 1}}).to_string())
+        .await;
     ws.send_text(
         &json!({"type": "client.mute", "call_sid": call, "data": {"client": "spoofed", "n": "2"}})
             .to_string(),
