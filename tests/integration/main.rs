@@ -20,6 +20,7 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod signature_and_expiry;
 mod signed_urls;
 mod sse;
 mod webhooks;

@@ -22,6 +22,7 @@ use crate::account::AccountIdx;
 use crate::actors::proxy::{Connect, Connected, NewSubscription, ResumeFrom};
 use crate::actors::session::Detached;
 use crate::auth::{unix_now, Principal};
+use crate::clock;
 use crate::config::CorsConfig;
 use crate::cursor::{account_tag, Cursor};
 use crate::event::notice;
@@ -278,16 +279,17 @@ impl Connection {
 
     /// When the server ends this connection on its own (a signed URL's expiry, or
     /// `stream.max_connection_secs`), and whether that is an expiry.
+    /// Checked arithmetic: a far `expires` is a far deadline, never an overflow.
     pub fn deadline(&self) -> Option<(tokio::time::Instant, bool)> {
         let now = tokio::time::Instant::now();
         let expiry = self.closes_at.map(|at| {
             (
-                now + Duration::from_secs(at.saturating_sub(unix_now())),
+                clock::after_tokio(now, clock::until_unix(at, unix_now())),
                 true,
             )
         });
         let max = self.state.config.stream.max_connection_secs;
-        let limit = (max > 0).then(|| (now + Duration::from_secs(max), false));
+        let limit = (max > 0).then(|| (clock::after_tokio(now, Duration::from_secs(max)), false));
         match (expiry, limit) {
             (Some(e), Some(l)) => Some(if e.0 <= l.0 { e } else { l }),
             (e, l) => e.or(l),
