@@ -10,6 +10,7 @@ mod calls;
 mod client_events;
 mod common;
 mod control;
+mod earliest;
 mod filters;
 mod helper_library;
 mod isolation;

@@ -28,10 +28,7 @@ use crate::cursor::{account_tag, Cursor};
 use crate::event::notice;
 use crate::outbox::{Drain, Entry};
 use crate::wire::write_event_at;
-use params::{StreamParams, Transport};
-
-/// The cursor value that asks for everything the router still retains.
-const EARLIEST: &str = "earliest";
+use params::{StreamParams, Transport, EARLIEST};
 
 /// Registers the stream route, with CORS for browsers on other origins.
 pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
