@@ -6,6 +6,7 @@
 //! instead of hanging the suite.
 
 mod browser;
+mod byte_caps;
 mod calls;
 mod client_events;
 mod common;
@@ -26,3 +27,4 @@ mod signed_urls;
 mod sse;
 mod webhooks;
 mod ws;
+mod ws_frames;

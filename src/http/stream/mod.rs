@@ -5,6 +5,7 @@
 
 pub mod params;
 pub mod poll;
+pub mod reassembly;
 pub mod sse;
 pub mod ws;
 
@@ -29,6 +30,15 @@ use crate::event::notice;
 use crate::outbox::{Drain, Entry};
 use crate::wire::write_event_at;
 use params::{StreamParams, Transport, EARLIEST};
+
+/// Most bytes of one SSE chunk or one long-poll response (unless a single event is
+/// larger): a slow reader is bounded in bytes, not in events, and what does not fit
+/// stays in the client's outbox for the next chunk or poll.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Room kept in a chunk for what surrounds the events: a `stream.gap` notice and a
+/// long-poll's `{"events":[…],"cursor":"…"}`.
+const CHUNK_ENVELOPE: usize = 1024;
 
 /// Registers the stream route, with CORS for browsers on other origins.
 pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
@@ -193,11 +203,18 @@ impl Connection {
         self.cursor(self.connected.position)
     }
 
-    /// Takes everything new for this connection.
+    /// Takes what is new for this connection, at most one chunk's worth
+    /// ([`MAX_CHUNK_BYTES`]); the rest follows in the next chunk or poll.
     pub fn drain(&self) -> Drain {
+        self.drain_within(MAX_CHUNK_BYTES - CHUNK_ENVELOPE)
+    }
+
+    /// Takes what is new for this connection, up to `max_bytes` of events but at
+    /// least one (see [`crate::outbox::Outbox::drain`]).
+    pub fn drain_within(&self, max_bytes: usize) -> Drain {
         self.connected
             .outbox
-            .drain(self.connected.conn, std::time::Instant::now())
+            .drain(self.connected.conn, std::time::Instant::now(), max_bytes)
     }
 
     /// Waits until something is pushed for the client (or a takeover).
