@@ -150,6 +150,9 @@ pub struct Metrics {
     pub verbs: IntCounterVec,
     /// Time applications take to answer a TwiML request.
     pub app_latency: Histogram,
+    /// WebSockets the server closed for what the client sent, by reason
+    /// (`crate::http::stream::reassembly::CLOSE_REASONS`).
+    pub ws_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -301,6 +304,11 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )),
+            ws_closed: reg.counter_vec(
+                "switchboard_ws_closed_total",
+                "WebSockets closed by the server for what the client sent, by reason",
+                &["reason"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -349,6 +357,9 @@ impl Metrics {
         }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
+        }
+        for reason in crate::http::stream::reassembly::CLOSE_REASONS {
+            self.ws_closed.with_label_values(&[reason]);
         }
     }
 

@@ -103,6 +103,13 @@ async fn a_message_over_64_kib_closes_with_1009_fragmented_or_not() {
     let mut socket = connect(&server, "frag3").await;
     send(&mut socket, Message::Text("a".repeat(70 * 1024))).await;
     assert_eq!(close_code(&mut socket).await, 1009);
+    crate::common::channels::eventually_metrics(&server, "two closes for size", |s| {
+        s.value(
+            "switchboard_ws_closed_total",
+            &[("reason", "message_too_large")],
+        ) == 2.0
+    })
+    .await;
 
     // The server is still serving WebSockets after both.
     let mut socket = connect(&server, "frag4").await;

@@ -9,6 +9,17 @@ use bytes::{Bytes, BytesMut};
 /// Largest client message, fragmented or not: above it the socket closes with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Every reason a WebSocket is closed for what its client sent, for pre-creating
+/// `switchboard_ws_closed_total{reason}`: [`FrameError::reason`]'s values, plus
+/// `slow_reader` and `protocol_error` from the transport itself.
+pub const CLOSE_REASONS: &[&str] = &[
+    "message_too_large",
+    "fragments_out_of_order",
+    "invalid_text",
+    "slow_reader",
+    "protocol_error",
+];
+
 /// Why a sequence of frames cannot make a message; each closes the socket.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -31,6 +42,15 @@ impl FrameError {
             FrameError::TooLarge => CloseCode::Size,
             FrameError::OutOfOrder => CloseCode::Protocol,
             FrameError::NotUtf8 => CloseCode::Invalid,
+        }
+    }
+
+    /// The metric label of this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::TooLarge => "message_too_large",
+            FrameError::OutOfOrder => "fragments_out_of_order",
+            FrameError::NotUtf8 => "invalid_text",
         }
     }
 }
@@ -174,5 +194,16 @@ mod tests {
             Err(FrameError::NotUtf8)
         );
         assert_eq!(FrameError::NotUtf8.close_code(), CloseCode::Invalid);
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_metrics() {
+        for error in [
+            FrameError::TooLarge,
+            FrameError::OutOfOrder,
+            FrameError::NotUtf8,
+        ] {
+            assert!(CLOSE_REASONS.contains(&error.reason()), "{error:?}");
+        }
     }
 }

@@ -109,15 +109,28 @@ impl WsConnection {
     /// sent: then it is closed (1008) rather than buffered for without bound.
     fn error_notice(&mut self, ctx: &mut ws::WebsocketContext<Self>, error: &ApiError) {
         if self.unflushed() > MAX_UNFLUSHED {
-            self.close_with(ctx, ws::CloseCode::Policy, "slow reader");
+            self.close_with(ctx, ws::CloseCode::Policy, "slow_reader", "slow reader");
             return;
         }
         let notice = self.conn.error_notice(error);
         self.send(ctx, notice);
     }
 
-    fn close_with(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, why: &str) {
-        tracing::debug!(code = u16::from(code), why, "closing websocket");
+    /// Closes the socket for what the client sent, counted by `reason`.
+    fn close_with(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: ws::CloseCode,
+        reason: &'static str,
+        why: &str,
+    ) {
+        self.conn
+            .state()
+            .metrics
+            .ws_closed
+            .with_label_values(&[reason])
+            .inc();
+        tracing::debug!(code = u16::from(code), reason, "closing websocket");
         ctx.close(Some(ws::CloseReason {
             code,
             description: Some(why.to_owned()),
@@ -270,14 +283,24 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
             Err(ws::ProtocolError::Overflow) => Err(FrameError::TooLarge),
             Err(error) => {
                 tracing::debug!(cause = %error, "websocket protocol error");
-                self.close_with(ctx, ws::CloseCode::Protocol, "protocol error");
+                self.close_with(
+                    ctx,
+                    ws::CloseCode::Protocol,
+                    "protocol_error",
+                    "protocol error",
+                );
                 Ok(None)
             }
         };
         match message {
             Ok(Some(Assembled::Text(bytes))) => match ByteString::try_from(bytes) {
                 Ok(text) => self.client_event(text, ctx),
-                Err(_) => self.close_with(ctx, ws::CloseCode::Invalid, "text is not UTF-8"),
+                Err(_) => self.close_with(
+                    ctx,
+                    ws::CloseCode::Invalid,
+                    "invalid_text",
+                    "text is not UTF-8",
+                ),
             },
             Ok(Some(Assembled::Binary)) => {
                 let error = ApiError::parameter("frame: client events are JSON text frames");
@@ -286,7 +309,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
             Ok(None) => {}
             Err(error) => {
                 let code = error.close_code();
-                self.close_with(ctx, code, &error.to_string());
+                self.close_with(ctx, code, error.reason(), &error.to_string());
             }
         }
     }
