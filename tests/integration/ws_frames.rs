@@ -118,3 +118,26 @@ async fn a_message_over_64_kib_closes_with_1009_fragmented_or_not() {
         .expect("stream.open in time");
     assert!(matches!(open, Some(Ok(Message::Text(t))) if t.contains("stream.open")));
 }
+
+/// A header announcing a 1 GiB frame, followed by a few bytes of it: the server
+/// must close with 1009 at once, not buffer until the gigabyte has arrived.
+#[tokio::test]
+async fn a_frame_announcing_a_gigabyte_is_closed_at_its_header() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(|_| {});
+    let mut socket = connect(&server, "frag5").await;
+    let mut raw = vec![0x81, 0x80 | 127];
+    raw.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    raw.extend_from_slice(&[1, 2, 3, 4]); // the mask
+    raw.extend_from_slice(&[b'a' ^ 1; 1024]);
+    match socket.get_mut() {
+        MaybeTlsStream::Plain(tcp) => {
+            tokio::time::timeout(WAIT, tcp.write_all(&raw))
+                .await
+                .expect("write in time")
+                .expect("write");
+        }
+        _ => unreachable!("ws:// is plain TCP"),
+    }
+    assert_eq!(close_code(&mut socket).await, 1009);
+}

@@ -3,6 +3,7 @@
 //! WebSocket for an `Upgrade: websocket` request, long-poll for `transport=poll`,
 //! SSE otherwise.
 
+pub mod frame_guard;
 pub mod params;
 pub mod poll;
 pub mod reassembly;

@@ -16,17 +16,19 @@
 //! Fragmented client messages are reassembled ([`super::reassembly`]); a message
 //! over 64 KiB, fragmented or not, closes the socket with 1009.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_http::error::PayloadError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytes::Bytes;
 use bytestring::ByteString;
 use futures_util::StreamExt;
 
+use super::frame_guard::FrameGuard;
 use super::reassembly::{Assembled, FrameError, Reassembler, MAX_MESSAGE_BYTES};
 use super::Connection;
 use crate::http::client_events;
@@ -54,14 +56,21 @@ pub fn respond(
     let mut response =
         ws::handshake(req).map_err(|e| ApiError::parameter(format!("upgrade: {e}")))?;
     let flushed = Arc::new(AtomicUsize::new(0));
+    let (mut guard, oversized) = FrameGuard::new(MAX_MESSAGE_BYTES);
     let actor = WsConnection {
         conn,
         flushed: flushed.clone(),
         written: 0,
         last_seen: Instant::now(),
         fragments: Reassembler::default(),
+        oversized,
     };
-    // The codec refuses a single frame over the message bound (then 1009 below).
+    // A frame over the message bound ends the input at its header (the guard), and
+    // the codec would refuse it too; either way the connection closes with 1009.
+    let payload = payload.map(move |chunk| match chunk {
+        Ok(bytes) if !guard.inspect(&bytes) => Err(PayloadError::Overflow),
+        other => other,
+    });
     let codec = actix_http::ws::Codec::new().max_size(MAX_MESSAGE_BYTES);
     let frames = ws::WebsocketContext::with_codec(actor, payload, codec).map(move |item| {
         if let Ok(bytes) = &item {
@@ -88,6 +97,8 @@ struct WsConnection {
     last_seen: Instant,
     /// The fragmented client message being put back together.
     fragments: Reassembler,
+    /// Set by the input's [`FrameGuard`] when a frame over the bound was announced.
+    oversized: Arc<AtomicBool>,
 }
 
 impl WsConnection {
@@ -281,6 +292,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
             }
             Ok(ws::Message::Pong(_) | ws::Message::Nop) => Ok(None),
             Err(ws::ProtocolError::Overflow) => Err(FrameError::TooLarge),
+            Err(_) if self.oversized.load(Ordering::Relaxed) => Err(FrameError::TooLarge),
             Err(error) => {
                 tracing::debug!(cause = %error, "websocket protocol error");
                 self.close_with(
