@@ -137,7 +137,7 @@ fn encode(c: &mut Criterion) {
 }
 
 fn render(outbox: &Outbox, conn: u64) -> usize {
-    let Drain::Events { entries, .. } = outbox.drain(conn, Instant::now()) else {
+    let Drain::Events { entries, .. } = outbox.drain(conn, Instant::now(), usize::MAX) else {
         unreachable!("one connection")
     };
     let mut chunk = BytesMut::new();

@@ -38,7 +38,14 @@ pub enum AuthError {
     /// A correctly signed URL whose `expires` has passed.
     #[error("the signed URL expired at {0}")]
     Expired(u64),
-    /// Valid credentials of one account used on another account's path.
+    /// A correctly signed URL whose `expires` is further ahead than
+    /// `auth.max_url_lifetime_secs`: refused so that a leaked URL cannot live for
+    /// years, and so no huge `expires` ever reaches time arithmetic.
+    #[error("expires: a signed URL may live at most {0} seconds")]
+    ExpiresTooFar(u64),
+    /// Valid Basic credentials of one account used on another account's path (API.md
+    /// §1: 403). Never returned for a signed URL: one signed with another account's
+    /// token is just a bad signature, so the answer reveals nothing (§4).
     #[error("these credentials belong to another account")]
     WrongAccount,
 }
@@ -52,6 +59,7 @@ impl AuthError {
         "bad_signature",
         "missing_expires",
         "expired",
+        "expires_too_far",
         "wrong_account",
     ];
 
@@ -64,6 +72,7 @@ impl AuthError {
             AuthError::BadSignature(_) => "bad_signature",
             AuthError::MissingExpires => "missing_expires",
             AuthError::Expired(_) => "expired",
+            AuthError::ExpiresTooFar(_) => "expires_too_far",
             AuthError::WrongAccount => "wrong_account",
         }
     }
@@ -93,6 +102,22 @@ impl Principal {
     }
 }
 
+/// When a signed URL is checked, and how far ahead its `expires` may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// Unix seconds now.
+    pub now: u64,
+    /// `auth.max_url_lifetime_secs`.
+    pub max_lifetime: u64,
+}
+
+impl Validity {
+    /// The latest `expires` a signed URL may carry, saturating rather than wrapping.
+    fn latest_expires(&self) -> u64 {
+        self.now.saturating_add(self.max_lifetime)
+    }
+}
+
 /// Authenticates a request to `/v1/Accounts/{path_sid}/…` by its `Authorization`
 /// header if present, otherwise by its signed URL.
 pub fn authenticate(
@@ -101,12 +126,12 @@ pub fn authenticate(
     authorization: Option<&str>,
     path: &str,
     raw_query: &str,
-    now: u64,
+    validity: Validity,
 ) -> Result<Principal, AuthError> {
     match authorization {
         Some(header) => basic(accounts, path_sid, header).map(Principal::Account),
         None if has_param(raw_query, "signature") => {
-            signed_url(accounts, path_sid, path, raw_query, now)
+            signed_url(accounts, path_sid, path, raw_query, validity)
         }
         // `expires` without `signature`: meant as a signed URL, but unsigned.
         None if has_param(raw_query, "expires") => {
@@ -148,44 +173,39 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((sid.to_owned(), token.to_owned()))
 }
 
-/// Verifies a signed URL for the path's account. On a bad signature it also checks
-/// whether another account's token signed it, so that using one account's URL on
-/// another's path answers 403 as API.md §1 asks; that costs one HMAC per account on
-/// the failure path only.
+/// Verifies a signed URL for the path's account with exactly one HMAC, under that
+/// account's token only. A URL signed with another account's token is a bad
+/// signature like any other (API.md §4): trying the other tokens would make a failed
+/// check cost one HMAC per account and tell an attacker which account a URL
+/// belongs to.
 pub fn signed_url(
     accounts: &Accounts,
     path_sid: &str,
     path: &str,
     raw_query: &str,
-    now: u64,
+    validity: Validity,
 ) -> Result<Principal, AuthError> {
     let account = accounts.lookup(path_sid).ok_or(AuthError::UnknownAccount)?;
     let (unsigned, signature) = split_signature(raw_query)?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| AuthError::BadSignature("signature is not base64url without padding"))?;
-    let verifies = |token: &str| {
-        let mut mac = keyed(token);
-        mac.update(path.as_bytes());
-        mac.update(b"?");
-        mac.update(unsigned.as_bytes());
-        mac.verify_slice(&signature).is_ok()
-    };
-    if !verifies(&accounts.get(account).auth_token) {
-        let other = accounts
-            .iter()
-            .any(|(idx, other)| idx != account && verifies(&other.auth_token));
-        return Err(if other {
-            AuthError::WrongAccount
-        } else {
-            AuthError::BadSignature("signature does not match")
-        });
+    let mut mac = keyed(&accounts.get(account).auth_token);
+    mac.update(path.as_bytes());
+    mac.update(b"?");
+    mac.update(unsigned.as_bytes());
+    if mac.verify_slice(&signature).is_err() {
+        return Err(AuthError::BadSignature("signature does not match"));
     }
+    // Not a u64 (negative, too large, not a number) reads as missing: a 400.
     let expires = query_value(unsigned, "expires")
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or(AuthError::MissingExpires)?;
-    if now > expires {
+    if validity.now > expires {
         return Err(AuthError::Expired(expires));
+    }
+    if expires > validity.latest_expires() {
+        return Err(AuthError::ExpiresTooFar(validity.max_lifetime));
     }
     Ok(Principal::SignedUrl { account, expires })
 }
@@ -297,6 +317,14 @@ mod tests {
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "12345678901234567890123456789012";
 
+    /// Checked at unix second `now` with the default lifetime of one day.
+    fn at(now: u64) -> Validity {
+        Validity {
+            now,
+            max_lifetime: 86_400,
+        }
+    }
+
     fn accounts() -> std::sync::Arc<Accounts> {
         Accounts::new(&[
             AccountConfig {
@@ -380,7 +408,7 @@ mod tests {
             "{url}"
         );
         let (path, query) = url.split_once('?').unwrap();
-        let p = signed_url(&accounts(), SID, path, query, 1000).unwrap();
+        let p = signed_url(&accounts(), SID, path, query, at(1000)).unwrap();
         assert_eq!(
             p,
             Principal::SignedUrl {
@@ -389,7 +417,7 @@ mod tests {
             }
         );
         assert_eq!(
-            signed_url(&accounts(), SID, path, query, 1061),
+            signed_url(&accounts(), SID, path, query, at(1061)),
             Err(AuthError::Expired(1060))
         );
     }
@@ -406,28 +434,28 @@ mod tests {
         let acc = accounts();
         let tampered = query.replace("call.*", "sms.*");
         assert!(matches!(
-            signed_url(&acc, SID, path, &tampered, 1000),
+            signed_url(&acc, SID, path, &tampered, at(1000)),
             Err(AuthError::BadSignature(_))
         ));
         let (unsigned, sig) = query.rsplit_once("&signature=").unwrap();
         let moved = format!("signature={sig}&{unsigned}");
         assert!(matches!(
-            signed_url(&acc, SID, path, &moved, 1000),
+            signed_url(&acc, SID, path, &moved, at(1000)),
             Err(AuthError::BadSignature(_))
         ));
         let doubled = format!("signature={sig}&{query}");
         assert!(matches!(
-            signed_url(&acc, SID, path, &doubled, 1000),
+            signed_url(&acc, SID, path, &doubled, at(1000)),
             Err(AuthError::BadSignature(_))
         ));
         assert!(matches!(
-            signed_url(&acc, SID, path, unsigned, 1000),
+            signed_url(&acc, SID, path, unsigned, at(1000)),
             Err(AuthError::BadSignature(_))
         ));
     }
 
     #[test]
-    fn other_accounts_signature_is_forbidden() {
+    fn other_accounts_signature_is_just_a_bad_signature() {
         let url = sign_url(
             "other-token",
             &format!("/v1/Accounts/{SID}/Stream"),
@@ -435,10 +463,38 @@ mod tests {
             1000,
         );
         let (path, query) = url.split_once('?').unwrap();
+        let cross = signed_url(&accounts(), SID, path, query, at(1000));
+        let (unsigned, _) = query.rsplit_once("&signature=").unwrap();
+        let garbage = format!("{unsigned}&signature={}", URL_SAFE_NO_PAD.encode([7u8; 20]));
         assert_eq!(
-            signed_url(&accounts(), SID, path, query, 1000),
-            Err(AuthError::WrongAccount)
+            cross,
+            Err(AuthError::BadSignature("signature does not match"))
         );
+        assert_eq!(
+            cross,
+            signed_url(&accounts(), SID, path, &garbage, at(1000))
+        );
+    }
+
+    #[test]
+    fn expires_beyond_the_lifetime_is_too_far() {
+        let path = format!("/v1/Accounts/{SID}/Stream");
+        let check = |expires: &str, now: u64| {
+            let url = sign_path_and_query(TOKEN, &format!("{path}?expires={expires}"));
+            let (path, query) = url.split_once('?').unwrap();
+            signed_url(&accounts(), SID, path, query, at(now))
+        };
+        assert!(check("87400", 1000).is_ok(), "exactly the lifetime");
+        assert_eq!(check("87401", 1000), Err(AuthError::ExpiresTooFar(86_400)));
+        assert_eq!(
+            check(&u64::MAX.to_string(), 1000),
+            Err(AuthError::ExpiresTooFar(86_400))
+        );
+        // The latest allowed time saturates instead of wrapping near u64::MAX.
+        assert!(check(&u64::MAX.to_string(), u64::MAX - 5).is_ok());
+        for bad in ["99999999999999999999999", "-1", "soon", ""] {
+            assert_eq!(check(bad, 1000), Err(AuthError::MissingExpires), "{bad}");
+        }
     }
 
     #[test]
@@ -450,12 +506,13 @@ mod tests {
             AuthError::BadSignature("x"),
             AuthError::MissingExpires,
             AuthError::Expired(0),
+            AuthError::ExpiresTooFar(1),
             AuthError::WrongAccount,
         ];
         for error in all {
             assert!(AuthError::REASONS.contains(&error.reason()), "{error:?}");
         }
-        assert_eq!(AuthError::REASONS.len(), 7);
+        assert_eq!(AuthError::REASONS.len(), 8);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// How long and how much is kept for replay and for disconnected clients.
     pub retention: RetentionConfig,
+    /// Signed-URL policy.
+    pub auth: AuthConfig,
     /// Streaming connection settings.
     pub stream: StreamConfig,
     /// Publish endpoint limits.
@@ -88,6 +90,25 @@ pub struct AccountConfig {
     pub sid: String,
     /// The shared secret used for Basic auth and URL signatures.
     pub auth_token: String,
+}
+
+/// Signed-URL policy (API.md §4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Longest a signed URL may live: one whose `expires` is further ahead than this
+    /// many seconds is refused (401 `expires_too_far`), so a leaked URL cannot be
+    /// minted to work for years and no `expires` value reaches time arithmetic
+    /// unbounded.
+    pub max_url_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_url_lifetime_secs: 86_400,
+        }
+    }
 }
 
 /// Retention of events for replay and for clients that are away.
@@ -295,6 +316,7 @@ impl Default for Config {
             proxies: 0,
             accounts: Vec::new(),
             retention: RetentionConfig::default(),
+            auth: AuthConfig::default(),
             stream: StreamConfig::default(),
             publish: PublishConfig::default(),
             cors: CorsConfig::default(),
@@ -436,6 +458,10 @@ impl Config {
                 self.retention.max_age_secs as usize,
             ),
             ("retention.max_events", self.retention.max_events),
+            (
+                "auth.max_url_lifetime_secs",
+                usize::try_from(self.auth.max_url_lifetime_secs).unwrap_or(usize::MAX),
+            ),
             (
                 "retention.shard_max_events",
                 self.retention.shard_max_events,

@@ -14,6 +14,7 @@ pub mod account;
 pub mod actors;
 pub mod auth;
 pub mod callrouter;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod cursor;

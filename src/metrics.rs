@@ -172,6 +172,9 @@ pub struct Metrics {
     /// Control-channel creates, by outcome (`created`; `existing`: equal to a
     /// subscription the client had, so nothing was added — a replayed signed URL).
     pub control_creates: IntCounterVec,
+    /// WebSockets the server closed for what the client sent, by reason
+    /// (`crate::http::stream::reassembly::CLOSE_REASONS`).
+    pub ws_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -352,6 +355,11 @@ impl Metrics {
                 "Control-channel creates, by outcome (created, or existing for an equal subscription)",
                 &["outcome"],
             ),
+            ws_closed: reg.counter_vec(
+                "switchboard_ws_closed_total",
+                "WebSockets closed by the server for what the client sent, by reason",
+                &["reason"],
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -420,6 +428,9 @@ impl Metrics {
         }
         for outcome in ["created", "existing"] {
             self.control_creates.with_label_values(&[outcome]);
+        }
+        for reason in crate::http::stream::reassembly::CLOSE_REASONS {
+            self.ws_closed.with_label_values(&[reason]);
         }
     }
 

@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use crate::event::SharedEvent;
+use crate::wire;
 
 /// The gap size reported when a cursor from an older session makes the number of
 /// missed events unknowable (`stream.gap` then says `"dropped": null`).
@@ -222,8 +223,13 @@ impl Outbox {
         (conn, position)
     }
 
-    /// Takes everything the connection has not been sent yet.
-    pub fn drain(&self, conn: u64, now: Instant) -> Drain {
+    /// Takes what the connection has not been sent yet, oldest first, up to
+    /// `max_bytes` as measured by [`wire::framed_len`] but always at least one event,
+    /// so a slow reader is bounded in bytes rather than in events and an event larger
+    /// than the cap still goes. What does not fit stays (retained, in order) and the
+    /// outbox wakes itself, so the writer's next chunk or the next poll picks it up
+    /// after the cursor of the last event taken: no gap, no duplicate.
+    pub fn drain(&self, conn: u64, now: Instant, max_bytes: usize) -> Drain {
         let mut state = self.state.lock();
         if state.conn != conn {
             return Drain::Superseded;
@@ -231,7 +237,22 @@ impl Outbox {
         self.evict(&mut state, now);
         let sent_upto = state.sent_upto;
         let start = state.ring.partition_point(|e| e.seq <= sent_upto);
-        let entries: Vec<Entry> = state.ring.range(start..).cloned().collect();
+        let mut budget = max_bytes;
+        let taken = state
+            .ring
+            .range(start..)
+            .enumerate()
+            .take_while(|(i, entry)| {
+                let cost = wire::framed_len(entry);
+                let fits = *i == 0 || cost <= budget;
+                budget = budget.saturating_sub(cost);
+                fits
+            })
+            .count();
+        let entries: Vec<Entry> = state.ring.range(start..start + taken).cloned().collect();
+        if start + taken < state.ring.len() {
+            self.notify.notify_one();
+        }
         if let Some(last) = entries.last() {
             state.sent_upto = last.seq;
         }
@@ -330,10 +351,10 @@ mod tests {
         let (conn, _) = o.attach(Resume::Pending);
         o.push(event(1), MatchedSubs::new(), now);
         o.push(event(2), MatchedSubs::new(), now);
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![1, 2]));
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![1, 2]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![]));
         o.push(event(3), MatchedSubs::new(), now);
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![3]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![3]));
     }
 
     #[test]
@@ -344,7 +365,7 @@ mod tests {
             o.push(event(n), MatchedSubs::new(), now);
         }
         let (conn, _) = o.attach(Resume::Pending);
-        assert_eq!(seqs(o.drain(conn, now)), (2, vec![3, 4, 5]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (2, vec![3, 4, 5]));
     }
 
     #[test]
@@ -355,15 +376,15 @@ mod tests {
         for n in 1..=3 {
             o.push(event(n), MatchedSubs::new(), now);
         }
-        assert_eq!(seqs(o.drain(conn, now)).1, vec![1, 2, 3]);
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)).1, vec![1, 2, 3]);
         let (conn, pos) = o.attach(Resume::After(1));
         assert_eq!(pos, 1);
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![2, 3]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![2, 3]));
         o.push(event(4), MatchedSubs::new(), now);
         o.push(event(5), MatchedSubs::new(), now);
         // Ring holds 3,4,5: a cursor at 1 missed event 2.
         let (conn, _) = o.attach(Resume::After(1));
-        assert_eq!(seqs(o.drain(conn, now)), (1, vec![3, 4, 5]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (1, vec![3, 4, 5]));
     }
 
     #[test]
@@ -377,7 +398,7 @@ mod tests {
         let later = then + Duration::from_millis(50);
         o.push(event(2), MatchedSubs::new(), later);
         let (conn, _) = o.attach(Resume::Pending);
-        assert_eq!(seqs(o.drain(conn, later)), (1, vec![2]));
+        assert_eq!(seqs(o.drain(conn, later, usize::MAX)), (1, vec![2]));
     }
 
     #[test]
@@ -397,9 +418,34 @@ mod tests {
         );
         assert_eq!(grew, 2);
         assert_ne!(o.epoch(), old_epoch);
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![1, 2, 3]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![1, 2, 3]));
         o.push(event(10), MatchedSubs::new(), now);
-        assert_eq!(seqs(o.drain(conn, now)), (0, vec![4]));
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![4]));
+    }
+
+    #[test]
+    fn drains_are_capped_in_bytes_and_continue_where_they_stopped() {
+        use futures_util::FutureExt;
+        let o = outbox(100);
+        let now = Instant::now();
+        let (conn, _) = o.attach(Resume::Pending);
+        assert!(
+            o.woken().now_or_never().is_some(),
+            "attach wakes the writer"
+        );
+        for n in 1..=5 {
+            o.push(event(n), MatchedSubs::new(), now);
+        }
+        let one = wire::framed_len(&o.retained()[0]);
+        // Room for two events: two come, the rest wait and the writer is re-woken.
+        assert_eq!(seqs(o.drain(conn, now, 2 * one + 1)), (0, vec![1, 2]));
+        assert!(o.woken().now_or_never().is_some(), "re-woken for the rest");
+        // A cap smaller than one event still lets one through.
+        assert_eq!(seqs(o.drain(conn, now, 1)), (0, vec![3]));
+        assert!(o.woken().now_or_never().is_some());
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![4, 5]));
+        assert!(o.woken().now_or_never().is_none(), "nothing left, no wake");
+        assert_eq!(seqs(o.drain(conn, now, 1)), (0, vec![]));
     }
 
     #[test]
@@ -407,7 +453,10 @@ mod tests {
         let o = outbox(3);
         let (old, _) = o.attach(Resume::Pending);
         let (new, _) = o.attach(Resume::Pending);
-        assert!(matches!(o.drain(old, Instant::now()), Drain::Superseded));
+        assert!(matches!(
+            o.drain(old, Instant::now(), usize::MAX),
+            Drain::Superseded
+        ));
         assert!(!o.detach(old));
         assert!(o.detach(new));
         assert!(!o.is_attached());

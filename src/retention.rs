@@ -1,8 +1,15 @@
 //! A broker shard's retention ring: the last events it routed, bounded by count and
 //! age, so a client asking for `cursor=earliest` can see what happened before it
 //! connected (a page opened mid-call sees the call so far).
+//!
+//! The ring is indexed by account: a replay for one account walks only that
+//! account's retained events, never every tenant's. One tenant's `cursor=earliest`
+//! then costs in proportion to its own history, and cannot make a shard scan the
+//! whole ring on every request (issue #8). The limits stay shard-wide: a single
+//! arrival-order queue decides what to evict, and each eviction pops the front of
+//! that event's account ring, which holds the same event since both are in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::account::AccountIdx;
@@ -18,10 +25,15 @@ pub struct Stamped {
     pub event: SharedEvent,
 }
 
-/// The bounded ring of one shard.
+/// The bounded, account-indexed ring of one shard.
 #[derive(Debug)]
 pub struct Retention {
-    ring: VecDeque<(Stamped, Instant)>,
+    /// Every retained event's account and arrival, oldest first: what the count and
+    /// age limits evict, in the shard's order.
+    arrivals: VecDeque<(AccountIdx, Instant)>,
+    /// Each account's retained events, oldest first; an account with none has no
+    /// entry, so the map never outgrows the ring.
+    by_account: HashMap<AccountIdx, VecDeque<Stamped>>,
     max_events: usize,
     max_age: Duration,
     last_seq: u64,
@@ -31,7 +43,8 @@ impl Retention {
     /// An empty ring keeping at most `max_events` events no older than `max_age`.
     pub fn new(max_events: usize, max_age: Duration) -> Retention {
         Retention {
-            ring: VecDeque::new(),
+            arrivals: VecDeque::new(),
+            by_account: HashMap::new(),
             max_events,
             max_age,
             last_seq: 0,
@@ -46,19 +59,30 @@ impl Retention {
             seq: self.last_seq,
             event,
         };
-        self.ring.push_back((stamped.clone(), now));
+        let account = stamped.event.account;
+        self.arrivals.push_back((account, now));
+        self.by_account
+            .entry(account)
+            .or_default()
+            .push_back(stamped.clone());
         (stamped, self.evict(now))
     }
 
     fn evict(&mut self, now: Instant) -> usize {
         let mut evicted = 0;
-        while let Some((_, at)) = self.ring.front() {
-            if self.ring.len() <= self.max_events
-                && now.saturating_duration_since(*at) <= self.max_age
+        while let Some(&(account, at)) = self.arrivals.front() {
+            if self.arrivals.len() <= self.max_events
+                && now.saturating_duration_since(at) <= self.max_age
             {
                 break;
             }
-            self.ring.pop_front();
+            self.arrivals.pop_front();
+            if let Some(ring) = self.by_account.get_mut(&account) {
+                ring.pop_front();
+                if ring.is_empty() {
+                    self.by_account.remove(&account);
+                }
+            }
             evicted += 1;
         }
         evicted
@@ -70,8 +94,9 @@ impl Retention {
         self.last_seq
     }
 
-    /// Retained events of `account` that match any of `filters`, oldest first.
-    /// Returns the events and how many old events were evicted first.
+    /// Retained events of `account` that match any of `filters`, oldest first,
+    /// reading only that account's events. Returns the events and how many old
+    /// events were evicted first.
     pub fn matching(
         &mut self,
         account: AccountIdx,
@@ -80,26 +105,27 @@ impl Retention {
     ) -> (Vec<Stamped>, usize) {
         let evicted = self.evict(now);
         let events = self
-            .ring
-            .iter()
-            .filter(|(s, _)| s.event.account == account)
-            .filter(|(s, _)| {
+            .by_account
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter(|s| {
                 let fields = s.event.fields();
                 filters.iter().any(|f| f.matches(&fields))
             })
-            .map(|(s, _)| s.clone())
+            .cloned()
             .collect();
         (events, evicted)
     }
 
     /// Events retained.
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.arrivals.len()
     }
 
     /// True when nothing is retained.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.arrivals.is_empty()
     }
 }
 
@@ -157,5 +183,55 @@ mod tests {
         assert_eq!(evicted, 0);
         assert_eq!(events.len(), 1);
         assert_eq!(&*events[0].event.type_name, "call.end");
+    }
+
+    /// What a replay can read for one account: its own ring, nothing else.
+    fn readable(r: &Retention, account: u32) -> Vec<u64> {
+        r.by_account
+            .get(&AccountIdx(account))
+            .map(|ring| ring.iter().map(|s| s.seq).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_replay_reads_only_its_accounts_events() {
+        let mut r = Retention::new(10_000, Duration::from_secs(60));
+        let now = Instant::now();
+        for n in 0..5_000 {
+            let account = if n % 1000 == 0 { 0 } else { 1 };
+            r.push(event(account, "call.start"), now);
+        }
+        assert_eq!(r.len(), 5_000);
+        assert_eq!(readable(&r, 0), vec![1, 1001, 2001, 3001, 4001]);
+        let all = Arc::new(Filter::all(ScopeGrant::All));
+        let (events, _) = r.matching(AccountIdx(0), std::slice::from_ref(&all), now);
+        assert_eq!(
+            events.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            vec![1, 1001, 2001, 3001, 4001]
+        );
+        let (events, _) = r.matching(AccountIdx(7), &[all], now);
+        assert!(events.is_empty(), "an account with nothing retained");
+    }
+
+    #[test]
+    fn shard_wide_limits_evict_across_accounts_in_arrival_order() {
+        let mut r = Retention::new(4, Duration::from_secs(60));
+        let now = Instant::now();
+        for account in [0, 1, 0, 2, 1, 0] {
+            r.push(event(account, "call.start"), now);
+        }
+        // Seqs 1 (account 0) and 2 (account 1) went first, whatever their account.
+        assert_eq!(r.len(), 4);
+        assert_eq!(readable(&r, 0), vec![3, 6]);
+        assert_eq!(readable(&r, 1), vec![5]);
+        assert_eq!(readable(&r, 2), vec![4]);
+        // Age evicts everything; empty accounts leave no entry behind.
+        let later = now + Duration::from_secs(61);
+        let all = Arc::new(Filter::all(ScopeGrant::All));
+        let (events, evicted) = r.matching(AccountIdx(0), &[all], later);
+        assert!(events.is_empty());
+        assert_eq!(evicted, 4);
+        assert!(r.is_empty());
+        assert!(r.by_account.is_empty(), "no entry per departed account");
     }
 }

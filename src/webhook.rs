@@ -43,6 +43,7 @@ use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
+use crate::clock;
 use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::metrics::Metrics;
@@ -465,17 +466,15 @@ fn backoff(attempt: u32, initial: Duration, max: Duration, rng: &mut impl Rng) -
 
 /// When to retry: after `delay`, or as soon as the subscription counts as expired
 /// (unix now > expires) if that comes first, so a long backoff does not outlive it.
+/// Checked arithmetic throughout: a subscription's `expires` may be any u64.
 fn retry_at(delay: Duration, expires: Option<u64>) -> Instant {
     let now = Instant::now();
-    let after_delay = now + delay;
+    let after_delay = clock::after(now, delay);
     let Some(expires) = expires else {
         return after_delay;
     };
-    let expired_at = UNIX_EPOCH + Duration::from_secs(expires.saturating_add(1));
-    match expired_at.duration_since(SystemTime::now()) {
-        Ok(left) => after_delay.min(now + left.max(MIN_BACKOFF)),
-        Err(_) => now + MIN_BACKOFF,
-    }
+    let left = clock::until_unix(expires.saturating_add(1), unix_now());
+    after_delay.min(clock::after(now, left.max(MIN_BACKOFF)))
 }
 
 /// Seconds since the Unix epoch (0 for a clock set before it).
@@ -1005,5 +1004,18 @@ mod tests {
         let at = retry_at(long, Some(unix_now().saturating_sub(10)));
         assert!(at <= Instant::now() + MIN_BACKOFF);
         assert!(retry_at(long, None) >= Instant::now() + Duration::from_secs(3599));
+    }
+
+    /// A subscription's `expires` may be any u64 and backoffs come from the config:
+    /// neither may overflow the retry clock (it used to panic the worker).
+    #[test]
+    fn retry_clock_survives_huge_values() {
+        let now = Instant::now();
+        let at = retry_at(Duration::from_secs(1), Some(u64::MAX));
+        assert!(
+            at >= now + Duration::from_millis(900) && at <= Instant::now() + Duration::from_secs(2)
+        );
+        assert!(retry_at(Duration::MAX, Some(u64::MAX)) >= now + clock::FAR_FUTURE);
+        assert!(retry_at(Duration::MAX, None) >= now + clock::FAR_FUTURE);
     }
 }

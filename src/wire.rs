@@ -6,6 +6,22 @@ use bytes::{BufMut, BytesMut};
 
 use crate::outbox::Entry;
 
+/// Longest cursor text: `Cursor::decode` refuses longer ones, and the encoder's
+/// output (a few varints, base64url) is far shorter.
+const MAX_CURSOR_LEN: usize = 64;
+
+/// Bytes a transport may add around an event's shared JSON besides its
+/// subscriptions: `,"subscriptions":[`, `]`, `}`, and either the SSE `id: …\n`,
+/// `data: ` and blank line or the JSON `,"cursor":"…"` and a list comma.
+const FRAME_OVERHEAD: usize = 64 + MAX_CURSOR_LEN;
+
+/// An upper bound of the bytes one event takes on any transport, so writers can cap
+/// a chunk, a long-poll response or a WebSocket backlog in bytes before rendering.
+pub fn framed_len(entry: &Entry) -> usize {
+    let subs: usize = entry.subs.iter().map(|sid| sid.len() + 3).sum();
+    entry.event.json_open.len() + subs + FRAME_OVERHEAD
+}
+
 /// Appends one delivered event's JSON: the shared serialised event, then
 /// `"subscriptions"` and the closing brace.
 pub fn write_event(buf: &mut BytesMut, entry: &Entry) {
@@ -93,5 +109,35 @@ mod tests {
         assert!(text.starts_with("id: c1\ndata: {"));
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 3);
+    }
+
+    #[test]
+    fn framed_len_bounds_every_transport() {
+        let event = Arc::new(Event::build(
+            AccountIdx(0),
+            "ACx",
+            Draft {
+                type_name: "call.start".into(),
+                call_sid: None,
+                scope: None,
+                data: serde_json::Map::new(),
+            },
+            "t",
+        ));
+        let entry = Entry {
+            seq: u64::MAX,
+            event,
+            subs: MatchedSubs::from_iter([Arc::from("SU1"), Arc::from("SU2")]),
+            at: Instant::now(),
+        };
+        let cursor = "c".repeat(MAX_CURSOR_LEN);
+        let mut json = BytesMut::new();
+        write_event(&mut json, &entry);
+        let mut sse = BytesMut::new();
+        sse_frame(&mut sse, Some(&cursor), &json);
+        let mut with_cursor = BytesMut::new();
+        write_event_at(&mut with_cursor, &entry, Some(&cursor));
+        assert!(sse.len() <= framed_len(&entry), "{} SSE bytes", sse.len());
+        assert!(with_cursor.len() < framed_len(&entry), "list item");
     }
 }

@@ -221,7 +221,7 @@ impl CallRouter {
 
     /// Converts simulated seconds into real time with `sim.time_scale`.
     pub fn sim_time(&self, simulated_secs: f64) -> Duration {
-        Duration::from_secs_f64((simulated_secs * self.sim.time_scale).max(0.0))
+        crate::clock::from_secs_f64(simulated_secs * self.sim.time_scale)
     }
 
     /// Converts real time back into whole simulated seconds (rounded up).

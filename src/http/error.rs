@@ -98,6 +98,7 @@ impl From<AuthError> for ApiError {
             AuthError::MissingExpires => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             AuthError::WrongAccount => (StatusCode::FORBIDDEN, "forbidden"),
             AuthError::Expired(_) => (StatusCode::UNAUTHORIZED, "expired"),
+            AuthError::ExpiresTooFar(_) => (StatusCode::UNAUTHORIZED, "expires_too_far"),
             AuthError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             AuthError::Missing | AuthError::BadCredentials | AuthError::UnknownAccount => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")

@@ -84,7 +84,10 @@ impl AppState {
             authorization,
             req.uri().path(),
             req.query_string(),
-            crate::auth::unix_now(),
+            crate::auth::Validity {
+                now: crate::auth::unix_now(),
+                max_lifetime: self.config.auth.max_url_lifetime_secs,
+            },
         )
         .map_err(|e| self.auth_failed(e))
     }

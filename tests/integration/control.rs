@@ -448,7 +448,8 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
     let got = stream.until_marker("ok", WAIT).await;
     assert_eq!(markers(&got), strings(&["ok"]));
 
-    // A tampered or missing signature is 401; another account's signature 403.
+    // A tampered or missing signature is 401; so is another account's signature
+    // (API.md §4: a bad signature like any other).
     let tampered = signed.replace("types=call.end", "types=call.*");
     post_form(&server, &tampered, None, &[])
         .await
@@ -459,7 +460,7 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
     );
     post_form(&server, &foreign, None, &[])
         .await
-        .assert_error(403, "forbidden");
+        .assert_error(401, "invalid_signature");
 }
 
 #[tokio::test]

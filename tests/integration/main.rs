@@ -6,11 +6,13 @@
 //! instead of hanging the suite.
 
 mod browser;
+mod byte_caps;
 mod call_records;
 mod calls;
 mod client_events;
 mod common;
 mod control;
+mod earliest;
 mod egress;
 mod filters;
 mod grants;
@@ -24,8 +26,10 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod signature_and_expiry;
 mod signed_control;
 mod signed_urls;
 mod sse;
 mod webhooks;
 mod ws;
+mod ws_frames;

@@ -334,9 +334,10 @@ async fn a_correctly_signed_url_with_a_malformed_expires_is_400_naming_it() {
 }
 
 #[tokio::test]
-async fn account_mismatches_are_403_and_unknown_accounts_401() {
+async fn cross_signed_urls_and_unknown_accounts_are_401() {
     let server = TestServer::start(|_| {});
-    // A's path, B's token.
+    // A's path, B's token: just a bad signature (API.md §4), never a 403 that
+    // would tell the holder the URL is valid elsewhere.
     let url = sign(
         server.token(1),
         &format!("{}?types=call.*", server.stream_path(0)),
@@ -344,7 +345,7 @@ async fn account_mismatches_are_403_and_unknown_accounts_401() {
     server
         .rejected(&url, None)
         .await
-        .assert_error(403, "forbidden");
+        .assert_error(401, "invalid_signature");
     // B's own URL works.
     server
         .stream_signed(&sign(

@@ -3,8 +3,10 @@
 //! WebSocket for an `Upgrade: websocket` request, long-poll for `transport=poll`,
 //! SSE otherwise.
 
+pub mod frame_guard;
 pub mod params;
 pub mod poll;
+pub mod reassembly;
 pub mod sse;
 pub mod ws;
 
@@ -23,16 +25,23 @@ use crate::account::AccountIdx;
 use crate::actors::proxy::{Connect, Connected, NewSubscription, ResumeFrom};
 use crate::actors::session::Detached;
 use crate::auth::{unix_now, Principal};
+use crate::clock;
 use crate::config::CorsConfig;
 use crate::cursor::{account_tag, Cursor};
 use crate::event::notice;
 use crate::grant::Grant;
 use crate::outbox::{Drain, Entry};
 use crate::wire::write_event_at;
-use params::{StreamParams, Transport};
+use params::{StreamParams, Transport, EARLIEST};
 
-/// The cursor value that asks for everything the router still retains.
-const EARLIEST: &str = "earliest";
+/// Most bytes of one SSE chunk or one long-poll response (unless a single event is
+/// larger): a slow reader is bounded in bytes, not in events, and what does not fit
+/// stays in the client's outbox for the next chunk or poll.
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Room kept in a chunk for what surrounds the events: a `stream.gap` notice and a
+/// long-poll's `{"events":[…],"cursor":"…"}`.
+const CHUNK_ENVELOPE: usize = 1024;
 
 /// Registers the stream route, with CORS for browsers on other origins.
 pub fn configure(cfg: &mut web::ServiceConfig, cors: &CorsConfig) {
@@ -216,18 +225,25 @@ impl Connection {
         self.cursor(self.read_upto.load(Ordering::Relaxed))
     }
 
-    /// Takes everything new for this connection, minus the scoped events its own
-    /// grant does not cover (API.md §4: whichever of the client's subscriptions
+    /// Takes what is new for this connection, at most one chunk's worth
+    /// ([`MAX_CHUNK_BYTES`]); the rest follows in the next chunk or poll.
+    pub fn drain(&self) -> Drain {
+        self.drain_within(MAX_CHUNK_BYTES - CHUNK_ENVELOPE)
+    }
+
+    /// Takes what is new for this connection, up to `max_bytes` of events but at
+    /// least one (see [`crate::outbox::Outbox::drain`]), minus the scoped events its
+    /// own grant does not cover (API.md §4: whichever of the client's subscriptions
     /// matched them). Withheld events still move the client's position on: this
     /// connection never sees them and a later connection resuming after it does not
     /// either, while one resuming from an earlier cursor is offered them again and
     /// judged by its own grant. So cursors stay in order, with no stall and no
     /// duplicate.
-    pub fn drain(&self) -> Drain {
+    pub fn drain_within(&self, max_bytes: usize) -> Drain {
         match self
             .connected
             .outbox
-            .drain(self.connected.conn, std::time::Instant::now())
+            .drain(self.connected.conn, std::time::Instant::now(), max_bytes)
         {
             Drain::Events { gap, mut entries } => {
                 if let Some(last) = entries.last() {
@@ -321,16 +337,17 @@ impl Connection {
 
     /// When the server ends this connection on its own (a signed URL's expiry, or
     /// `stream.max_connection_secs`), and whether that is an expiry.
+    /// Checked arithmetic: a far `expires` is a far deadline, never an overflow.
     pub fn deadline(&self) -> Option<(tokio::time::Instant, bool)> {
         let now = tokio::time::Instant::now();
         let expiry = self.closes_at.map(|at| {
             (
-                now + Duration::from_secs(at.saturating_sub(unix_now())),
+                clock::after_tokio(now, clock::until_unix(at, unix_now())),
                 true,
             )
         });
         let max = self.state.config.stream.max_connection_secs;
-        let limit = (max > 0).then(|| (now + Duration::from_secs(max), false));
+        let limit = (max > 0).then(|| (clock::after_tokio(now, Duration::from_secs(max)), false));
         match (expiry, limit) {
             (Some(e), Some(l)) => Some(if e.0 <= l.0 { e } else { l }),
             (e, l) => e.or(l),

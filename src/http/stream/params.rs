@@ -12,6 +12,9 @@ use crate::grant::Grant;
 /// Longest client id.
 const MAX_CLIENT_LEN: usize = 64;
 
+/// The cursor value that asks for everything the router still retains.
+pub const EARLIEST: &str = "earliest";
+
 /// Which transport a stream request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -34,7 +37,7 @@ pub struct StreamParams {
     pub expires: Option<u64>,
     /// The transport.
     pub transport: Transport,
-    /// `cursor=` (or the `Last-Event-ID` header), if not empty.
+    /// The `Last-Event-ID` header, or else `cursor=`, if not empty.
     pub cursor: Option<String>,
     /// A long-poll's `timeout=`, in seconds.
     pub timeout: Option<u64>,
@@ -45,7 +48,7 @@ pub struct StreamParams {
 
 impl StreamParams {
     /// Parses the raw query of an authenticated request. `last_event_id` is the
-    /// header's value, used when the query has no `cursor`.
+    /// header's value, which takes precedence over `cursor=` (see [`resume_cursor`]).
     pub fn parse(
         raw_query: &str,
         principal: Principal,
@@ -112,11 +115,7 @@ impl StreamParams {
         } else {
             None
         };
-        let cursor = cursor
-            .map(Cow::into_owned)
-            .filter(|c| !c.is_empty())
-            .or_else(|| last_event_id.map(str::to_owned))
-            .filter(|c| !c.is_empty());
+        let cursor = resume_cursor(cursor.as_deref(), last_event_id)?;
         let timeout = timeout
             .map(|t| {
                 t.parse::<u64>().map_err(|_| {
@@ -138,6 +137,29 @@ impl StreamParams {
             grant,
         })
     }
+}
+
+/// Where to resume: the `Last-Event-ID` header if present, else `cursor=`; empty
+/// values count as absent.
+///
+/// The header wins because an `EventSource` reconnects to the very URL it was given
+/// and puts the last id it saw in the header: a page opened with a signed
+/// `cursor=earliest` must resume after that id, not replay everything again.
+/// `earliest` in the header is refused (API.md §4: the header carries real cursors
+/// only). It is only honoured from the query, where a signed URL's signature covers
+/// it, so the holder of a plain signed URL cannot turn each request into a full
+/// retention replay. A 400 rather than silently ignoring it: `EventSource` never
+/// sends it (the server sends no such id), so whoever did gets told why.
+fn resume_cursor(query: Option<&str>, header: Option<&str>) -> Result<Option<String>, ApiError> {
+    let header = header.filter(|c| !c.is_empty());
+    if header == Some(EARLIEST) {
+        return Err(ApiError::parameter(
+            "Last-Event-ID: `earliest` is not a cursor; ask for a replay with cursor=earliest in the URL",
+        ));
+    }
+    Ok(header
+        .or(query.filter(|c| !c.is_empty()))
+        .map(str::to_owned))
 }
 
 /// Checks a client id: 1 to 64 characters of `[A-Za-z0-9_-]`.
@@ -222,6 +244,31 @@ mod tests {
         let p = StreamParams::parse("types=a", signed, None, 100).unwrap();
         assert_eq!(p.expires, Some(500));
         assert_eq!(p.filter.unwrap().scopes(), &ScopeGrant::Only(Vec::new()));
+    }
+
+    #[test]
+    fn earliest_counts_only_in_the_query_and_the_header_wins() {
+        let signed = Principal::SignedUrl {
+            account: AccountIdx(0),
+            expires: 500,
+        };
+        for principal in [BASIC, signed] {
+            let p = StreamParams::parse("cursor=earliest", principal, None, 100).unwrap();
+            assert_eq!(p.cursor.as_deref(), Some(EARLIEST));
+            let error = StreamParams::parse("", principal, Some(EARLIEST), 100).unwrap_err();
+            assert_eq!(error.status.as_u16(), 400);
+            assert!(
+                error.message.starts_with("Last-Event-ID:"),
+                "{}",
+                error.message
+            );
+            // An EventSource reconnecting to a cursor=earliest URL resumes after
+            // the last id it saw instead of replaying everything again.
+            let p = StreamParams::parse("cursor=earliest", principal, Some("abc"), 100).unwrap();
+            assert_eq!(p.cursor.as_deref(), Some("abc"));
+            let p = StreamParams::parse("cursor=xyz", principal, Some(""), 100).unwrap();
+            assert_eq!(p.cursor.as_deref(), Some("xyz"));
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::{AppState, Connection};
+use crate::clock;
 use crate::outbox::{Drain, Entry};
 use crate::wire::{sse_frame as frame, write_event};
 
@@ -65,7 +66,7 @@ async fn write(conn: Connection, tx: mpsc::Sender<Bytes>, heartbeat: Duration, r
             if let Some(end) = flush(&conn, &tx).await {
                 break end;
             }
-            let heartbeat_at = tokio::time::Instant::from_std(last_write + heartbeat);
+            let heartbeat_at = tokio::time::Instant::from_std(clock::after(last_write, heartbeat));
             let (deadline_at, expires) = deadline.unwrap_or((heartbeat_at, false));
             tokio::select! {
                 _ = conn.woken() => continue,
