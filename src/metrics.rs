@@ -347,6 +347,10 @@ impl Metrics {
         for code in ["11200", "12100", "12200"] {
             self.call_errors.with_label_values(&[code]);
         }
+        // The call router's bounds: a document loop in a call, an SMS reply loop.
+        for code in ["14106", "14107"] {
+            self.call_errors.with_label_values(&[code]);
+        }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
         }

@@ -434,6 +434,7 @@ impl Program {
                             &message.body,
                             "outbound-reply",
                             Some(&self.setup.sid),
+                            None,
                         )
                         .await;
                     Ok(None)

@@ -7,6 +7,7 @@
 //! into the event router in-process through the [`Publisher`].
 
 pub mod app;
+pub mod hops;
 pub mod records;
 pub mod sink;
 
@@ -27,6 +28,7 @@ use crate::event::Draft;
 use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
+use hops::Hop;
 use records::{
     is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord, Resource,
 };
@@ -631,7 +633,11 @@ impl CallRouter {
     }
 
     /// Sends an SMS (REST or `<Message>`): a `message.sent` event; to a number of the
-    /// same account it also arrives there as an inbound SMS.
+    /// same account it also arrives there as an inbound SMS. `answering` is the hop of
+    /// the message an SMS application replies to (`None` for REST and calls): a reply
+    /// that would be the tenth hop between the account's numbers fails with 14107
+    /// (`message.failed`) instead of running an application again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_message(
         self: &Arc<Self>,
         account: AccountIdx,
@@ -640,8 +646,12 @@ impl CallRouter {
         body: &str,
         direction: &'static str,
         call_sid: Option<&str>,
+        answering: Option<Hop>,
     ) -> MessageRecord {
-        let record = MessageRecord {
+        let delivery = self
+            .own_number(account, to)
+            .map(|_| answering.map_or(Ok(Hop::FIRST), Hop::reply));
+        let mut record = MessageRecord {
             sid: new_sid("SM"),
             account,
             to: to.to_owned(),
@@ -650,29 +660,63 @@ impl CallRouter {
             status: "sent",
             direction,
             created: Utc::now(),
+            error_code: None,
         };
+        if let Some(Err(limit)) = delivery {
+            record.status = "failed";
+            record.error_code = Some(hops::LOOP_ERROR_CODE);
+            self.store_message(record.clone());
+            self.metrics
+                .call_errors
+                .with_label_values(&[&hops::LOOP_ERROR_CODE.to_string()])
+                .inc();
+            tracing::warn!(
+                message_sid = %record.sid,
+                hops = hops::MAX_HOPS,
+                "an SMS reply loop between numbers of one account was stopped"
+            );
+            let mut data = message_data(&record);
+            data.insert("message_sid".into(), record.sid.clone().into());
+            data.insert("error_code".into(), hops::LOOP_ERROR_CODE.into());
+            data.insert("error_message".into(), limit.to_string().into());
+            self.emit(account, "message.failed", call_sid, data).await;
+            return record;
+        }
         self.store_message(record.clone());
         let mut data = message_data(&record);
         data.insert("message_sid".into(), record.sid.clone().into());
         self.emit(account, "message.sent", call_sid, data).await;
-        if self.own_number(account, to).is_some() {
+        if let Some(Ok(hop)) = delivery {
             let router = self.clone();
             let (to, from, body) = (to.to_owned(), from.to_owned(), body.to_owned());
             actix_web::rt::spawn(async move {
-                let _ = router.inbound_message(account, &from, &to, &body).await;
+                let _ = router.deliver(account, &from, &to, &body, hop).await;
             });
         }
         record
     }
 
-    /// An inbound SMS to a number of the account: `message.received`, then the
-    /// number's SMS application, whose `<Message>`s are sent as replies.
+    /// An inbound SMS to a number of the account from outside (the simulator):
+    /// `message.received`, then the number's SMS application, whose `<Message>`s are
+    /// sent as replies.
     pub async fn inbound_message(
         self: &Arc<Self>,
         account: AccountIdx,
         from: &str,
         to: &str,
         body: &str,
+    ) -> Result<MessageRecord, RouterError> {
+        self.deliver(account, from, to, body, Hop::FIRST).await
+    }
+
+    /// Delivers an SMS that arrives as `hop` of a reply chain.
+    async fn deliver(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        from: &str,
+        to: &str,
+        body: &str,
+        hop: Hop,
     ) -> Result<MessageRecord, RouterError> {
         let number = self
             .own_number(account, to)
@@ -686,6 +730,7 @@ impl CallRouter {
             status: "received",
             direction: "inbound",
             created: Utc::now(),
+            error_code: None,
         };
         self.store_message(record.clone());
         let mut data = message_data(&record);
@@ -696,7 +741,7 @@ impl CallRouter {
             let received = record.clone();
             actix_web::rt::spawn(async move {
                 router
-                    .run_sms_app(account, &url, number.sms_method, &received)
+                    .run_sms_app(account, &url, number.sms_method, &received, hop)
                     .await;
             });
         }
@@ -709,6 +754,7 @@ impl CallRouter {
         url: &str,
         method: Method,
         received: &MessageRecord,
+        hop: Hop,
     ) {
         let params: Vec<(String, String)> = [
             ("AccountSid", self.account_sid(account)),
@@ -745,6 +791,7 @@ impl CallRouter {
                             &message.body,
                             "outbound-reply",
                             None,
+                            Some(hop),
                         )
                         .await;
                     }

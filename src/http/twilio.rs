@@ -430,7 +430,7 @@ async fn create_message(
     let from = non_empty(&params, "From").ok_or_else(|| TwilioError::missing(21603, "From"))?;
     let body = non_empty(&params, "Body").ok_or_else(|| TwilioError::missing(21602, "Body"))?;
     let message = router(&state)
-        .send_message(account, &to, &from, &body, "outbound-api", None)
+        .send_message(account, &to, &from, &body, "outbound-api", None, None)
         .await;
     Ok(HttpResponse::Created().json(message.json(&path)))
 }

@@ -6,6 +6,7 @@
 //! instead of hanging the suite.
 
 mod browser;
+mod call_bounds;
 mod calls;
 mod client_events;
 mod common;

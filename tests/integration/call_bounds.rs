@@ -1,0 +1,126 @@
+//! The call router's loop and size bounds (API.md §7 "Bounds") replayed as an
+//! attacker would: applications that answer each other forever, a `<Redirect>`
+//! to itself, a call that never hangs up. Each test counts the requests on the
+//! application's side and proves the loop stopped with the bound's event.
+
+use serde_json::{json, Value};
+
+use crate::common::twilio::{fresh_number, sim_server, Api, AppServer, EventLog, CALL_WAIT};
+use crate::common::TestServer;
+
+const CALLER: &str = "+14155550100";
+
+/// Two distinct fresh numbers.
+fn two_numbers() -> (String, String) {
+    let a = fresh_number();
+    let mut b = fresh_number();
+    while b == a {
+        b = fresh_number();
+    }
+    (a, b)
+}
+
+/// Waits for a request to `path` of an SMS app that does not reply: because the
+/// router runs SMS apps in the order their messages arrive, a request to it made
+/// after the loop's end proves the loop has made no request since.
+async fn terminator(server: &TestServer, app: &AppServer, taken: &[&str]) {
+    let api = Api::new(server, 0);
+    let mut number = fresh_number();
+    while taken.contains(&number.as_str()) {
+        number = fresh_number();
+    }
+    app.twiml("/quiet", "<Response/>");
+    api.provision(&number, &[("SmsUrl", &app.url("/quiet"))])
+        .await;
+    api.sim_message(CALLER, &number, "terminator").await;
+    app.wait_requests("/quiet", 1, CALL_WAIT).await;
+}
+
+#[tokio::test]
+async fn an_sms_loop_between_two_numbers_fails_at_the_tenth_hop() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let (a, b) = two_numbers();
+    // Each app answers every SMS with one to the other number: the attack.
+    app.twiml(
+        "/a",
+        &format!(r#"<Response><Message to="{b}">ping</Message></Response>"#),
+    );
+    app.twiml(
+        "/b",
+        &format!(r#"<Response><Message to="{a}">pong</Message></Response>"#),
+    );
+    api.provision(&a, &[("SmsUrl", &app.url("/a"))]).await;
+    api.provision(&b, &[("SmsUrl", &app.url("/b"))]).await;
+    let mut log = EventLog::open(&server, 0, "types=message.*").await;
+
+    api.sim_message(CALLER, &a, "start").await;
+    let failed = log.until_event("message.failed", None).await;
+    assert_eq!(failed["data"]["error_code"], json!(14107), "{failed}");
+    assert!(
+        failed["data"]["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("loop")),
+        "message.failed data.error_message: {failed}"
+    );
+    // Odd hops arrive at a: hop 9 does, and a's reply would be hop 10.
+    assert_eq!(failed["data"]["from"], json!(a), "{failed}");
+    assert_eq!(failed["data"]["to"], json!(b), "{failed}");
+
+    terminator(&server, &app, &[&a, &b]).await;
+    let requests = app.requests_to("/a").len() + app.requests_to("/b").len();
+    assert_eq!(
+        requests, 9,
+        "the apps ran for hops 1 to 9 only, never for the tenth"
+    );
+    assert_eq!(log.of_type("message.failed").len(), 1, "{}", log.dump());
+    assert_eq!(log.of_type("message.received").len(), 9, "{}", log.dump());
+
+    let sid = failed["data"]["message_sid"].as_str().unwrap_or("");
+    let record = api.get(&format!("Messages/{sid}.json")).await;
+    assert_eq!(
+        record.status,
+        200,
+        "GET Messages/{sid}.json: {}",
+        record.text()
+    );
+    let record: Value = record.json();
+    assert_eq!(record["status"], json!("failed"), "{record}");
+    assert_eq!(record["error_code"], json!(14107), "{record}");
+    assert_eq!(record["direction"], json!("outbound-reply"), "{record}");
+}
+
+#[tokio::test]
+async fn a_calls_message_verb_starts_a_chain_that_is_bounded_too() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let (a, b) = two_numbers();
+    app.twiml(
+        "/voice",
+        &format!(r#"<Response><Message to="{b}">from a call</Message></Response>"#),
+    );
+    app.twiml(
+        "/a",
+        &format!(r#"<Response><Message to="{b}">ping</Message></Response>"#),
+    );
+    app.twiml(
+        "/b",
+        &format!(r#"<Response><Message to="{a}">pong</Message></Response>"#),
+    );
+    api.provision(
+        &a,
+        &[("SmsUrl", &app.url("/a")), ("VoiceUrl", &app.url("/voice"))],
+    )
+    .await;
+    api.provision(&b, &[("SmsUrl", &app.url("/b"))]).await;
+    let mut log = EventLog::open(&server, 0, "types=message.failed").await;
+
+    api.sim_call(CALLER, &a).await;
+    let failed = log.until_event("message.failed", None).await;
+    assert_eq!(failed["data"]["error_code"], json!(14107), "{failed}");
+    terminator(&server, &app, &[&a, &b]).await;
+    let requests = app.requests_to("/a").len() + app.requests_to("/b").len();
+    assert_eq!(requests, 9, "the call's SMS is hop 1; hops 2 to 9 ran apps");
+}
