@@ -174,13 +174,26 @@ impl Default for WebhookConfig {
 }
 
 /// The built-in call router.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallRouterConfig {
     /// Base URL of a remote event router (`http://host:port`) to publish call events
     /// to over its publish endpoint, with each account's credentials; empty publishes
     /// into this process.
     pub publish_url: String,
+    /// Longest a call may last, in simulated seconds (scaled by `sim.time_scale`); a
+    /// call's own `TimeLimit` may only ask for less. Bounds what a call nobody hangs
+    /// up holds (API.md §7).
+    pub max_call_secs: u64,
+}
+
+impl Default for CallRouterConfig {
+    fn default() -> Self {
+        CallRouterConfig {
+            publish_url: String::new(),
+            max_call_secs: 14_400,
+        }
+    }
 }
 
 /// The simulated telephone network.
@@ -362,6 +375,10 @@ impl Config {
             ("publish.max_event_bytes", self.publish.max_event_bytes),
             ("publish.max_body_bytes", self.publish.max_body_bytes),
             ("publish.shard_queue", self.publish.shard_queue),
+            (
+                "call_router.max_call_secs",
+                usize::try_from(self.call_router.max_call_secs).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

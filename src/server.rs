@@ -67,6 +67,7 @@ pub async fn serve(
         sink,
         config.webhook.allowed_hosts.clone(),
         config.sim.clone(),
+        config.call_router.max_call_secs,
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),
     );

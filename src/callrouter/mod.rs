@@ -7,6 +7,7 @@
 //! into the event router in-process through the [`Publisher`].
 
 pub mod app;
+pub mod call_limits;
 pub mod hops;
 pub mod records;
 pub mod sink;
@@ -130,6 +131,8 @@ pub struct CallRouter {
     sink: EventSink,
     app: AppClient,
     sim: SimConfig,
+    /// `call_router.max_call_secs`.
+    max_call_secs: u64,
     base_url: String,
     metrics: Metrics,
     registry: Mutex<Registry>,
@@ -138,12 +141,13 @@ pub struct CallRouter {
 impl CallRouter {
     /// A router with no numbers, publishing its events into `sink`; `base_url`
     /// prefixes recording URLs; applications may only be on `allowed_hosts` (empty:
-    /// anywhere).
+    /// anywhere); no call lasts longer than `max_call_secs` simulated seconds.
     pub fn new(
         accounts: Arc<Accounts>,
         sink: EventSink,
         allowed_hosts: Vec<String>,
         sim: SimConfig,
+        max_call_secs: u64,
         base_url: String,
         metrics: Metrics,
     ) -> Arc<CallRouter> {
@@ -152,6 +156,7 @@ impl CallRouter {
             sink,
             app: AppClient::new(allowed_hosts),
             sim,
+            max_call_secs,
             base_url,
             metrics,
             registry: Mutex::new(Registry::default()),
@@ -181,6 +186,20 @@ impl CallRouter {
     /// Converts simulated seconds into real time with `sim.time_scale`.
     pub fn sim_time(&self, simulated_secs: f64) -> Duration {
         Duration::from_secs_f64((simulated_secs * self.sim.time_scale).max(0.0))
+    }
+
+    /// When a call answered at `answered` must end: its `TimeLimit` or
+    /// `call_router.max_call_secs`, whichever is less, in scaled time. `None` when
+    /// that lies beyond what the clock can represent (the call is unbounded in
+    /// practice).
+    pub fn call_deadline(
+        &self,
+        answered: tokio::time::Instant,
+        requested: Option<u64>,
+    ) -> Option<tokio::time::Instant> {
+        let secs = call_limits::time_limit(requested, self.max_call_secs) as f64;
+        let real = Duration::try_from_secs_f64(secs * self.sim.time_scale).ok()?;
+        answered.checked_add(real)
     }
 
     /// Converts real time back into whole simulated seconds (rounded up).
@@ -373,6 +392,7 @@ impl CallRouter {
             status_callback: number.status_callback.clone(),
             ring: false,
             parent: None,
+            time_limit: None,
         }))
     }
 
@@ -384,6 +404,7 @@ impl CallRouter {
         from: &str,
         source: AppSource,
         status_callback: Option<String>,
+        time_limit: Option<u64>,
     ) -> Result<CallRecord, RouterError> {
         if let AppSource::Url(url, _) = &source {
             self.app.check("Url", url)?;
@@ -401,6 +422,7 @@ impl CallRouter {
             status_callback,
             ring: true,
             parent: None,
+            time_limit,
         });
         self.call(account, &sid)
             .ok_or_else(|| RouterError::not_found("call"))
@@ -438,6 +460,7 @@ impl CallRouter {
                 status_callback,
                 ring: false,
                 parent: Some(parent.to_owned()),
+                time_limit: None,
             },
             Some(tx),
         );

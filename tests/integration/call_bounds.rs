@@ -124,3 +124,144 @@ async fn a_calls_message_verb_starts_a_chain_that_is_bounded_too() {
     let requests = app.requests_to("/a").len() + app.requests_to("/b").len();
     assert_eq!(requests, 9, "the call's SMS is hop 1; hops 2 to 9 ran apps");
 }
+
+/// The events of `call` end with `call.error` (`code`) then `call.end` `failed`.
+#[track_caller]
+fn assert_ended_with_error(log: &EventLog, call: &str, code: u64) {
+    let events = log.of_call(call);
+    let n = events.len();
+    assert!(n >= 2, "{}", log.dump());
+    assert_eq!(events[n - 2]["type"], json!("call.error"), "{}", log.dump());
+    assert_eq!(
+        events[n - 2]["data"]["error_code"],
+        json!(code),
+        "{}",
+        log.dump()
+    );
+    assert_eq!(events[n - 1]["type"], json!("call.end"), "{}", log.dump());
+    assert_eq!(
+        events[n - 1]["data"]["status"],
+        json!("failed"),
+        "{}",
+        log.dump()
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_itself_ends_the_call_after_100_documents() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/loop", "<Response><Redirect>/loop</Redirect></Response>");
+    let number = api.voice_number(&app.url("/loop")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+
+    let call = api.sim_call(CALLER, &number).await;
+    // call.end is published after the call stopped fetching: nothing follows it.
+    log.until_event("call.end", Some(&call)).await;
+    assert_ended_with_error(&log, &call, 14106);
+    assert_eq!(
+        app.requests_to("/loop").len(),
+        100,
+        "the app is asked for 100 documents, not one more"
+    );
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("failed"), "{done}");
+}
+
+#[tokio::test]
+async fn documents_that_let_time_pass_are_not_a_loop() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    // An IVR menu repeating itself: each round lets a second of simulated time pass.
+    app.route("/menu", |req| {
+        let round = req
+            .param("round")
+            .unwrap_or("0")
+            .parse::<u32>()
+            .unwrap_or(0);
+        let body = if round >= 120 {
+            "<Response><Hangup/></Response>".to_string()
+        } else {
+            format!(
+                r#"<Response><Pause length="1"/><Redirect>/menu?round={}</Redirect></Response>"#,
+                round + 1
+            )
+        };
+        (200, "text/xml".to_string(), body)
+    });
+    let number = api.voice_number(&app.url("/menu")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    let end = log.until_event("call.end", Some(&call)).await;
+    assert_eq!(end["data"]["status"], json!("completed"), "{}", log.dump());
+    assert!(log.of_type("call.error").is_empty(), "{}", log.dump());
+    assert_eq!(app.requests_to("/menu").len(), 121);
+}
+
+#[tokio::test]
+async fn time_limit_ends_a_long_pause_completed() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/hold", r#"<Response><Pause length="3600"/></Response>"#);
+    let from = fresh_number();
+    api.provision(&from, &[]).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+
+    let reply = api
+        .post(
+            "Calls.json",
+            &[
+                ("To", "+16505550199"),
+                ("From", &from),
+                ("Url", &app.url("/hold")),
+                ("TimeLimit", "5"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 201, "POST Calls.json: {}", reply.text());
+    let call = reply.json()["sid"].as_str().unwrap_or("").to_string();
+    let end = log.until_event("call.end", Some(&call)).await;
+    assert_eq!(end["data"]["status"], json!("completed"), "{end}");
+    let done = api.final_call(&call).await;
+    assert_eq!(done["status"], json!("completed"), "{done}");
+    let duration: u64 = done["duration"].as_str().unwrap_or("").parse().unwrap_or(0);
+    assert!(
+        (5..60).contains(&duration),
+        "ended at its 5 s TimeLimit, not after the hour-long Pause: {done}"
+    );
+
+    let bad = api
+        .post(
+            "Calls.json",
+            &[
+                ("To", "+16505550199"),
+                ("From", &from),
+                ("Url", &app.url("/hold")),
+                ("TimeLimit", "-1"),
+            ],
+        )
+        .await;
+    let message = crate::common::twilio::assert_twilio_error(&bad, 400, 20001);
+    assert!(message.contains("TimeLimit"), "{message}");
+}
+
+#[tokio::test]
+async fn max_call_secs_ends_a_call_nobody_hangs_up() {
+    let server = TestServer::start(|config| {
+        config.sim.time_scale = 0.01;
+        config.call_router.max_call_secs = 5;
+    });
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/hold", r#"<Response><Pause length="3600"/></Response>"#);
+    let number = api.voice_number(&app.url("/hold")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    let end = log.until_event("call.end", Some(&call)).await;
+    assert_eq!(end["data"]["status"], json!("completed"), "{end}");
+    let duration = end["data"]["duration"].as_u64().unwrap_or(0);
+    assert!((5..60).contains(&duration), "{end}");
+}
