@@ -23,6 +23,11 @@ use crate::publisher::Publisher;
 /// How long open connections get to finish after streams were told to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long live calls get, once hung up by a drain, to publish `call.end` and
+/// request their status callbacks: one application request in flight and the
+/// callback, each bounded by the applications' 15 s time-out, usually far less.
+const CALLS_DRAIN: Duration = Duration::from_secs(20);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -71,6 +76,7 @@ pub async fn serve(
         format!("http://{}", listener.local_addr()?),
         metrics.clone(),
     );
+    let calls = call_router.clone();
     let state = AppState {
         call_router,
         publisher,
@@ -100,6 +106,10 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "draining");
         draining.store(true, Ordering::Relaxed);
         tokio::time::sleep(grace).await;
+        // Calls end (call.end, status callbacks) before streams get stream.shutdown.
+        if let Err(running) = calls.end_calls(CALLS_DRAIN).await {
+            tracing::warn!(running, "calls still running when the drain moved on");
+        }
         let _ = shutdown_tx.send(true);
         handle.stop(true).await;
     });

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::account::AccountIdx;
 use crate::callrouter::app::AppError;
 use crate::callrouter::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
+use crate::callrouter::live::LiveCall;
 use crate::callrouter::records::{new_sid, CallStatus, Direction, API_VERSION};
 use crate::callrouter::{CallOutcome, CallRouter};
 use crate::twiml::{
@@ -93,16 +94,16 @@ pub enum CallInput {
 /// The call actor: a thin shell around its program.
 pub struct Call {
     router: Arc<CallRouter>,
-    setup: Option<CallSetup>,
+    setup: Option<(CallSetup, LiveCall)>,
     inputs: Option<mpsc::Sender<CallInput>>,
 }
 
 impl Call {
-    /// A call about to run `setup`.
-    pub fn new(router: Arc<CallRouter>, setup: CallSetup) -> Call {
+    /// A call about to run `setup`, counted in `live` until its program has ended.
+    pub fn new(router: Arc<CallRouter>, setup: CallSetup, live: LiveCall) -> Call {
         Call {
             router,
-            setup: Some(setup),
+            setup: Some((setup, live)),
             inputs: None,
         }
     }
@@ -114,11 +115,11 @@ impl Actor for Call {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         self.inputs = Some(tx);
-        let Some(setup) = self.setup.take() else {
+        let Some((setup, live)) = self.setup.take() else {
             ctx.stop();
             return;
         };
-        let program = Program::new(self.router.clone(), setup, rx);
+        let program = Program::new(self.router.clone(), setup, rx, live);
         ctx.spawn(program.run().into_actor(self).map(|(), _, ctx| ctx.stop()));
     }
 }
@@ -168,6 +169,9 @@ struct Program {
     /// last document was fetched: documents that never let it pass are a loop.
     time_passed: bool,
     idle_documents: IdleDocuments,
+    /// Counts the call as running until the program is dropped, after `call.end`
+    /// and the status callback.
+    _live: LiveCall,
 }
 
 impl Program {
@@ -175,6 +179,7 @@ impl Program {
         router: Arc<CallRouter>,
         setup: CallSetup,
         inputs: mpsc::Receiver<CallInput>,
+        live: LiveCall,
     ) -> Program {
         let token = router.token(setup.account);
         Program {
@@ -189,6 +194,7 @@ impl Program {
             deadline: None,
             time_passed: false,
             idle_documents: IdleDocuments::default(),
+            _live: live,
         }
     }
 
@@ -249,6 +255,11 @@ impl Program {
     }
 
     async fn run(mut self) {
+        if self.router.is_stopping() {
+            // The server drains: a call it has just accepted ends at once.
+            self.finish(CallStatus::Canceled).await;
+            return;
+        }
         if self.setup.ring {
             self.router.set_status(&self.setup.sid, CallStatus::Ringing);
             if self

@@ -9,10 +9,12 @@
 pub mod app;
 pub mod call_limits;
 pub mod hops;
+pub mod live;
 pub mod records;
 pub mod sink;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
 use hops::Hop;
+use live::LiveCalls;
 use records::{
     is_e164, new_sid, CallRecord, CallStatus, Direction, MessageRecord, NumberRecord, Resource,
 };
@@ -136,6 +139,10 @@ pub struct CallRouter {
     base_url: String,
     metrics: Metrics,
     registry: Mutex<Registry>,
+    /// Call programs still running (a drain waits for them).
+    live: LiveCalls,
+    /// Set by a drain: calls starting from now on end at once.
+    stopping: AtomicBool,
 }
 
 impl CallRouter {
@@ -160,6 +167,8 @@ impl CallRouter {
             base_url,
             metrics,
             registry: Mutex::new(Registry::default()),
+            live: LiveCalls::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -220,6 +229,33 @@ impl CallRouter {
             records::API_VERSION,
             self.account_sid(account)
         )
+    }
+
+    /// Whether the server is draining: a call starting now ends at once.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Drains the router (API.md §8): hangs up every live call — answered calls end
+    /// `completed`, calls still ringing `canceled`, as when the far end hangs up —
+    /// and waits, at most `within`, until each has published its `call.end` and
+    /// requested its `StatusCallback`. Calls starting from now on end at once. Errs
+    /// with the number of calls still running when `within` passed.
+    pub async fn end_calls(&self, within: Duration) -> Result<(), usize> {
+        self.stopping.store(true, Ordering::SeqCst);
+        let live: Vec<Addr<Call>> = self
+            .registry
+            .lock()
+            .calls
+            .values()
+            .filter_map(|entry| entry.addr.clone())
+            .collect();
+        tracing::info!(calls = live.len(), "hanging up live calls");
+        for call in live {
+            // do_send: a hang-up must not be lost to a full mailbox.
+            call.do_send(CallInput::Hangup);
+        }
+        self.live.ended(within).await
     }
 
     /// Publishes one event into the event router. A refusal (overload, shutdown) is
@@ -361,7 +397,7 @@ impl CallRouter {
             .with_label_values(&[setup.direction.as_str()])
             .inc();
         self.metrics.calls_active.inc();
-        let addr = Call::new(self.clone(), setup).start();
+        let addr = Call::new(self.clone(), setup, self.live.enter()).start();
         if let Some(entry) = self.registry.lock().calls.get_mut(&sid) {
             entry.addr = Some(addr);
         }

@@ -265,3 +265,50 @@ async fn max_call_secs_ends_a_call_nobody_hangs_up() {
     let duration = end["data"]["duration"].as_u64().unwrap_or(0);
     assert!((5..60).contains(&duration), "{end}");
 }
+
+#[tokio::test]
+async fn a_drain_ends_live_calls_with_call_end_and_status_callbacks_before_stream_shutdown() {
+    let mut server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    app.twiml("/hold", r#"<Response><Pause length="3600"/></Response>"#);
+    app.respond("/status", 200, "text/plain", "");
+    let number = fresh_number();
+    api.provision(
+        &number,
+        &[
+            ("VoiceUrl", &app.url("/hold")),
+            ("StatusCallback", &app.url("/status")),
+        ],
+    )
+    .await;
+    let (mut stream, _open) = server.stream_basic(0, "types=call.*").await;
+    let call = api.sim_call(CALLER, &number).await;
+    let started = stream
+        .collect_until(|ev| ev.ty() == "call.start", CALL_WAIT)
+        .await
+        .expect("call.start");
+    assert_eq!(
+        started.last().map(|ev| ev.data["call_sid"].clone()),
+        Some(json!(call))
+    );
+
+    server.begin_shutdown();
+    let rest = stream
+        .collect_until(|ev| ev.ty() == "stream.shutdown", CALL_WAIT)
+        .await
+        .expect("the stream closes with stream.shutdown");
+    let types: Vec<&str> = rest.iter().map(|ev| ev.ty()).collect();
+    assert_eq!(
+        types,
+        ["call.end", "stream.shutdown"],
+        "call.end arrives before stream.shutdown"
+    );
+    assert_eq!(rest[0].data["call_sid"], json!(call), "{:?}", rest[0].data);
+    assert_eq!(rest[0].data["data"]["status"], json!("completed"));
+
+    let status = app.first_request("/status").await;
+    status.assert_signed();
+    status.assert_param("CallSid", &call);
+    status.assert_param("CallStatus", "completed");
+}
