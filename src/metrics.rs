@@ -150,6 +150,8 @@ pub struct Metrics {
     pub verbs: IntCounterVec,
     /// Time applications take to answer a TwiML request.
     pub app_latency: Histogram,
+    /// Call events the event router still refused after every retry.
+    pub call_events_refused: IntCounter,
 }
 
 impl Metrics {
@@ -301,6 +303,10 @@ impl Metrics {
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )),
+            call_events_refused: reg.counter(
+                "switchboard_call_events_refused_total",
+                "Call events the event router still refused after every retry (not published)",
+            ),
             registry,
         };
         metrics.initialise_series();

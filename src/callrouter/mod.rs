@@ -258,8 +258,10 @@ impl CallRouter {
         self.live.ended(within).await
     }
 
-    /// Publishes one event into the event router. A refusal (overload, shutdown) is
-    /// logged: a call must not stop because its observers are slow.
+    /// Publishes one event into the event router, waiting out a busy shard (see
+    /// [`EventSink::publish`]). A final refusal (overload past every retry,
+    /// shutdown) is counted and logged: a call must not stop because its observers
+    /// are slow.
     pub async fn emit(
         &self,
         account: AccountIdx,
@@ -274,6 +276,7 @@ impl CallRouter {
             data,
         };
         if let Err(error) = self.sink.publish(account, draft).await {
+            self.metrics.call_events_refused.inc();
             tracing::warn!(cause = %error, event = type_name, "a call event was not published");
         }
     }
