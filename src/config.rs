@@ -159,6 +159,10 @@ pub struct WebhookConfig {
     pub timeout_secs: u64,
     /// Most events in one callback request.
     pub max_batch: usize,
+    /// On SIGTERM, seconds webhook workers get to deliver what is queued before the
+    /// process exits; what is still undelivered then is given up (counted in
+    /// `switchboard_webhook_giveups_total` and logged).
+    pub drain_secs: u64,
 }
 
 impl Default for WebhookConfig {
@@ -169,6 +173,7 @@ impl Default for WebhookConfig {
             max_backoff_secs: 60,
             timeout_secs: 10,
             max_batch: 100,
+            drain_secs: 5,
         }
     }
 }

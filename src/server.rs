@@ -77,6 +77,8 @@ pub async fn serve(
         metrics.clone(),
     );
     let calls = call_router.clone();
+    let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
+    let webhook_metrics = metrics.clone();
     let state = AppState {
         call_router,
         publisher,
@@ -111,6 +113,13 @@ pub async fn serve(
             tracing::warn!(running, "calls still running when the drain moved on");
         }
         let _ = shutdown_tx.send(true);
+        // Webhook workers deliver what was accepted before the proxies stop them.
+        if let Err(given_up) = crate::webhook::flush(&webhook_metrics, webhook_drain).await {
+            tracing::warn!(
+                given_up,
+                "webhook events still undelivered at the end of the drain are given up"
+            );
+        }
         handle.stop(true).await;
     });
     server.await?;

@@ -11,6 +11,7 @@ mod calls;
 mod client_events;
 mod common;
 mod control;
+mod drain;
 mod filters;
 mod helper_library;
 mod isolation;
