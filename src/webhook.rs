@@ -27,6 +27,9 @@
 //! counted in `switchboard_webhook_giveups_total`. Events pushed after that are counted
 //! as give-ups at once. `switchboard_webhook_pending_events` always equals the events
 //! queued across all webhooks.
+//!
+//! **Drain**: on SIGTERM the server waits ([`flush`]) up to `webhook.drain_secs` for
+//! the workers to empty their queues before the proxies stop and close the webhooks.
 
 use std::collections::VecDeque;
 use std::fmt;
