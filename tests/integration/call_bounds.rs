@@ -265,3 +265,46 @@ async fn max_call_secs_ends_a_call_nobody_hangs_up() {
     let duration = end["data"]["duration"].as_u64().unwrap_or(0);
     assert!((5..60).contains(&duration), "{end}");
 }
+
+#[tokio::test]
+async fn call_events_wait_out_a_busy_shard_instead_of_being_dropped() {
+    let server = TestServer::start(|config| {
+        config.sim.time_scale = 0.01;
+        config.shards = 1;
+        config.publish.shard_queue = 1;
+    });
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let says = "<Say>a</Say>".repeat(40);
+    app.twiml("/talk", &format!("<Response>{says}</Response>"));
+    let number = api.voice_number(&app.url("/talk")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,say.*").await;
+
+    // Another publisher keeps the only shard's one queue slot busy meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for _ in 0..4 {
+        let publisher = server.publisher(1);
+        let stop = stop.clone();
+        flooders.push(tokio::spawn(async move {
+            let body = json!({"type": "noise.tick", "data": {}});
+            for _ in 0..5_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = publisher.post("application/json", body.to_string()).await;
+            }
+        }));
+    }
+    let call = api.sim_call(CALLER, &number).await;
+    log.until_event("call.end", Some(&call)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    let types = log.types_of(&call);
+    let count = |ty: &str| types.iter().filter(|t| *t == ty).count();
+    assert_eq!(count("say.start"), 40, "{types:?}");
+    assert_eq!(count("say.end"), 40, "{types:?}");
+    assert_eq!(types.first().map(String::as_str), Some("call.start"));
+}
