@@ -184,6 +184,10 @@ pub struct WebhookConfig {
     pub timeout_secs: u64,
     /// Most events in one callback request.
     pub max_batch: usize,
+    /// On SIGTERM, seconds webhook workers get to deliver what is queued before the
+    /// process exits; what is still undelivered then is given up (counted in
+    /// `switchboard_webhook_giveups_total` and logged).
+    pub drain_secs: u64,
 }
 
 impl Default for WebhookConfig {
@@ -194,6 +198,7 @@ impl Default for WebhookConfig {
             max_backoff_secs: 60,
             timeout_secs: 10,
             max_batch: 100,
+            drain_secs: 5,
         }
     }
 }
@@ -237,6 +242,10 @@ pub struct CallRouterConfig {
     /// Ended calls, and messages, each account keeps for the REST API; older ones
     /// are forgotten. Per account, so one tenant cannot push out another's records.
     pub keep_ended: usize,
+    /// Longest a call may last, in simulated seconds (scaled by `sim.time_scale`); a
+    /// call's own `TimeLimit` may only ask for less. Bounds what a call nobody hangs
+    /// up holds (API.md §7).
+    pub max_call_secs: u64,
 }
 
 impl Default for CallRouterConfig {
@@ -244,6 +253,7 @@ impl Default for CallRouterConfig {
         CallRouterConfig {
             publish_url: String::new(),
             keep_ended: 1000,
+            max_call_secs: 14_400,
         }
     }
 }
@@ -509,6 +519,10 @@ impl Config {
                 self.limits.client_events_burst as usize,
             ),
             ("call_router.keep_ended", self.call_router.keep_ended),
+            (
+                "call_router.max_call_secs",
+                usize::try_from(self.call_router.max_call_secs).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

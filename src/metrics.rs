@@ -175,6 +175,8 @@ pub struct Metrics {
     /// WebSockets the server closed for what the client sent, by reason
     /// (`crate::http::stream::reassembly::CLOSE_REASONS`).
     pub ws_closed: IntCounterVec,
+    /// Call events the event router still refused after every retry.
+    pub call_events_refused: IntCounter,
 }
 
 impl Metrics {
@@ -360,6 +362,10 @@ impl Metrics {
                 "WebSockets closed by the server for what the client sent, by reason",
                 &["reason"],
             ),
+            call_events_refused: reg.counter(
+                "switchboard_call_events_refused_total",
+                "Call events the event router still refused after every retry (not published)",
+            ),
             registry,
         };
         metrics.initialise_series();
@@ -412,6 +418,10 @@ impl Metrics {
             self.calls_ended.with_label_values(&[status]);
         }
         for code in ["11200", "11750", "12100", "12200"] {
+            self.call_errors.with_label_values(&[code]);
+        }
+        // The call router's bounds: a document loop in a call, an SMS reply loop.
+        for code in ["14106", "14107"] {
             self.call_errors.with_label_values(&[code]);
         }
         for verb in VERBS {

@@ -24,6 +24,11 @@ use crate::publisher::Publisher;
 /// How long open connections get to finish after streams were told to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long live calls get, once hung up by a drain, to publish `call.end` and
+/// request their status callbacks: one application request in flight and the
+/// callback, each bounded by the applications' 15 s time-out, usually far less.
+const CALLS_DRAIN: Duration = Duration::from_secs(20);
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -78,8 +83,12 @@ pub async fn serve(
             sim: config.sim.clone(),
             base_url: format!("http://{}", listener.local_addr()?),
             keep_ended: config.call_router.keep_ended,
+            max_call_secs: config.call_router.max_call_secs,
         },
     );
+    let calls = call_router.clone();
+    let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
+    let webhook_metrics = metrics.clone();
     let state = AppState {
         call_router,
         publisher,
@@ -110,7 +119,18 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "draining");
         draining.store(true, Ordering::Relaxed);
         tokio::time::sleep(grace).await;
+        // Calls end (call.end, status callbacks) before streams get stream.shutdown.
+        if let Err(running) = calls.end_calls(CALLS_DRAIN).await {
+            tracing::warn!(running, "calls still running when the drain moved on");
+        }
         let _ = shutdown_tx.send(true);
+        // Webhook workers deliver what was accepted before the proxies stop them.
+        if let Err(given_up) = crate::webhook::flush(&webhook_metrics, webhook_drain).await {
+            tracing::warn!(
+                given_up,
+                "webhook events still undelivered at the end of the drain are given up"
+            );
+        }
         handle.stop(true).await;
     });
     server.await?;

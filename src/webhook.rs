@@ -30,6 +30,9 @@
 //! counted in `switchboard_webhook_giveups_total`. Events pushed after that are counted
 //! as give-ups at once. `switchboard_webhook_pending_events` always equals the events
 //! queued across all webhooks.
+//!
+//! **Drain**: on SIGTERM the server waits ([`flush`]) up to `webhook.drain_secs` for
+//! the workers to empty their queues before the proxies stop and close the webhooks.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -388,6 +391,27 @@ async fn run(inner: Arc<Inner>, client: reqwest::Client) {
     }
 }
 
+/// On drain (API.md §8), waits until every webhook queue is empty — the workers go on
+/// delivering and retrying meanwhile — or `within` has passed. Errs with the events
+/// still queued, which closing the webhooks then gives up (and counts).
+///
+/// The queues live inside the proxies' actors; `switchboard_webhook_pending_events`
+/// is their exact sum (see the module's doc), so it is what is watched, every 10 ms:
+/// a drain happens once per process, and nothing else would wake it.
+pub async fn flush(metrics: &Metrics, within: Duration) -> Result<(), u64> {
+    let deadline = Instant::now().checked_add(within);
+    loop {
+        let pending = u64::try_from(metrics.webhook_pending.get()).unwrap_or(0);
+        if pending == 0 {
+            return Ok(());
+        }
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Err(pending);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// One POST of a rendered batch.
 async fn send(
     client: &reqwest::Client,
@@ -615,7 +639,22 @@ mod tests {
             max_backoff_secs: 1,
             timeout_secs: 5,
             max_batch,
+            ..WebhookConfig::default()
         }
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_the_queues_to_empty_within_its_window() {
+        let metrics = Metrics::new();
+        assert_eq!(flush(&metrics, Duration::ZERO).await, Ok(()));
+        metrics.webhook_pending.add(3);
+        assert_eq!(flush(&metrics, Duration::from_millis(20)).await, Err(3));
+        let emptied = metrics.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            emptied.webhook_pending.sub(3);
+        });
+        assert_eq!(flush(&metrics, Duration::from_secs(10)).await, Ok(()));
     }
 
     fn event(n: usize) -> SharedEvent {

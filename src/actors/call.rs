@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::account::AccountIdx;
+use crate::callrouter::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
+use crate::callrouter::live::LiveCall;
 use crate::callrouter::records::{new_sid, CallStatus, Direction, API_VERSION};
 use crate::callrouter::{CallOutcome, CallRouter};
 use crate::twiml::{
@@ -67,6 +69,9 @@ pub struct CallSetup {
     pub ring: bool,
     /// The dialling call of a `<Dial>` leg.
     pub parent: Option<String>,
+    /// `TimeLimit` (REST): the most simulated seconds the call may last once
+    /// answered; `call_router.max_call_secs` applies either way.
+    pub time_limit: Option<u64>,
 }
 
 /// Something that happens to a live call.
@@ -88,16 +93,16 @@ pub enum CallInput {
 /// The call actor: a thin shell around its program.
 pub struct Call {
     router: Arc<CallRouter>,
-    setup: Option<CallSetup>,
+    setup: Option<(CallSetup, LiveCall)>,
     inputs: Option<mpsc::Sender<CallInput>>,
 }
 
 impl Call {
-    /// A call about to run `setup`.
-    pub fn new(router: Arc<CallRouter>, setup: CallSetup) -> Call {
+    /// A call about to run `setup`, counted in `live` until its program has ended.
+    pub fn new(router: Arc<CallRouter>, setup: CallSetup, live: LiveCall) -> Call {
         Call {
             router,
-            setup: Some(setup),
+            setup: Some((setup, live)),
             inputs: None,
         }
     }
@@ -109,11 +114,11 @@ impl Actor for Call {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         self.inputs = Some(tx);
-        let Some(setup) = self.setup.take() else {
+        let Some((setup, live)) = self.setup.take() else {
             ctx.stop();
             return;
         };
-        let program = Program::new(self.router.clone(), setup, rx);
+        let program = Program::new(self.router.clone(), setup, rx, live);
         ctx.spawn(program.run().into_actor(self).map(|(), _, ctx| ctx.stop()));
     }
 }
@@ -157,6 +162,15 @@ struct Program {
     /// The parameters of the request that fetched the current document (`Digits`
     /// after a `Gather` …): what `Play` URI templates are filled from.
     request: Vec<(String, String)>,
+    /// When the call must end (its time limit), set once it is answered.
+    deadline: Option<tokio::time::Instant>,
+    /// Whether simulated time passed (or the call waited for someone) since the
+    /// last document was fetched: documents that never let it pass are a loop.
+    time_passed: bool,
+    idle_documents: IdleDocuments,
+    /// Counts the call as running until the program is dropped, after `call.end`
+    /// and the status callback.
+    _live: LiveCall,
 }
 
 impl Program {
@@ -164,6 +178,7 @@ impl Program {
         router: Arc<CallRouter>,
         setup: CallSetup,
         inputs: mpsc::Receiver<CallInput>,
+        live: LiveCall,
     ) -> Program {
         let token = router.token(setup.account);
         Program {
@@ -175,6 +190,10 @@ impl Program {
             answered: None,
             status: CallStatus::Ringing,
             request: Vec::new(),
+            deadline: None,
+            time_passed: false,
+            idle_documents: IdleDocuments::default(),
+            _live: live,
         }
     }
 
@@ -235,6 +254,11 @@ impl Program {
     }
 
     async fn run(mut self) {
+        if self.router.is_stopping() {
+            // The server drains: a call it has just accepted ends at once.
+            self.finish(CallStatus::Canceled).await;
+            return;
+        }
         if self.setup.ring {
             self.router.set_status(&self.setup.sid, CallStatus::Ringing);
             if self
@@ -282,11 +306,33 @@ impl Program {
         loop {
             if let Some((parsed, base)) = document.take() {
                 flow = self.execute(parsed, base).await;
+                let time_passed = std::mem::take(&mut self.time_passed);
+                if let (Flow::Fetch(..), Err(error)) =
+                    (&flow, self.idle_documents.finished(time_passed))
+                {
+                    self.problem("call.error", LOOP_ERROR_CODE, &error.to_string())
+                        .await;
+                    return CallStatus::Failed;
+                }
             }
-            let (url, method, extra) = match flow {
+            let (mut url, mut method, mut extra) = match flow {
                 Flow::End(status) => return status,
                 Flow::Fetch(url, method, extra) => (url, method, extra),
             };
+            // Documents that never wait would otherwise not see a hang-up (the
+            // REST API, a drain) or a redirect until they do.
+            match self.pending_interrupt() {
+                None => {}
+                Some(Interrupt::Hangup) => return CallStatus::Completed,
+                Some(Interrupt::Redirect(next, next_method)) => match url.join(&next) {
+                    Ok(next) => {
+                        self.emit_verb("redirect", "Redirect", &[("url", next.as_str().into())])
+                            .await;
+                        (url, method, extra) = (next, next_method, Vec::new());
+                    }
+                    Err(_) => return CallStatus::Completed,
+                },
+            }
             let extra: Vec<(&str, String)> =
                 extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             let mut params = self.params(&extra);
@@ -325,6 +371,9 @@ impl Program {
 
     async fn answer(&mut self) {
         self.answered = Some(Instant::now());
+        self.deadline = self
+            .router
+            .call_deadline(tokio::time::Instant::now(), self.setup.time_limit);
         self.status = CallStatus::InProgress;
         self.router
             .set_status(&self.setup.sid, CallStatus::InProgress);
@@ -366,10 +415,47 @@ impl Program {
         }
     }
 
+    /// The next input; `None` when the call is over: every input sender is gone or
+    /// the call's time limit has come (Twilio ends it `completed`).
+    async fn recv(&mut self) -> Option<CallInput> {
+        let deadline = self.deadline;
+        tokio::select! {
+            input = self.inputs.recv() => input,
+            () = until(deadline) => {
+                tracing::info!(call_sid = %self.setup.sid, "the call reached its time limit");
+                None
+            }
+        }
+    }
+
+    /// An interrupt already waiting (a hang-up, a redirect, the time limit), taken
+    /// without waiting; keys are kept for the next `Gather`.
+    fn pending_interrupt(&mut self) -> Option<Interrupt> {
+        if self
+            .deadline
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            return Some(Interrupt::Hangup);
+        }
+        loop {
+            match self.inputs.try_recv() {
+                Ok(CallInput::Hangup) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Some(Interrupt::Hangup)
+                }
+                Ok(CallInput::Redirect(url, method)) => {
+                    return Some(Interrupt::Redirect(url, method))
+                }
+                Ok(CallInput::Digits(digits)) => self.typed.push_str(&digits),
+                Ok(CallInput::Mute(_) | CallInput::RoomEnded) => {}
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+            }
+        }
+    }
+
     /// Waits for the next input that matters outside a verb: keys are kept for the
     /// next `Gather`, mute only matters in a conference.
     async fn next_input(&mut self) -> Result<(), Interrupt> {
-        match self.inputs.recv().await {
+        match self.recv().await {
             None | Some(CallInput::Hangup) => Err(Interrupt::Hangup),
             Some(CallInput::Redirect(url, method)) => Err(Interrupt::Redirect(url, method)),
             Some(CallInput::Digits(digits)) => {
@@ -382,6 +468,7 @@ impl Program {
 
     /// Lets simulated time pass, unless the call is hung up or redirected.
     async fn wait(&mut self, duration: Duration) -> Result<(), Interrupt> {
+        self.time_passed |= !duration.is_zero();
         let deadline = tokio::time::sleep(duration);
         tokio::pin!(deadline);
         loop {
@@ -394,6 +481,7 @@ impl Program {
 
     /// Like [`wait`](Self::wait), but a key press ends it early (barge-in).
     async fn wait_or_key(&mut self, duration: Duration) -> Result<(), Interrupt> {
+        self.time_passed |= !duration.is_zero();
         let deadline = tokio::time::sleep(duration);
         tokio::pin!(deadline);
         while self.typed.is_empty() {
@@ -434,6 +522,7 @@ impl Program {
                             &message.body,
                             "outbound-reply",
                             Some(&self.setup.sid),
+                            None,
                         )
                         .await;
                     Ok(None)
@@ -598,7 +687,9 @@ impl Program {
                     return Ok(digits);
                 }
             }
-            let deadline = tokio::time::sleep(self.router.sim_time(f64::from(timeout)));
+            let wait = self.router.sim_time(f64::from(timeout));
+            self.time_passed |= !wait.is_zero();
+            let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);
             tokio::select! {
                 _ = &mut deadline => return Ok(digits),
@@ -609,6 +700,7 @@ impl Program {
 
     async fn record(&mut self, record: Record, base: &Url) -> Result<Option<Flow>, Interrupt> {
         self.emit_verb("record.start", "Record", &[]).await;
+        self.time_passed = true;
         let started = Instant::now();
         let max = self.router.sim_time(f64::from(record.max_length));
         let silence = self.router.sim_time(f64::from(record.timeout));
@@ -716,6 +808,8 @@ impl Program {
             .router
             .dial_leg(self.setup.account, &self.setup.sid, &from, to);
         tokio::pin!(ended);
+        // Connected: the call waits on the far end, not on itself.
+        self.time_passed = true;
         let bridged = Instant::now();
         let outcome = loop {
             tokio::select! {
@@ -768,8 +862,10 @@ impl Program {
         };
         self.emit_verb("conference.join", "Dial", &event(muted))
             .await;
+        // In a room the call waits on others, not on itself.
+        self.time_passed = true;
         let result = loop {
-            match self.inputs.recv().await {
+            match self.recv().await {
                 None | Some(CallInput::Hangup) => break Err(Interrupt::Hangup),
                 Some(CallInput::Redirect(url, method)) => {
                     break Err(Interrupt::Redirect(url, method))
@@ -793,6 +889,14 @@ impl Program {
         self.emit_verb("conference.leave", "Dial", &event(muted))
             .await;
         result
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,11 +7,15 @@
 //! into the event router in-process through the [`Publisher`].
 
 pub mod app;
+pub mod call_limits;
+pub mod hops;
+pub mod live;
 pub mod records;
 pub mod sink;
 pub mod steer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +34,8 @@ use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
+use hops::Hop;
+use live::LiveCalls;
 use records::{
     is_e164, new_sid, CallRecord, CallStatus, Direction, KeptPerAccount, MessageRecord,
     NumberRecord, Resource,
@@ -154,10 +160,16 @@ pub struct CallRouter {
     sink: EventSink,
     app: AppClient,
     sim: SimConfig,
+    /// `call_router.max_call_secs`.
+    max_call_secs: u64,
     base_url: String,
     metrics: Metrics,
     registry: Mutex<Registry>,
     quotas: Arc<Quotas>,
+    /// Call programs still running (a drain waits for them).
+    live: LiveCalls,
+    /// Set by a drain: calls starting from now on end at once.
+    stopping: AtomicBool,
 }
 
 /// The call router's settings, from the config.
@@ -168,6 +180,8 @@ pub struct RouterSettings {
     pub base_url: String,
     /// Ended calls, and messages, each account keeps (`call_router.keep_ended`).
     pub keep_ended: usize,
+    /// Longest a call may last, in simulated seconds (`call_router.max_call_secs`).
+    pub max_call_secs: u64,
 }
 
 impl CallRouter {
@@ -186,16 +200,20 @@ impl CallRouter {
             sim,
             base_url,
             keep_ended,
+            max_call_secs,
         } = settings;
         Arc::new(CallRouter {
             accounts,
             sink,
             app: AppClient::new(egress),
             sim,
+            max_call_secs,
             base_url,
             metrics,
             registry: Mutex::new(Registry::new(keep_ended)),
             quotas,
+            live: LiveCalls::new(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -224,6 +242,20 @@ impl CallRouter {
         crate::clock::from_secs_f64(simulated_secs * self.sim.time_scale)
     }
 
+    /// When a call answered at `answered` must end: its `TimeLimit` or
+    /// `call_router.max_call_secs`, whichever is less, in scaled time. `None` when
+    /// that lies beyond what the clock can represent (the call is unbounded in
+    /// practice).
+    pub fn call_deadline(
+        &self,
+        answered: tokio::time::Instant,
+        requested: Option<u64>,
+    ) -> Option<tokio::time::Instant> {
+        let secs = call_limits::time_limit(requested, self.max_call_secs) as f64;
+        let real = Duration::try_from_secs_f64(secs * self.sim.time_scale).ok()?;
+        answered.checked_add(real)
+    }
+
     /// Converts real time back into whole simulated seconds (rounded up).
     pub fn simulated_secs(&self, real: Duration) -> u64 {
         (real.as_secs_f64() / self.sim.time_scale).ceil() as u64
@@ -244,8 +276,37 @@ impl CallRouter {
         )
     }
 
-    /// Publishes one event into the event router. A refusal (overload, shutdown) is
-    /// logged: a call must not stop because its observers are slow.
+    /// Whether the server is draining: a call starting now ends at once.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Drains the router (API.md §8): hangs up every live call — answered calls end
+    /// `completed`, calls still ringing `canceled`, as when the far end hangs up —
+    /// and waits, at most `within`, until each has published its `call.end` and
+    /// requested its `StatusCallback`. Calls starting from now on end at once. Errs
+    /// with the number of calls still running when `within` passed.
+    pub async fn end_calls(&self, within: Duration) -> Result<(), usize> {
+        self.stopping.store(true, Ordering::SeqCst);
+        let live: Vec<Addr<Call>> = self
+            .registry
+            .lock()
+            .calls
+            .values()
+            .filter_map(|entry| entry.addr.clone())
+            .collect();
+        tracing::info!(calls = live.len(), "hanging up live calls");
+        for call in live {
+            // do_send: a hang-up must not be lost to a full mailbox.
+            call.do_send(CallInput::Hangup);
+        }
+        self.live.ended(within).await
+    }
+
+    /// Publishes one event into the event router, waiting out a busy shard (see
+    /// [`EventSink::publish`]). A final refusal (overload past every retry,
+    /// shutdown) is counted and logged: a call must not stop because its observers
+    /// are slow.
     pub async fn emit(
         &self,
         account: AccountIdx,
@@ -260,6 +321,7 @@ impl CallRouter {
             data,
         };
         if let Err(error) = self.sink.publish(account, draft).await {
+            self.metrics.call_events_refused.inc();
             tracing::warn!(cause = %error, event = type_name, "a call event was not published");
         }
     }
@@ -390,7 +452,7 @@ impl CallRouter {
             .with_label_values(&[setup.direction.as_str()])
             .inc();
         self.metrics.calls_active.inc();
-        let addr = Call::new(self.clone(), setup).start();
+        let addr = Call::new(self.clone(), setup, self.live.enter()).start();
         if let Some(entry) = self.registry.lock().calls.get_mut(&sid) {
             entry.addr = Some(addr);
         }
@@ -421,6 +483,7 @@ impl CallRouter {
             status_callback: number.status_callback.clone(),
             ring: false,
             parent: None,
+            time_limit: None,
         })
     }
 
@@ -432,6 +495,7 @@ impl CallRouter {
         from: &str,
         source: AppSource,
         status_callback: Option<String>,
+        time_limit: Option<u64>,
     ) -> Result<CallRecord, RouterError> {
         if let AppSource::Url(url, _) = &source {
             self.app.check("Url", url)?;
@@ -449,6 +513,7 @@ impl CallRouter {
             status_callback,
             ring: true,
             parent: None,
+            time_limit,
         })?;
         self.call(account, &sid)
             .ok_or_else(|| RouterError::not_found("call"))
@@ -486,6 +551,7 @@ impl CallRouter {
                 status_callback,
                 ring: false,
                 parent: Some(parent.to_owned()),
+                time_limit: None,
             },
             Some(tx),
         );
@@ -665,7 +731,11 @@ impl CallRouter {
     }
 
     /// Sends an SMS (REST or `<Message>`): a `message.sent` event; to a number of the
-    /// same account it also arrives there as an inbound SMS.
+    /// same account it also arrives there as an inbound SMS. `answering` is the hop of
+    /// the message an SMS application replies to (`None` for REST and calls): a reply
+    /// that would be the tenth hop between the account's numbers fails with 14107
+    /// (`message.failed`) instead of running an application again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_message(
         self: &Arc<Self>,
         account: AccountIdx,
@@ -674,8 +744,12 @@ impl CallRouter {
         body: &str,
         direction: &'static str,
         call_sid: Option<&str>,
+        answering: Option<Hop>,
     ) -> MessageRecord {
-        let record = MessageRecord {
+        let delivery = self
+            .own_number(account, to)
+            .map(|_| answering.map_or(Ok(Hop::FIRST), Hop::reply));
+        let mut record = MessageRecord {
             sid: new_sid("SM"),
             account,
             to: to.to_owned(),
@@ -684,29 +758,63 @@ impl CallRouter {
             status: "sent",
             direction,
             created: Utc::now(),
+            error_code: None,
         };
+        if let Some(Err(limit)) = delivery {
+            record.status = "failed";
+            record.error_code = Some(hops::LOOP_ERROR_CODE);
+            self.store_message(record.clone());
+            self.metrics
+                .call_errors
+                .with_label_values(&[&hops::LOOP_ERROR_CODE.to_string()])
+                .inc();
+            tracing::warn!(
+                message_sid = %record.sid,
+                hops = hops::MAX_HOPS,
+                "an SMS reply loop between numbers of one account was stopped"
+            );
+            let mut data = message_data(&record);
+            data.insert("message_sid".into(), record.sid.clone().into());
+            data.insert("error_code".into(), hops::LOOP_ERROR_CODE.into());
+            data.insert("error_message".into(), limit.to_string().into());
+            self.emit(account, "message.failed", call_sid, data).await;
+            return record;
+        }
         self.store_message(record.clone());
         let mut data = message_data(&record);
         data.insert("message_sid".into(), record.sid.clone().into());
         self.emit(account, "message.sent", call_sid, data).await;
-        if self.own_number(account, to).is_some() {
+        if let Some(Ok(hop)) = delivery {
             let router = self.clone();
             let (to, from, body) = (to.to_owned(), from.to_owned(), body.to_owned());
             actix_web::rt::spawn(async move {
-                let _ = router.inbound_message(account, &from, &to, &body).await;
+                let _ = router.deliver(account, &from, &to, &body, hop).await;
             });
         }
         record
     }
 
-    /// An inbound SMS to a number of the account: `message.received`, then the
-    /// number's SMS application, whose `<Message>`s are sent as replies.
+    /// An inbound SMS to a number of the account from outside (the simulator):
+    /// `message.received`, then the number's SMS application, whose `<Message>`s are
+    /// sent as replies.
     pub async fn inbound_message(
         self: &Arc<Self>,
         account: AccountIdx,
         from: &str,
         to: &str,
         body: &str,
+    ) -> Result<MessageRecord, RouterError> {
+        self.deliver(account, from, to, body, Hop::FIRST).await
+    }
+
+    /// Delivers an SMS that arrives as `hop` of a reply chain.
+    async fn deliver(
+        self: &Arc<Self>,
+        account: AccountIdx,
+        from: &str,
+        to: &str,
+        body: &str,
+        hop: Hop,
     ) -> Result<MessageRecord, RouterError> {
         let number = self
             .own_number(account, to)
@@ -720,6 +828,7 @@ impl CallRouter {
             status: "received",
             direction: "inbound",
             created: Utc::now(),
+            error_code: None,
         };
         self.store_message(record.clone());
         let mut data = message_data(&record);
@@ -730,7 +839,7 @@ impl CallRouter {
             let received = record.clone();
             actix_web::rt::spawn(async move {
                 router
-                    .run_sms_app(account, &url, number.sms_method, &received)
+                    .run_sms_app(account, &url, number.sms_method, &received, hop)
                     .await;
             });
         }
@@ -743,6 +852,7 @@ impl CallRouter {
         url: &str,
         method: Method,
         received: &MessageRecord,
+        hop: Hop,
     ) {
         let params: Vec<(String, String)> = [
             ("AccountSid", self.account_sid(account)),
@@ -781,6 +891,7 @@ impl CallRouter {
                             &message.body,
                             "outbound-reply",
                             None,
+                            Some(hop),
                         )
                         .await;
                     }

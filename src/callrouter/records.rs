@@ -245,6 +245,8 @@ pub struct MessageRecord {
     pub direction: &'static str,
     /// Created.
     pub created: DateTime<Utc>,
+    /// Twilio's error code of a `failed` message (14107: a reply loop).
+    pub error_code: Option<u16>,
 }
 
 impl MessageRecord {
@@ -262,7 +264,7 @@ impl MessageRecord {
             "num_media": "0",
             "price": null,
             "price_unit": "USD",
-            "error_code": null,
+            "error_code": self.error_code,
             "error_message": null,
             "date_created": rfc2822(&self.created),
             "date_updated": rfc2822(&self.created),

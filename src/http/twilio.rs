@@ -176,6 +176,22 @@ fn method(params: &HashMap<String, String>, name: &str) -> Result<Method, Twilio
     }
 }
 
+/// `TimeLimit`: the most seconds the call may last, a positive integer (the server's
+/// `call_router.max_call_secs` still applies when it is larger).
+fn time_limit(params: &HashMap<String, String>) -> Result<Option<u64>, TwilioError> {
+    let Some(text) = non_empty(params, "TimeLimit") else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(secs)),
+        _ => Err(TwilioError::new(
+            20001,
+            400,
+            "TimeLimit must be a positive whole number of seconds",
+        )),
+    }
+}
+
 fn non_empty(params: &HashMap<String, String>, name: &str) -> Option<String> {
     params.get(name).filter(|v| !v.is_empty()).cloned()
 }
@@ -352,6 +368,7 @@ async fn create_call(
         &from,
         source,
         non_empty(&params, "StatusCallback"),
+        time_limit(&params)?,
     )?;
     Ok(HttpResponse::Created().json(call.json(&path)))
 }
@@ -430,7 +447,7 @@ async fn create_message(
     let from = non_empty(&params, "From").ok_or_else(|| TwilioError::missing(21603, "From"))?;
     let body = non_empty(&params, "Body").ok_or_else(|| TwilioError::missing(21602, "Body"))?;
     let message = router(&state)
-        .send_message(account, &to, &from, &body, "outbound-api", None)
+        .send_message(account, &to, &from, &body, "outbound-api", None, None)
         .await;
     Ok(HttpResponse::Created().json(message.json(&path)))
 }

@@ -7,11 +7,13 @@
 
 mod browser;
 mod byte_caps;
+mod call_bounds;
 mod call_records;
 mod calls;
 mod client_events;
 mod common;
 mod control;
+mod drain;
 mod earliest;
 mod egress;
 mod filters;

@@ -545,7 +545,13 @@ impl Drop for HookReceiver {
 
 impl HookReceiver {
     pub async fn start(fail_first: usize) -> HookReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        HookReceiver::start_on(0, fail_first).await
+    }
+
+    /// Like [`HookReceiver::start`], on a chosen port (a receiver that was down
+    /// comes up).
+    pub async fn start_on(port: u16, fail_first: usize) -> HookReceiver {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind hook receiver");
         let port = listener.local_addr().expect("local_addr").port();
