@@ -28,6 +28,7 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod security_doc;
 mod signature_and_expiry;
 mod signed_control;
 mod signed_urls;
