@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::publish::{accepted, read_body, route};
 use super::stream::cors_policy;
-use super::stream::params::validate_client;
+use super::stream::params::{validate_client, QueryParams};
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
 use crate::auth::Principal;
@@ -54,26 +54,13 @@ async fn post(
 /// The sender's client id and grant from a client-events URL: `client` (required),
 /// and the `where`, `scopes` and `act` a signed URL grants (API.md §4, §6).
 fn sender(raw_query: &str, principal: Principal) -> Result<(String, Grant), ApiError> {
-    let mut client = None;
-    let mut scopes = None;
-    let mut act = None;
-    let mut wheres = Vec::new();
-    for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
-        let slot = match key.as_ref() {
-            "client" => &mut client,
-            "scopes" => &mut scopes,
-            "act" => &mut act,
-            "where" => {
-                wheres.push(value);
-                continue;
-            }
-            _ => continue,
-        };
-        if slot.is_some() {
-            return Err(ApiError::parameter(format!("{key}: given more than once")));
-        }
-        *slot = Some(value);
-    }
+    let mut query = QueryParams::parse(raw_query, &["client", "scopes", "act"])?;
+    let (client, scopes, act) = (
+        query.take("client"),
+        query.take("scopes"),
+        query.take("act"),
+    );
+    let wheres = query.wheres;
     let client =
         client.ok_or_else(|| ApiError::parameter("client: required (the sender's client id)"))?;
     let client = validate_client(&client)?;

@@ -4,10 +4,12 @@
 //! `switchboard_client_events_total{via="http"}` counter.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::common::channels::{allow_origin, eventually_metrics, preflight, request, scrape};
-use crate::common::{new_call_sid, sign, Creds, Reply, TestServer, WAIT};
+use crate::common::channels::{
+    allow_origin, eventually_metrics, post_client_event, preflight, request, scrape,
+};
+use crate::common::{new_call_sid, sign, TestServer, WAIT};
 
 fn client_events_path(server: &TestServer, account: usize, query: &str) -> String {
     let path = format!("/v1/Accounts/{}/ClientEvents", server.sid(account));
@@ -16,22 +18,6 @@ fn client_events_path(server: &TestServer, account: usize, query: &str) -> Strin
     } else {
         format!("{path}?{query}")
     }
-}
-
-async fn post_client_event(
-    server: &TestServer,
-    path_and_query: &str,
-    creds: Creds<'_>,
-    body: &Value,
-) -> Reply {
-    request(
-        server,
-        Method::POST,
-        path_and_query,
-        creds,
-        Some(("application/json", body.to_string())),
-    )
-    .await
 }
 
 fn http_counter(scrape: &crate::common::scrape::Scrape) -> f64 {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -22,7 +22,7 @@ use crate::common::channels::{
     create_sub, eventually_metrics, marked, post_form, subs_path, HookReceiver,
 };
 use crate::common::twilio::{assert_twilio_error, Api, AppServer, EventLog, CALL_WAIT};
-use crate::common::{new_call_sid, TestServer, WAIT};
+use crate::common::{new_call_sid, serve_local, TestServer, WAIT};
 
 /// A caller for the simulated inbound calls.
 const CALLER: &str = "+14155550100";
@@ -52,38 +52,17 @@ impl Scripted {
         let port = listener.local_addr().expect("local_addr").port();
         let paths = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(answer);
-        let (tx, rx) = std::sync::mpsc::channel();
         let recorded = paths.clone();
-        std::thread::Builder::new()
-            .name(format!("scripted-{port}"))
-            .spawn(move || {
-                let result = actix_rt::System::new().block_on(async move {
-                    let server = HttpServer::new(move || {
-                        let (handler, recorded) = (handler.clone(), recorded.clone());
-                        App::new().default_service(web::to(move |req: HttpRequest| {
-                            let (handler, recorded) = (handler.clone(), recorded.clone());
-                            async move {
-                                recorded.lock().push(req.path().to_owned());
-                                handler(req.path())
-                            }
-                        }))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(0)
-                    .listen(listener)?
-                    .run();
-                    let _ = tx.send(server.handle());
-                    server.await
-                });
-                if let Err(err) = result {
-                    eprintln!("scripted server on {port} stopped: {err}");
+        let handle = serve_local("scripted", listener, move |cfg| {
+            let (handler, recorded) = (handler.clone(), recorded.clone());
+            cfg.default_service(web::to(move |req: HttpRequest| {
+                let (handler, recorded) = (handler.clone(), recorded.clone());
+                async move {
+                    recorded.lock().push(req.path().to_owned());
+                    handler(req.path())
                 }
-            })
-            .expect("spawn scripted server");
-        let handle = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("scripted server did not start in 10 s");
+            }));
+        });
         Scripted {
             port,
             paths,

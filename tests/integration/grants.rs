@@ -10,12 +10,13 @@
 //!
 //! Absence is proven with a terminator published after the refused attempt.
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::channels::{poll_body, poll_within, request, scrape, sse_with, ws_connect};
+use crate::common::channels::{
+    poll_body, poll_within, post_client_event, scrape, sse_with, ws_connect,
+};
 use crate::common::twilio::{sim_server, Api, AppServer, EventLog};
-use crate::common::{pct, sign, Creds, Reply, TestServer, WAIT};
+use crate::common::{pct, sign, TestServer, WAIT};
 
 const CALLER: &str = "+14155550100";
 const OTHER_CALLER: &str = "+14155550177";
@@ -24,22 +25,6 @@ const HOLD: &str = r#"<Response><Pause length="3000"/></Response>"#;
 
 fn client_events_path(server: &TestServer, account: usize, query: &str) -> String {
     format!("/v1/Accounts/{}/ClientEvents?{query}", server.sid(account))
-}
-
-async fn post_client_event(
-    server: &TestServer,
-    path_and_query: &str,
-    creds: Creds<'_>,
-    body: &Value,
-) -> Reply {
-    request(
-        server,
-        Method::POST,
-        path_and_query,
-        creds,
-        Some(("application/json", body.to_string())),
-    )
-    .await
 }
 
 /// A live inbound call from `CALLER` to a number of account 0 whose app holds the

@@ -55,38 +55,28 @@ impl StreamParams {
         last_event_id: Option<&str>,
         now: u64,
     ) -> Result<StreamParams, ApiError> {
-        let mut client = None;
-        let mut types = None;
-        let mut wheres: Vec<Cow<'_, str>> = Vec::new();
-        let mut scopes = None;
-        let mut expires = None;
-        let mut transport = None;
-        let mut cursor = None;
-        let mut timeout = None;
-        let mut act = None;
-        for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
-            let slot = match key.as_ref() {
-                "client" => &mut client,
-                "types" => &mut types,
-                "scopes" => &mut scopes,
-                "expires" => &mut expires,
-                "transport" => &mut transport,
-                "cursor" => &mut cursor,
-                "timeout" => &mut timeout,
-                "act" => &mut act,
-                "where" => {
-                    wheres.push(value);
-                    continue;
-                }
-                // `signature` was checked by authentication; other parameters (cache
-                // busters and the like) are ignored, as browsers add them.
-                _ => continue,
-            };
-            if slot.is_some() {
-                return Err(ApiError::parameter(format!("{key}: given more than once")));
-            }
-            *slot = Some(value);
-        }
+        let mut query = QueryParams::parse(
+            raw_query,
+            &[
+                "client",
+                "types",
+                "scopes",
+                "expires",
+                "transport",
+                "cursor",
+                "timeout",
+                "act",
+            ],
+        )?;
+        let client = query.take("client");
+        let types = query.take("types");
+        let scopes = query.take("scopes");
+        let expires = query.take("expires");
+        let transport = query.take("transport");
+        let cursor = query.take("cursor");
+        let timeout = query.take("timeout");
+        let act = query.take("act");
+        let wheres = query.wheres;
 
         let client = client.map(|c| validate_client(&c)).transpose()?;
         let transport = match transport.as_deref() {
@@ -160,6 +150,48 @@ fn resume_cursor(query: Option<&str>, header: Option<&str>) -> Result<Option<Str
     Ok(header
         .or(query.filter(|c| !c.is_empty()))
         .map(str::to_owned))
+}
+
+/// A URL's query split into its single-valued parameters and its repeatable
+/// `where` clauses, decoded once. Every URL that carries a grant (stream,
+/// client events) reads its query through this, so "given more than once" means
+/// the same everywhere.
+pub struct QueryParams<'q> {
+    singles: Vec<(&'static str, Cow<'q, str>)>,
+    /// The `where` clauses, in order.
+    pub wheres: Vec<Cow<'q, str>>,
+}
+
+impl<'q> QueryParams<'q> {
+    /// Decodes `raw_query`, keeping the parameters named in `singles` (each at most
+    /// once: a repeat is a 400 naming it) and every `where`. Others (`signature`,
+    /// already checked; cache busters browsers add) are ignored.
+    pub fn parse(raw_query: &'q str, singles: &[&'static str]) -> Result<Self, ApiError> {
+        let mut query = QueryParams {
+            singles: Vec::new(),
+            wheres: Vec::new(),
+        };
+        for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
+            if key == "where" {
+                query.wheres.push(value);
+                continue;
+            }
+            let Some(name) = singles.iter().copied().find(|name| *name == key) else {
+                continue;
+            };
+            if query.singles.iter().any(|(seen, _)| *seen == name) {
+                return Err(ApiError::parameter(format!("{name}: given more than once")));
+            }
+            query.singles.push((name, value));
+        }
+        Ok(query)
+    }
+
+    /// Takes a single-valued parameter's value, if the query had it.
+    pub fn take(&mut self, name: &str) -> Option<Cow<'q, str>> {
+        let at = self.singles.iter().position(|(seen, _)| *seen == name)?;
+        Some(self.singles.swap_remove(at).1)
+    }
 }
 
 /// Checks a client id: 1 to 64 characters of `[A-Za-z0-9_-]`.

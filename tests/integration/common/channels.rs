@@ -75,6 +75,23 @@ pub async fn request(
     request_with_headers(server, method, path_and_query, creds, body, &[]).await
 }
 
+/// POSTs a client event (JSON) to a `ClientEvents` path and query.
+pub async fn post_client_event(
+    server: &TestServer,
+    path_and_query: &str,
+    creds: Creds<'_>,
+    body: &Value,
+) -> Reply {
+    request(
+        server,
+        reqwest::Method::POST,
+        path_and_query,
+        creds,
+        Some(("application/json", body.to_string())),
+    )
+    .await
+}
+
 /// `request` with extra headers (such as `Origin`).
 pub async fn request_with_headers(
     server: &TestServer,

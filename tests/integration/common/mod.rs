@@ -57,6 +57,40 @@ pub fn http_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// Runs a one-worker actix-web server for a test's fake application or receiver
+/// on its own thread and `System`, listening on `listener`, with the routes
+/// `configure` sets; returns once it serves. Stop it through the handle.
+pub fn serve_local(
+    name: &str,
+    listener: TcpListener,
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) -> actix_web::dev::ServerHandle {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("{name}-{port}"))
+        .spawn(move || {
+            let result = actix_rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(move || {
+                    actix_web::App::new().configure(configure.clone())
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(0)
+                .listen(listener)?
+                .run();
+                let _ = tx.send(server.handle());
+                server.await
+            });
+            if let Err(err) = result {
+                eprintln!("test server on {port} stopped: {err}");
+            }
+        })
+        .expect("spawn test server thread");
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{name} server did not start in 10 s"))
+}
+
 /// A fresh, syntactically valid call sid (`CA` + 32 hex).
 pub fn new_call_sid() -> String {
     format!("CA{}", random_hex(16))

@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sha1::Sha1;
 
 use super::channels::{post_form, request, send_json};
-use super::{random_hex, Reply, SseEvent, SseStream, TestServer};
+use super::{random_hex, serve_local, Reply, SseEvent, SseStream, TestServer};
 
 /// Twilio's API version, as the router sends and writes it.
 pub const API_VERSION: &str = "2010-04-01";
@@ -198,35 +198,11 @@ impl AppServer {
             requests: Mutex::new(Vec::new()),
             notify: tokio::sync::Notify::new(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared = state.clone();
-        std::thread::Builder::new()
-            .name(format!("twilio-app-{port}"))
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                let result = system.block_on(async move {
-                    let data = web::Data::from(shared);
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(data.clone())
-                            .default_service(web::to(handle_app_request))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(0)
-                    .listen(listener)?
-                    .run();
-                    let _ = tx.send(server.handle());
-                    server.await
-                });
-                if let Err(err) = result {
-                    eprintln!("app server on {port} stopped: {err}");
-                }
-            })
-            .expect("spawn app server thread");
-        let handle = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("app server did not start in 10 s");
+        let data = web::Data::from(state.clone());
+        let handle = serve_local("twilio-app", listener, move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::to(handle_app_request));
+        });
         AppServer {
             port,
             state,
