@@ -2,18 +2,27 @@
 //! config file it prints a working development account; after SIGTERM every
 //! accepted event still reaches the open stream, the stream ends with
 //! `stream.shutdown`, and the process exits 0.
+//!
+//! `spawn_with` is also the child-process fixture of other modules
+//! (`log_secrets` runs it with `RUST_LOG=debug` and reads its stderr).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{free_port, http_client, random_hex, SseError, SseStream, WAIT};
+use crate::common::{free_port, http_client, random_hex, SseError, SseStream, TestServer, WAIT};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
+    addr: SocketAddr,
+    account: (String, String),
+    /// Where the child's stderr goes when `Options::capture_stderr` is set.
+    stderr: Option<PathBuf>,
 }
 
 impl Drop for Server {
@@ -23,7 +32,24 @@ impl Drop for Server {
     }
 }
 
-fn spawn(sid: &str, token: &str) -> Server {
+/// How `spawn_with` runs the binary beyond its defaults (listen on a free
+/// loopback port, `workers = 1`, one `[[account]]`, stdio discarded).
+#[derive(Default)]
+pub(crate) struct Options<'a> {
+    /// TOML tables appended to the config after the `[[account]]` table.
+    pub(crate) config: &'a str,
+    /// Environment variables set for the child (e.g. `RUST_LOG`).
+    pub(crate) env: &'a [(&'a str, &'a str)],
+    /// Write the child's stderr to a file, read back with `Server::stderr`.
+    /// A file rather than a pipe: a verbose child never blocks on a full pipe.
+    pub(crate) capture_stderr: bool,
+}
+
+pub(crate) fn spawn(sid: &str, token: &str) -> Server {
+    spawn_with(sid, token, &Options::default())
+}
+
+pub(crate) fn spawn_with(sid: &str, token: &str, options: &Options<'_>) -> Server {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("sb-drain-{}", random_hex(6)));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -31,26 +57,82 @@ fn spawn(sid: &str, token: &str) -> Server {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nworkers = 1\n[[account]]\nsid = \"{sid}\"\nauth_token = \"{token}\"\n"
+            "listen = \"127.0.0.1:{port}\"\nworkers = 1\n[[account]]\nsid = \"{sid}\"\nauth_token = \"{token}\"\n{}\n",
+            options.config
         ),
     )
     .expect("write config");
+    let (stderr, stderr_path) = if options.capture_stderr {
+        let path = dir.join("stderr.log");
+        let file = std::fs::File::create(&path).expect("create stderr file");
+        (Stdio::from(file), Some(path))
+    } else {
+        (Stdio::null(), None)
+    };
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("serve")
         .arg("--config")
         .arg(&config)
+        .envs(options.env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn switchboard serve");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     Server {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!("http://{addr}"),
+        addr,
+        account: (sid.to_owned(), token.to_owned()),
+        stderr: stderr_path,
     }
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+impl Server {
+    /// A `TestServer` handle on this child (its one account is account 0), so
+    /// the shared helpers can drive it.
+    pub(crate) fn handle(&self) -> TestServer {
+        TestServer::attach(self.addr, vec![self.account.clone()])
+    }
+
+    /// Sends SIGTERM (the drain of API.md §8).
+    pub(crate) fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM: {status:?}");
+    }
+
+    /// Waits (bounded by `within`) until the child exits; its exit status.
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("try_wait") {
+                return exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the child wrote to stderr so far (complete once it exited).
+    pub(crate) fn stderr(&self) -> String {
+        let path = self
+            .stderr
+            .as_ref()
+            .expect("stderr is captured only with Options::capture_stderr");
+        let bytes = std::fs::read(path).expect("read the captured stderr");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(resp) = client.get(format!("{base}/readyz")).send().await {
@@ -107,12 +189,7 @@ async fn sigterm_flushes_accepted_events_closes_streams_and_exits_zero() {
         .map(|id| id.as_str().expect("id").to_owned())
         .collect();
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    server.sigterm();
 
     let got = stream
         .collect_until(|ev| ev.ty() == "stream.shutdown", WAIT)
@@ -135,17 +212,7 @@ async fn sigterm_flushes_accepted_events_closes_streams_and_exits_zero() {
         Err(SseError::Eof) | Err(SseError::Transport(_))
     ));
 
-    let deadline = Instant::now() + WAIT;
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().expect("try_wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = server.wait_exit(WAIT).await;
     assert!(exit.success(), "exit status {exit:?}");
 }
 
@@ -169,10 +236,6 @@ async fn serve_without_a_config_file_prints_a_working_development_account() {
     })
     .await
     .expect("read stdout");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
     let sid = lines[0]
         .strip_prefix("account_sid: ")
         .expect("first line: account_sid");
@@ -184,6 +247,15 @@ async fn serve_without_a_config_file_prints_a_working_development_account() {
         token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()),
         "{token}"
     );
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let server = Server {
+        child,
+        base: format!("http://{addr}"),
+        addr,
+        account: (sid.to_owned(), token.to_owned()),
+        stderr: None,
+    };
 
     let client = http_client();
     wait_ready(&client, &server.base).await;

@@ -113,6 +113,7 @@ pub fn event(ty: &str, call_sid: Option<&str>, data: Value) -> Value {
 /// A server running `switchboard::serve` in its own thread and actix
 /// `System`, on `127.0.0.1:<free port>`, with two generated accounts.
 /// Dropping it asks the server to shut down (without waiting for it).
+/// `TestServer::attach` makes one for a server started elsewhere.
 pub struct TestServer {
     pub addr: SocketAddr,
     /// `(sid, token)` of the two accounts configured on this server.
@@ -177,6 +178,19 @@ impl TestServer {
             accounts,
             client,
             shutdown: Some(shutdown_tx),
+        }
+    }
+
+    /// A handle on a server running elsewhere (the real binary as a child
+    /// process: `process::Server::handle`) with these accounts, so every
+    /// helper here can drive it. Dropping it stops nothing: the child's owner
+    /// does that.
+    pub fn attach(addr: SocketAddr, accounts: Vec<(String, String)>) -> TestServer {
+        TestServer {
+            addr,
+            accounts,
+            client: http_client(),
+            shutdown: None,
         }
     }
 
