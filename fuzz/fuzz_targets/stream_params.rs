@@ -20,6 +20,7 @@ const PARAMS: &[&str] = &[
     "transport",
     "cursor",
     "timeout",
+    "act",
 ];
 
 fuzz_target!(|data: &[u8]| {
