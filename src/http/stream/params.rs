@@ -15,6 +15,18 @@ const MAX_CLIENT_LEN: usize = 64;
 /// The cursor value that asks for everything the router still retains.
 pub const EARLIEST: &str = "earliest";
 
+/// The stream URL's parameters that may appear at most once; `where` repeats.
+pub const SINGLE_PARAMS: &[&str] = &[
+    "client",
+    "types",
+    "scopes",
+    "expires",
+    "transport",
+    "cursor",
+    "timeout",
+    "act",
+];
+
 /// Which transport a stream request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -55,19 +67,7 @@ impl StreamParams {
         last_event_id: Option<&str>,
         now: u64,
     ) -> Result<StreamParams, ApiError> {
-        let mut query = QueryParams::parse(
-            raw_query,
-            &[
-                "client",
-                "types",
-                "scopes",
-                "expires",
-                "transport",
-                "cursor",
-                "timeout",
-                "act",
-            ],
-        )?;
+        let mut query = QueryParams::parse(raw_query, SINGLE_PARAMS)?;
         let client = query.take("client");
         let types = query.take("types");
         let scopes = query.take("scopes");
@@ -317,8 +317,9 @@ mod fuzz {
             let principal = Principal::Account(AccountIdx(0));
             if let Err(error) = StreamParams::parse(&raw, principal, None, 0) {
                 prop_assert_eq!(error.status.as_u16(), 400);
-                let named = ["client", "types", "where", "scopes", "expires", "transport", "cursor", "timeout", "act"]
+                let named = SINGLE_PARAMS
                     .iter()
+                    .chain(&["where"])
                     .any(|p| error.message.starts_with(p));
                 prop_assert!(named, "{}", error.message);
             }
