@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
-
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::distributor::{Distributor, ShardMap};
 use crate::actors::shard::Publish;
@@ -60,14 +58,14 @@ impl Publisher {
         }
     }
 
-    /// Builds validated events (one id and timestamp each) and routes them to their
-    /// shards, all or nothing; resolves once every event has reached its shard and
-    /// the proxies that want it. Returns the ids in order.
-    pub async fn route(
-        &self,
-        account: AccountIdx,
-        drafts: Vec<Draft>,
-    ) -> Result<Vec<String>, PublishError> {
+    /// Builds validated events (one id and timestamp each) and hands them to their
+    /// shards' mailboxes, all or nothing. Returns the ids in order.
+    ///
+    /// It does not wait for the shards: a shard's mailbox keeps order (a later replay
+    /// request queues behind the events), the queue slot taken here bounds what is in
+    /// flight, and a reply would cost the publishing thread a second wake-up per
+    /// request for nothing the caller can use.
+    pub fn route(&self, account: AccountIdx, drafts: Vec<Draft>) -> Result<Vec<String>, PublishError> {
         let timestamp = event::now_rfc3339();
         let sid = &self.accounts.get(account).sid;
         let events: Vec<SharedEvent> = drafts
@@ -79,6 +77,12 @@ impl Publisher {
 
         let map = self.distributor.current();
         let batches = split_by_shard(&map, events);
+        let targets = batches.iter().enumerate().filter(|(_, b)| !b.is_empty());
+        // A shard only goes away while the server stops; check before taking slots
+        // so a refused request holds nothing.
+        if targets.clone().any(|(shard, _)| !map.shards[shard].addr.connected()) {
+            return Err(PublishError::Stopped);
+        }
         let slots = reserve(&map, &batches, self.shard_queue, &self.shares, account).inspect_err(
             |error| {
                 if matches!(error, PublishError::AccountShare { .. }) {
@@ -90,11 +94,10 @@ impl Publisher {
             .into_iter()
             .enumerate()
             .filter(|(_, events)| !events.is_empty())
-            .zip(slots)
-            .map(|((shard, events), slot)| map.shards[shard].addr.send(Publish { events, slot }));
-        for result in join_all(sends).await {
-            // A shard only goes away while the server stops.
-            result.map_err(|_| PublishError::Stopped)?;
+            .zip(slots);
+        for ((shard, events), slot) in sends {
+            // Queued even above the mailbox's capacity hint: `reserve` is the bound.
+            map.shards[shard].addr.do_send(Publish { events, slot });
         }
         for f in families {
             self.metrics.published.with_label_values(&[f]).inc();

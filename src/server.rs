@@ -58,10 +58,12 @@ pub async fn serve(
         config.egress.private_networks_allowed(),
         metrics.clone(),
     );
-    let topology = Arc::new(Topology::start(&config, &accounts, &metrics, &egress));
+    let workers = Config::resolve_count(config.workers);
+    let topology = Arc::new(Topology::start(
+        &config, &accounts, &metrics, &egress, workers,
+    ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
-    let workers = Config::resolve_count(config.workers);
     let grace = Duration::from_secs(config.drain_grace_secs);
     let publisher = Publisher::new(
         accounts.clone(),
@@ -102,6 +104,8 @@ pub async fn serve(
     };
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
+        // Runs once on each worker thread as it starts: its shards and proxies too.
+        data.topology.start_share();
         let config = data.config.clone();
         App::new()
             .app_data(data.clone())
@@ -133,8 +137,8 @@ pub async fn serve(
         }
         handle.stop(true).await;
     });
+    // The shards and proxies stop with the worker threads they run on.
     server.await?;
-    topology.stop();
     tracing::info!("stopped");
     Ok(())
 }

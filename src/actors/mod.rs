@@ -8,6 +8,7 @@
 
 pub mod call;
 pub mod distributor;
+pub mod placement;
 pub mod proxy;
 pub mod session;
 pub mod shard;
@@ -15,7 +16,7 @@ pub mod shard;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::Addr;
 
 use crate::account::{AccountIdx, Accounts};
 use crate::config::Config;
@@ -24,12 +25,17 @@ use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::outbox;
 use distributor::{Distributor, ShardHandle, ShardMap};
+use placement::Placement;
 use proxy::{EventProxy, ProxyId, ProxySettings, WebhookSettings};
 use shard::BrokerShard;
 
-/// The running actors: shards and proxies on dedicated arbiters, and the distributor.
-/// Passed to the HTTP layer by value in its state (no global registry), so two servers
-/// can run in one process.
+/// actix's default mailbox capacity, a back-pressure hint for senders that wait;
+/// what reaches a proxy is bounded by its senders (shards' queues, sessions' quotas).
+const PROXY_MAILBOX: usize = 16;
+
+/// The actors: shards and proxies, placed on the HTTP worker threads (see
+/// [`placement`]), and the distributor. Passed to the HTTP layer by value in its state
+/// (no global registry), so two servers can run in one process.
 pub struct Topology {
     /// Shard map for publishers.
     pub distributor: Arc<Distributor>,
@@ -37,40 +43,38 @@ pub struct Topology {
     pub proxies: Vec<Addr<EventProxy>>,
     /// `[limits]` and what each account holds against them.
     pub quotas: Arc<Quotas>,
-    arbiters: Vec<Arbiter>,
+    placement: Placement,
 }
 
 impl Topology {
-    /// Starts `config.shards` shards and `config.proxies` proxies (0 = one per core)
-    /// round-robin on one arbiter per shard. Must run inside an actix `System`.
-    /// Webhooks are delivered with `egress`'s client, so callbacks obey API.md §5.
+    /// Creates `config.shards` shards and `config.proxies` proxies (0 = one per core),
+    /// spread round-robin over `threads` worker threads; each thread starts its share
+    /// with [`Topology::start_share`]. Webhooks are delivered with `egress`'s client,
+    /// so callbacks obey API.md §5.
     pub fn start(
         config: &Config,
         accounts: &Arc<Accounts>,
         metrics: &Metrics,
         egress: &Egress,
+        threads: usize,
     ) -> Topology {
         let shard_count = Config::resolve_count(config.shards);
         let proxy_count = Config::resolve_count(config.proxies);
-        let arbiters: Vec<Arbiter> = (0..shard_count).map(|_| Arbiter::new()).collect();
+        let placement = Placement::new(threads);
+        // A hint only: publishers bound the queue with `depth` themselves.
         let mailbox = config.publish.shard_queue;
         let retention = (
             config.retention.shard_max_events,
             Duration::from_secs(config.retention.max_age_secs),
         );
-        let shards = arbiters
-            .iter()
-            .enumerate()
-            .map(|(index, arbiter)| {
+        let shards = (0..shard_count)
+            .map(|index| {
                 let depth = metrics
                     .mailbox_depth
                     .with_label_values(&["shard", &index.to_string()]);
-                let (shard_depth, metrics) = (depth.clone(), metrics.clone());
-                let addr = BrokerShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
-                    // A hint only: publishers bound the queue with `depth` themselves.
-                    ctx.set_mailbox_capacity(mailbox);
-                    BrokerShard::new(index as u16, retention, shard_depth, metrics)
-                });
+                let shard =
+                    BrokerShard::new(index as u16, retention, depth.clone(), metrics.clone());
+                let addr = placement.place(index, mailbox, shard);
                 ShardHandle { addr, depth }
             })
             .collect();
@@ -95,28 +99,30 @@ impl Topology {
         };
         let proxies = (0..proxy_count)
             .map(|i| {
-                let (distributor, metrics, settings) =
-                    (distributor.clone(), metrics.clone(), settings.clone());
-                let arbiter = &arbiters[i % arbiters.len()];
-                EventProxy::start_in_arbiter(&arbiter.handle(), move |_ctx| {
-                    EventProxy::new(
-                        ProxyId(i as u16),
-                        metrics
-                            .mailbox_depth
-                            .with_label_values(&["proxy", &i.to_string()]),
-                        distributor,
-                        metrics,
-                        settings,
-                    )
-                })
+                let proxy = EventProxy::new(
+                    ProxyId(i as u16),
+                    metrics
+                        .mailbox_depth
+                        .with_label_values(&["proxy", &i.to_string()]),
+                    distributor.clone(),
+                    metrics.clone(),
+                    settings.clone(),
+                );
+                placement.place(i, PROXY_MAILBOX, proxy)
             })
             .collect();
         Topology {
             distributor,
             proxies,
             quotas,
-            arbiters,
+            placement,
         }
+    }
+
+    /// Starts this worker thread's share of the shards and proxies; called once on
+    /// each HTTP worker thread, from the app factory.
+    pub fn start_share(&self) {
+        self.placement.start_share();
     }
 
     /// The proxy that holds this client's session.
@@ -126,12 +132,5 @@ impl Topology {
             |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3),
         );
         &self.proxies[(hash % self.proxies.len() as u64) as usize]
-    }
-
-    /// Stops the arbiters (and with them every shard and proxy).
-    pub fn stop(&self) {
-        for arbiter in &self.arbiters {
-            arbiter.stop();
-        }
     }
 }

@@ -77,7 +77,7 @@ impl EventSink {
             EventSink::InProcess(publisher) => {
                 let mut attempt = 0;
                 loop {
-                    match publisher.route(account, vec![draft.clone()]).await {
+                    match publisher.route(account, vec![draft.clone()]) {
                         Ok(_) => return Ok(()),
                         Err(PublishError::Overloaded) if attempt + 1 < LOCAL_ATTEMPTS => {
                             tokio::time::sleep(local_backoff(attempt)).await;

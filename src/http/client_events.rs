@@ -111,7 +111,7 @@ pub async fn send(
         .call_router
         .authorize(account, grant, draft)
         .map_err(|e| refused(state, via, e.reason(), e.into()))?;
-    let ids = route(state, account, drafts).await?;
+    let ids = route(state, account, drafts)?;
     if let Some(steer) = steer {
         state.call_router.steer(account, steer);
     }

@@ -1,0 +1,131 @@
+//! Thread-per-core placement: shards and proxies run on the HTTP worker threads.
+//!
+//! A publish that hops from the worker thread that parsed it to a shard on another
+//! thread, and a delivery that hops from a proxy's thread to the connections' writers
+//! on the worker threads, each cost a cross-thread wake-up (an `eventfd` write and a
+//! context switch): on one core that was half the server's CPU. So the actors are
+//! created with their mailboxes up front — their addresses exist before the server
+//! accepts anything, and messages sent early wait in the mailbox — and each HTTP
+//! worker thread starts its share of them when it starts ([`Placement::start_share`],
+//! called from the app factory, which actix-web runs once on each worker thread).
+//! With one worker everything is on one thread and no hop crosses threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::dev::channel;
+use actix::{Actor, Addr, Context};
+use parking_lot::Mutex;
+
+/// Starts one actor on the current thread.
+type Start = Box<dyn FnOnce() + Send>;
+
+/// Actors waiting for their thread (see the module docs).
+pub struct Placement {
+    shares: Mutex<Vec<Vec<Start>>>,
+    next_share: AtomicUsize,
+}
+
+impl Placement {
+    /// Room for `threads` shares (at least one).
+    pub fn new(threads: usize) -> Placement {
+        Placement {
+            shares: Mutex::new((0..threads.max(1)).map(|_| Vec::new()).collect()),
+            next_share: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many threads the actors are spread over.
+    pub fn threads(&self) -> usize {
+        self.shares.lock().len()
+    }
+
+    /// Creates `actor`'s mailbox (`capacity` is actix's back-pressure hint) and queues
+    /// the actor for thread `thread % threads`; the address works at once.
+    pub fn place<A>(&self, thread: usize, capacity: usize, actor: A) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>> + Send,
+    {
+        let (tx, rx) = channel::channel::<A>(capacity);
+        let mut shares = self.shares.lock();
+        let count = shares.len();
+        shares[thread % count].push(Box::new(move || {
+            Context::with_receiver(rx).run(actor);
+        }));
+        Addr::new(tx)
+    }
+
+    /// Starts the next thread's share on the current thread (inside an actix or
+    /// tokio local runtime). A thread calling again — a worker whose service actix
+    /// restarted — finds its share already taken and starts nothing.
+    pub fn start_share(&self) {
+        let index = self.next_share.fetch_add(1, Ordering::Relaxed);
+        let share = self
+            .shares
+            .lock()
+            .get_mut(index)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for start in share {
+            start();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::ThreadId;
+
+    use actix::{Arbiter, Handler, Message, MessageResult};
+
+    use super::*;
+
+    struct WhereAmI;
+
+    #[derive(Message)]
+    #[rtype(result = "ThreadId")]
+    struct Ask;
+
+    impl Actor for WhereAmI {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Ask> for WhereAmI {
+        type Result = MessageResult<Ask>;
+        fn handle(&mut self, _: Ask, _: &mut Context<Self>) -> MessageResult<Ask> {
+            MessageResult(std::thread::current().id())
+        }
+    }
+
+    #[actix_rt::test]
+    async fn each_share_runs_on_the_thread_that_starts_it_and_early_messages_wait() {
+        let placement = std::sync::Arc::new(Placement::new(2));
+        let a = placement.place(0, 16, WhereAmI);
+        let b = placement.place(1, 16, WhereAmI);
+        let c = placement.place(2, 16, WhereAmI); // wraps to thread 0
+        assert_eq!(placement.threads(), 2);
+        // Sent before any share started: waits in the mailbox.
+        let early = a.send(Ask);
+
+        let arbiters = [Arbiter::new(), Arbiter::new()];
+        let mut ids = Vec::new();
+        for arbiter in &arbiters {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let placement = placement.clone();
+            arbiter.spawn(async move {
+                placement.start_share();
+                let _ = tx.send(std::thread::current().id());
+            });
+            ids.push(rx.await.expect("arbiter ran the share"));
+        }
+        assert_eq!(early.await.expect("answered"), ids[0]);
+        assert_eq!(b.send(Ask).await.expect("answered"), ids[1]);
+        assert_eq!(c.send(Ask).await.expect("answered"), ids[0]);
+
+        // A third start (a restarted service) has no share: nothing runs twice.
+        placement.start_share();
+        assert!(placement.shares.lock().iter().all(Vec::is_empty));
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+    }
+}
