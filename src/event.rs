@@ -149,9 +149,50 @@ fn render_open(envelope: &Envelope<'_>) -> Bytes {
 
 /// Now as RFC 3339 UTC with milliseconds, as every delivered timestamp is written.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    rfc3339_millis(std::time::SystemTime::now())
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (a clock before 1970 reads as 1970). Written by
+/// hand: chrono's format-string interpreter ran on every publish and took about 2.5%
+/// of a one-event publish's CPU.
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (of_day / 3600, 2, b':'),
+        (of_day / 60 % 60, 2, b':'),
+        (of_day % 60, 2, b'.'),
+        (u64::from(since.subsec_millis()), 3, b'Z'),
+    ];
+    let mut out = String::with_capacity(24);
+    for (value, width, separator) in fields {
+        for place in (0..width).rev() {
+            let digit = (value / 10u64.pow(place)) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push(char::from(separator));
+    }
+    out
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A validated event before it gets an id: what the publisher sent.
@@ -361,6 +402,27 @@ pub fn is_valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_chrono_across_leap_years_and_centuries() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Day boundaries, leap days (2000, 2024), a non-leap century (2100), and a
+        // spread of arbitrary instants up to year 2500.
+        let mut samples = vec![0u64, 951_782_400, 951_868_799_999, 1_709_164_800_123];
+        samples.push(4_107_542_400_000);
+        samples.extend((0..2000u64).map(|i| i * 8_424_113_327_u64 % 16_725_225_600_000));
+        for millis in samples {
+            let t = UNIX_EPOCH + Duration::from_millis(millis);
+            let expected = chrono::DateTime::<chrono::Utc>::from(t)
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            assert_eq!(rfc3339_millis(t), expected, "{millis} ms");
+        }
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
 
     const LIMITS: Limits = Limits {
         max_batch: 3,
