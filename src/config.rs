@@ -130,9 +130,6 @@ pub struct StreamConfig {
     /// Seconds of silence after which an SSE comment heartbeat is written (the spec
     /// asks for at most 15).
     pub heartbeat_secs: u64,
-    /// Chunks buffered between a session's writer and its socket before the writer
-    /// waits; events keep queueing in the session's bounded outbox meanwhile.
-    pub chunk_buffer: usize,
     /// How long a subscription without `expires` outlives its last connection, in
     /// seconds.
     pub idle_ttl_secs: u64,
@@ -354,7 +351,6 @@ impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             heartbeat_secs: 15,
-            chunk_buffer: 16,
             idle_ttl_secs: 300,
             retry_ms: 2000,
             max_connection_secs: 0,
@@ -487,7 +483,6 @@ impl Config {
             ("webhook.timeout_secs", self.webhook.timeout_secs as usize),
             ("webhook.max_batch", self.webhook.max_batch),
             ("stream.heartbeat_secs", self.stream.heartbeat_secs as usize),
-            ("stream.chunk_buffer", self.stream.chunk_buffer),
             ("publish.max_batch", self.publish.max_batch),
             ("publish.max_event_bytes", self.publish.max_event_bytes),
             ("publish.max_body_bytes", self.publish.max_body_bytes),

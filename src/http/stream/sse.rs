@@ -1,12 +1,18 @@
-//! The SSE transport: a bounded channel of chunks streamed as the response body.
+//! The SSE transport: the response body is a stream that drains the client's outbox
+//! each time actix-http asks for more.
 //!
-//! A writer task per connection drains the client's outbox into one chunk per wake-up
-//! (`id: <cursor>` + `data: <json>` per event, no `event:` line so
-//! `EventSource.onmessage` sees everything), writes a comment heartbeat after
-//! `stream.heartbeat_secs` of silence, closes a signed URL's stream with
-//! `stream.expired` when it expires, ends connections older than
-//! `stream.max_connection_secs`, and closes every stream with `stream.shutdown` when
-//! the server drains. `HttpContext` is not used: it buffers without bound.
+//! Each chunk carries everything new in the outbox (`id: <cursor>` + `data: <json>`
+//! per event, no `event:` line so `EventSource.onmessage` sees everything). The body
+//! writes a comment heartbeat after `stream.heartbeat_secs` of silence, closes a
+//! signed URL's stream with `stream.expired` when it expires, ends connections older
+//! than `stream.max_connection_secs`, and closes every stream with `stream.shutdown`
+//! when the server drains.
+//!
+//! There is no writer task and no channel between it and the socket: actix-http
+//! polls the body only when the socket has taken what it was given, so a slow reader
+//! leaves events in its outbox (bounded by retention, gaps reported), a delivery
+//! costs one task wake-up instead of two, and an idle stream holds no task of its
+//! own. `HttpContext` is not used: it buffers without bound.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -14,7 +20,8 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
+use prometheus::IntGauge;
+use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use super::{AppState, Connection};
@@ -24,16 +31,12 @@ use crate::wire::{sse_frame as frame, write_event};
 
 const TRANSPORT: &str = "sse";
 
-/// Starts the writer and returns the streaming response.
+/// Returns the streaming response.
 pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<Bytes>(state.config.stream.chunk_buffer);
-    let heartbeat = state.config.heartbeat();
-    let retry_ms = state.config.stream.retry_ms;
-    actix_web::rt::spawn(write(conn, tx, heartbeat, retry_ms));
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    let body = Body::new(conn, state.config.heartbeat(), state.config.stream.retry_ms);
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        let chunk = body.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), body))
     });
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -42,78 +45,162 @@ pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
         .streaming(body)
 }
 
-/// Why the writer stopped writing events.
+/// How a stream ends.
+#[derive(Debug, Clone, Copy)]
 enum End {
-    Gone,
+    /// Another connection took over this client's channel.
     Superseded,
+    /// Closed without a notice (`stream.max_connection_secs`).
     Closed,
+    /// Closed with this notice.
     Notice(&'static str),
 }
 
-async fn write(conn: Connection, tx: mpsc::Sender<Bytes>, heartbeat: Duration, retry_ms: u64) {
-    let gauge = conn.gauge(TRANSPORT);
-    gauge.inc();
-    let mut shutdown = conn.shutdown();
-    let mut first = BytesMut::new();
-    first.put_slice(format!("retry: {retry_ms}\n").as_bytes());
-    frame(&mut first, Some(&conn.start_cursor()), &conn.open_notice());
-    let mut last_write = Instant::now();
-    let deadline = conn.deadline();
-    let end = if tx.send(first.freeze()).await.is_err() {
-        End::Gone
-    } else {
-        loop {
-            if let Some(end) = flush(&conn, &tx).await {
-                break end;
-            }
-            let heartbeat_at = tokio::time::Instant::from_std(clock::after(last_write, heartbeat));
-            let (deadline_at, expires) = deadline.unwrap_or((heartbeat_at, false));
-            tokio::select! {
-                _ = conn.woken() => continue,
-                _ = tx.closed() => break End::Gone,
-                _ = sleep_until(heartbeat_at) => {
-                    if tx.send(Bytes::from_static(b":\n\n")).await.is_err() {
-                        break End::Gone;
-                    }
-                }
-                _ = sleep_until(deadline_at), if deadline.is_some() => {
-                    break if expires { End::Notice("stream.expired") } else { End::Closed };
-                }
-                _ = shutdown.wait_for(|draining| *draining) => {
-                    // Flush what was accepted before saying goodbye.
-                    break flush(&conn, &tx).await.unwrap_or(End::Notice("stream.shutdown"));
-                }
-            }
-            last_write = Instant::now();
-        }
-    };
-    match end {
-        End::Notice(type_name) => {
-            let mut chunk = BytesMut::new();
-            frame(&mut chunk, None, &conn.bare_notice(type_name));
-            let _ = tx.send(chunk.freeze()).await;
-        }
-        End::Superseded => conn.pass_wake(),
-        End::Gone | End::Closed => {}
-    }
-    gauge.dec();
+/// Where the body is in its life.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// The `retry:` line and `stream.open` are next.
+    Opening,
+    Streaming,
+    /// What was pending went out; the end comes next.
+    Closing(End),
+    Done,
 }
 
-/// Writes everything new in the outbox as one chunk. `Some` when the writer must stop.
-async fn flush(conn: &Connection, tx: &mpsc::Sender<Bytes>) -> Option<End> {
-    let (gap, entries) = match conn.drain() {
-        Drain::Superseded => return Some(End::Superseded),
-        Drain::Events { gap, entries } => (gap, entries),
-    };
-    if gap == 0 && entries.is_empty() {
-        return None;
+/// What ended a wait for the next chunk.
+enum Wake {
+    Pushed,
+    Heartbeat,
+    /// The connection's deadline; `true` when it is the signed URL's expiry.
+    Deadline(bool),
+    Shutdown,
+}
+
+/// The body's state between chunks. Dropped by actix-http when the client goes.
+struct Body {
+    conn: Connection,
+    gauge: IntGauge,
+    shutdown: watch::Receiver<bool>,
+    heartbeat: Duration,
+    retry_ms: u64,
+    deadline: Option<(tokio::time::Instant, bool)>,
+    last_write: Instant,
+    phase: Phase,
+}
+
+impl Body {
+    fn new(conn: Connection, heartbeat: Duration, retry_ms: u64) -> Body {
+        let gauge = conn.gauge(TRANSPORT);
+        gauge.inc();
+        Body {
+            shutdown: conn.shutdown(),
+            deadline: conn.deadline(),
+            conn,
+            gauge,
+            heartbeat,
+            retry_ms,
+            last_write: Instant::now(),
+            phase: Phase::Opening,
+        }
     }
-    let chunk = render(conn, gap, &entries);
-    if tx.send(chunk).await.is_err() {
-        return Some(End::Gone);
+
+    /// The next chunk to write, waiting for one if nothing is due; `None` ends the
+    /// response.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let chunk = match self.phase {
+            Phase::Opening => {
+                self.phase = Phase::Streaming;
+                let mut first = BytesMut::new();
+                first.put_slice(format!("retry: {}\n", self.retry_ms).as_bytes());
+                frame(
+                    &mut first,
+                    Some(&self.conn.start_cursor()),
+                    &self.conn.open_notice(),
+                );
+                Some(first.freeze())
+            }
+            Phase::Streaming => self.stream().await,
+            Phase::Closing(end) => self.finish(end),
+            Phase::Done => None,
+        };
+        self.last_write = Instant::now();
+        chunk
     }
-    conn.delivered(TRANSPORT, &entries);
-    None
+
+    async fn stream(&mut self) -> Option<Bytes> {
+        loop {
+            match self.flush() {
+                Ok(Some(chunk)) => return Some(chunk),
+                Ok(None) => {}
+                Err(end) => return self.finish(end),
+            }
+            let heartbeat_at =
+                tokio::time::Instant::from_std(clock::after(self.last_write, self.heartbeat));
+            let (deadline_at, expires) = self.deadline.unwrap_or((heartbeat_at, false));
+            let woke = tokio::select! {
+                _ = self.conn.woken() => Wake::Pushed,
+                _ = sleep_until(heartbeat_at) => Wake::Heartbeat,
+                _ = sleep_until(deadline_at), if self.deadline.is_some() => Wake::Deadline(expires),
+                _ = self.shutdown.wait_for(|draining| *draining) => Wake::Shutdown,
+            };
+            match woke {
+                Wake::Pushed => {}
+                Wake::Heartbeat => return Some(Bytes::from_static(b":\n\n")),
+                Wake::Deadline(true) => return self.finish(End::Notice("stream.expired")),
+                Wake::Deadline(false) => return self.finish(End::Closed),
+                Wake::Shutdown => {
+                    // Flush what was accepted before saying goodbye.
+                    let end = End::Notice("stream.shutdown");
+                    return match self.flush() {
+                        Ok(Some(chunk)) => {
+                            self.phase = Phase::Closing(end);
+                            Some(chunk)
+                        }
+                        Ok(None) => self.finish(end),
+                        Err(end) => self.finish(end),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Everything new in the outbox as one chunk, `None` when there is nothing, or
+    /// how the stream ends.
+    fn flush(&mut self) -> Result<Option<Bytes>, End> {
+        let (gap, entries) = match self.conn.drain() {
+            Drain::Superseded => return Err(End::Superseded),
+            Drain::Events { gap, entries } => (gap, entries),
+        };
+        if gap == 0 && entries.is_empty() {
+            return Ok(None);
+        }
+        let chunk = render(&self.conn, gap, &entries);
+        self.conn.delivered(TRANSPORT, &entries);
+        Ok(Some(chunk))
+    }
+
+    /// The last chunk, if the end has one.
+    fn finish(&mut self, end: End) -> Option<Bytes> {
+        self.phase = Phase::Done;
+        match end {
+            End::Notice(type_name) => {
+                let mut chunk = BytesMut::new();
+                frame(&mut chunk, None, &self.conn.bare_notice(type_name));
+                Some(chunk.freeze())
+            }
+            End::Superseded => {
+                self.conn.pass_wake();
+                None
+            }
+            End::Closed => None,
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// Renders a gap notice (if any) and the events into one chunk.
