@@ -65,7 +65,30 @@ impl Publisher {
     /// request queues behind the events), the queue slot taken here bounds what is in
     /// flight, and a reply would cost the publishing thread a second wake-up per
     /// request for nothing the caller can use.
-    pub fn route(&self, account: AccountIdx, drafts: Vec<Draft>) -> Result<Vec<String>, PublishError> {
+    pub fn route(
+        &self,
+        account: AccountIdx,
+        drafts: Vec<Draft>,
+    ) -> Result<Vec<String>, PublishError> {
+        self.route_within(account, drafts, self.shard_queue)
+    }
+
+    /// Routes one event of the built-in call router. It is not held to
+    /// `publish.shard_queue`: a call's program awaits each of its events, so the call
+    /// router has at most one event in flight per live call (bounded by
+    /// `limits.calls_per_account`), and refusing it would lose the event or stall the
+    /// call behind a tenant that floods the shard. It still counts in the shard's depth,
+    /// so other publishers see the load.
+    pub fn route_call_event(&self, account: AccountIdx, draft: Draft) -> Result<(), PublishError> {
+        self.route_within(account, vec![draft], i64::MAX).map(drop)
+    }
+
+    fn route_within(
+        &self,
+        account: AccountIdx,
+        drafts: Vec<Draft>,
+        limit: i64,
+    ) -> Result<Vec<String>, PublishError> {
         let timestamp = event::now_rfc3339();
         let sid = &self.accounts.get(account).sid;
         let events: Vec<SharedEvent> = drafts
@@ -83,7 +106,7 @@ impl Publisher {
         if targets.clone().any(|(shard, _)| !map.shards[shard].addr.connected()) {
             return Err(PublishError::Stopped);
         }
-        let slots = reserve(&map, &batches, self.shard_queue, &self.shares, account).inspect_err(
+        let slots = reserve(&map, &batches, limit, &self.shares, account).inspect_err(
             |error| {
                 if matches!(error, PublishError::AccountShare { .. }) {
                     record_refusal(&self.metrics, account, Limit::ShardShare);

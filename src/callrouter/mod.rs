@@ -303,10 +303,9 @@ impl CallRouter {
         self.live.ended(within).await
     }
 
-    /// Publishes one event into the event router, waiting out a busy shard (see
-    /// [`EventSink::publish`]). A final refusal (overload past every retry,
-    /// shutdown) is counted and logged: a call must not stop because its observers
-    /// are slow.
+    /// Publishes one event into the event router (see [`EventSink::publish`]). A
+    /// refusal (a remote router overloaded past every retry, shutdown) is counted and
+    /// logged: a call must not stop because its observers are slow.
     pub async fn emit(
         &self,
         account: AccountIdx,

@@ -11,22 +11,10 @@ use serde_json::json;
 
 use crate::account::{AccountIdx, Accounts};
 use crate::event::Draft;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::Publisher;
 
 /// Attempts at a remote publish answered 429/503 before the event is given up.
 const REMOTE_ATTEMPTS: u32 = 3;
-
-/// Attempts at an in-process publish refused because a shard is busy. With
-/// [`local_backoff`] they span about five seconds: a busy shard slows the call down
-/// (its program awaits the publish) instead of losing its events.
-const LOCAL_ATTEMPTS: u32 = 12;
-
-/// The wait before in-process attempt `attempt + 1`: 5 ms doubling, at most 1 s.
-fn local_backoff(attempt: u32) -> Duration {
-    Duration::from_millis(5)
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(Duration::from_secs(1))
-}
 
 /// Why an event did not reach its router.
 #[derive(Debug, thiserror::Error)]
@@ -69,23 +57,13 @@ impl EventSink {
     }
 
     /// Publishes one event; resolves when the router has accepted it, so a call's
-    /// events stay in order. A busy shard is retried with backoff (the caller waits:
-    /// backpressure); only a router that still refuses after every attempt, or one
-    /// that is stopping, makes it fail.
+    /// events stay in order. In process, a busy shard takes it anyway (see
+    /// [`Publisher::route_call_event`]): only a stopping router refuses. A remote
+    /// router that answers 429/503 is retried after its `Retry-After`.
     pub async fn publish(&self, account: AccountIdx, draft: Draft) -> Result<(), SinkError> {
         match self {
             EventSink::InProcess(publisher) => {
-                let mut attempt = 0;
-                loop {
-                    match publisher.route(account, vec![draft.clone()]) {
-                        Ok(_) => return Ok(()),
-                        Err(PublishError::Overloaded) if attempt + 1 < LOCAL_ATTEMPTS => {
-                            tokio::time::sleep(local_backoff(attempt)).await;
-                            attempt += 1;
-                        }
-                        Err(error) => return Err(error.into()),
-                    }
-                }
+                Ok(publisher.route_call_event(account, draft)?)
             }
             EventSink::Remote {
                 base,
@@ -132,22 +110,5 @@ impl EventSink {
                 Err(SinkError::Remote("still overloaded".into()))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn local_retries_back_off_to_a_bounded_total() {
-        assert_eq!(local_backoff(0), Duration::from_millis(5));
-        assert_eq!(local_backoff(1), Duration::from_millis(10));
-        assert_eq!(local_backoff(40), Duration::from_secs(1));
-        let total: Duration = (0..LOCAL_ATTEMPTS - 1).map(local_backoff).sum();
-        assert!(
-            total > Duration::from_secs(2) && total < Duration::from_secs(10),
-            "{total:?}"
-        );
     }
 }
