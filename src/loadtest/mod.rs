@@ -18,6 +18,7 @@ pub mod publish;
 pub mod publisher;
 pub mod report;
 pub mod seqtrack;
+pub mod soak;
 pub mod sse;
 pub mod subscriber;
 pub mod target;
@@ -298,7 +299,7 @@ pub async fn run(args: &LoadtestArgs) -> Result<Report, LoadError> {
         Scenario::Fanout(a) => ("fanout", fanout::params(a), fanout::run(&ctx, a).await?),
         Scenario::Idle(a) => ("idle", idle::params(a), idle::run(&ctx, a).await?),
         Scenario::Calls(a) => ("calls", calls::params(a), calls::run(&ctx, a).await?),
-        Scenario::Soak(_) => return Err(LoadError::Options("not implemented yet".into())),
+        Scenario::Soak(a) => ("soak", soak::params(a), soak::run(&ctx, a).await?),
     };
     if let (Value::Object(params), Value::Object(base)) = (&mut params, base) {
         for (k, v) in base {

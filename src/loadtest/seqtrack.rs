@@ -89,6 +89,13 @@ impl SeqTracker {
         self.out_of_range
     }
 
+    /// Whether `seq` arrived.
+    pub fn contains(&self, seq: u64) -> bool {
+        self.seen
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (seq % 64)) != 0)
+    }
+
     /// Of the numbers `sent` has, how many never arrived here (the publishers keep a
     /// tracker of the numbers the server accepted).
     pub fn missing_from(&self, sent: &SeqTracker) -> u64 {
@@ -132,6 +139,7 @@ mod tests {
             sent.record(seq);
         }
         assert_eq!(t.missing_from(&sent), 3); // 4, 70, 200
+        assert!(t.contains(5) && !t.contains(4) && !t.contains(1 << 40));
     }
 
     #[test]

@@ -269,6 +269,61 @@ async fn calls_say_why_the_application_is_refused() {
 }
 
 #[tokio::test]
+async fn soak_reports_every_interval_without_loss() {
+    let server = server();
+    let pid = std::process::id().to_string();
+    let url = server.base_url();
+    let args = LoadtestArgs::try_parse_from([
+        "loadtest",
+        "soak",
+        "--duration",
+        "3",
+        "--interval",
+        "1",
+        "--subscribers",
+        "10",
+        "--rate",
+        "50",
+        "--calls-per-sec",
+        "2",
+        "--server-pid",
+        &pid,
+        "--url",
+        &url,
+        "--account",
+        server.sid(0),
+        "--token",
+        server.token(0),
+    ])
+    .expect("arguments parse");
+    let report = run(&args).await.expect("the soak runs");
+    eprintln!("{}", report.to_table());
+    let r = &report.results;
+    let intervals = r["intervals"].as_array().expect("intervals");
+    assert_eq!(intervals.len(), 3, "{r}");
+    for (i, row) in intervals.iter().enumerate() {
+        assert_eq!(row["t_secs"].as_f64(), Some((i + 1) as f64), "{row}");
+        assert_eq!(row["lost"], 0, "{row}");
+        assert!(
+            row["published_per_sec"].as_f64().is_some_and(|v| v > 0.0),
+            "{row}"
+        );
+        assert!(
+            row["deliveries_per_sec"].as_f64().is_some_and(|v| v > 0.0),
+            "{row}"
+        );
+        assert!(row["rss_bytes"].as_u64().is_some_and(|v| v > 0), "{row}");
+    }
+    assert!(n(r, "published") >= 140, "about 50 a second for 3 s: {r}");
+    assert_eq!(n(r, "lost"), 0, "{r}");
+    assert_eq!(n(r, "duplicated"), 0, "{r}");
+    assert_eq!(n(r, "out_of_order"), 0, "{r}");
+    assert_eq!(n(r, "deliveries"), n(r, "published") * 10, "{r}");
+    assert!(n(r, "calls_completed") >= 1, "{r}");
+    assert_eq!(n(r, "calls_failed"), 0, "{r}");
+}
+
+#[tokio::test]
 async fn nchan_target_refuses_batches_before_sending_anything() {
     let args = LoadtestArgs::try_parse_from([
         "loadtest",
