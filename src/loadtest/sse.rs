@@ -40,10 +40,11 @@ pub struct SseReader {
 }
 
 impl SseReader {
-    /// A reader refusing frames longer than `max_frame` bytes.
-    pub fn new(max_frame: usize) -> SseReader {
+    /// A reader refusing frames longer than `max_frame` bytes, its buffer starting at
+    /// `capacity` (small for the thousands of idle connections, large for fan-out).
+    pub fn new(capacity: usize, max_frame: usize) -> SseReader {
         SseReader {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(capacity),
             pos: 0,
             data: None,
             id: None,
@@ -236,7 +237,7 @@ mod tests {
     fn frames_split_anywhere_come_out_whole() {
         let raw = b": hi\n\nretry: 2000\n\nid: 7\ndata: {\"a\":1}\n\ndata:x\r\ndata: y\r\n\r\n";
         for split in 0..raw.len() {
-            let mut r = SseReader::new(1024);
+            let mut r = SseReader::new(64, 1024);
             r.push(&raw[..split]);
             let mut got = frames(&mut r);
             r.push(&raw[split..]);
@@ -254,7 +255,7 @@ mod tests {
 
     #[test]
     fn comments_and_unknown_fields_dispatch_nothing() {
-        let mut r = SseReader::new(1024);
+        let mut r = SseReader::new(64, 1024);
         r.push(b":heartbeat\n\nevent: x\n: c\n\nfoo\n\n");
         assert!(frames(&mut r).is_empty());
         r.push(b"data\n\n");
@@ -263,7 +264,7 @@ mod tests {
 
     #[test]
     fn an_endless_frame_is_refused() {
-        let mut r = SseReader::new(16);
+        let mut r = SseReader::new(0, 16);
         r.push(b"data: 0123456789abcdefghij");
         assert_eq!(r.next_frame(), Err(SseError::FrameTooLarge(16)));
     }

@@ -103,7 +103,7 @@ impl Subscription {
             conn,
             raw: vec![0; buffer.max(512)],
             chunked,
-            reader: SseReader::new(MAX_FRAME),
+            reader: SseReader::new(buffer, MAX_FRAME),
             fields: Fields::default(),
         };
         let mut first = Vec::new();
