@@ -44,7 +44,10 @@ fn the_benchmark_config_is_valid_and_sized_for_every_scenario() {
     // publish-1 / publish-100 measure the server, not the rate limiter.
     assert!(config.limits.publish_per_sec >= 10_000_000);
     assert!(config.limits.publish_burst >= 10_000_000);
-    assert!(config.publish.max_batch >= 100, "publish-100 sends batches of 100");
+    assert!(
+        config.publish.max_batch >= 100,
+        "publish-100 sends batches of 100"
+    );
     // The calls scenario's application listens on 127.0.0.1.
     assert!(config.egress.private_networks_allowed());
     assert!(config.sim.time_scale < 1.0, "simulated time runs fast");
@@ -65,7 +68,10 @@ async fn a_server_from_the_benchmark_config_takes_its_accounts_publish() {
     });
     server.accounts = vec![(sid, token)];
     let ids = server
-        .publish(0, &event("load.test", Some(&new_call_sid()), json!({"seq": 1})))
+        .publish(
+            0,
+            &event("load.test", Some(&new_call_sid()), json!({"seq": 1})),
+        )
         .await;
     assert_eq!(ids.len(), 1);
 }
