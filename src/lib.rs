@@ -24,6 +24,7 @@ pub mod filter;
 pub mod grant;
 pub mod http;
 pub mod limits;
+pub mod loadtest;
 pub mod metrics;
 pub mod outbox;
 pub mod publisher;

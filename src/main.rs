@@ -1,5 +1,5 @@
 //! The `switchboard` command: `serve` runs the server, `sign` prints a signed stream
-//! URL. Everything else lives in the library.
+//! URL, `loadtest` drives a running server. Everything else lives in the library.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -39,12 +39,30 @@ enum Command {
         /// Path and query to sign, e.g. '/v1/Accounts/AC…/Stream?types=call.*'.
         path: String,
     },
+    /// Load-test a running server: publish, fanout, idle, calls or soak.
+    ///
+    /// Prints a table (or one JSON object with --json) on stdout and a progress line
+    /// on stderr. Meant to be pinned to one core (`taskset -c 1 switchboard loadtest
+    /// …`). A big run needs the server's [limits] raised: see each scenario's --help
+    /// and docs/loadtest.md.
+    Loadtest(switchboard::loadtest::LoadtestArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Loadtest(args) => match switchboard::loadtest::run_cli(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error @ switchboard::loadtest::LoadError::Options(_)) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(1)
+            }
+        },
         Command::Sign {
             account,
             token,

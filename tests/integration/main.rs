@@ -21,6 +21,7 @@ mod grants;
 mod helper_library;
 mod isolation;
 mod limits;
+mod loadtest;
 mod loadtest_config;
 mod log_secrets;
 mod metrics;
