@@ -7,10 +7,12 @@
 //! be pinned to one core with `taskset`); every loop is bounded by a count and by
 //! `--duration`.
 
+pub mod calls;
 pub mod fanout;
 pub mod histogram;
 pub mod http1;
 pub mod idle;
+pub mod ivr;
 pub mod procstat;
 pub mod publish;
 pub mod publisher;
@@ -295,9 +297,8 @@ pub async fn run(args: &LoadtestArgs) -> Result<Report, LoadError> {
         Scenario::Publish(a) => ("publish", publish::params(a), publish::run(&ctx, a).await?),
         Scenario::Fanout(a) => ("fanout", fanout::params(a), fanout::run(&ctx, a).await?),
         Scenario::Idle(a) => ("idle", idle::params(a), idle::run(&ctx, a).await?),
-        Scenario::Calls(_) | Scenario::Soak(_) => {
-            return Err(LoadError::Options("not implemented yet".into()))
-        }
+        Scenario::Calls(a) => ("calls", calls::params(a), calls::run(&ctx, a).await?),
+        Scenario::Soak(_) => return Err(LoadError::Options("not implemented yet".into())),
     };
     if let (Value::Object(params), Value::Object(base)) = (&mut params, base) {
         for (k, v) in base {

@@ -188,6 +188,36 @@ impl Subscription {
         }
     }
 
+    /// Calls `each` with the data of every event that is not a stream notice, until
+    /// the stream ends or `stop`.
+    pub async fn for_each_event(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        mut each: impl FnMut(&[u8]),
+    ) {
+        loop {
+            loop {
+                match self.reader.next_frame() {
+                    Ok(Some(frame)) => match frame.data {
+                        Some(data) if !self.fields.is_notice(data) => each(data),
+                        _ => {}
+                    },
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            if *stop.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                read = self.read() => if !matches!(read, Ok(true)) {
+                    return;
+                },
+            }
+        }
+    }
+
     /// Accounts ticks of run `run` until `expected` distinct ones arrived (when
     /// given), the stream ends, or `stop`.
     pub async fn consume(

@@ -207,6 +207,68 @@ async fn idle_holds_every_connection() {
 }
 
 #[tokio::test]
+async fn calls_complete_with_their_events() {
+    let server = server();
+    let pid = std::process::id().to_string();
+    let report = load(
+        &server,
+        &[
+            "calls",
+            "--calls",
+            "10",
+            "--concurrency",
+            "4",
+            "--digits",
+            "42",
+            "--server-pid",
+            &pid,
+        ],
+    )
+    .await;
+    let r = &report.results;
+    assert_eq!(n(r, "calls"), 10, "{r}");
+    assert_eq!(n(r, "completed"), 10, "{r}");
+    assert_eq!(n(r, "failed"), 0, "{r}");
+    assert_eq!(r["call_end_statuses"]["completed"], 10, "{r}");
+    // call.start, gather.start, gather.end and call.end of each call.
+    assert_eq!(n(r, "events"), 40, "{r}");
+    for key in ["p50", "p99", "max"] {
+        assert!(r["setup_ms"][key].as_f64().is_some(), "{key} in {r}");
+    }
+    assert!(r["rss_per_call_bytes"].as_f64().is_some(), "{r}");
+}
+
+#[tokio::test]
+async fn calls_say_why_the_application_is_refused() {
+    // Without private networks the router may not reach the tool's IVR on 127.0.0.1:
+    // the run stops at set-up with the server's reason instead of failing every call.
+    let server = TestServer::start(|config| {
+        config.egress.allow_private_networks = Some(false);
+    });
+    let url = server.base_url();
+    let args = LoadtestArgs::try_parse_from([
+        "loadtest",
+        "calls",
+        "--calls",
+        "3",
+        "--url",
+        &url,
+        "--account",
+        server.sid(0),
+        "--token",
+        server.token(0),
+    ])
+    .expect("arguments parse");
+    let error = run(&args)
+        .await
+        .expect_err("the number cannot point at 127.0.0.1");
+    assert!(
+        error.to_string().contains("allow_private_networks"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn nchan_target_refuses_batches_before_sending_anything() {
     let args = LoadtestArgs::try_parse_from([
         "loadtest",
