@@ -22,6 +22,7 @@ mod helper_library;
 mod isolation;
 mod limits;
 mod loadtest;
+mod loadtest_config;
 mod log_secrets;
 mod metrics;
 mod ordering;
