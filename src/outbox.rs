@@ -235,8 +235,7 @@ impl Outbox {
             return Drain::Superseded;
         }
         self.evict(&mut state, now);
-        let sent_upto = state.sent_upto;
-        let start = state.ring.partition_point(|e| e.seq <= sent_upto);
+        let start = first_unsent(&state);
         let mut budget = max_bytes;
         let taken = state
             .ring
@@ -295,6 +294,16 @@ impl Outbox {
     }
 }
 
+/// The ring index of the first entry after `sent_upto`. Sequence numbers in the ring
+/// are consecutive (push adds `next_seq`, eviction pops the front, a rebuild numbers
+/// from 1), so this is arithmetic: a binary search touched ~14 cold entries per drain
+/// and, with a thousand clients' outboxes, took 15% of a fan-out's CPU in cache misses.
+fn first_unsent(state: &State) -> usize {
+    let front = state.ring.front().map_or(state.next_seq, |e| e.seq);
+    let start = (state.sent_upto + 1).saturating_sub(front);
+    usize::try_from(start).map_or(state.ring.len(), |start| start.min(state.ring.len()))
+}
+
 fn new_epoch() -> u64 {
     rand::random::<u64>() | 1
 }
@@ -342,6 +351,34 @@ mod tests {
             max_events,
             max_age: Duration::from_secs(60),
         })
+    }
+
+    #[test]
+    fn the_first_unsent_index_is_the_binary_search_answer_in_every_state() {
+        // Pushes past the bound (evictions), drains of every size, resumes before,
+        // inside and after the retained range, and a rebuild.
+        let o = outbox(7);
+        let now = Instant::now();
+        let (mut conn, _) = o.attach(Resume::Pending);
+        for round in 0u64..60 {
+            for n in 0..round % 5 {
+                o.push(event(n), MatchedSubs::new(), now);
+            }
+            {
+                let state = o.state.lock();
+                let expected = state.ring.partition_point(|e| e.seq <= state.sent_upto);
+                assert_eq!(first_unsent(&state), expected, "round {round}");
+            }
+            match round % 4 {
+                0 => drop(o.drain(conn, now, 1)),
+                1 => conn = o.attach(Resume::After(round.saturating_sub(9))).0,
+                2 => conn = o.attach(Resume::After(round * 3)).0,
+                _ if round == 31 => {
+                    o.rebuild(vec![(event(0), MatchedSubs::new()); 3], now);
+                }
+                _ => drop(o.drain(conn, now, usize::MAX)),
+            }
+        }
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub struct Connection {
     read_upto: AtomicU64,
     /// When a signed URL's stream must end with `stream.expired` (unix seconds).
     pub closes_at: Option<u64>,
+    /// The delivered counter and latency histogram of this connection's transport,
+    /// looked up once: a label lookup hashes the label on every call.
+    delivery_metrics: std::sync::OnceLock<(prometheus::IntCounter, prometheus::Histogram)>,
 }
 
 impl Connection {
@@ -201,6 +204,7 @@ impl Connection {
             read_upto: AtomicU64::new(connected.position),
             connected,
             closes_at,
+            delivery_metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -314,14 +318,17 @@ impl Connection {
         buf.freeze()
     }
 
-    /// Counts delivered events and their end-to-end latency for a transport.
+    /// Counts delivered events and their end-to-end latency for a transport (a
+    /// connection has one).
     pub fn delivered(&self, transport: &str, entries: &[Entry]) {
-        let metrics = &self.state.metrics;
-        metrics
-            .delivered
-            .with_label_values(&[transport])
-            .inc_by(entries.len() as u64);
-        let latency = metrics.delivery_latency.with_label_values(&[transport]);
+        let (delivered, latency) = self.delivery_metrics.get_or_init(|| {
+            let metrics = &self.state.metrics;
+            (
+                metrics.delivered.with_label_values(&[transport]),
+                metrics.delivery_latency.with_label_values(&[transport]),
+            )
+        });
+        delivered.inc_by(entries.len() as u64);
         for entry in entries {
             latency.observe(entry.event.accepted_at.elapsed().as_secs_f64());
         }
