@@ -103,16 +103,17 @@ impl Publisher {
         let targets = batches.iter().enumerate().filter(|(_, b)| !b.is_empty());
         // A shard only goes away while the server stops; check before taking slots
         // so a refused request holds nothing.
-        if targets.clone().any(|(shard, _)| !map.shards[shard].addr.connected()) {
+        if targets
+            .clone()
+            .any(|(shard, _)| !map.shards[shard].addr.connected())
+        {
             return Err(PublishError::Stopped);
         }
-        let slots = reserve(&map, &batches, limit, &self.shares, account).inspect_err(
-            |error| {
-                if matches!(error, PublishError::AccountShare { .. }) {
-                    record_refusal(&self.metrics, account, Limit::ShardShare);
-                }
-            },
-        )?;
+        let slots = reserve(&map, &batches, limit, &self.shares, account).inspect_err(|error| {
+            if matches!(error, PublishError::AccountShare { .. }) {
+                record_refusal(&self.metrics, account, Limit::ShardShare);
+            }
+        })?;
         let sends = batches
             .into_iter()
             .enumerate()

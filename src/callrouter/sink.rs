@@ -62,9 +62,7 @@ impl EventSink {
     /// router that answers 429/503 is retried after its `Retry-After`.
     pub async fn publish(&self, account: AccountIdx, draft: Draft) -> Result<(), SinkError> {
         match self {
-            EventSink::InProcess(publisher) => {
-                Ok(publisher.route_call_event(account, draft)?)
-            }
+            EventSink::InProcess(publisher) => Ok(publisher.route_call_event(account, draft)?),
             EventSink::Remote {
                 base,
                 accounts,
