@@ -35,6 +35,24 @@ pub fn params(a: &FanoutArgs) -> Value {
     })
 }
 
+/// Waits until each of `wanted` subscribers is live or has failed, for at most
+/// `within` and a second: nothing is published before, so no subscriber misses the
+/// start.
+pub async fn until_subscribed(
+    connected: &Cell<usize>,
+    failed: &RefCell<BTreeMap<String, u64>>,
+    wanted: usize,
+    within: Duration,
+    progress: &mut Progress,
+) {
+    let deadline = Instant::now() + within + Duration::from_secs(1);
+    let failures = || failed.borrow().values().sum::<u64>() as usize;
+    while connected.get() + failures() < wanted && Instant::now() < deadline {
+        progress.tick(|| format!("{} of {wanted} subscribers live", connected.get()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How long opening `n` streams may take.
 pub fn connect_bound(n: usize) -> Duration {
     Duration::from_secs(30 + n as u64 / 1000)
@@ -90,13 +108,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Value, LoadError> {
 
     let coordinate = async {
         let mut progress = Progress::new("fanout");
-        // Nothing is published before every subscriber is live or has failed.
-        let open_deadline = Instant::now() + within + Duration::from_secs(1);
-        let failures = || failed.borrow().values().sum::<u64>() as usize;
-        while connected.get() + failures() < a.subscribers && Instant::now() < open_deadline {
-            progress.tick(|| format!("{} of {} subscribers live", connected.get(), a.subscribers));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_subscribed(&connected, &failed, a.subscribers, within, &mut progress).await;
         let before = ctx.sample()?;
         let start = Instant::now();
         let deadline = start + ctx.duration;

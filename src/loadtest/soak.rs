@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
 use super::calls::{CallRig, CallStats};
-use super::fanout::{connect_bound, OPENING_AT_ONCE};
+use super::fanout::{connect_bound, until_subscribed, OPENING_AT_ONCE};
 use super::histogram::{round3, Histogram};
 use super::publisher::Publisher;
 use super::report::Progress;
@@ -117,12 +117,7 @@ pub async fn run(ctx: &Ctx, a: &SoakArgs) -> Result<Value, LoadError> {
 
     let coordinate = async {
         let mut progress = Progress::new("soak");
-        let open_deadline = Instant::now() + within + Duration::from_secs(1);
-        let failures = || failed.borrow().values().sum::<u64>() as usize;
-        while connected.get() + failures() < a.subscribers && Instant::now() < open_deadline {
-            progress.tick(|| format!("{} of {} subscribers live", connected.get(), a.subscribers));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_subscribed(&connected, &failed, a.subscribers, within, &mut progress).await;
         let before = ctx.sample()?;
         let start = Instant::now();
         started.set(Some(start));

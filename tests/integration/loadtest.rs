@@ -21,6 +21,15 @@ fn server() -> TestServer {
     })
 }
 
+/// [`load`], measuring the server: it runs in this process, so `--server-pid` is
+/// ours.
+async fn load_measured(server: &TestServer, argv: &[&str]) -> Report {
+    let pid = std::process::id().to_string();
+    let mut full = argv.to_vec();
+    full.extend_from_slice(&["--server-pid", &pid]);
+    load(server, &full).await
+}
+
 /// Runs `loadtest <argv…>` against `server` as account 0 through the library.
 async fn load(server: &TestServer, argv: &[&str]) -> Report {
     let url = server.base_url();
@@ -51,18 +60,9 @@ fn n(results: &Value, key: &str) -> u64 {
 #[tokio::test]
 async fn publish_gets_every_request_accepted() {
     let server = server();
-    let pid = std::process::id().to_string();
-    let report = load(
+    let report = load_measured(
         &server,
-        &[
-            "publish",
-            "--requests",
-            "2000",
-            "--connections",
-            "8",
-            "--server-pid",
-            &pid,
-        ],
+        &["publish", "--requests", "2000", "--connections", "8"],
     )
     .await;
     assert_eq!(report.scenario, "publish");
@@ -184,20 +184,7 @@ async fn fanout_counts_what_a_refusing_server_never_delivered() {
 #[tokio::test]
 async fn idle_holds_every_connection() {
     let server = server();
-    let pid = std::process::id().to_string();
-    let report = load(
-        &server,
-        &[
-            "idle",
-            "--connections",
-            "200",
-            "--hold",
-            "2",
-            "--server-pid",
-            &pid,
-        ],
-    )
-    .await;
+    let report = load_measured(&server, &["idle", "--connections", "200", "--hold", "2"]).await;
     let r = &report.results;
     assert_eq!(n(r, "connections"), 200, "{r}");
     assert_eq!(n(r, "failed"), 0, "{r}");
@@ -209,8 +196,7 @@ async fn idle_holds_every_connection() {
 #[tokio::test]
 async fn calls_complete_with_their_events() {
     let server = server();
-    let pid = std::process::id().to_string();
-    let report = load(
+    let report = load_measured(
         &server,
         &[
             "calls",
@@ -220,8 +206,6 @@ async fn calls_complete_with_their_events() {
             "4",
             "--digits",
             "42",
-            "--server-pid",
-            &pid,
         ],
     )
     .await;
@@ -286,14 +270,14 @@ async fn soak_reports_every_interval_without_loss() {
         "50",
         "--calls-per-sec",
         "2",
-        "--server-pid",
-        &pid,
         "--url",
         &url,
         "--account",
         server.sid(0),
         "--token",
         server.token(0),
+        "--server-pid",
+        &pid,
     ])
     .expect("arguments parse");
     let report = run(&args).await.expect("the soak runs");
