@@ -5,7 +5,9 @@
 //! `call.start` event each one publishes (retained by the shards for replay).
 //!
 //! Run: `cargo bench --bench idle_calls` (or `IDLE_CALLS=2000 cargo bench --bench
-//! idle_calls`). Bounded: gives up after two minutes.
+//! idle_calls`). With `--test` (`cargo bench -- --test`, as CI runs it) it places 100
+//! calls: a check that it still works, not a measurement. Bounded: gives up after two
+//! minutes.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -31,10 +33,11 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn main() {
+    let smoke = std::env::args().any(|arg| arg == "--test");
     let calls: usize = std::env::var("IDLE_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+        .unwrap_or(if smoke { 100 } else { 10_000 });
     let account = switchboard::account::generate();
     let mut config = switchboard::Config {
         accounts: vec![AccountConfig {
@@ -44,6 +47,8 @@ fn main() {
         ..Default::default()
     };
     config.sim.ring_secs = 0.0;
+    // One account holds them all (plus the warm-up call).
+    config.limits.calls_per_account = calls + 1;
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -80,7 +85,8 @@ fn main() {
                     .send()
                     .await
                     .expect("place call");
-                assert_eq!(reply.status(), 201);
+                let status = reply.status();
+                assert_eq!(status, 201, "{}", reply.text().await.unwrap_or_default());
             }
         };
         place(0).await;
