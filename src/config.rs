@@ -49,7 +49,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
-    /// Broker shards (each on its own arbiter thread); 0 means one per CPU core.
+    /// Broker shards (spread over the HTTP worker threads); 0 means one per CPU core.
     pub shards: usize,
     /// Event proxies holding client subscriptions; 0 means one per CPU core.
     pub proxies: usize,
