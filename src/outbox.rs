@@ -1,8 +1,8 @@
 //! A client's outbox: the bounded, retained sequence of events matched for it.
 //!
 //! The proxy that owns the client's subscriptions pushes into it (no actor message per
-//! event) and wakes the one writer of the client's open connection (its SSE body, WebSocket or long-poll); the writer
-//! drains everything new into one chunk. Delivered events stay until the retention
+//! event) and wakes the one writer of the client's open connection (its SSE body,
+//! WebSocket or long-poll); the writer drains everything new into one chunk. Delivered events stay until the retention
 //! limits (count and age) push them out, so a reconnect with a cursor can resume
 //! exactly after the last event it saw. An event evicted before it was written is
 //! counted and reported to the next writer as a gap: never lost silently.
