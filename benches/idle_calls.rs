@@ -5,8 +5,8 @@
 //! `call.start` event each one publishes (retained by the shards for replay).
 //!
 //! Run: `cargo bench --bench idle_calls` (or `IDLE_CALLS=2000 cargo bench --bench
-//! idle_calls`). With `--test` (`cargo bench -- --test`, as CI runs it) it places 100
-//! calls: a check that it still works, not a measurement. Bounded: gives up after two
+//! idle_calls`). Run as a test (`cargo test --benches`, as CI does, or `cargo bench --
+//! --test`) it places 100 calls: a check that it still works, not a measurement. Bounded: gives up after two
 //! minutes.
 
 use std::net::TcpListener;
@@ -33,7 +33,9 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn main() {
-    let smoke = std::env::args().any(|arg| arg == "--test");
+    // `cargo bench` passes `--bench`; `cargo test` does not (criterion's rule too).
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
     let calls: usize = std::env::var("IDLE_CALLS")
         .ok()
         .and_then(|v| v.parse().ok())
