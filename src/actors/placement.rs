@@ -34,11 +34,6 @@ impl Placement {
         }
     }
 
-    /// How many threads the actors are spread over.
-    pub fn threads(&self) -> usize {
-        self.shares.lock().len()
-    }
-
     /// Creates `actor`'s mailbox (`capacity` is actix's back-pressure hint) and queues
     /// the actor for thread `thread % threads`; the address works at once.
     pub fn place<A>(&self, thread: usize, capacity: usize, actor: A) -> Addr<A>
@@ -102,7 +97,7 @@ mod tests {
         let a = placement.place(0, 16, WhereAmI);
         let b = placement.place(1, 16, WhereAmI);
         let c = placement.place(2, 16, WhereAmI); // wraps to thread 0
-        assert_eq!(placement.threads(), 2);
+        assert_eq!(placement.shares.lock().len(), 2);
         // Sent before any share started: waits in the mailbox.
         let early = a.send(Ask);
 

@@ -36,13 +36,9 @@ async fn terminator(server: &TestServer, app: &AppServer, taken: &[&str]) {
     app.wait_requests("/quiet", 1, CALL_WAIT).await;
 }
 
-#[tokio::test]
-async fn an_sms_loop_between_two_numbers_fails_at_the_tenth_hop() {
-    let server = sim_server();
-    let app = AppServer::start(server.token(0));
-    let api = Api::new(&server, 0);
-    let (a, b) = two_numbers();
-    // Each app answers every SMS with one to the other number: the attack.
+/// Serves `/a`, which answers an SMS with one to `b`, and `/b`, which answers with
+/// one to `a`: an endless loop between two numbers.
+fn ping_pong(app: &AppServer, a: &str, b: &str) {
     app.twiml(
         "/a",
         &format!(r#"<Response><Message to="{b}">ping</Message></Response>"#),
@@ -51,6 +47,16 @@ async fn an_sms_loop_between_two_numbers_fails_at_the_tenth_hop() {
         "/b",
         &format!(r#"<Response><Message to="{a}">pong</Message></Response>"#),
     );
+}
+
+#[tokio::test]
+async fn an_sms_loop_between_two_numbers_fails_at_the_tenth_hop() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let (a, b) = two_numbers();
+    // Each app answers every SMS with one to the other number: the attack.
+    ping_pong(&app, &a, &b);
     api.provision(&a, &[("SmsUrl", &app.url("/a"))]).await;
     api.provision(&b, &[("SmsUrl", &app.url("/b"))]).await;
     let mut log = EventLog::open(&server, 0, "types=message.*").await;
@@ -101,14 +107,7 @@ async fn a_calls_message_verb_starts_a_chain_that_is_bounded_too() {
         "/voice",
         &format!(r#"<Response><Message to="{b}">from a call</Message></Response>"#),
     );
-    app.twiml(
-        "/a",
-        &format!(r#"<Response><Message to="{b}">ping</Message></Response>"#),
-    );
-    app.twiml(
-        "/b",
-        &format!(r#"<Response><Message to="{a}">pong</Message></Response>"#),
-    );
+    ping_pong(&app, &a, &b);
     api.provision(
         &a,
         &[("SmsUrl", &app.url("/a")), ("VoiceUrl", &app.url("/voice"))],
