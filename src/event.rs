@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -33,9 +32,28 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// The id as text, `EV` + 32 lowercase hex digits, without `fmt`'s machinery:
+    /// every event renders its id once into its JSON and once into the 202 body, and
+    /// `{:032x}` of a `u128` cost about as much as the rest of the envelope.
+    pub fn text(&self) -> [u8; 34] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 34];
+        out[0] = b'E';
+        out[1] = b'V';
+        for (i, digit) in out[2..].iter_mut().enumerate() {
+            let nibble = (self.0 >> (124 - 4 * i)) & 0xf;
+            *digit = HEX[nibble as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EV{:032x}", self.0)
+        let text = self.text();
+        // Only ASCII letters and digits were written.
+        f.write_str(std::str::from_utf8(&text).expect("ASCII"))
     }
 }
 
@@ -69,13 +87,14 @@ impl Event {
     pub fn build(account: AccountIdx, account_sid: &str, draft: Draft, timestamp: &str) -> Event {
         let id = EventId::random();
         let json_open = render_open(&Envelope {
-            id: &id.to_string(),
+            id,
             account_sid,
             type_name: &draft.type_name,
             call_sid: draft.call_sid.as_deref(),
             scope: draft.scope.as_deref(),
             timestamp,
             data: &draft.data,
+            data_text: draft.data_text.as_deref(),
         });
         Event {
             id,
@@ -113,38 +132,84 @@ impl Event {
 /// the same envelope as an event, rendered whole since it goes to one client.
 pub fn notice(account_sid: &str, type_name: &str, data: Map<String, Value>) -> Bytes {
     let mut out = render_open(&Envelope {
-        id: &EventId::random().to_string(),
+        id: EventId::random(),
         account_sid,
         type_name,
         call_sid: None,
         scope: None,
         timestamp: &now_rfc3339(),
         data: &data,
+        data_text: None,
     })
     .to_vec();
     out.push(b'}');
     out.into()
 }
 
-#[derive(Serialize)]
+/// What the delivered JSON says about an event, in the order it says it.
 struct Envelope<'a> {
-    id: &'a str,
+    id: EventId,
     account_sid: &'a str,
-    #[serde(rename = "type")]
     type_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     call_sid: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     timestamp: &'a str,
     data: &'a Map<String, Value>,
+    /// `data` as the publisher wrote it, copied instead of serialising `data`.
+    data_text: Option<&'a str>,
 }
 
+/// The envelope as JSON without its closing `}`:
+/// `{"id":…,"account_sid":…,"type":…[,"call_sid":…][,"scope":…],"timestamp":…,"data":{…}`.
+///
+/// Written by hand rather than by a derived `Serialize`: the fixed keys are copied as
+/// they are, and the values, validated names in practice, are copied unless they
+/// need escaping; `data` is the publisher's text when there is one, else serde_json's.
+/// serde's generic serialisation of the envelope was about a fifth of a one-event
+/// publish's instructions. Without `data_text` the output is byte-for-byte what
+/// serde_json writes for the same fields (a proptest holds it to that).
 fn render_open(envelope: &Envelope<'_>) -> Bytes {
-    // Serialising plain strings and an already-parsed map cannot fail.
-    let mut bytes = serde_json::to_vec(envelope).expect("envelope serialises");
-    bytes.pop(); // the closing '}', appended per delivery
-    bytes.into()
+    let mut out = Vec::with_capacity(160 + 32 * envelope.data.len());
+    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(&envelope.id.text());
+    out.extend_from_slice(b"\",\"account_sid\":");
+    push_json_str(&mut out, envelope.account_sid);
+    out.extend_from_slice(b",\"type\":");
+    push_json_str(&mut out, envelope.type_name);
+    if let Some(call_sid) = envelope.call_sid {
+        out.extend_from_slice(b",\"call_sid\":");
+        push_json_str(&mut out, call_sid);
+    }
+    if let Some(scope) = envelope.scope {
+        out.extend_from_slice(b",\"scope\":");
+        push_json_str(&mut out, scope);
+    }
+    out.extend_from_slice(b",\"timestamp\":");
+    push_json_str(&mut out, envelope.timestamp);
+    out.extend_from_slice(b",\"data\":");
+    match envelope.data_text {
+        Some(text) => out.extend_from_slice(text.as_bytes()),
+        // Serialising an already-parsed map into a Vec cannot fail.
+        None => serde_json::to_writer(&mut out, envelope.data).expect("data serialises"),
+    }
+    out.into()
+}
+
+/// Appends `s` as a JSON string: copied between quotes when nothing in it needs
+/// escaping, otherwise escaped by serde_json.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // A fold without an early exit, so the check vectorises over the whole string.
+    let escapes = s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escapes {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        serde_json::to_writer(&mut *out, s).expect("a string serialises");
+    }
 }
 
 /// Now as RFC 3339 UTC with milliseconds, as every delivered timestamp is written.
@@ -161,7 +226,7 @@ fn rfc3339_millis(t: std::time::SystemTime) -> String {
     let (year, month, day) = civil_from_days(secs / 86_400);
     let of_day = secs % 86_400;
     let fields = [
-        (year, 4, b'-'),
+        (year, 4usize, b'-'),
         (month, 2, b'-'),
         (day, 2, b'T'),
         (of_day / 3600, 2, b':'),
@@ -169,15 +234,20 @@ fn rfc3339_millis(t: std::time::SystemTime) -> String {
         (of_day % 60, 2, b'.'),
         (u64::from(since.subsec_millis()), 3, b'Z'),
     ];
-    let mut out = String::with_capacity(24);
+    let mut out = [0u8; 24];
+    let mut at = 0;
     for (value, width, separator) in fields {
-        for place in (0..width).rev() {
-            let digit = (value / 10u64.pow(place)) % 10;
-            out.push(char::from(b'0' + digit as u8));
+        // Digits from the last: one division per digit, no powers.
+        let mut rest = value;
+        for place in (at..at + width).rev() {
+            out[place] = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
-        out.push(char::from(separator));
+        out[at + width] = separator;
+        at += width + 1;
     }
-    out
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out.to_vec()).expect("ASCII")
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
@@ -196,7 +266,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// A validated event before it gets an id: what the publisher sent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Draft {
     /// Validated type.
     pub type_name: String,
@@ -206,6 +276,31 @@ pub struct Draft {
     pub scope: Option<String>,
     /// The `data` object (empty when absent).
     pub data: Map<String, Value>,
+    /// The publisher's own JSON text of `data`, delivered as it was sent (as nchan and
+    /// Centrifugo pass a publication through) instead of serialising `data` again,
+    /// which cost more than the rest of the envelope. `None` renders `data`; anything
+    /// that changes `data` must set this to `None` (see [`Draft::insert_data`]).
+    pub data_text: Option<Box<str>>,
+}
+
+impl Draft {
+    /// Adds a key to `data`; the event is then rendered from `data`, not from the
+    /// publisher's text.
+    pub fn insert_data(&mut self, key: &str, value: Value) {
+        self.data.insert(key.to_owned(), value);
+        self.data_text = None;
+    }
+}
+
+/// Two drafts are the same event when their fields are: `data_text` is only how
+/// `data` is written.
+impl PartialEq for Draft {
+    fn eq(&self, other: &Draft) -> bool {
+        self.type_name == other.type_name
+            && self.call_sid == other.call_sid
+            && self.scope == other.scope
+            && self.data == other.data
+    }
 }
 
 /// Why a publish body was refused. Carries the position of the offending event so the
@@ -316,33 +411,110 @@ fn check_count(count: usize, limits: Limits) -> Result<(), EventError> {
     Ok(())
 }
 
+/// An event object's fields as the parser met them: the four known ones (a repeated
+/// key keeps its last value, as a JSON object read into a map does) and the first
+/// unknown key. Read in one pass straight from the text, rather than into a
+/// `serde_json::Value` map that validation then takes apart: building and hashing
+/// that map was the largest single cost of a publish.
+/// `data` is kept as its text: it is parsed once from there (for `where` filters) and
+/// delivered as it is.
+#[derive(Default)]
+struct Fields<'a> {
+    type_name: Option<Value>,
+    call_sid: Option<Value>,
+    scope: Option<Value>,
+    data: Option<&'a RawValue>,
+    unknown: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields<'de>, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+/// What a non-object event is told; [`validate`] recognises it.
+const NOT_AN_OBJECT: &str = "an event must be a JSON object";
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(NOT_AN_OBJECT)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let slot = match key.0.as_ref() {
+                "type" => &mut fields.type_name,
+                "call_sid" => &mut fields.call_sid,
+                "scope" => &mut fields.scope,
+                "data" => {
+                    fields.data = Some(map.next_value()?);
+                    continue;
+                }
+                other => {
+                    if fields.unknown.is_none() {
+                        fields.unknown = Some(other.chars().take(64).collect());
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(fields)
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(v.to_owned().into()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 fn validate(index: usize, raw: &RawValue) -> Result<Draft, EventError> {
     let invalid = |field: &str, message: String| EventError::Invalid {
         index,
         field: field.to_owned(),
         message,
     };
-    let value: Value = serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed {
-        at: format!("events[{index}]"),
-        message: format!("invalid JSON: {e}"),
-    })?;
-    let Value::Object(mut object) = value else {
-        return Err(EventError::Malformed {
+    let fields: Fields<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| EventError::Malformed {
             at: format!("events[{index}]"),
-            message: "an event must be a JSON object".into(),
-        });
-    };
-    if let Some(unknown) = object
-        .keys()
-        .find(|k| !matches!(k.as_str(), "type" | "call_sid" | "scope" | "data"))
-    {
-        let name: String = unknown.chars().take(64).collect();
+            message: if e.is_data() {
+                // The text is JSON (the body parsed); only its shape can be wrong.
+                NOT_AN_OBJECT.into()
+            } else {
+                format!("invalid JSON: {e}")
+            },
+        })?;
+    if let Some(unknown) = fields.unknown {
         return Err(invalid(
-            &name,
+            &unknown,
             "unknown field (allowed: type, call_sid, scope, data)".into(),
         ));
     }
-    let type_name = match object.remove("type") {
+    let type_name = match fields.type_name {
         Some(Value::String(t)) => t,
         Some(_) => return Err(invalid("type", "must be a string".into())),
         None => return Err(invalid("type", "is required".into())),
@@ -355,21 +527,28 @@ fn validate(index: usize, raw: &RawValue) -> Result<Draft, EventError> {
             ),
         ));
     }
-    let mut name_field = |field: &'static str| -> Result<Option<String>, EventError> {
-        match object.remove(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if is_valid_name(&s) => Ok(Some(s)),
-            Some(_) => Err(invalid(
-                field,
-                format!("must be a string of 1 to {MAX_NAME_LEN} characters [A-Za-z0-9_.-]"),
-            )),
-        }
+    let name_field = |field: &'static str, value: Option<Value>| match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if is_valid_name(&s) => Ok(Some(s)),
+        Some(_) => Err(invalid(
+            field,
+            format!("must be a string of 1 to {MAX_NAME_LEN} characters [A-Za-z0-9_.-]"),
+        )),
     };
-    let call_sid = name_field("call_sid")?;
-    let scope = name_field("scope")?;
-    let data = match object.remove("data") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(data)) => data,
+    let call_sid = name_field("call_sid", fields.call_sid)?;
+    let scope = name_field("scope", fields.scope)?;
+    let (data, data_text) = match fields.data.map(RawValue::get) {
+        None | Some("null") => (Map::new(), None),
+        Some(text) if text.starts_with('{') => {
+            let data = serde_json::from_str(text).map_err(|e| EventError::Malformed {
+                at: format!("events[{index}]"),
+                message: format!("invalid JSON: {e}"),
+            })?;
+            // A line break outside a string (the only place JSON allows one) would
+            // end an SSE `data:` line: such text is written again, compactly.
+            let one_line = memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none();
+            (data, one_line.then(|| text.into()))
+        }
         Some(_) => return Err(invalid("data", "must be a JSON object".into())),
     };
     Ok(Draft {
@@ -377,6 +556,7 @@ fn validate(index: usize, raw: &RawValue) -> Result<Draft, EventError> {
         call_sid,
         scope,
         data,
+        data_text,
     })
 }
 
@@ -529,6 +709,105 @@ mod tests {
         assert!(v.get("scope").is_none());
         assert_eq!(event.id.to_string().len(), 34);
     }
+
+    #[test]
+    fn event_id_text_is_ev_and_32_hex_digits() {
+        for n in [
+            0u128,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let id = EventId(n);
+            assert_eq!(id.to_string(), format!("EV{n:032x}"));
+            assert_eq!(&id.text()[..], format!("EV{n:032x}").as_bytes());
+        }
+    }
+
+    fn one(body: &str) -> Result<Draft, EventError> {
+        parse_body(body.as_bytes(), false, LIMITS).map(|mut drafts| drafts.remove(0))
+    }
+
+    #[test]
+    fn data_is_delivered_as_the_publisher_wrote_it() {
+        let draft = one(r#"{"type":"a","data":{"n": 1.50, "s":"\u00e9"}}"#).unwrap();
+        assert_eq!(
+            draft.data_text.as_deref(),
+            Some(r#"{"n": 1.50, "s":"\u00e9"}"#)
+        );
+        let event = Event::build(AccountIdx(0), "ACx", draft, "t");
+        let json = String::from_utf8(event.json()).unwrap();
+        assert!(
+            json.ends_with(r#","data":{"n": 1.50, "s":"\u00e9"}}"#),
+            "{json}"
+        );
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["data"]["s"], "é");
+        // What filters read is the same data, parsed.
+        assert_eq!(event.data["n"], 1.5);
+    }
+
+    #[test]
+    fn data_spread_over_lines_is_written_again_on_one() {
+        let draft = one("{\"type\":\"a\",\"data\":{\n  \"x\": [1,\r\n 2]\n}}").unwrap();
+        assert_eq!(draft.data_text, None);
+        let event = Event::build(AccountIdx(0), "ACx", draft, "t");
+        assert!(!event.json().iter().any(|b| *b == b'\n' || *b == b'\r'));
+        assert!(event.json().ends_with(br#""data":{"x":[1,2]}}"#));
+    }
+
+    #[test]
+    fn changing_data_drops_the_publishers_text() {
+        let mut draft = one(r#"{"type":"client.note","data":{"a":1}}"#).unwrap();
+        draft.insert_data("client", Value::from("crm"));
+        let event = Event::build(AccountIdx(0), "ACx", draft, "t");
+        let v: Value = serde_json::from_slice(&event.json()).unwrap();
+        assert_eq!(v["data"], serde_json::json!({"a": 1, "client": "crm"}));
+    }
+
+    #[test]
+    fn fields_are_read_as_a_json_object_would_be() {
+        // A repeated key keeps its last value; an escaped key is the key it spells.
+        let draft = one(r#"{"type":"a","type":"b","\u0063all_sid":"CA1"}"#).unwrap();
+        assert_eq!(draft.type_name, "b");
+        assert_eq!(draft.call_sid.as_deref(), Some("CA1"));
+        // `null` is absent.
+        let draft = one(r#"{"type":"a","call_sid":null,"scope":null,"data":null}"#).unwrap();
+        assert_eq!((draft.call_sid, draft.scope), (None, None));
+        assert!(draft.data.is_empty() && draft.data_text.is_none());
+        // An unknown field is named before anything else is checked.
+        let err = one(r#"{"type":5,"zz":1}"#).unwrap_err();
+        assert!(err.to_string().starts_with("events[0].zz:"), "{err}");
+        let err = one(r#"{"type":5}"#).unwrap_err();
+        assert_eq!(err.to_string(), "events[0].type: must be a string");
+        let err = one(r#"{"call_sid":"CA1"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "events[0].type: is required");
+        let err = one(r#"{"type":"a","scope":"no spaces"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("events[0].scope:"), "{err}");
+        let err = one(r#"{"type":"a","data":"text"}"#).unwrap_err();
+        assert!(err.to_string().starts_with("events[0].data:"), "{err}");
+    }
+
+    #[test]
+    fn events_that_are_not_objects_or_hold_unreadable_data_are_malformed() {
+        for (body, expected) in [
+            ("[1]", "events[0]: an event must be a JSON object"),
+            (
+                r#"["call.start"]"#,
+                "events[0]: an event must be a JSON object",
+            ),
+        ] {
+            let err = parse_body(body.as_bytes(), false, LIMITS).unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        // Syntactically JSON, but not a number serde_json can hold.
+        let err = one(r#"{"type":"a","data":{"x":1e400}}"#).unwrap_err();
+        assert!(
+            matches!(&err, EventError::Malformed { at, message } if at == "events[0]" && message.starts_with("invalid JSON")),
+            "{err:?}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -541,7 +820,60 @@ mod fuzz {
         max_event_bytes: 64 * 1024,
     };
 
+    /// The envelope as a derived `Serialize` writes it: what [`render_open`] must
+    /// match byte for byte when there is no publisher text of `data`.
+    #[derive(serde::Serialize)]
+    struct SerdeEnvelope<'a> {
+        id: String,
+        account_sid: &'a str,
+        #[serde(rename = "type")]
+        type_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_sid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'a str>,
+        timestamp: &'a str,
+        data: &'a Map<String, Value>,
+    }
+
     proptest! {
+        /// Any strings, escapes and control characters included, come out of the
+        /// hand-written envelope exactly as serde_json writes them.
+        #[test]
+        fn envelope_is_what_serde_writes(
+            id: u128,
+            account_sid in "\\PC{0,40}|[\\x00-\\x7f]{0,40}",
+            type_name in "\\PC{0,20}|[\\x00-\\x7f]{0,20}",
+            call_sid in proptest::option::of("\\PC{0,20}|[\\x00-\\x7f]{0,20}"),
+            scope in proptest::option::of("[\\x00-\\x7f]{0,20}"),
+            key in "\\PC{0,8}",
+            value in "\\PC{0,8}",
+        ) {
+            let mut data = Map::new();
+            data.insert(key, Value::from(value));
+            let ours = render_open(&Envelope {
+                id: EventId(id),
+                account_sid: &account_sid,
+                type_name: &type_name,
+                call_sid: call_sid.as_deref(),
+                scope: scope.as_deref(),
+                timestamp: "2026-11-26T07:20:50.123Z",
+                data: &data,
+                data_text: None,
+            });
+            let mut theirs = serde_json::to_vec(&SerdeEnvelope {
+                id: EventId(id).to_string(),
+                account_sid: &account_sid,
+                type_name: &type_name,
+                call_sid: call_sid.as_deref(),
+                scope: scope.as_deref(),
+                timestamp: "2026-11-26T07:20:50.123Z",
+                data: &data,
+            }).unwrap();
+            theirs.pop();
+            prop_assert_eq!(&ours[..], &theirs[..]);
+        }
+
         /// Arbitrary bytes never panic the publish parser, as JSON or as NDJSON.
         #[test]
         fn parse_body_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), ndjson: bool) {

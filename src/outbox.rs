@@ -334,6 +334,7 @@ mod tests {
                 call_sid: None,
                 scope: None,
                 data,
+                data_text: None,
             },
             "now",
         ))

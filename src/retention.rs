@@ -145,6 +145,7 @@ mod tests {
                 call_sid: None,
                 scope: None,
                 data: serde_json::Map::new(),
+                data_text: None,
             },
             "t",
         ))

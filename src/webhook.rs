@@ -669,6 +669,7 @@ mod tests {
                 call_sid: Some("CA0123456789abcdef0123456789abcdef".into()),
                 scope: None,
                 data,
+                data_text: None,
             },
             "2026-01-02T03:04:05.678Z",
         ))

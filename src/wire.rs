@@ -85,6 +85,7 @@ mod tests {
                 call_sid: None,
                 scope: None,
                 data,
+                data_text: None,
             },
             "t",
         ));
@@ -121,6 +122,7 @@ mod tests {
                 call_sid: None,
                 scope: None,
                 data: serde_json::Map::new(),
+                data_text: None,
             },
             "t",
         ));

@@ -318,6 +318,7 @@ impl CallRouter {
             call_sid: call_sid.map(str::to_owned),
             scope: None,
             data,
+            data_text: None,
         };
         if let Err(error) = self.sink.publish(account, draft).await {
             self.metrics.call_events_refused.inc();

@@ -20,7 +20,7 @@ use super::{ApiError, AppState};
 use crate::account::AccountIdx;
 use crate::auth::Principal;
 use crate::config::CorsConfig;
-use crate::event::{self, Limits};
+use crate::event::{self, EventId, Limits};
 use crate::grant::Grant;
 
 /// Registers the client-events route, with CORS for browsers.
@@ -79,7 +79,7 @@ pub async fn send(
     grant: &Grant,
     body: &[u8],
     via: &'static str,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<EventId>, ApiError> {
     state
         .topology
         .quotas
@@ -102,7 +102,7 @@ pub async fn send(
             "events[0].type: a client event's type starts with `client.`",
         ));
     }
-    draft.data.insert("client".into(), Value::from(client));
+    draft.insert_data("client", Value::from(client));
     if let Err(refusal) = grant.may_send(draft.scope.as_deref()) {
         return Err(refused(state, via, refusal.reason(), refusal.into()));
     }
