@@ -1066,7 +1066,7 @@ impl Handler<ExpireSubscription> for EventProxy {
             // A reconnect or an update may have moved the expiry since the timer was set.
             let still_due = self.subs[&key]
                 .expires
-                .is_some_and(|expires| expires <= crate::auth::unix_now());
+                .is_some_and(|expires| expires <= crate::clock::unix_now());
             if still_due {
                 self.remove_sub(key, ctx);
             }
