@@ -73,8 +73,13 @@ impl Topology {
                 let depth = metrics
                     .mailbox_depth
                     .with_label_values(&["shard", &index.to_string()]);
-                let shard =
-                    BrokerShard::new(index as u16, retention, depth.clone(), metrics.clone());
+                let shard = BrokerShard::new(
+                    index as u16,
+                    retention,
+                    depth.clone(),
+                    metrics.clone(),
+                    config.shard_hold.clone(),
+                );
                 let addr = placement.place(index, mailbox, shard);
                 ShardHandle { addr, depth }
             })
