@@ -10,8 +10,10 @@ pub mod call;
 pub mod distributor;
 pub mod placement;
 pub mod proxy;
+pub mod replay;
 pub mod session;
 pub mod shard;
+pub mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
