@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use subtle::ConstantTimeEq;
 
 use crate::account::{AccountIdx, Accounts};
 
@@ -155,7 +156,15 @@ pub fn basic(accounts: &Accounts, path_sid: &str, header: &str) -> Result<Accoun
 pub fn basic_any(accounts: &Accounts, header: &str) -> Result<AccountIdx, AuthError> {
     let (sid, token) = parse_basic(header).ok_or(AuthError::BadCredentials)?;
     let idx = accounts.lookup(&sid).ok_or(AuthError::BadCredentials)?;
-    if !constant_time_eq(accounts.get(idx).auth_token.as_bytes(), token.as_bytes()) {
+    // `subtle`: no early exit on the first differing byte, so the time a wrong token
+    // takes does not tell how much of it was right.
+    if !bool::from(
+        accounts
+            .get(idx)
+            .auth_token
+            .as_bytes()
+            .ct_eq(token.as_bytes()),
+    ) {
         return Err(AuthError::BadCredentials);
     }
     Ok(idx)
@@ -292,21 +301,6 @@ fn query_value<'q>(raw_query: &'q str, name: &str) -> Option<&'q str> {
         let (key, value) = pair.split_once('=')?;
         (key == name).then_some(value)
     })
-}
-
-/// Compares two byte strings without an early exit on the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Seconds since the Unix epoch, from the system clock.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -524,8 +518,17 @@ mod tests {
             basic(&acc, "ACffffffffffffffffffffffffffffffff", &header),
             Err(AuthError::WrongAccount)
         );
-        let wrong = format!("Basic {}", STANDARD.encode(format!("{SID}:nope")));
-        assert_eq!(basic(&acc, SID, &wrong), Err(AuthError::BadCredentials));
+        // Shorter, a prefix, longer, and the same length but one byte off.
+        let mut off_by_one = TOKEN.to_string();
+        off_by_one.replace_range(31.., "3");
+        for token in ["nope", &TOKEN[..31], &format!("{TOKEN}0"), &off_by_one] {
+            let wrong = format!("Basic {}", STANDARD.encode(format!("{SID}:{token}")));
+            assert_eq!(
+                basic(&acc, SID, &wrong),
+                Err(AuthError::BadCredentials),
+                "{token}"
+            );
+        }
         assert_eq!(basic(&acc, SID, "Bearer x"), Err(AuthError::BadCredentials));
         assert_eq!(
             basic(&acc, SID, "Basic !!!"),

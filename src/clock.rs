@@ -4,7 +4,7 @@
 //! `Duration` overflow panic. Such a panic in a spawned writer would also skip the
 //! writer's clean-up and leave the connection gauges counting a connection that is gone.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The furthest ahead a deadline is put: about 30 years, the cap tokio puts on its
 /// own timers. Far enough to mean "never"; near enough that no platform's `Instant`
@@ -26,6 +26,15 @@ pub fn after_tokio(now: tokio::time::Instant, wait: Duration) -> tokio::time::In
 /// The time until unix second `at`, seen at unix second `now`: zero once it passed.
 pub fn until_unix(at: u64, now: u64) -> Duration {
     Duration::from_secs(at.saturating_sub(now))
+}
+
+/// Seconds since the Unix epoch, from the system clock: what signed URLs' and
+/// subscriptions' `expires` are compared with. A clock set before 1970 reads 0, so
+/// everything with an expiry counts as live rather than the server panicking.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds as a float (`sim.time_scale` arithmetic) to a `Duration`: negative or NaN

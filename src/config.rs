@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actors::shard::ShardHold;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -80,6 +82,11 @@ pub struct Config {
     pub drain_grace_secs: u64,
     /// What the router may request on a tenant's behalf (API.md §5).
     pub egress: EgressConfig,
+    /// Not a setting: the integration tests' way to keep shard queues full
+    /// ([`ShardHold`]). Skipped by serde, so no config file can set it.
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub shard_hold: Option<ShardHold>,
 }
 
 /// One account: its sid and secret token.
@@ -333,6 +340,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             drain_grace_secs: 0,
             egress: EgressConfig::default(),
+            shard_hold: None,
         }
     }
 }

@@ -57,9 +57,7 @@ impl Cursor {
 
 /// A stable 32-bit tag of an account sid (FNV-1a), the same on every node and restart.
 pub fn account_tag(sid: &str) -> u32 {
-    sid.bytes().fold(0x811c_9dc5u32, |hash, b| {
-        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    crate::hash::fnv1a_32(sid.as_bytes())
 }
 
 #[cfg(test)]

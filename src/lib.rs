@@ -22,6 +22,7 @@ pub mod egress;
 pub mod event;
 pub mod filter;
 pub mod grant;
+pub mod hash;
 pub mod http;
 pub mod limits;
 pub mod loadtest;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
                 eprintln!("error: the path must start with /v1/Accounts/{account}/");
                 return ExitCode::from(2);
             }
-            let now = switchboard::auth::unix_now();
+            let now = switchboard::clock::unix_now();
             println!(
                 "{}",
                 switchboard::auth::sign_url(&token, &path, expires_in, now)

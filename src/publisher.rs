@@ -198,3 +198,114 @@ fn reserve(
     }
     Ok(slots)
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::dev::channel;
+    use prometheus::IntGauge;
+
+    use super::*;
+    use crate::actors::distributor::ShardHandle;
+    use crate::actors::shard::BrokerShard;
+
+    const A: AccountIdx = AccountIdx(0);
+    const B: AccountIdx = AccountIdx(1);
+
+    /// A map of `n` shards whose actors never run: `reserve` only reads the depths.
+    fn shard_map(n: usize) -> ShardMap {
+        let shards = (0..n)
+            .map(|i| ShardHandle {
+                addr: actix::Addr::new(channel::channel::<BrokerShard>(1).0),
+                depth: IntGauge::new(format!("depth_{i}"), "test").unwrap(),
+            })
+            .collect();
+        ShardMap { shards }
+    }
+
+    /// One event for each of `shards` (an empty batch for the others).
+    fn batches(n: usize, shards: &[usize]) -> Vec<Vec<SharedEvent>> {
+        let mut batches = vec![Vec::new(); n];
+        for &shard in shards {
+            let draft = Draft {
+                type_name: "call.progress".into(),
+                call_sid: None,
+                scope: None,
+                data: serde_json::Map::new(),
+            };
+            let event = Event::build(A, "AC0", draft, "t");
+            batches[shard].push(Arc::new(event));
+        }
+        batches
+    }
+
+    fn depths(map: &ShardMap) -> Vec<i64> {
+        map.shards.iter().map(|s| s.depth.get()).collect()
+    }
+
+    #[test]
+    fn a_full_shard_refuses_the_whole_request_and_gives_every_slot_back() {
+        let (map, shares) = (shard_map(3), ShardShares::default());
+        // Two other accounts fill shard 2's queue of 2 (a share is 1 slot of it).
+        let held = [B, AccountIdx(2)]
+            .map(|other| reserve(&map, &batches(3, &[2]), 2, &shares, other).unwrap());
+        assert_eq!(depths(&map), [0, 0, 2]);
+
+        let refused = reserve(&map, &batches(3, &[0, 1, 2]), 2, &shares, A);
+        assert_eq!(refused.unwrap_err(), PublishError::Overloaded);
+        assert_eq!(
+            depths(&map),
+            [0, 0, 2],
+            "shards 0 and 1 got their slots back"
+        );
+        // A's share slots of shards 0 and 1 came back too: it can take its whole
+        // share (1 of 2) on each again.
+        let again = reserve(&map, &batches(3, &[0, 1]), 2, &shares, A).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(depths(&map), [1, 1, 2]);
+        drop(held);
+    }
+
+    #[test]
+    fn an_account_over_its_share_is_refused_whole_without_touching_depths() {
+        let (map, shares) = (shard_map(2), ShardShares::default());
+        // A holds its share (2 of a queue of 4) of shard 1.
+        let held: Vec<_> = (0..2)
+            .map(|_| reserve(&map, &batches(2, &[1]), 4, &shares, A).unwrap())
+            .collect();
+        assert_eq!(depths(&map), [0, 2]);
+
+        let refused = reserve(&map, &batches(2, &[0, 1]), 4, &shares, A);
+        assert_eq!(
+            refused.unwrap_err(),
+            PublishError::AccountShare { share: 2 }
+        );
+        assert_eq!(
+            depths(&map),
+            [0, 2],
+            "shard 0's slot went back, 1 was not taken"
+        );
+        // The share slot taken on shard 0 went back with it, and B still finds
+        // room on shard 1.
+        reserve(&map, &batches(2, &[0]), 4, &shares, A).unwrap();
+        reserve(&map, &batches(2, &[1]), 4, &shares, B).unwrap();
+        assert_eq!(depths(&map), [1, 3]);
+        drop(held);
+    }
+
+    #[test]
+    fn an_accepted_request_takes_one_slot_per_target_shard_only() {
+        let (map, shares) = (shard_map(3), ShardShares::default());
+        let slots = reserve(&map, &batches(3, &[0, 0, 2]), 4, &shares, A).unwrap();
+        assert_eq!(slots.len(), 2, "one share slot per target shard");
+        assert_eq!(depths(&map), [1, 0, 1], "shard 1 has no batch and no slot");
+        // Share slots go back with the batch; the depth is the shard's to release
+        // once its proxies took the batch.
+        drop(slots);
+        assert_eq!(depths(&map), [1, 0, 1]);
+        let slots: Vec<_> = (0..2)
+            .map(|_| reserve(&map, &batches(3, &[0]), 4, &shares, A).unwrap())
+            .collect();
+        assert_eq!(depths(&map), [3, 0, 1]);
+        drop(slots);
+    }
+}

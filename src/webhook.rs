@@ -37,7 +37,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -46,7 +46,7 @@ use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
-use crate::clock;
+use crate::clock::{self, unix_now};
 use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::metrics::Metrics;
@@ -499,14 +499,6 @@ fn retry_at(delay: Duration, expires: Option<u64>) -> Instant {
     };
     let left = clock::until_unix(expires.saturating_add(1), unix_now());
     after_delay.min(clock::after(now, left.max(MIN_BACKOFF)))
-}
-
-/// Seconds since the Unix epoch (0 for a clock set before it).
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// A count as a gauge delta.

@@ -14,6 +14,7 @@ use prometheus::IntGauge;
 
 use super::shard::BrokerShard;
 use crate::account::AccountIdx;
+use crate::hash::fnv1a_64;
 
 /// One shard as publishers see it.
 #[derive(Clone)]
@@ -36,8 +37,8 @@ impl ShardMap {
     /// The index of the shard for an event of this account and call.
     pub fn shard_for(&self, account: AccountIdx, call_sid: Option<&str>) -> usize {
         let hash = match call_sid {
-            Some(sid) => fnv1a(sid.as_bytes()),
-            None => fnv1a(&account.0.to_le_bytes()),
+            Some(sid) => fnv1a_64(sid.as_bytes()),
+            None => fnv1a_64(&account.0.to_le_bytes()),
         };
         (hash % self.shards.len() as u64) as usize
     }
@@ -63,24 +64,5 @@ impl Distributor {
     /// The map to use for one publish.
     pub fn current(&self) -> Arc<ShardMap> {
         self.map.read().clone()
-    }
-}
-
-/// FNV-1a, 64-bit: stable across processes and nodes, unlike `std`'s random hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv_is_stable() {
-        // Reference values of FNV-1a 64.
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -10,8 +10,10 @@ pub mod call;
 pub mod distributor;
 pub mod placement;
 pub mod proxy;
+pub mod replay;
 pub mod session;
 pub mod shard;
+pub mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use actix::Addr;
 use crate::account::{AccountIdx, Accounts};
 use crate::config::Config;
 use crate::egress::Egress;
+use crate::hash::fnv1a_64_from;
 use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::outbox;
@@ -72,8 +75,13 @@ impl Topology {
                 let depth = metrics
                     .mailbox_depth
                     .with_label_values(&["shard", &index.to_string()]);
-                let shard =
-                    BrokerShard::new(index as u16, retention, depth.clone(), metrics.clone());
+                let shard = BrokerShard::new(
+                    index as u16,
+                    retention,
+                    depth.clone(),
+                    metrics.clone(),
+                    config.shard_hold.clone(),
+                );
                 let addr = placement.place(index, mailbox, shard);
                 ShardHandle { addr, depth }
             })
@@ -127,10 +135,10 @@ impl Topology {
 
     /// The proxy that holds this client's session.
     pub fn proxy_for(&self, account: AccountIdx, client: &str) -> &Addr<EventProxy> {
-        let hash = client.bytes().fold(
-            u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3),
-        );
+        // Seeded by the account (spread by the golden-ratio constant) rather than
+        // hashing its bytes first: the same placement as ever, one FNV-1a.
+        let seed = u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let hash = fnv1a_64_from(seed, client.as_bytes());
         &self.proxies[(hash % self.proxies.len() as u64) as usize]
     }
 }

@@ -26,21 +26,18 @@ use futures_util::future::join_all;
 use prometheus::IntGauge;
 
 use super::distributor::Distributor;
+use super::replay::{self, ReplayCoverage, ShardReplay};
 use super::session::{ClientSession, EndSession, TrackExpiry};
 use super::shard::{AddUpstream, RemoveUpstream, Replay, Replayed};
+use super::upstreams::{Registration, UpstreamKey, Upstreams, UPSTREAM_GRACE};
 use crate::account::{AccountIdx, Accounts};
 use crate::config::WebhookConfig;
-use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::limits::{QuotaError, Quotas};
 use crate::metrics::Metrics;
 use crate::outbox::{self, MatchedSubs, Outbox, Resume};
 use crate::retention::Stamped;
 use crate::webhook::Webhook;
-
-/// How long an upstream filter stays registered after its last local subscription
-/// goes, so a client that reconnects at once does not cost two round trips.
-const UPSTREAM_GRACE: Duration = Duration::from_secs(1);
 
 /// A proxy's number, unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,8 +247,6 @@ struct Sub {
     upstream: UpstreamKey,
 }
 
-type UpstreamKey = (AccountIdx, String);
-
 struct SessionEntry {
     account: AccountIdx,
     client: Arc<str>,
@@ -260,15 +255,8 @@ struct SessionEntry {
     /// Subscription keys (`slot << 32 | n`), in creation order.
     subs: Vec<u64>,
     next_sub: u32,
-    /// Per shard, the sequence number up to which a `cursor=earliest` replay already
-    /// covered this client: deliveries at or below it were replayed.
-    replayed_upto: HashMap<u16, u64>,
-}
-
-struct Upstream {
-    key: u32,
-    local: usize,
-    retiring: Option<SpawnHandle>,
+    /// What a `cursor=earliest` replay already gave this client.
+    replayed: ReplayCoverage,
 }
 
 /// What a proxy needs to start webhook deliverers.
@@ -307,15 +295,11 @@ pub struct EventProxy {
     subs: HashMap<u64, Sub>,
     sessions: HashMap<u32, SessionEntry>,
     by_client: HashMap<(AccountIdx, Arc<str>), u32>,
-    upstream: HashMap<UpstreamKey, Upstream>,
+    upstreams: Upstreams,
     next_slot: u32,
-    next_upstream: u32,
     scratch: Vec<u64>,
     touched: Vec<u32>,
 }
-
-/// An upstream filter that must reach every shard before a change is complete.
-type Registration = (u32, AccountIdx, Arc<Filter>);
 
 /// Webhook subscriptions an event matched, with their sids.
 type WebhookTargets = Vec<(Arc<str>, Arc<Webhook>)>;
@@ -339,9 +323,8 @@ impl EventProxy {
             subs: HashMap::new(),
             sessions: HashMap::new(),
             by_client: HashMap::new(),
-            upstream: HashMap::new(),
+            upstreams: Upstreams::default(),
             next_slot: 0,
-            next_upstream: 0,
             scratch: Vec::new(),
             touched: Vec::new(),
         }
@@ -380,7 +363,7 @@ impl EventProxy {
                 outbox,
                 subs: Vec::new(),
                 next_sub: 0,
-                replayed_upto: HashMap::new(),
+                replayed: ReplayCoverage::default(),
             },
         );
         self.by_client.insert((account, client.clone()), slot);
@@ -461,7 +444,6 @@ impl EventProxy {
         account: AccountIdx,
         slot: u32,
         new: NewSubscription,
-        ctx: &mut Context<Self>,
     ) -> (u64, Option<Registration>) {
         let session = self
             .sessions
@@ -482,7 +464,7 @@ impl EventProxy {
             .as_ref()
             .map(|url| self.start_webhook(account, url, new.expires));
         self.transport_gauge(webhook.is_some()).inc();
-        let (upstream, registration) = self.hold_upstream(account, &new.filter, ctx);
+        let (upstream, registration) = self.upstreams.hold(account, &new.filter);
         self.index.insert(account.0, key, new.filter.clone());
         self.subs.insert(
             key,
@@ -504,47 +486,12 @@ impl EventProxy {
             .with_label_values(&[if webhook { "webhook" } else { "stream" }])
     }
 
-    /// Takes a local reference on an upstream filter; returns its key and the
-    /// registration to send when the filter is new to the proxy.
-    fn hold_upstream(
-        &mut self,
-        account: AccountIdx,
-        filter: &Arc<Filter>,
-        ctx: &mut Context<Self>,
-    ) -> (UpstreamKey, Option<Registration>) {
-        let upstream_key = (account, filter.canonical_key());
-        let mut registration = None;
-        let upstream = self
-            .upstream
-            .entry(upstream_key.clone())
-            .or_insert_with(|| {
-                let key = self.next_upstream;
-                self.next_upstream = self.next_upstream.wrapping_add(1);
-                registration = Some((key, account, filter.clone()));
-                Upstream {
-                    key,
-                    local: 0,
-                    retiring: None,
-                }
-            });
-        if let Some(handle) = upstream.retiring.take() {
-            ctx.cancel_future(handle);
-        }
-        upstream.local += 1;
-        (upstream_key, registration)
-    }
-
     /// Drops a local reference; the last one retires the filter after a grace period.
     fn release_upstream(&mut self, key: UpstreamKey, ctx: &mut Context<Self>) {
-        let Some(upstream) = self.upstream.get_mut(&key) else {
-            return;
-        };
-        upstream.local -= 1;
-        if upstream.local == 0 {
-            let handle = ctx.run_later(UPSTREAM_GRACE, move |proxy, _ctx| {
-                proxy.retire_upstream(&key);
+        if let Some(end) = self.upstreams.release(&key, Instant::now()) {
+            ctx.run_later(UPSTREAM_GRACE, move |proxy, _ctx| {
+                proxy.retire_upstream(&key, end);
             });
-            upstream.retiring = Some(handle);
         }
     }
 
@@ -564,8 +511,8 @@ impl EventProxy {
         self.release_upstream(sub.upstream, ctx);
     }
 
-    fn retire_upstream(&mut self, key: &UpstreamKey) {
-        let Some(upstream) = self.upstream.remove(key) else {
+    fn retire_upstream(&mut self, key: &UpstreamKey, end: Instant) {
+        let Some(upstream_key) = self.upstreams.retire(key, end) else {
             return;
         };
         for shard in &self.distributor.current().shards {
@@ -573,7 +520,7 @@ impl EventProxy {
             // no caller to report a failure to.
             shard.addr.do_send(RemoveUpstream {
                 proxy: self.id,
-                key: upstream.key,
+                key: upstream_key,
             });
         }
     }
@@ -684,14 +631,10 @@ impl EventProxy {
         };
         let account = session.account;
         let cached = session.outbox.retained();
-        let mut lists: Vec<Vec<(SharedEvent, MatchedSubs)>> = Vec::new();
-        let mut replayed_upto = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut replayed = 0u64;
+        let mut matched = Vec::with_capacity(replies.len());
         for (shard, reply) in replies.into_iter().enumerate() {
             let Ok(reply) = reply else { continue };
-            replayed_upto.insert(shard as u16, reply.watermark);
-            let mut list = Vec::with_capacity(reply.events.len());
+            let mut events = Vec::with_capacity(reply.events.len());
             for stamped in reply.events {
                 self.scratch.clear();
                 self.index
@@ -703,26 +646,22 @@ impl EventProxy {
                     .filter(|key| (key >> 32) as u32 == slot)
                     .collect();
                 let (subs, _) = self.matched(&keys);
-                if !subs.is_empty() && seen.insert(stamped.event.id) {
-                    replayed += 1;
-                    list.push((stamped.event, subs));
+                if !subs.is_empty() {
+                    events.push((stamped.event, subs));
                 }
             }
-            lists.push(list);
+            matched.push(ShardReplay {
+                shard: shard as u16,
+                watermark: reply.watermark,
+                events,
+            });
         }
-        lists.push(
-            cached
-                .into_iter()
-                .filter(|entry| seen.insert(entry.event.id))
-                .map(|entry| (entry.event, entry.subs))
-                .collect(),
-        );
-        let merged = merge_by_acceptance(lists);
+        let merged = replay::merge(matched, cached);
         let session = self.sessions.get_mut(&slot).expect("checked above");
-        session.replayed_upto = replayed_upto;
-        let grew = session.outbox.rebuild(merged, Instant::now());
+        session.replayed = merged.coverage;
+        let grew = session.outbox.rebuild(merged.events, Instant::now());
         self.metrics.cached_events.add(grew);
-        self.metrics.replayed_events.inc_by(replayed);
+        self.metrics.replayed_events.inc_by(merged.replayed);
     }
 
     fn connected(&self, slot: u32, conn: u64) -> Connected {
@@ -733,30 +672,6 @@ impl EventProxy {
             conn,
             position: session.outbox.position(),
             subscriptions: self.views(slot),
-        }
-    }
-}
-
-/// Merges lists that are each in order into one, taking the earliest-accepted head
-/// each time: the order within each list (a shard's, so a call's) is kept.
-fn merge_by_acceptance(
-    lists: Vec<Vec<(SharedEvent, MatchedSubs)>>,
-) -> Vec<(SharedEvent, MatchedSubs)> {
-    let total = lists.iter().map(Vec::len).sum();
-    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<(SharedEvent, MatchedSubs)>>> = lists
-        .into_iter()
-        .map(|l| l.into_iter().peekable())
-        .collect();
-    let mut merged = Vec::with_capacity(total);
-    loop {
-        let next = heads
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, h)| h.peek().map(|(e, _)| (e.accepted_at, i)))
-            .min();
-        match next {
-            Some((_, i)) => merged.extend(heads[i].next()),
-            None => return merged,
         }
     }
 }
@@ -814,7 +729,7 @@ impl Handler<Connect> for EventProxy {
                     {
                         return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
                     }
-                    registrations.extend(self.add_sub(msg.account, slot, new, ctx).1)
+                    registrations.extend(self.add_sub(msg.account, slot, new).1)
                 }
             }
         }
@@ -889,7 +804,7 @@ impl Handler<Subscribe> for EventProxy {
             Ok(slot) => slot,
             Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
-        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, ctx);
+        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription);
         let registered = self.register(registration.into_iter().collect(), ctx);
         AtomicResponse::new(Box::pin(registered.into_actor(self).map(
             move |(), proxy, _| {
@@ -941,7 +856,7 @@ impl Handler<UpdateSubscription> for EventProxy {
         let mut registrations = Vec::new();
         let change = msg.change;
         if let Some(filter) = change.filter {
-            let (upstream, registration) = self.hold_upstream(msg.account, &filter, ctx);
+            let (upstream, registration) = self.upstreams.hold(msg.account, &filter);
             registrations.extend(registration);
             self.index.insert(msg.account.0, key, filter.clone());
             let sub = self.subs.get_mut(&key).expect("found above");
@@ -1019,11 +934,7 @@ impl Handler<Deliver> for EventProxy {
                 let Some(session) = self.sessions.get(&slot) else {
                     continue;
                 };
-                let replayed = session
-                    .replayed_upto
-                    .get(&msg.shard)
-                    .is_some_and(|&upto| stamped.seq <= upto);
-                if replayed {
+                if session.replayed.covers(msg.shard, stamped.seq) {
                     continue;
                 }
                 let (subs, webhooks) = self.matched(group);
@@ -1066,7 +977,7 @@ impl Handler<ExpireSubscription> for EventProxy {
             // A reconnect or an update may have moved the expiry since the timer was set.
             let still_due = self.subs[&key]
                 .expires
-                .is_some_and(|expires| expires <= crate::auth::unix_now());
+                .is_some_and(|expires| expires <= crate::clock::unix_now());
             if still_due {
                 self.remove_sub(key, ctx);
             }

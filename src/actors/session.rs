@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::proxy::{EventProxy, ExpireSubscription, SessionClosed};
-use crate::auth::unix_now;
+use crate::clock::unix_now;
 use crate::outbox::Outbox;
 
 /// Expire a subscription at `expires` (unix seconds); replaces an earlier timer.

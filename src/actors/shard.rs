@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use prometheus::IntGauge;
+use tokio::sync::watch;
 
 use super::proxy::{Deliver, EventProxy, ProxyId};
 use crate::account::AccountIdx;
@@ -91,6 +92,49 @@ pub struct Replayed {
     pub watermark: u64,
 }
 
+/// Keeps the shards' `publish.shard_queue` slots taken while held, so tests can fill
+/// a queue without racing the shard: a held shard forwards each batch as usual and
+/// only gives the batch's slot back once released. Only a [`crate::Config`] built in
+/// code can carry one (the config file, environment and command line cannot), and
+/// the server never builds one itself.
+#[derive(Debug, Clone)]
+pub struct ShardHold(Arc<watch::Sender<bool>>);
+
+impl ShardHold {
+    /// A hold that is released until [`ShardHold::hold`].
+    pub fn new() -> ShardHold {
+        ShardHold(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// From now on, batches keep their queue slots.
+    pub fn hold(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Gives back the slots kept so far, and keeps no more.
+    pub fn release(&self) {
+        self.0.send_replace(false);
+    }
+
+    async fn released(&self) {
+        // The sender lives in `self`, so waiting cannot fail.
+        let _ = self.0.subscribe().wait_for(|held| !held).await;
+    }
+}
+
+impl Default for ShardHold {
+    fn default() -> ShardHold {
+        ShardHold::new()
+    }
+}
+
+/// The same hold, not an equal state: configs compare equal when they share it.
+impl PartialEq for ShardHold {
+    fn eq(&self, other: &ShardHold) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 struct ProxyLink {
     addr: Addr<EventProxy>,
     depth: IntGauge,
@@ -105,16 +149,19 @@ pub struct BrokerShard {
     depth: IntGauge,
     metrics: Metrics,
     scratch: Vec<u64>,
+    hold: Option<ShardHold>,
 }
 
 impl BrokerShard {
     /// A shard with an empty index; `index` is its place in the shard map, carried in
-    /// every `Deliver` so proxies can tell shards' sequences apart.
+    /// every `Deliver` so proxies can tell shards' sequences apart. `hold` is a
+    /// test's [`ShardHold`], `None` in a real server.
     pub fn new(
         index: u16,
         retention: (usize, Duration),
         depth: IntGauge,
         metrics: Metrics,
+        hold: Option<ShardHold>,
     ) -> BrokerShard {
         BrokerShard {
             index,
@@ -124,6 +171,7 @@ impl BrokerShard {
             depth,
             metrics,
             scratch: Vec::new(),
+            hold,
         }
     }
 }
@@ -189,11 +237,15 @@ impl Handler<Publish> for BrokerShard {
         }
         let depth = self.depth.clone();
         let slot = msg.slot;
+        let hold = self.hold.clone();
         Box::pin(async move {
             for result in join_all(acks).await {
                 if let Err(error) = result {
                     tracing::warn!(cause = %error, "a proxy went away during delivery");
                 }
+            }
+            if let Some(hold) = hold {
+                hold.released().await;
             }
             depth.dec();
             drop(slot);

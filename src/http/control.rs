@@ -28,7 +28,8 @@ use crate::actors::proxy::{
     ControlError, EventProxy, ListSubscriptions, NewSubscription, Subscribe, Subscribed,
     SubscriptionChange, SubscriptionView, Unsubscribe, UpdateSubscription,
 };
-use crate::auth::{unix_now, Principal};
+use crate::auth::Principal;
+use crate::clock::unix_now;
 use crate::config::CorsConfig;
 use crate::filter::{Filter, ScopeGrant};
 use signed_method::{MethodError, SignedMethod};

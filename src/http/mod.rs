@@ -85,7 +85,7 @@ impl AppState {
             req.uri().path(),
             req.query_string(),
             crate::auth::Validity {
-                now: crate::auth::unix_now(),
+                now: crate::clock::unix_now(),
                 max_lifetime: self.config.auth.max_url_lifetime_secs,
             },
         )

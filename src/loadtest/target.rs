@@ -124,7 +124,7 @@ impl Server {
                 &self.token,
                 &format!("/v1/Accounts/{}/Stream?types={types}", self.account),
                 3600,
-                crate::auth::unix_now(),
+                crate::clock::unix_now(),
             ),
             Target::Nchan => format!("/sub?id={NCHAN_CHANNEL}"),
         };
