@@ -231,6 +231,7 @@ mod tests {
                 call_sid: None,
                 scope: None,
                 data: serde_json::Map::new(),
+                data_text: None,
             };
             let event = Event::build(A, "AC0", draft, "t");
             batches[shard].push(Arc::new(event));
