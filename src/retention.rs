@@ -9,7 +9,8 @@
 //! arrival-order queue decides what to evict, and each eviction pops the front of
 //! that event's account ring, which holds the same event since both are in order.
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::account::AccountIdx;
@@ -33,7 +34,7 @@ pub struct Retention {
     arrivals: VecDeque<(AccountIdx, Instant)>,
     /// Each account's retained events, oldest first; an account with none has no
     /// entry, so the map never outgrows the ring.
-    by_account: HashMap<AccountIdx, VecDeque<Stamped>>,
+    by_account: FxHashMap<AccountIdx, VecDeque<Stamped>>,
     max_events: usize,
     max_age: Duration,
     last_seq: u64,
@@ -44,7 +45,7 @@ impl Retention {
     pub fn new(max_events: usize, max_age: Duration) -> Retention {
         Retention {
             arrivals: VecDeque::new(),
-            by_account: HashMap::new(),
+            by_account: FxHashMap::default(),
             max_events,
             max_age,
             last_seq: 0,

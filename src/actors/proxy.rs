@@ -16,6 +16,7 @@
 //! shards bound what they forward here by their own depth (see `shard.rs`).
 //! On stop: sessions lose their proxy and their streams end at the next heartbeat.
 
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -292,8 +293,8 @@ pub struct EventProxy {
     metrics: Metrics,
     settings: ProxySettings,
     index: SubscriptionIndex<u64>,
-    subs: HashMap<u64, Sub>,
-    sessions: HashMap<u32, SessionEntry>,
+    subs: FxHashMap<u64, Sub>,
+    sessions: FxHashMap<u32, SessionEntry>,
     by_client: HashMap<(AccountIdx, Arc<str>), u32>,
     upstreams: Upstreams,
     next_slot: u32,
@@ -320,8 +321,8 @@ impl EventProxy {
             metrics,
             settings,
             index: SubscriptionIndex::new(),
-            subs: HashMap::new(),
-            sessions: HashMap::new(),
+            subs: FxHashMap::default(),
+            sessions: FxHashMap::default(),
             by_client: HashMap::new(),
             upstreams: Upstreams::default(),
             next_slot: 0,

@@ -7,14 +7,15 @@
 //! watermark were in the replay, so [`ReplayCoverage`] drops them and the client gets
 //! each event once.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashMap;
+use std::collections::HashSet;
 
 use crate::event::SharedEvent;
 use crate::outbox::{Entry, MatchedSubs};
 
 /// Per shard, the sequence number up to which a replay covered a client.
 #[derive(Debug, Default)]
-pub struct ReplayCoverage(HashMap<u16, u64>);
+pub struct ReplayCoverage(FxHashMap<u16, u64>);
 
 impl ReplayCoverage {
     /// Whether the live delivery of `shard`'s event number `seq` was replayed.

@@ -12,7 +12,7 @@
 //! so the bound covers the whole shard → proxy edge, not just this mailbox.
 //! On stop: pending `Publish` replies fail, and publishers answer 503.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,7 +145,7 @@ pub struct BrokerShard {
     index: u16,
     retention: Retention,
     upstream: SubscriptionIndex<u64>,
-    proxies: HashMap<ProxyId, ProxyLink>,
+    proxies: FxHashMap<ProxyId, ProxyLink>,
     depth: IntGauge,
     metrics: Metrics,
     scratch: Vec<u64>,
@@ -167,7 +167,7 @@ impl BrokerShard {
             index,
             retention: Retention::new(retention.0, retention.1),
             upstream: SubscriptionIndex::new(),
-            proxies: HashMap::new(),
+            proxies: FxHashMap::default(),
             depth,
             metrics,
             scratch: Vec::new(),

@@ -23,6 +23,7 @@
 //! cache is therefore behind a `parking_lot::Mutex`, held only for the lookup and
 //! the insertion, never while walking the trie.
 
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ struct MatchCache<K> {
     /// Lookups that walked the trie.
     misses: u64,
     /// `account → type → candidates` (nested so lookups borrow `&str`).
-    lists: HashMap<u32, HashMap<Box<str>, Arc<[K]>>>,
+    lists: FxHashMap<u32, HashMap<Box<str>, Arc<[K]>>>,
 }
 
 impl<K> MatchCache<K> {
@@ -183,9 +184,9 @@ pub struct CacheStats {
 #[derive(Debug)]
 pub struct SubscriptionIndex<K> {
     /// Per-account tries; an account is dropped when its last subscription goes.
-    accounts: HashMap<u32, AccountIndex<K>>,
+    accounts: FxHashMap<u32, AccountIndex<K>>,
     /// Every subscription's account and filter.
-    entries: HashMap<K, Entry>,
+    entries: FxHashMap<K, Entry>,
     /// Bumped on every insert and remove; the cache compares it.
     generation: u64,
     /// `(account, type) → residual candidates`.
@@ -210,15 +211,15 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
     /// benchmarks use to measure the trie alone).
     pub fn with_cache_capacity(capacity: usize) -> SubscriptionIndex<K> {
         SubscriptionIndex {
-            accounts: HashMap::new(),
-            entries: HashMap::new(),
+            accounts: FxHashMap::default(),
+            entries: FxHashMap::default(),
             generation: 0,
             cache: Mutex::new(MatchCache {
                 generation: 0,
                 entries: 0,
                 hits: 0,
                 misses: 0,
-                lists: HashMap::new(),
+                lists: FxHashMap::default(),
             }),
             cache_capacity: capacity,
         }
