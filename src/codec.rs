@@ -21,6 +21,12 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     bincode::encode_to_vec(value, config()).expect("encoding into a Vec cannot fail")
 }
 
+/// Encodes a value into `out`, returning how many bytes it took, or `None` when
+/// `out` is too small. For small values on hot paths, with no allocation.
+pub fn encode_into<T: Encode>(value: &T, out: &mut [u8]) -> Option<usize> {
+    bincode::encode_into_slice(value, out, config()).ok()
+}
+
 /// Decodes a value, refusing trailing bytes so that two encodings never decode alike.
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, used) =

@@ -54,13 +54,23 @@ pub fn write_event_at(buf: &mut BytesMut, entry: &Entry, cursor: Option<&str>) {
 /// `data:` line carries it; notices that must not move the client's position have no
 /// `id:`.
 pub fn sse_frame(out: &mut BytesMut, id: Option<&str>, json: &[u8]) {
+    frame_with(out, id, |out| out.put_slice(json));
+}
+
+/// One delivered event as an SSE frame with its cursor as `id:`, its JSON written
+/// straight into the chunk rather than rendered apart and copied in.
+pub fn sse_event(out: &mut BytesMut, id: &str, entry: &Entry) {
+    frame_with(out, Some(id), |out| write_event(out, entry));
+}
+
+fn frame_with(out: &mut BytesMut, id: Option<&str>, json: impl FnOnce(&mut BytesMut)) {
     if let Some(id) = id {
         out.put_slice(b"id: ");
         out.put_slice(id.as_bytes());
         out.put_u8(b'\n');
     }
     out.put_slice(b"data: ");
-    out.put_slice(json);
+    json(out);
     out.put_slice(b"\n\n");
 }
 
@@ -110,6 +120,10 @@ mod tests {
         assert!(text.starts_with("id: c1\ndata: {"));
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 3);
+        // An event framed in place is the same frame.
+        let mut in_place = BytesMut::new();
+        sse_event(&mut in_place, "c1", &entry);
+        assert_eq!(in_place, frame);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::time::{sleep_until, Sleep};
 use super::{AppState, Connection};
 use crate::clock;
 use crate::outbox::{Drain, Entry};
-use crate::wire::{sse_frame as frame, write_event};
+use crate::wire::{sse_event, sse_frame as frame};
 
 const TRANSPORT: &str = "sse";
 
@@ -260,11 +260,8 @@ fn render(conn: &Connection, gap: u64, entries: &[Entry]) -> Bytes {
     if gap > 0 {
         frame(&mut chunk, None, &conn.gap_notice(gap));
     }
-    let mut json = BytesMut::new();
     for entry in entries {
-        json.clear();
-        write_event(&mut json, entry);
-        frame(&mut chunk, Some(&conn.cursor(entry.seq)), &json);
+        sse_event(&mut chunk, &conn.cursor(entry.seq), entry);
     }
     chunk.freeze()
 }
