@@ -138,7 +138,7 @@ async fn stream(
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
     };
-    let conn = Connection::new(&state, account, client, grant, connected, closes_at);
+    let conn = Connection::new(state.clone(), account, client, grant, connected, closes_at);
     if websocket {
         return ws::respond(&req, payload, conn);
     }
@@ -165,7 +165,9 @@ fn is_websocket(req: &HttpRequest) -> bool {
 /// One open publication channel, whatever its transport: renders what it writes and,
 /// when dropped, tells the session the channel is gone.
 pub struct Connection {
-    state: AppState,
+    /// Shared, not copied: `AppState` is some 700 bytes of handles, and every idle
+    /// stream holds its connection for as long as it is open.
+    state: web::Data<AppState>,
     account: AccountIdx,
     account_sid: Arc<str>,
     tag: u32,
@@ -186,7 +188,7 @@ pub struct Connection {
 
 impl Connection {
     fn new(
-        state: &AppState,
+        state: web::Data<AppState>,
         account: AccountIdx,
         client: Arc<str>,
         grant: Arc<Grant>,
@@ -195,7 +197,7 @@ impl Connection {
     ) -> Connection {
         let account_sid: Arc<str> = state.account_sid(account).into();
         Connection {
-            state: state.clone(),
+            state,
             account,
             tag: account_tag(&account_sid),
             account_sid,
@@ -371,7 +373,7 @@ impl Connection {
 
     /// The app state (for client events sent over the connection).
     pub fn state(&self) -> &AppState {
-        &self.state
+        self.state.get_ref()
     }
 
     /// The connection's account, client and grant: the sender of its client events.
