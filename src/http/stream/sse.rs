@@ -106,7 +106,7 @@ impl Body {
             deadline: conn
                 .deadline()
                 .map(|(at, expires)| (Box::pin(sleep_until(at)), expires)),
-            heartbeat_timer: Box::pin(sleep_until(tokio::time::Instant::from_std(heartbeat_due(
+            heartbeat_timer: Box::pin(sleep_until(tokio::time::Instant::from_std(clock::after(
                 now, heartbeat,
             )))),
             conn,
@@ -167,10 +167,10 @@ impl Body {
                 Wake::Pushed => {}
                 Wake::Heartbeat => {
                     let now = Instant::now();
-                    let due = heartbeat_due(self.last_write, self.heartbeat);
+                    let due = clock::after(self.last_write, self.heartbeat);
                     if now >= due {
                         // The heartbeat is written now, so the next one is due from now.
-                        self.rearm_heartbeat(heartbeat_due(now, self.heartbeat));
+                        self.rearm_heartbeat(clock::after(now, self.heartbeat));
                         return Some(Bytes::from_static(b":\n\n"));
                     }
                     self.rearm_heartbeat(due);
@@ -236,11 +236,6 @@ impl Body {
             End::Closed => None,
         }
     }
-}
-
-/// When a heartbeat is due after a write at `last_write` (checked arithmetic).
-fn heartbeat_due(last_write: Instant, heartbeat: Duration) -> Instant {
-    clock::after(last_write, heartbeat)
 }
 
 impl Drop for Body {
