@@ -148,6 +148,11 @@ pub struct StreamConfig {
     pub max_connection_secs: u64,
     /// Longest `timeout=` a long-poll may ask for, in seconds.
     pub max_poll_secs: u64,
+    /// Serve a connection whose first request is a plain `GET` of the stream route
+    /// on the stream lane (`src/http/front/`): same application, same responses,
+    /// without actix-http's per-connection buffers. `false` sends every connection
+    /// through actix-http's dispatcher.
+    pub lane: bool,
 }
 
 /// Publish endpoint limits.
@@ -363,6 +368,7 @@ impl Default for StreamConfig {
             retry_ms: 2000,
             max_connection_secs: 0,
             max_poll_secs: 60,
+            lane: true,
         }
     }
 }

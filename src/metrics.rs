@@ -36,6 +36,11 @@ pub const STREAM_TRANSPORTS: &[&str] = &["sse", "poll", "ws"];
 /// Every way an event leaves the router, the `transport` label of deliveries.
 pub const TRANSPORTS: &[&str] = &["sse", "poll", "ws", "webhook"];
 
+/// Where an accepted HTTP connection's first request was served, the `path` label
+/// of `switchboard_http_connections_total`: the stream lane, or actix-http's
+/// dispatcher.
+pub const CONNECTION_PATHS: &[&str] = &["lane", "dispatcher"];
+
 /// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
 pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream", "webhook"];
 
@@ -104,6 +109,8 @@ pub struct Metrics {
     pub delivery_latency: HistogramVec,
     /// Open streaming connections, by transport.
     pub connections: IntGaugeVec,
+    /// Accepted HTTP connections, by where their first request was served.
+    pub http_connections: IntCounterVec,
     /// Client subscriptions held by proxies, by transport: `stream` for a client's
     /// publication channel (whichever protocol it connects with), `webhook` for
     /// callback subscriptions.
@@ -231,6 +238,12 @@ impl Metrics {
                 "switchboard_connections",
                 "Open streaming connections, by transport",
                 &["transport"],
+            ),
+            http_connections: reg.counter_vec(
+                "switchboard_http_connections_total",
+                "Accepted HTTP connections, by where their first request was served \
+                 (lane: the stream lane; dispatcher: actix-http)",
+                &["path"],
             ),
             subscriptions: reg.gauge_vec(
                 "switchboard_subscriptions",
@@ -384,6 +397,9 @@ impl Metrics {
         }
         for transport in STREAM_TRANSPORTS {
             self.connections.with_label_values(&[transport]);
+        }
+        for path in CONNECTION_PATHS {
+            self.http_connections.with_label_values(&[path]);
         }
         for reason in REJECT_REASONS {
             self.publish_rejected.with_label_values(&[reason]);

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
+use actix_service::IntoServiceFactory;
+use actix_web::{web, App};
 use tokio::sync::watch;
 
 use crate::account::Accounts;
@@ -103,20 +104,33 @@ pub async fn serve(
         shutdown: shutdown_rx,
     };
     let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        // Runs once on each worker thread as it starts: its shards and proxies too.
-        data.topology.start_share();
-        let config = data.config.clone();
-        App::new()
-            .app_data(data.clone())
-            .configure(|cfg| http::configure(cfg, &config))
-            .default_service(web::to(http::not_found))
-    })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
-    .listen(listener)?
-    .run();
+    let lane = data.config.stream.lane;
+    let builder = actix_server::Server::build();
+    let graceful = builder.graceful_shutdown_signal();
+    let server = builder
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
+        .listen("switchboard", listener, move || {
+            // Runs once on each worker thread as it starts: its shards and proxies too.
+            data.topology.start_share();
+            let metrics = data.metrics.clone();
+            let data = data.clone();
+            http::front::factory(
+                move || {
+                    let config = data.config.clone();
+                    App::new()
+                        .app_data(data.clone())
+                        .configure(|cfg| http::configure(cfg, &config))
+                        .default_service(web::to(http::not_found))
+                        .into_factory()
+                },
+                lane,
+                metrics,
+                graceful.clone(),
+            )
+        })?
+        .run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         shutdown.await;

@@ -6,6 +6,7 @@
 pub mod client_events;
 pub mod control;
 pub mod error;
+pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod publish;

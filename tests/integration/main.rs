@@ -20,6 +20,7 @@ mod filters;
 mod grants;
 mod helper_library;
 mod isolation;
+mod lane;
 mod limits;
 mod loadtest;
 mod loadtest_config;

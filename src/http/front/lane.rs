@@ -1,0 +1,197 @@
+//! The stream lane: one request, already read, served by the same actix-web
+//! application as every other request, with the response written to the socket here
+//! instead of through actix-http's dispatcher.
+//!
+//! An open stream then holds its socket, its response body and nothing else: no 8 KB
+//! read buffer, no 8 KB write buffer, no dispatcher state. Each chunk the body yields
+//! is written at once with its chunk framing in one vectored write, and the next is
+//! asked for only when the socket took it, so a slow reader leaves events in its
+//! outbox, as with actix-http.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{Response, Service};
+use actix_web::http::{Method, Version};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::io::{AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::head::LaneHead;
+use super::response::{chunk_start, head, http_date, Framing, CHUNK_END, LAST_CHUNK};
+
+/// What to do with the connection once the response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Hand it to actix-http for whatever the client sends next.
+    KeepAlive,
+    /// Close it: the client asked to, went away, or the body failed.
+    Close,
+}
+
+/// What ended a wait for the body's next chunk.
+enum Next {
+    Chunk(Bytes),
+    End,
+    /// The body failed: the response cannot be finished.
+    Failed,
+    /// The client closed its side of the connection.
+    ClientGone,
+}
+
+/// Serves one request through `app` and writes its response.
+pub async fn serve<S, B>(
+    io: &mut TcpStream,
+    request: LaneHead,
+    peer: Option<std::net::SocketAddr>,
+    app: &S,
+) -> io::Result<After>
+where
+    S: Service<actix_http::Request>,
+    S::Response: Into<Response<B>>,
+    S::Error: Into<Response<BoxBody>>,
+    B: MessageBody + 'static,
+{
+    let mut req = actix_http::Request::new();
+    let req_head = req.head_mut();
+    req_head.method = Method::GET;
+    req_head.version = Version::HTTP_11;
+    req_head.uri = request.uri;
+    req_head.headers = request.headers;
+    req_head.peer_addr = peer;
+    let response: Response<BoxBody> = match app.call(req).await {
+        Ok(response) => response.into().map_into_boxed_body(),
+        Err(error) => error.into(),
+    };
+    let (response, body) = response.into_parts();
+    let framing = match body.size() {
+        BodySize::Stream => Framing::Chunked,
+        BodySize::Sized(n) => Framing::Length(n),
+        BodySize::None => Framing::Length(0),
+    };
+    let close = request.close;
+    let mut out = head(
+        response.status(),
+        response.headers(),
+        framing,
+        close,
+        &http_date(chrono::Utc::now()),
+    );
+    drop(response);
+    let mut body = std::pin::pin!(body);
+    // The first chunk usually is ready (an SSE stream's `retry:` and `stream.open`):
+    // it goes out with the head, in one write.
+    let first = poll_fn(|cx| body.as_mut().poll_next(cx)).now_or_never();
+    match first {
+        Some(Some(Ok(chunk))) => frame_into(&mut out, framing, &chunk),
+        Some(Some(Err(_))) => return Ok(After::Close),
+        Some(None) => {
+            end_into(&mut out, framing);
+            io.write_all(&out).await?;
+            return Ok(keep_alive(close));
+        }
+        None => {}
+    }
+    io.write_all(&out).await?;
+    drop(out);
+    let mut watch = true;
+    loop {
+        match next(io, body.as_mut(), &mut watch).await {
+            Next::Chunk(chunk) if chunk.is_empty() => {}
+            Next::Chunk(chunk) => write_chunk(io, framing, &chunk).await?,
+            Next::End => {
+                if framing == Framing::Chunked {
+                    io.write_all(LAST_CHUNK).await?;
+                }
+                return Ok(keep_alive(close));
+            }
+            Next::Failed | Next::ClientGone => return Ok(After::Close),
+        }
+    }
+}
+
+fn keep_alive(close: bool) -> After {
+    if close {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// Waits for the body's next chunk while watching the socket (while `watch` holds):
+/// a client that closes its side is gone, and its stream ends at once rather than at
+/// the next write that fails, which for an idle stream is the next heartbeat. Bytes
+/// the client sends meanwhile (a pipelined request) are left unread for whoever
+/// serves the next request, and the watch stops, since readiness would stay set.
+async fn next(io: &TcpStream, mut body: Pin<&mut BoxBody>, watch: &mut bool) -> Next {
+    poll_fn(|cx| {
+        if *watch {
+            let mut byte = [0u8; 1];
+            let mut probe = ReadBuf::new(&mut byte);
+            match io.poll_peek(cx, &mut probe) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Next::ClientGone),
+                Poll::Ready(Ok(_)) => *watch = false,
+                Poll::Pending => {}
+            }
+        }
+        body.as_mut().poll_next(cx).map(|chunk| match chunk {
+            Some(Ok(chunk)) => Next::Chunk(chunk),
+            Some(Err(_)) => Next::Failed,
+            None => Next::End,
+        })
+    })
+    .await
+}
+
+/// Appends a chunk, framed, to a buffer about to be written.
+fn frame_into(out: &mut Vec<u8>, framing: Framing, chunk: &[u8]) {
+    match framing {
+        Framing::Length(_) => out.extend_from_slice(chunk),
+        Framing::Chunked if chunk.is_empty() => {}
+        Framing::Chunked => {
+            let (start, n) = chunk_start(chunk.len());
+            out.extend_from_slice(&start[..n]);
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(CHUNK_END);
+        }
+    }
+}
+
+/// Appends the end of the body.
+fn end_into(out: &mut Vec<u8>, framing: Framing) {
+    if framing == Framing::Chunked {
+        out.extend_from_slice(LAST_CHUNK);
+    }
+}
+
+/// Writes one chunk, framed, without copying it: one vectored write, and only if
+/// the socket takes part of it, the rest piece by piece.
+async fn write_chunk(io: &mut TcpStream, framing: Framing, chunk: &[u8]) -> io::Result<()> {
+    let (start, n) = chunk_start(chunk.len());
+    let parts: [&[u8]; 3] = match framing {
+        Framing::Chunked => [&start[..n], chunk, CHUNK_END],
+        Framing::Length(_) => [chunk, &[], &[]],
+    };
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let slices = parts.map(IoSlice::new);
+    let mut written = io.write_vectored(&slices).await?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    if written == total {
+        return Ok(());
+    }
+    for part in parts {
+        if written >= part.len() {
+            written -= part.len();
+            continue;
+        }
+        io.write_all(&part[written..]).await?;
+        written = 0;
+    }
+    Ok(())
+}

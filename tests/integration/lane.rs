@@ -1,0 +1,261 @@
+//! The stream lane: a connection whose first request is a plain stream `GET` is
+//! answered without actix-http's dispatcher. Held against the same server with the
+//! lane off (`stream.lane = false`): same status, same headers, same bytes; a kept-
+//! alive connection carries on with the next request; a client that hangs up is let
+//! go at once. Raw sockets throughout, so the bytes on the wire are what is checked.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::channels::{eventually_metrics, scrape, wait_sse_connections};
+use crate::common::{now_secs, sign_with_expires, TestServer, WAIT};
+
+/// A response head as read off the socket: the status line and the header lines
+/// (lower-cased names), sorted, without `date`. actix-cors lists exposed headers in
+/// the response map's hash order, so that list is compared as a set.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    status: String,
+    headers: Vec<String>,
+}
+
+/// Sends `request` on a fresh connection and reads until the end of the response
+/// head; returns the head and whatever body bytes came with it.
+async fn raw_head(server: &TestServer, request: &str) -> (TcpStream, Head, Vec<u8>) {
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let end = read_until(&mut socket, &mut got, b"\r\n\r\n").await;
+    let head = std::str::from_utf8(&got[..end]).expect("head is text");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_owned();
+    let mut headers: Vec<String> = lines
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("header line");
+            let name = name.to_ascii_lowercase();
+            if name == "access-control-expose-headers" {
+                let mut items: Vec<&str> = value.split(',').map(str::trim).collect();
+                items.sort_unstable();
+                return format!("{name}: {}", items.join(", "));
+            }
+            format!("{name}:{value}")
+        })
+        .filter(|line| !line.starts_with("date:"))
+        .collect();
+    headers.sort();
+    let rest = got[end + 4..].to_vec();
+    (socket, Head { status, headers }, rest)
+}
+
+/// Reads into `got` until `needle` appears after `from`; returns where it starts.
+async fn read_until_from(
+    socket: &mut TcpStream,
+    got: &mut Vec<u8>,
+    from: usize,
+    needle: &[u8],
+) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(at) = got[from.min(got.len())..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+        {
+            return from + at;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {:?} within {WAIT:?} in {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(got)
+                )
+            })
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before {:?}: {:?}",
+            String::from_utf8_lossy(needle),
+            String::from_utf8_lossy(got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn read_until(socket: &mut TcpStream, got: &mut Vec<u8>, needle: &[u8]) -> usize {
+    read_until_from(socket, got, 0, needle).await
+}
+
+fn get(path_and_query: &str, extra: &str) -> String {
+    format!("GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n")
+}
+
+fn signed_stream(server: &TestServer, query: &str) -> String {
+    sign_with_expires(
+        server.token(0),
+        &format!("{}?{query}", server.stream_path(0)),
+        now_secs() + 600,
+    )
+}
+
+fn connections_via(scrape: &crate::common::scrape::Scrape, path: &str) -> f64 {
+    scrape.value("switchboard_http_connections_total", &[("path", path)])
+}
+
+#[tokio::test]
+async fn the_lane_answers_as_actix_http_would() {
+    let lane = TestServer::start(|_| {});
+    let dispatcher = TestServer::start(|c| c.stream.lane = false);
+    let cases: [(&str, fn(&TestServer) -> String); 4] = [
+        ("an SSE stream", |s| {
+            get(&signed_stream(s, "client=panel-1"), "Accept: text/event-stream\r\n")
+        }),
+        ("a cross-origin SSE stream", |s| {
+            get(
+                &signed_stream(s, "client=panel-2"),
+                "Origin: https://app.example\r\n",
+            )
+        }),
+        ("a bad signature", |s| {
+            let signed = signed_stream(s, "client=panel-3");
+            get(&format!("{signed}x"), "Origin: https://app.example\r\n")
+        }),
+        ("a long-poll answered at once", |s| {
+            get(&signed_stream(s, "transport=poll&timeout=0"), "")
+        }),
+    ];
+    for (what, request) in cases {
+        let (_a, on_lane, _) = raw_head(&lane, &request(&lane)).await;
+        let (_b, through_actix, _) = raw_head(&dispatcher, &request(&dispatcher)).await;
+        assert_eq!(on_lane, through_actix, "{what}");
+    }
+    let lane_metrics = scrape(&lane).await;
+    assert_eq!(connections_via(&lane_metrics, "lane"), 4.0);
+    let dispatcher_metrics = scrape(&dispatcher).await;
+    assert_eq!(connections_via(&dispatcher_metrics, "lane"), 0.0);
+    assert!(connections_via(&dispatcher_metrics, "dispatcher") >= 4.0);
+}
+
+#[tokio::test]
+async fn a_lane_stream_carries_the_same_bytes_and_events() {
+    let server = TestServer::start(|_| {});
+    let request = get(&signed_stream(&server, "client=raw-1"), "");
+    let (mut socket, head, mut got) = raw_head(&server, &request).await;
+    assert_eq!(head.status, "HTTP/1.1 200 OK");
+    assert!(
+        head.headers
+            .contains(&"transfer-encoding: chunked".to_owned()),
+        "{head:?}"
+    );
+    let ids = server
+        .publish(
+            0,
+            &serde_json::json!({"type": "call.start", "call_sid": "CA1", "data": {"n": 1}}),
+        )
+        .await;
+    let at = read_until(&mut socket, &mut got, ids[0].as_bytes()).await;
+    read_until_from(&mut socket, &mut got, at, b"\n\n\r\n").await;
+    let text = String::from_utf8(got).expect("utf-8");
+    // Chunked framing around SSE frames: a size line, then `retry:` and
+    // `stream.open`, then the event in a chunk of its own.
+    let (size, first) = text.split_once("\r\n").expect("a chunk size line");
+    let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+    assert!(first[..size].starts_with("retry: "), "{text}");
+    assert!(first[..size].contains("\"type\":\"stream.open\""), "{text}");
+    let after = &first[size..];
+    assert!(after.starts_with("\r\n"), "chunk end in {text}");
+    let (size, second) = after[2..].split_once("\r\n").expect("second chunk");
+    let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+    assert!(second.len() >= size, "{text}");
+    assert!(second[..size].starts_with("id: "), "{text}");
+    assert!(second[..size].contains(&ids[0]), "{text}");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_goes_on_after_a_lane_response() {
+    let server = TestServer::start(|c| c.stream.max_connection_secs = 1);
+    // A long-poll answered at once, then a stream that the server ends after a
+    // second, each with the next request pipelined behind it.
+    for query in ["transport=poll&timeout=0", "client=kept-1"] {
+        let request = format!(
+            "{}{}",
+            get(&signed_stream(&server, query), ""),
+            get("/healthz", "")
+        );
+        let (mut socket, head, mut got) = raw_head(&server, &request).await;
+        assert_eq!(head.status, "HTTP/1.1 200 OK", "{query}");
+        let at = read_until(&mut socket, &mut got, b"HTTP/1.1 200 OK\r\n").await;
+        read_until_from(&mut socket, &mut got, at, b"\r\n\r\n").await;
+        if head.headers.contains(&"transfer-encoding: chunked".to_owned()) {
+            assert_eq!(
+                &got[at - 5..at],
+                b"0\r\n\r\n",
+                "the stream ended with the last chunk before the next response: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        // And the connection still takes requests, now through actix-http.
+        socket
+            .write_all(get("/healthz", "").as_bytes())
+            .await
+            .expect("write");
+        let from = got.len();
+        read_until_from(&mut socket, &mut got, from, b"HTTP/1.1 200 OK\r\n").await;
+    }
+    let metrics = scrape(&server).await;
+    assert_eq!(connections_via(&metrics, "lane"), 2.0);
+}
+
+#[tokio::test]
+async fn connection_close_is_honoured_on_the_lane() {
+    let server = TestServer::start(|_| {});
+    let request = get(
+        &signed_stream(&server, "transport=poll&timeout=0"),
+        "Connection: close\r\n",
+    );
+    let (mut socket, head, _) = raw_head(&server, &request).await;
+    assert!(
+        head.headers.contains(&"connection: close".to_owned()),
+        "{head:?}"
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, socket.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_is_let_go_before_any_heartbeat() {
+    // The heartbeat (15 s) is the first write that could fail; the lane sees the
+    // close itself, well within `WAIT` (10 s).
+    let server = TestServer::start(|c| c.stream.heartbeat_secs = 15);
+    let request = get(&signed_stream(&server, "client=gone-1"), "");
+    let (socket, head, _) = raw_head(&server, &request).await;
+    assert_eq!(head.status, "HTTP/1.1 200 OK");
+    wait_sse_connections(&server, 1).await;
+    drop(socket);
+    wait_sse_connections(&server, 0).await;
+}
+
+#[tokio::test]
+async fn a_head_in_pieces_is_served_by_actix_http() {
+    let server = TestServer::start(|_| {});
+    let request = get(&signed_stream(&server, "client=slow-1"), "");
+    let (first, second) = request.split_at(request.len() / 2);
+    let mut socket = TcpStream::connect(server.addr).await.expect("connect");
+    socket.write_all(first.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    socket.write_all(second.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    read_until(&mut socket, &mut got, b"\"type\":\"stream.open\"").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    eventually_metrics(&server, "one connection through actix-http", |s| {
+        connections_via(s, "dispatcher") >= 1.0 && connections_via(s, "lane") == 0.0
+    })
+    .await;
+}
