@@ -148,6 +148,12 @@ pub struct StreamConfig {
     pub max_connection_secs: u64,
     /// Longest `timeout=` a long-poll may ask for, in seconds.
     pub max_poll_secs: u64,
+    /// Shortest time between two writes of events to one SSE stream, in
+    /// milliseconds: an event that comes sooner after the last write waits for the
+    /// rest of it and shares the next write with whatever else arrived meanwhile
+    /// (Centrifugo's `write_delay`). An event after a quiet spell is written at
+    /// once. 0 writes every wake-up on its own.
+    pub write_interval_ms: u64,
     /// Serve a connection whose first request is a plain `GET` of the stream route
     /// on the stream lane (`src/http/front/`): same application, same responses,
     /// without actix-http's per-connection buffers. `false` sends every connection
@@ -368,6 +374,7 @@ impl Default for StreamConfig {
             retry_ms: 2000,
             max_connection_secs: 0,
             max_poll_secs: 60,
+            write_interval_ms: 10,
             lane: true,
         }
     }

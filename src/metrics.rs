@@ -99,6 +99,10 @@ pub struct Metrics {
     pub published: IntCounterVec,
     /// Events written to a client connection, by transport.
     pub delivered: IntCounterVec,
+    /// Writes of events to client connections (an SSE chunk, a WebSocket message
+    /// batch, a long-poll answer), by transport: delivered / writes is how many
+    /// events share a write, which is what a saturated fan-out's CPU depends on.
+    pub delivery_writes: IntCounterVec,
     /// Publish requests refused, by reason (invalid, too_large, auth, overload, draining).
     pub publish_rejected: IntCounterVec,
     /// Authentication failures, by reason.
@@ -207,6 +211,11 @@ impl Metrics {
             delivered: reg.counter_vec(
                 "switchboard_events_delivered_total",
                 "Events written to client connections, by transport",
+                &["transport"],
+            ),
+            delivery_writes: reg.counter_vec(
+                "switchboard_delivery_writes_total",
+                "Writes of events to client connections, by transport",
                 &["transport"],
             ),
             publish_rejected: reg.counter_vec(
@@ -393,6 +402,7 @@ impl Metrics {
         }
         for transport in TRANSPORTS {
             self.delivered.with_label_values(&[transport]);
+            self.delivery_writes.with_label_values(&[transport]);
             self.delivery_latency.with_label_values(&[transport]);
         }
         for transport in STREAM_TRANSPORTS {

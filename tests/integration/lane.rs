@@ -110,9 +110,13 @@ fn connections_via(scrape: &crate::common::scrape::Scrape, path: &str) -> f64 {
 async fn the_lane_answers_as_actix_http_would() {
     let lane = TestServer::start(|_| {});
     let dispatcher = TestServer::start(|c| c.stream.lane = false);
-    let cases: [(&str, fn(&TestServer) -> String); 4] = [
+    type Request = fn(&TestServer) -> String;
+    let cases: [(&str, Request); 4] = [
         ("an SSE stream", |s| {
-            get(&signed_stream(s, "client=panel-1"), "Accept: text/event-stream\r\n")
+            get(
+                &signed_stream(s, "client=panel-1"),
+                "Accept: text/event-stream\r\n",
+            )
         }),
         ("a cross-origin SSE stream", |s| {
             get(
@@ -190,7 +194,10 @@ async fn a_kept_alive_connection_goes_on_after_a_lane_response() {
         assert_eq!(head.status, "HTTP/1.1 200 OK", "{query}");
         let at = read_until(&mut socket, &mut got, b"HTTP/1.1 200 OK\r\n").await;
         read_until_from(&mut socket, &mut got, at, b"\r\n\r\n").await;
-        if head.headers.contains(&"transfer-encoding: chunked".to_owned()) {
+        if head
+            .headers
+            .contains(&"transfer-encoding: chunked".to_owned())
+        {
             assert_eq!(
                 &got[at - 5..at],
                 b"0\r\n\r\n",
@@ -258,4 +265,62 @@ async fn a_head_in_pieces_is_served_by_actix_http() {
         connections_via(s, "dispatcher") >= 1.0 && connections_via(s, "lane") == 0.0
     })
     .await;
+}
+
+/// The complete chunks at the start of a chunked body.
+fn complete_chunks(mut body: &[u8]) -> Vec<String> {
+    let mut chunks = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line_end]).expect("size line");
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        let data = line_end + 2;
+        if body.len() < data + size + 2 {
+            break;
+        }
+        chunks.push(String::from_utf8(body[data..data + size].to_vec()).expect("utf-8"));
+        body = &body[data + size + 2..];
+    }
+    chunks
+}
+
+#[tokio::test]
+async fn events_within_the_write_interval_share_one_write() {
+    let server = TestServer::start(|c| c.stream.write_interval_ms = 1000);
+    let request = get(&signed_stream(&server, "client=paced-1"), "");
+    let (mut socket, _, mut got) = raw_head(&server, &request).await;
+    // A quiet spell longer than the interval since `stream.open` was written.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let tick =
+        |n: u32| serde_json::json!({"type": "call.start", "call_sid": "CA1", "data": {"n": n}});
+    let a = server.publish(0, &tick(1)).await;
+    let at = read_until(&mut socket, &mut got, a[0].as_bytes()).await;
+    read_until_from(&mut socket, &mut got, at, b"\n\n\r\n").await;
+    // Within the interval after that write: held, then written together.
+    let b = server.publish(0, &tick(2)).await;
+    let c = server.publish(0, &tick(3)).await;
+    let at = read_until(&mut socket, &mut got, c[0].as_bytes()).await;
+    read_until_from(&mut socket, &mut got, at, b"\n\n\r\n").await;
+    let chunks = complete_chunks(&got);
+    assert_eq!(chunks.len(), 3, "open, a, then b and c: {chunks:?}");
+    assert!(chunks[0].contains("stream.open"), "{chunks:?}");
+    assert!(
+        chunks[1].contains(&a[0]) && !chunks[1].contains(&b[0]),
+        "{chunks:?}"
+    );
+    assert!(
+        chunks[2].contains(&b[0]) && chunks[2].contains(&c[0]),
+        "{chunks:?}"
+    );
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        metrics.value("switchboard_delivery_writes_total", &[("transport", "sse")]),
+        2.0
+    );
+    assert_eq!(
+        metrics.value(
+            "switchboard_events_delivered_total",
+            &[("transport", "sse")]
+        ),
+        3.0
+    );
 }

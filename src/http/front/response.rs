@@ -119,7 +119,10 @@ mod tests {
         );
         let text = String::from_utf8(text).unwrap();
         let mut lines: Vec<&str> = text.split("\r\n").collect();
-        assert_eq!(lines[..2], ["HTTP/1.1 200 OK", "transfer-encoding: chunked"]);
+        assert_eq!(
+            lines[..2],
+            ["HTTP/1.1 200 OK", "transfer-encoding: chunked"]
+        );
         assert_eq!(
             lines[lines.len() - 3..],
             ["date: Wed, 02 Dec 2026 08:00:00 GMT", "", ""]

@@ -181,9 +181,9 @@ pub struct Connection {
     read_upto: AtomicU64,
     /// When a signed URL's stream must end with `stream.expired` (unix seconds).
     pub closes_at: Option<u64>,
-    /// The delivered counter and latency histogram of this connection's transport,
-    /// looked up once: a label lookup hashes the label on every call.
-    delivery_metrics: std::sync::OnceLock<(prometheus::IntCounter, prometheus::Histogram)>,
+    /// The delivered and writes counters and latency histogram of this connection's
+    /// transport, looked up once: a label lookup hashes the label on every call.
+    delivery_metrics: std::sync::OnceLock<DeliveryMetrics>,
 }
 
 impl Connection {
@@ -320,17 +320,23 @@ impl Connection {
         buf.freeze()
     }
 
-    /// Counts delivered events and their end-to-end latency for a transport (a
-    /// connection has one).
+    /// Counts one write of delivered events and their end-to-end latency for a
+    /// transport (a connection has one).
     pub fn delivered(&self, transport: &str, entries: &[Entry]) {
-        let (delivered, latency) = self.delivery_metrics.get_or_init(|| {
+        let DeliveryMetrics {
+            delivered,
+            writes,
+            latency,
+        } = self.delivery_metrics.get_or_init(|| {
             let metrics = &self.state.metrics;
-            (
-                metrics.delivered.with_label_values(&[transport]),
-                metrics.delivery_latency.with_label_values(&[transport]),
-            )
+            DeliveryMetrics {
+                delivered: metrics.delivered.with_label_values(&[transport]),
+                writes: metrics.delivery_writes.with_label_values(&[transport]),
+                latency: metrics.delivery_latency.with_label_values(&[transport]),
+            }
         });
         delivered.inc_by(entries.len() as u64);
+        writes.inc();
         // One clock read for the whole chunk: its events are written together.
         let now = std::time::Instant::now();
         for entry in entries {
@@ -380,6 +386,13 @@ impl Connection {
     pub fn sender(&self) -> (AccountIdx, Arc<str>, Arc<Grant>) {
         (self.account, self.client.clone(), self.grant.clone())
     }
+}
+
+/// A transport's delivery metrics, as one connection counts them.
+struct DeliveryMetrics {
+    delivered: prometheus::IntCounter,
+    writes: prometheus::IntCounter,
+    latency: prometheus::Histogram,
 }
 
 impl Drop for Connection {
