@@ -22,7 +22,7 @@ use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::head::LaneHead;
-use super::response::{chunk_start, head, http_date, Framing, CHUNK_END, LAST_CHUNK};
+use super::response::{chunk_start, head, http_date, Framing, CHUNK_END};
 
 /// What to do with the connection once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ where
         Some(Some(Ok(chunk))) => frame_into(&mut out, framing, &chunk),
         Some(Some(Err(_))) => return Ok(After::Close),
         Some(None) => {
-            end_into(&mut out, framing);
+            out.extend_from_slice(framing.end());
             io.write_all(&out).await?;
             return Ok(keep_alive(close));
         }
@@ -104,9 +104,7 @@ where
             Next::Chunk(chunk) if chunk.is_empty() => {}
             Next::Chunk(chunk) => write_chunk(io, framing, &chunk).await?,
             Next::End => {
-                if framing == Framing::Chunked {
-                    io.write_all(LAST_CHUNK).await?;
-                }
+                io.write_all(framing.end()).await?;
                 return Ok(keep_alive(close));
             }
             Next::Failed | Next::ClientGone => return Ok(After::Close),
@@ -161,21 +159,19 @@ fn frame_into(out: &mut Vec<u8>, framing: Framing, chunk: &[u8]) {
     }
 }
 
-/// Appends the end of the body.
-fn end_into(out: &mut Vec<u8>, framing: Framing) {
-    if framing == Framing::Chunked {
-        out.extend_from_slice(LAST_CHUNK);
-    }
-}
-
 /// Writes one chunk, framed, without copying it: one vectored write, and only if
 /// the socket takes part of it, the rest piece by piece.
 async fn write_chunk(io: &mut TcpStream, framing: Framing, chunk: &[u8]) -> io::Result<()> {
-    let (start, n) = chunk_start(chunk.len());
-    let parts: [&[u8]; 3] = match framing {
-        Framing::Chunked => [&start[..n], chunk, CHUNK_END],
-        Framing::Length(_) => [chunk, &[], &[]],
+    let (start, n) = match framing {
+        Framing::Chunked => chunk_start(chunk.len()),
+        Framing::Length(_) => ([0; 18], 0),
     };
+    let end = if framing == Framing::Chunked {
+        CHUNK_END
+    } else {
+        &[]
+    };
+    let parts: [&[u8]; 3] = [&start[..n], chunk, end];
     let total: usize = parts.iter().map(|part| part.len()).sum();
     let slices = parts.map(IoSlice::new);
     let mut written = io.write_vectored(&slices).await?;

@@ -27,6 +27,8 @@ use futures_util::future::LocalBoxFuture;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use prometheus::IntCounter;
+
 use crate::metrics::Metrics;
 use head::{classify, MAX_HEAD_BYTES};
 use lane::After;
@@ -86,11 +88,13 @@ where
                 .tcp()
                 .new_service(())
                 .await?;
+            let counter = |path: &str| metrics.http_connections.with_label_values(&[path]);
             Ok(FrontDoor {
                 http: Rc::new(http),
                 app,
                 lane,
-                metrics,
+                via_lane: counter("lane"),
+                via_dispatcher: counter("dispatcher"),
             })
         }
     })
@@ -101,7 +105,9 @@ pub struct FrontDoor<H, S> {
     http: Rc<H>,
     app: Rc<S>,
     lane: bool,
-    metrics: Metrics,
+    /// `switchboard_http_connections_total` by path, looked up once per worker.
+    via_lane: IntCounter,
+    via_dispatcher: IntCounter,
 }
 
 impl<H, S, B> Service<TcpStream> for FrontDoor<H, S>
@@ -120,7 +126,8 @@ where
         let http = self.http.clone();
         let app = self.app.clone();
         let lane = self.lane;
-        let metrics = self.metrics.clone();
+        let via_lane = self.via_lane.clone();
+        let via_dispatcher = self.via_dispatcher.clone();
         Box::pin(async move {
             // Events are written as they come: no Nagle delay behind an unacknowledged
             // segment (nginx's `tcp_nodelay on`).
@@ -130,12 +137,11 @@ where
             } else {
                 None
             };
-            let path = if served.is_some() {
-                "lane"
+            if served.is_some() {
+                via_lane.inc();
             } else {
-                "dispatcher"
-            };
-            metrics.http_connections.with_label_values(&[path]).inc();
+                via_dispatcher.inc();
+            }
             if served == Some(After::Close) {
                 return Ok(());
             }

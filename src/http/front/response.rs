@@ -15,7 +15,17 @@ pub enum Framing {
 }
 
 /// The last chunk of a chunked body (no trailers).
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+impl Framing {
+    /// What ends the body on the wire: the last chunk, or nothing for a sized body.
+    pub fn end(self) -> &'static [u8] {
+        match self {
+            Framing::Chunked => LAST_CHUNK,
+            Framing::Length(_) => &[],
+        }
+    }
+}
 
 /// What ends each chunk's data.
 pub const CHUNK_END: &[u8] = b"\r\n";
