@@ -766,6 +766,21 @@ mod tests {
         assert_eq!(v["data"], serde_json::json!({"a": 1, "client": "crm"}));
     }
 
+    /// Found by the publish_body fuzzer: serde_json's default float parser may be one
+    /// ulp off, so data rendered again (a changed event, a webhook, a replayed or
+    /// cluster-relayed one) would carry another number than the publisher's.
+    /// `float_roundtrip` parses correctly rounded.
+    #[test]
+    fn numbers_rendered_again_are_the_numbers_sent() {
+        let draft = one(r#"{"type":"a","data":{"n":2222222222222221e50}}"#).unwrap();
+        let mut rendered = draft.clone();
+        rendered.insert_data("m", Value::Null);
+        let event = Event::build(AccountIdx(0), "ACx", rendered, "t");
+        let v: Value = serde_json::from_slice(&event.json()).unwrap();
+        assert_eq!(v["data"]["n"], draft.data["n"]);
+        assert_eq!(v["data"]["n"].as_f64(), Some(2222222222222221e50));
+    }
+
     #[test]
     fn fields_are_read_as_a_json_object_would_be() {
         // A repeated key keeps its last value; an escaped key is the key it spells.
