@@ -148,7 +148,7 @@ pub struct StreamConfig {
     pub max_connection_secs: u64,
     /// Longest `timeout=` a long-poll may ask for, in seconds.
     pub max_poll_secs: u64,
-    /// Shortest time between two writes of events to one SSE stream, in
+    /// Shortest time between two writes of events to one SSE or WebSocket stream, in
     /// milliseconds: an event that comes sooner after the last write waits for the
     /// rest of it and shares the next write with whatever else arrived meanwhile
     /// (Centrifugo's `write_delay`). An event after a quiet spell is written at
@@ -594,6 +594,11 @@ impl Config {
     /// Heartbeat interval as a `Duration`.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.stream.heartbeat_secs)
+    }
+
+    /// `stream.write_interval_ms` as a `Duration`.
+    pub fn write_interval(&self) -> Duration {
+        Duration::from_millis(self.stream.write_interval_ms)
     }
 }
 

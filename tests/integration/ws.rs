@@ -299,3 +299,38 @@ async fn a_websocket_with_a_bad_parameter_is_refused_with_400() {
         }
     }
 }
+
+/// As on SSE (lane.rs), events within `stream.write_interval_ms` of the last write
+/// wait for its end and are written together; one after a quiet spell goes at once.
+#[tokio::test]
+async fn events_within_the_write_interval_share_one_write() {
+    let server = TestServer::start(|c| c.stream.write_interval_ms = 1000);
+    let (mut ws, _) = ws_basic(&server, "client=paced-ws").await;
+    // A quiet spell longer than the interval since `stream.open` was written.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let call = new_call_sid();
+    let mut ids = server.publish(0, &marked("call.start", &call, "1")).await;
+    assert_eq!(ws.expect_json().await["id"], json!(ids[0]));
+    // Within the interval after that write: held, then written together.
+    ids.extend(server.publish(0, &marked("call.ringing", &call, "2")).await);
+    ids.extend(
+        server
+            .publish(0, &marked("call.answered", &call, "3"))
+            .await,
+    );
+    for id in &ids[1..] {
+        assert_eq!(ws.expect_json().await["id"], json!(id));
+    }
+    let metrics = scrape(&server).await;
+    let ws_series = [("transport", "ws")];
+    assert_eq!(
+        metrics.value("switchboard_delivery_writes_total", &ws_series),
+        2.0,
+        "the first event alone, then the two held ones in one write"
+    );
+    assert_eq!(
+        metrics.value("switchboard_events_delivered_total", &ws_series),
+        3.0
+    );
+    ws.close().await;
+}

@@ -38,7 +38,7 @@ pub fn respond(state: &AppState, conn: Connection) -> HttpResponse {
         conn,
         Pacing {
             heartbeat: state.config.heartbeat(),
-            write_interval: Duration::from_millis(state.config.stream.write_interval_ms),
+            write_interval: state.config.write_interval(),
         },
         state.config.stream.retry_ms,
     );

@@ -5,6 +5,8 @@
 //!
 //! The actor drains the client's outbox into one text frame per event (the delivered
 //! event plus its `"cursor"`), and turns the client's text frames into client events.
+//! As on SSE, events pushed within `stream.write_interval_ms` of the last write wait
+//! for its end: their frames are taken by the HTTP layer together, one write.
 //! `WebsocketContext` buffers without bound, so the actor counts the bytes it wrote
 //! (events, notices, pings and pongs alike) against the bytes the HTTP layer has
 //! taken from it, and drains the outbox only up to [`MAX_UNFLUSHED`] of them: a slow
@@ -31,6 +33,7 @@ use futures_util::StreamExt;
 use super::frame_guard::FrameGuard;
 use super::reassembly::{Assembled, FrameError, Reassembler, MAX_MESSAGE_BYTES};
 use super::Connection;
+use crate::clock;
 use crate::http::client_events;
 use crate::http::ApiError;
 use crate::outbox::Drain;
@@ -58,6 +61,9 @@ pub fn respond(
     let flushed = Arc::new(AtomicUsize::new(0));
     let (mut guard, oversized) = FrameGuard::new(MAX_MESSAGE_BYTES);
     let actor = WsConnection {
+        write_interval: conn.state().config.write_interval(),
+        last_write: Instant::now(),
+        held: false,
         conn,
         flushed: flushed.clone(),
         written: 0,
@@ -93,6 +99,12 @@ struct WsConnection {
     flushed: Arc<AtomicUsize>,
     /// Bytes of frames written into the context.
     written: usize,
+    /// Shortest time between two writes of events (`stream.write_interval_ms`).
+    write_interval: Duration,
+    /// When events (or the opening notice) were last written.
+    last_write: Instant,
+    /// A flush is scheduled for the end of the write interval.
+    held: bool,
     /// Last time the client showed life (any frame, pong included).
     last_seen: Instant,
     /// The fragmented client message being put back together.
@@ -162,6 +174,10 @@ impl WsConnection {
                 ctx.stop();
             }
             Drain::Events { gap, entries } => {
+                if gap == 0 && entries.is_empty() {
+                    return;
+                }
+                self.last_write = Instant::now();
                 if gap > 0 {
                     let notice = self.conn.gap_notice(gap);
                     self.send(ctx, notice);
@@ -247,7 +263,22 @@ impl Actor for WsConnection {
 
 impl StreamHandler<Wake> for WsConnection {
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        self.flush(ctx);
+        if self.held {
+            return;
+        }
+        // Within the write interval after a write, what is pushed waits for its end
+        // and goes out with whatever else came; after a quiet spell, at once.
+        let now = Instant::now();
+        let hold_until = clock::after(self.last_write, self.write_interval);
+        if now >= hold_until {
+            self.flush(ctx);
+            return;
+        }
+        self.held = true;
+        ctx.run_later(hold_until.saturating_duration_since(now), |conn, ctx| {
+            conn.held = false;
+            conn.flush(ctx);
+        });
     }
 }
 
