@@ -132,7 +132,7 @@ pub struct Connected {
     pub conn: u64,
     /// Sequence number the connection starts after (the cursor of `stream.open`).
     pub position: u64,
-    /// The client's subscriptions after this connect.
+    /// The client's subscriptions after this connect, for `stream.open` (taken by it).
     pub subscriptions: Vec<SubscriptionView>,
 }
 

@@ -9,7 +9,6 @@
 //! Bounds: a handful of timers; the outbox bounds itself.
 //! On stop: nothing is left to clean up; the proxy has already dropped the session.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +48,45 @@ pub struct ClientSession {
     outbox: Arc<Outbox>,
     idle_ttl: Duration,
     idle: Option<SpawnHandle>,
-    expiries: HashMap<Arc<str>, (u64, SpawnHandle)>,
+    expiries: Expiries<SpawnHandle>,
+}
+
+/// The expiry timers of a client's subscriptions, by subscription sid.
+///
+/// A list, not a map: a client has a few subscriptions (at most
+/// `limits.subscriptions_per_client`), and every idle session holds this, where a
+/// hash map's first allocation was several times the size of one entry.
+#[derive(Debug)]
+struct Expiries<H> {
+    entries: Vec<(Arc<str>, u64, H)>,
+}
+
+impl<H> Default for Expiries<H> {
+    fn default() -> Self {
+        Expiries {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<H> Expiries<H> {
+    /// Tracks `sid` until `at` with timer `handle`; returns the timer it replaces.
+    fn track(&mut self, sid: Arc<str>, at: u64, handle: H) -> Option<H> {
+        let earlier = self.remove(&sid);
+        self.entries.push((sid, at, handle));
+        earlier
+    }
+
+    /// Stops tracking `sid`; returns its timer.
+    fn remove(&mut self, sid: &str) -> Option<H> {
+        let i = self.entries.iter().position(|(s, ..)| &**s == sid)?;
+        Some(self.entries.swap_remove(i).2)
+    }
+
+    /// The latest expiry tracked, 0 when none.
+    fn latest(&self) -> u64 {
+        self.entries.iter().map(|(_, at, _)| *at).max().unwrap_or(0)
+    }
 }
 
 impl ClientSession {
@@ -66,7 +103,7 @@ impl ClientSession {
             outbox,
             idle_ttl,
             idle: None,
-            expiries: HashMap::new(),
+            expiries: Expiries::default(),
         }
     }
 
@@ -77,7 +114,7 @@ impl ClientSession {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
         }
-        let latest = self.expiries.values().map(|(at, _)| *at).max().unwrap_or(0);
+        let latest = self.expiries.latest();
         let wait = if self.idle_ttl.is_zero() {
             // An ephemeral session (server-assigned client id) ends with its connection.
             Duration::ZERO
@@ -109,7 +146,7 @@ impl Handler<TrackExpiry> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, msg: TrackExpiry, ctx: &mut Self::Context) {
-        if let Some((_, handle)) = self.expiries.remove(&msg.sid) {
+        if let Some(handle) = self.expiries.remove(&msg.sid) {
             ctx.cancel_future(handle);
         }
         let wait = Duration::from_secs(msg.expires.saturating_sub(unix_now()));
@@ -122,7 +159,7 @@ impl Handler<TrackExpiry> for ClientSession {
                 sid,
             });
         });
-        self.expiries.insert(msg.sid, (msg.expires, handle));
+        self.expiries.track(msg.sid, msg.expires, handle);
     }
 }
 
@@ -141,5 +178,26 @@ impl Handler<EndSession> for ClientSession {
 
     fn handle(&mut self, _msg: EndSession, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Expiries;
+
+    #[test]
+    fn expiries_replace_remove_and_report_the_latest() {
+        let mut expiries = Expiries::default();
+        assert_eq!(expiries.latest(), 0);
+        assert_eq!(expiries.track("SUa".into(), 100, 1), None);
+        assert_eq!(expiries.track("SUb".into(), 300, 2), None);
+        // Tracking a sid again hands back the timer it replaces.
+        assert_eq!(expiries.track("SUa".into(), 200, 3), Some(1));
+        assert_eq!(expiries.latest(), 300);
+        assert_eq!(expiries.remove("SUb"), Some(2));
+        assert_eq!(expiries.remove("SUb"), None);
+        assert_eq!(expiries.latest(), 200);
+        assert_eq!(expiries.remove("SUa"), Some(3));
+        assert_eq!(expiries.latest(), 0);
     }
 }
