@@ -145,8 +145,9 @@ where
             if served == Some(After::Close) {
                 return Ok(());
             }
-            // actix-http logs its own connection errors.
-            http.call(io).await.map_err(|_| ())
+            // actix-http logs its own connection errors. Its future is boxed so that a
+            // stream on the lane, which never gets here, does not carry its size.
+            Box::pin(http.call(io)).await.map_err(|_| ())
         })
     }
 }
