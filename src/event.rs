@@ -767,9 +767,9 @@ mod tests {
     }
 
     /// Found by the publish_body fuzzer: serde_json's default float parser may be one
-    /// ulp off, so data rendered again (a changed event, a webhook, a replayed or
-    /// cluster-relayed one) would carry another number than the publisher's.
-    /// `float_roundtrip` parses correctly rounded.
+    /// ulp off, so data rendered again rather than copied (a changed event, such as a
+    /// client event whose `data` gains `client`) would carry another number than the
+    /// publisher's. `float_roundtrip` parses correctly rounded.
     #[test]
     fn numbers_rendered_again_are_the_numbers_sent() {
         let draft = one(r#"{"type":"a","data":{"n":2222222222222221e50}}"#).unwrap();

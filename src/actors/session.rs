@@ -146,9 +146,6 @@ impl Handler<TrackExpiry> for ClientSession {
     type Result = ();
 
     fn handle(&mut self, msg: TrackExpiry, ctx: &mut Self::Context) {
-        if let Some(handle) = self.expiries.remove(&msg.sid) {
-            ctx.cancel_future(handle);
-        }
         let wait = Duration::from_secs(msg.expires.saturating_sub(unix_now()));
         let sid = msg.sid.clone();
         let handle = ctx.run_later(wait, move |session, _ctx| {
@@ -159,7 +156,9 @@ impl Handler<TrackExpiry> for ClientSession {
                 sid,
             });
         });
-        self.expiries.track(msg.sid, msg.expires, handle);
+        if let Some(earlier) = self.expiries.track(msg.sid, msg.expires, handle) {
+            ctx.cancel_future(earlier);
+        }
     }
 }
 

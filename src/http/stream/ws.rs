@@ -61,7 +61,6 @@ pub fn respond(
     let flushed = Arc::new(AtomicUsize::new(0));
     let (mut guard, oversized) = FrameGuard::new(MAX_MESSAGE_BYTES);
     let actor = WsConnection {
-        write_interval: conn.state().config.write_interval(),
         last_write: Instant::now(),
         held: false,
         conn,
@@ -99,8 +98,6 @@ struct WsConnection {
     flushed: Arc<AtomicUsize>,
     /// Bytes of frames written into the context.
     written: usize,
-    /// Shortest time between two writes of events (`stream.write_interval_ms`).
-    write_interval: Duration,
     /// When events (or the opening notice) were last written.
     last_write: Instant,
     /// A flush is scheduled for the end of the write interval.
@@ -269,7 +266,8 @@ impl StreamHandler<Wake> for WsConnection {
         // Within the write interval after a write, what is pushed waits for its end
         // and goes out with whatever else came; after a quiet spell, at once.
         let now = Instant::now();
-        let hold_until = clock::after(self.last_write, self.write_interval);
+        let interval = self.conn.state().config.write_interval();
+        let hold_until = clock::after(self.last_write, interval);
         if now >= hold_until {
             self.flush(ctx);
             return;
