@@ -154,10 +154,10 @@ pub struct StreamConfig {
     /// (Centrifugo's `write_delay`). An event after a quiet spell is written at
     /// once. 0 writes every wake-up on its own.
     pub write_interval_ms: u64,
-    /// Serve a connection whose first request is a plain `GET` of the stream route
-    /// on the stream lane (`src/http/front/`): same application, same responses,
-    /// without actix-http's per-connection buffers. `false` sends every connection
-    /// through actix-http's dispatcher.
+    /// Serve plain `GET`s of the stream route and small event `POST`s on the lane
+    /// (`src/http/front/`): same responses, without actix-http's per-connection
+    /// buffers and, for publishes, without actix-web's routing. `false` sends every
+    /// connection through actix-http's dispatcher.
     pub lane: bool,
 }
 
@@ -478,6 +478,16 @@ impl Config {
                     message: format!("account {} has an empty token", account.sid),
                 });
             }
+            if account.auth_token.len() > crate::auth::MAX_TOKEN_BYTES {
+                return Err(ConfigError::Invalid {
+                    key: "account.auth_token",
+                    message: format!(
+                        "account {}'s token is longer than {} bytes",
+                        account.sid,
+                        crate::auth::MAX_TOKEN_BYTES
+                    ),
+                });
+            }
         }
         let positive = [
             (
@@ -675,6 +685,23 @@ mod tests {
         );
         let parsed: Config = toml::from_str("[egress]\nallow_private_networks = true\n").unwrap();
         assert_eq!(parsed.egress.allow_private_networks, Some(true));
+    }
+
+    #[test]
+    fn tokens_must_fit_basic_credentials() {
+        let account = |len: usize| AccountConfig {
+            sid: "AC00000000000000000000000000000b0b".into(),
+            auth_token: "t".repeat(len),
+        };
+        let mut config = Config {
+            accounts: vec![account(crate::auth::MAX_TOKEN_BYTES)],
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok());
+        config.accounts = vec![account(crate::auth::MAX_TOKEN_BYTES + 1)];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("account.auth_token"), "{err}");
+        assert!(!err.contains("tttt"), "the token is not echoed: {err}");
     }
 
     #[test]

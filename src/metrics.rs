@@ -37,8 +37,8 @@ pub const STREAM_TRANSPORTS: &[&str] = &["sse", "poll", "ws"];
 pub const TRANSPORTS: &[&str] = &["sse", "poll", "ws", "webhook"];
 
 /// Where an accepted HTTP connection's first request was served, the `path` label
-/// of `switchboard_http_connections_total`: the stream lane, or actix-http's
-/// dispatcher.
+/// of `switchboard_http_connections_total`: the front door's lane (streams and
+/// publishes), or actix-http's dispatcher.
 pub const CONNECTION_PATHS: &[&str] = &["lane", "dispatcher"];
 
 /// Subscription kinds, the `transport` label of `switchboard_subscriptions`.
@@ -251,7 +251,7 @@ impl Metrics {
             http_connections: reg.counter_vec(
                 "switchboard_http_connections_total",
                 "Accepted HTTP connections, by where their first request was served \
-                 (lane: the stream lane; dispatcher: actix-http)",
+                 (lane: the front door's lane for streams and publishes; dispatcher: actix-http)",
                 &["path"],
             ),
             subscriptions: reg.gauge_vec(

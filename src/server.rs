@@ -104,7 +104,6 @@ pub async fn serve(
         shutdown: shutdown_rx,
     };
     let data = web::Data::new(state);
-    let lane = data.config.stream.lane;
     let builder = actix_server::Server::build();
     let graceful = builder.graceful_shutdown_signal();
     let server = builder
@@ -114,7 +113,7 @@ pub async fn serve(
         .listen("switchboard", listener, move || {
             // Runs once on each worker thread as it starts: its shards and proxies too.
             data.topology.start_share();
-            let metrics = data.metrics.clone();
+            let state = data.clone();
             let data = data.clone();
             http::front::factory(
                 move || {
@@ -125,8 +124,7 @@ pub async fn serve(
                         .default_service(web::to(http::not_found))
                         .into_factory()
                 },
-                lane,
-                metrics,
+                state,
                 graceful.clone(),
             )
         })?

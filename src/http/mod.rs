@@ -111,6 +111,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     sim::configure(cfg);
 }
 
+/// The account sid in `/v1/Accounts/{sid}/{leaf}`, or `None` for any other path: one
+/// non-empty segment between the two, as actix-web's router matches `{sid}`. Shared by
+/// the routes matched without a pattern and the front door's lanes, so both agree on
+/// what the path is.
+pub fn account_path_sid<'a>(path: &'a str, leaf: &str) -> Option<&'a str> {
+    let sid = path
+        .strip_prefix("/v1/Accounts/")?
+        .strip_suffix(leaf)?
+        .strip_suffix('/')?;
+    (!sid.is_empty() && !sid.contains('/')).then_some(sid)
+}
+
 /// The JSON 404 for unknown routes.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found())

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -24,67 +24,122 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .guard(guard::fn_guard(|ctx| {
                 events_path_sid(ctx.head().uri.path()).is_some()
             }))
-            .default_service(web::to(publish)),
+            .default_service(web::to(self::publish_route)),
     );
 }
 
 /// The account sid in `/v1/Accounts/{sid}/Events`; `None` for any other path.
-fn events_path_sid(path: &str) -> Option<&str> {
-    let sid = path
-        .strip_prefix("/v1/Accounts/")?
-        .strip_suffix("/Events")?;
-    (!sid.is_empty() && !sid.contains('/')).then_some(sid)
+pub fn events_path_sid(path: &str) -> Option<&str> {
+    super::account_path_sid(path, "Events")
 }
 
-async fn publish(
+async fn publish_route(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = match events_path_sid(req.path()) {
-        Some(sid) if req.method() == Method::POST => accept(&req, sid, payload, &state).await,
-        _ => Err(ApiError::new(
+    let Some(sid) = events_path_sid(req.path()).filter(|_| req.method() == Method::POST) else {
+        return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method: the events endpoint takes POST",
-        )),
+        ));
     };
-    if let Err(error) = &result {
-        state
-            .metrics
-            .publish_rejected
-            .with_label_values(&[reject_reason(error)])
-            .inc();
-    }
+    let headers = req.headers();
+    let parts = PublishHead {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        content_type: headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+    };
+    // What can be refused before the body is read is (a wrong token does not make the
+    // server read 8 MB), then the rest once it is.
+    let checked = before_body(&state, sid, &parts);
+    let result = match checked {
+        Ok(checked) => match read_body(payload, state.config.publish.max_body_bytes).await {
+            Ok(body) => publish_body(&state, checked, &body),
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+    };
+    count_rejection(&state, result.as_ref().err());
+    result.map(|ids| accepted(&ids))
+}
+
+/// The headers a publish reads, as sent (the first of each name).
+#[derive(Debug, Clone, Copy)]
+pub struct PublishHead<'a> {
+    /// `Authorization`.
+    pub authorization: Option<&'a [u8]>,
+    /// `Content-Type`.
+    pub content_type: Option<&'a [u8]>,
+}
+
+/// A header value as text when it is visible ASCII (and tabs), as
+/// `HeaderValue::to_str` reads it; `None` otherwise.
+fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// A publish that passed the checks that need no body.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    account: AccountIdx,
+    ndjson: bool,
+}
+
+/// Publishes a request whose body was read whole: the events endpoint's one path for
+/// both actix-web's route and the front door's lane (which has read the body before
+/// the request is looked at). `Ok` is the accepted ids, for the 202.
+pub fn publish(
+    state: &AppState,
+    path_sid: &str,
+    head: &PublishHead<'_>,
+    body: &[u8],
+) -> Result<Vec<EventId>, ApiError> {
+    let result = before_body(state, path_sid, head).and_then(|checked| {
+        if body.len() > state.config.publish.max_body_bytes {
+            return Err(too_large(state.config.publish.max_body_bytes));
+        }
+        publish_body(state, checked, body)
+    });
+    count_rejection(state, result.as_ref().err());
     result
 }
 
-async fn accept(
-    req: &HttpRequest,
-    path_sid: &str,
-    payload: web::Payload,
+/// Draining, credentials and the content type.
+fn before_body(
     state: &AppState,
-) -> Result<HttpResponse, ApiError> {
+    path_sid: &str,
+    head: &PublishHead<'_>,
+) -> Result<Checked, ApiError> {
     if state.is_draining() {
         return Err(ApiError::unavailable(
             "draining",
             "the server is shutting down",
         ));
     }
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let authorization = head
+        .authorization
+        .and_then(header_text)
         .ok_or(AuthError::Missing)
         .map_err(|e| state.auth_failed(e))?;
     let account = crate::auth::basic(&state.accounts, path_sid, authorization)
         .map_err(|e| state.auth_failed(e))?;
-    let ndjson = body_is_ndjson(req)?;
-    let body = read_body(payload, state.config.publish.max_body_bytes).await?;
+    let ndjson = content_is_ndjson(head.content_type)?;
+    Ok(Checked { account, ndjson })
+}
+
+/// Parses, checks the quota and routes: all or nothing.
+fn publish_body(state: &AppState, checked: Checked, body: &[u8]) -> Result<Vec<EventId>, ApiError> {
     let started = Instant::now();
     let drafts = event::parse_body(
-        &body,
-        ndjson,
+        body,
+        checked.ndjson,
         Limits {
             max_batch: state.config.publish.max_batch,
             max_event_bytes: state.config.publish.max_event_bytes,
@@ -93,13 +148,23 @@ async fn accept(
     state
         .topology
         .quotas
-        .publish(account, drafts.len(), Instant::now())?;
-    let ids = route(state, account, drafts)?;
+        .publish(checked.account, drafts.len(), Instant::now())?;
+    let ids = route(state, checked.account, drafts)?;
     state
         .metrics
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
-    Ok(accepted(&ids))
+    Ok(ids)
+}
+
+fn count_rejection(state: &AppState, error: Option<&ApiError>) {
+    if let Some(error) = error {
+        state
+            .metrics
+            .publish_rejected
+            .with_label_values(&[reject_reason(error)])
+            .inc();
+    }
 }
 
 /// The 202 body: how many events were accepted and their ids,
@@ -136,46 +201,36 @@ pub fn route(
 }
 
 /// JSON unless the content type says NDJSON; anything else is 415.
-pub fn body_is_ndjson(req: &HttpRequest) -> Result<bool, ApiError> {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+fn content_is_ndjson(content_type: Option<&[u8]>) -> Result<bool, ApiError> {
+    let Some(value) = content_type else {
         return Ok(false);
     };
-    let mime = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
+    let unsupported = |what: String| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type: {what} is not accepted; use application/json or application/x-ndjson"
+            ),
+        )
+    };
+    // A value that is not text names no type this endpoint takes.
+    let text = header_text(value).ok_or_else(|| unsupported("a value that is not text".into()))?;
+    let mime = text.split(';').next().unwrap_or("").trim();
     let is = |name: &str| mime.eq_ignore_ascii_case(name);
     if is("application/json") || mime.is_empty() {
         Ok(false)
     } else if is("application/x-ndjson") || is("application/ndjson") {
         Ok(true)
     } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "Content-Type: {} is not accepted; use application/json or application/x-ndjson",
-                mime.to_ascii_lowercase()
-                    .chars()
-                    .take(64)
-                    .collect::<String>()
-            ),
+        Err(unsupported(
+            mime.to_ascii_lowercase().chars().take(64).collect(),
         ))
     }
 }
 
 /// Reads the body, refusing with 413 as soon as it passes the limit.
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body: at most {limit} bytes"),
-        )
-    };
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
@@ -186,11 +241,19 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<BytesM
             )
         })?;
         if body.len() + chunk.len() > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("body: at most {limit} bytes"),
+    )
 }
 
 fn reject_reason(error: &ApiError) -> &'static str {
@@ -205,7 +268,41 @@ fn reject_reason(error: &ApiError) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::events_path_sid;
+    use super::{content_is_ndjson, events_path_sid, header_text};
+    use actix_web::http::header::HeaderValue;
+
+    #[test]
+    fn header_text_reads_values_as_header_value_to_str_does() {
+        for value in [
+            &b"Basic eDp5"[..],
+            b"application/json; charset=utf-8",
+            b"a\tb",
+            b"",
+            b"caf\xc3\xa9",
+            b"\x7f",
+            b"\x80",
+        ] {
+            let expected = HeaderValue::from_bytes(value)
+                .ok()
+                .and_then(|v| v.to_str().ok().map(str::to_owned));
+            assert_eq!(header_text(value).map(str::to_owned), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn content_types_pick_the_format_or_are_refused() {
+        assert_eq!(content_is_ndjson(None), Ok(false));
+        assert_eq!(content_is_ndjson(Some(b"application/json")), Ok(false));
+        assert_eq!(
+            content_is_ndjson(Some(b"Application/X-NDJSON; q=1")),
+            Ok(true)
+        );
+        let refused = content_is_ndjson(Some(b"text/plain")).unwrap_err();
+        assert_eq!(refused.code, "unsupported_media_type");
+        assert!(refused.message.starts_with("Content-Type: text/plain"));
+        let not_text = content_is_ndjson(Some(b"\xff")).unwrap_err();
+        assert_eq!(not_text.code, "unsupported_media_type", "{not_text:?}");
+    }
 
     #[test]
     fn only_the_events_path_of_one_account_matches() {

@@ -1,28 +1,34 @@
-//! The stream lane: one request, already read, served by the same actix-web
+//! The lane's writer: one request, already read, served by the same actix-web
 //! application as every other request, with the response written to the socket here
 //! instead of through actix-http's dispatcher.
 //!
 //! An open stream then holds its socket, its response body and nothing else: no 8 KB
-//! read buffer, no 8 KB write buffer, no dispatcher state. Each chunk the body yields
-//! is written at once with its chunk framing in one vectored write, and the next is
-//! asked for only when the socket took it, so a slow reader leaves events in its
-//! outbox, as with actix-http.
+//! read buffer, no 8 KB write buffer, no dispatcher state. A publish's answer is
+//! written with its head in one write. Each chunk a streamed body yields is written
+//! at once with its chunk framing in one vectored write, and the next is asked for
+//! only when the socket took it, so a slow reader leaves events in its outbox, as
+//! with actix-http.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Response, Service};
-use actix_web::http::{Method, Version};
+use actix_web::http::header::HeaderMap;
+use actix_web::http::{Method, Uri, Version};
+use actix_web::ResponseError;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::head::LaneHead;
-use super::response::{chunk_start, head, http_date, Framing, CHUNK_END};
+use super::head::PublishParts;
+use super::response::{chunk_start, head, with_date, Framing, CHUNK_END};
+use crate::http::publish::{self, PublishHead};
+use crate::http::AppState;
 
 /// What to do with the connection once the response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +49,9 @@ enum Next {
     ClientGone,
 }
 
-/// Serves one request through `app` and writes its response.
+/// Serves a stream request through `app` and writes its response. `watch` says
+/// whether the socket may be watched for the client going away, which it may not
+/// when the next request is already read.
 ///
 /// Not an `async fn`: that would keep its arguments, the request head among them, for
 /// as long as the stream is open, and an idle stream's memory is mostly what its
@@ -52,9 +60,11 @@ enum Next {
 /// the response head is ready.
 pub fn serve<'a, S, B>(
     io: &'a mut TcpStream,
-    request: LaneHead,
+    target: (Uri, HeaderMap),
     peer: Option<std::net::SocketAddr>,
     app: &'a S,
+    close: bool,
+    watch: bool,
 ) -> impl Future<Output = io::Result<After>> + 'a
 where
     S: Service<actix_http::Request>,
@@ -63,16 +73,45 @@ where
     S::Error: Into<Response<BoxBody>>,
     B: MessageBody + 'static,
 {
-    let close = request.close;
     let mut req = actix_http::Request::new();
     let req_head = req.head_mut();
     req_head.method = Method::GET;
     req_head.version = Version::HTTP_11;
-    req_head.uri = request.uri;
-    req_head.headers = request.headers;
+    (req_head.uri, req_head.headers) = target;
     req_head.peer_addr = peer;
     let call = Box::pin(app.call(req));
-    respond(io, call, close)
+    respond(io, call, close, watch)
+}
+
+/// Publishes the events of `request` (its bytes: a head of `head_len`, then the
+/// body) and writes the answer: the events endpoint's own code
+/// ([`publish::publish`]) without actix-web's routing, request and payload, which
+/// were a third of a one-event publish.
+///
+/// Not an `async fn`: the publish is done before the future starts, so the future
+/// is only the write, no larger than a stream's, and the connection's future (which
+/// every open stream pays for) does not grow for it.
+pub fn publish<'a>(
+    io: &'a mut TcpStream,
+    state: &AppState,
+    request: &[u8],
+    head_len: usize,
+    parts: &PublishParts,
+    close: bool,
+) -> impl Future<Output = io::Result<After>> + 'a {
+    let part = |range: &Option<Range<usize>>| range.clone().map(|range| &request[range]);
+    let headers = PublishHead {
+        authorization: part(&parts.authorization),
+        content_type: part(&parts.content_type),
+    };
+    // The sid was read as text from this very path.
+    let sid = std::str::from_utf8(&request[parts.sid.clone()]).unwrap_or_default();
+    let body = &request[head_len..];
+    let response = match publish::publish(state, sid, &headers, body) {
+        Ok(ids) => publish::accepted(&ids),
+        Err(error) => error.error_response(),
+    };
+    write_response(io, response.into(), close, false)
 }
 
 /// Writes the response of `call` to `io`.
@@ -80,6 +119,7 @@ async fn respond<F, R, E, B>(
     io: &mut TcpStream,
     call: Pin<Box<F>>,
     close: bool,
+    watch: bool,
 ) -> io::Result<After>
 where
     F: Future<Output = Result<R, E>>,
@@ -91,37 +131,42 @@ where
         Ok(response) => response.into().map_into_boxed_body(),
         Err(error) => error.into(),
     };
+    write_response(io, response, close, watch).await
+}
+
+/// Writes `response` to `io`, its body as it comes.
+async fn write_response(
+    io: &mut TcpStream,
+    response: Response<BoxBody>,
+    close: bool,
+    mut watch: bool,
+) -> io::Result<After> {
     let (response, body) = response.into_parts();
     let framing = match body.size() {
         BodySize::Stream => Framing::Chunked,
         BodySize::Sized(n) => Framing::Length(n),
         BodySize::None => Framing::Length(0),
     };
-    let mut out = head(
-        response.status(),
-        response.headers(),
-        framing,
-        close,
-        &http_date(chrono::Utc::now()),
-    );
+    let mut out =
+        with_date(|date| head(response.status(), response.headers(), framing, close, date));
     drop(response);
     let mut body = std::pin::pin!(body);
-    // The first chunk usually is ready (an SSE stream's `retry:` and `stream.open`):
-    // it goes out with the head, in one write.
-    let first = poll_fn(|cx| body.as_mut().poll_next(cx)).now_or_never();
-    match first {
-        Some(Some(Ok(chunk))) => frame_into(&mut out, framing, &chunk),
-        Some(Some(Err(_))) => return Ok(After::Close),
-        Some(None) => {
-            out.extend_from_slice(framing.end());
-            io.write_all(&out).await?;
-            return Ok(keep_alive(close));
+    // What the body has ready goes out with the head, in one write: all of a sized
+    // body (a publish's answer), or an SSE stream's `retry:` and `stream.open`.
+    loop {
+        match poll_fn(|cx| body.as_mut().poll_next(cx)).now_or_never() {
+            Some(Some(Ok(chunk))) => frame_into(&mut out, framing, &chunk),
+            Some(Some(Err(_))) => return Ok(After::Close),
+            Some(None) => {
+                out.extend_from_slice(framing.end());
+                io.write_all(&out).await?;
+                return Ok(keep_alive(close));
+            }
+            None => break,
         }
-        None => {}
     }
     io.write_all(&out).await?;
     drop(out);
-    let mut watch = true;
     loop {
         match next(io, body.as_mut(), &mut watch).await {
             Next::Chunk(chunk) if chunk.is_empty() => {}

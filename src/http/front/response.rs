@@ -1,4 +1,4 @@
-//! The bytes of an HTTP/1.1 response on the stream lane: the head as actix-http's
+//! The bytes of an HTTP/1.1 response on the lane: the head as actix-http's
 //! encoder writes it (status line, framing header, the response's headers in lower
 //! case, `date`), and chunked framing for streamed bodies.
 
@@ -98,6 +98,25 @@ pub fn chunk_start(len: usize) -> ([u8; 18], usize) {
     (line, digits + 2)
 }
 
+/// Calls `f` with the current `date:` value, formatted at most once a second on each
+/// thread (actix-http and nginx cache theirs the same way): formatting it took about
+/// as long as the rest of a publish's response head.
+pub fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static DATE: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let now = chrono::Utc::now();
+        if cached.0 != now.timestamp() {
+            *cached = (now.timestamp(), http_date(now));
+        }
+        f(&cached.1)
+    })
+}
+
 /// An HTTP date (RFC 9110 §5.6.7) for `date:`.
 pub fn http_date(now: chrono::DateTime<chrono::Utc>) -> String {
     now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
@@ -175,6 +194,14 @@ mod tests {
                 format!("{len:x}\r\n")
             );
         }
+    }
+
+    #[test]
+    fn the_cached_date_is_the_current_second() {
+        let before = http_date(chrono::Utc::now());
+        let cached = with_date(str::to_owned);
+        let after = http_date(chrono::Utc::now());
+        assert!(cached == before || cached == after, "{cached}");
     }
 
     #[test]

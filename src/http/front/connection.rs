@@ -1,0 +1,165 @@
+//! A connection on the lane: requests are read here, one `recv` each when they come
+//! whole, and served by [`lane::serve`] for as long as they are ones the lane takes
+//! ([`classify`]); the first that is not, with every byte read so far, goes to
+//! actix-http for the rest of the connection's life.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceResponse};
+
+use bytes::BytesMut;
+use futures_util::future::Either;
+use prometheus::IntCounter;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::head::{classify, Kind, LaneHead, Parsed};
+use super::lane::{self, After};
+use super::{FIRST_REQUEST_TIMEOUT, KEEP_ALIVE};
+use crate::http::AppState;
+
+/// How much is asked of the socket per read while a head is incomplete: most heads,
+/// and a one-event publish with its body, come in one read.
+const READ_SIZE: usize = 4096;
+
+/// How a connection left the lane.
+#[derive(Debug)]
+pub enum Left {
+    /// It is closed: the client asked, went away, or stayed idle past keep-alive.
+    Closed,
+    /// It goes to actix-http, with the bytes read from it and not served.
+    Handover(BytesMut),
+}
+
+/// Serves requests from `io` until one is not the lane's or the connection ends.
+/// Also says whether the lane served any; `served_first` counts the connection as the
+/// lane's when its first request is served.
+///
+/// A request gets [`FIRST_REQUEST_TIMEOUT`] in all, from the connection's start for
+/// the first and from its first byte for the next; a request this slow goes to
+/// actix-http with what was read of it, and actix-http applies its own limits. A
+/// kept-alive connection gets [`KEEP_ALIVE`] for the next request's first byte,
+/// then it is closed.
+pub async fn drive<S, B>(
+    io: &mut TcpStream,
+    app: &S,
+    state: &AppState,
+    served_first: &IntCounter,
+) -> (Left, bool)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let mut read = BytesMut::new();
+    let mut served = false;
+    let mut deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
+    loop {
+        let head = loop {
+            match classify(&read) {
+                Parsed::Lane(head) => break head,
+                Parsed::Other => return (Left::Handover(read), served),
+                Parsed::Partial => {}
+            }
+            let idle = served && read.is_empty();
+            let until = if idle {
+                Instant::now() + KEEP_ALIVE
+            } else {
+                deadline
+            };
+            match read_some(io, &mut read, READ_SIZE, until).await {
+                Ok(Some(0)) | Err(_) => return (Left::Closed, served),
+                Ok(Some(_)) if idle => deadline = Instant::now() + FIRST_REQUEST_TIMEOUT,
+                Ok(Some(_)) => {}
+                Ok(None) if idle => return (Left::Closed, served),
+                Ok(None) => return (Left::Handover(read), served),
+            }
+        };
+        while read.len() < head.request_len() {
+            let missing = head.request_len() - read.len();
+            match read_some(io, &mut read, missing, deadline).await {
+                Ok(Some(0)) | Err(_) => return (Left::Closed, served),
+                Ok(Some(_)) => {}
+                Ok(None) => return (Left::Handover(read), served),
+            }
+        }
+        if !served {
+            served_first.inc();
+            served = true;
+        }
+        let after = start(io, head, &mut read, app, state).await;
+        if after.unwrap_or(After::Close) == After::Close {
+            return (Left::Closed, served);
+        }
+        deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
+    }
+}
+
+/// Takes the request `head` heads from `read` and starts serving it. A plain
+/// function, so that the connection's future keeps only the writing of the answer:
+/// a request head held across that wait (its target and header map among them) was
+/// ~200 bytes more for every open stream.
+fn start<'a, S, B>(
+    io: &'a mut TcpStream,
+    head: LaneHead,
+    read: &mut BytesMut,
+    app: &'a S,
+    state: &AppState,
+) -> Either<
+    impl Future<Output = io::Result<After>> + 'a,
+    impl Future<Output = io::Result<After>> + 'a,
+>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let request = read.split_to(head.request_len());
+    match head.kind {
+        Kind::Publish(parts) => Either::Left(lane::publish(
+            io, state, &request, head.len, &parts, head.close,
+        )),
+        Kind::Stream { uri, headers } => {
+            drop(request);
+            if read.is_empty() {
+                // An open stream keeps no buffer.
+                *read = BytesMut::new();
+            }
+            let watch = read.is_empty();
+            let peer: Option<SocketAddr> = io.peer_addr().ok();
+            Either::Right(lane::serve(
+                io,
+                (uri, headers),
+                peer,
+                app,
+                head.close,
+                watch,
+            ))
+        }
+    }
+}
+
+/// Reads what the socket has, up to `want` more bytes: `Ok(Some(0))` when the client
+/// closed, `Ok(None)` when nothing came by `until`. The buffer is allocated only
+/// once bytes are there to read, so a connection waiting for its first request, or
+/// for the next after a stream, holds none.
+async fn read_some(
+    io: &mut TcpStream,
+    read: &mut BytesMut,
+    want: usize,
+    until: Instant,
+) -> io::Result<Option<usize>> {
+    let reading = async {
+        if read.capacity() == 0 {
+            io.readable().await?;
+        }
+        read.reserve(want);
+        io.read_buf(read).await
+    };
+    match tokio::time::timeout_at(until, reading).await {
+        Ok(result) => result.map(Some),
+        Err(_) => Ok(None),
+    }
+}
