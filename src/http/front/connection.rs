@@ -56,36 +56,13 @@ where
 {
     let mut read = BytesMut::new();
     let mut served = false;
-    let mut deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
     loop {
-        let head = loop {
-            match classify(&read) {
-                Parsed::Lane(head) => break head,
-                Parsed::Other => return (Left::Handover(read), served),
-                Parsed::Partial => {}
-            }
-            let idle = served && read.is_empty();
-            let until = if idle {
-                Instant::now() + KEEP_ALIVE
-            } else {
-                deadline
-            };
-            match read_some(io, &mut read, READ_SIZE, until).await {
-                Ok(Some(0)) | Err(_) => return (Left::Closed, served),
-                Ok(Some(_)) if idle => deadline = Instant::now() + FIRST_REQUEST_TIMEOUT,
-                Ok(Some(_)) => {}
-                Ok(None) if idle => return (Left::Closed, served),
-                Ok(None) => return (Left::Handover(read), served),
-            }
+        // Boxed: reading a request (its head, deadlines and timer) takes more room than
+        // writing a stream, and an open stream would carry that room for its life.
+        let head = match Box::pin(next_request(io, &mut read, served)).await {
+            Ok(head) => head,
+            Err(left) => return (left, served),
         };
-        while read.len() < head.request_len() {
-            let missing = head.request_len() - read.len();
-            match read_some(io, &mut read, missing, deadline).await {
-                Ok(Some(0)) | Err(_) => return (Left::Closed, served),
-                Ok(Some(_)) => {}
-                Ok(None) => return (Left::Handover(read), served),
-            }
-        }
         if !served {
             served_first.inc();
             served = true;
@@ -94,8 +71,51 @@ where
         if after.unwrap_or(After::Close) == After::Close {
             return (Left::Closed, served);
         }
-        deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
     }
+}
+
+/// Reads until `read` starts with a whole request the lane takes, and returns its
+/// head; `Err` says how the connection leaves the lane instead. `kept_alive`: a
+/// request was served before on this connection.
+///
+async fn next_request(
+    io: &mut TcpStream,
+    read: &mut BytesMut,
+    kept_alive: bool,
+) -> Result<LaneHead, Left> {
+    let mut deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
+    let mut idle = kept_alive && read.is_empty();
+    let head = loop {
+        match classify(read) {
+            Parsed::Lane(head) => break head,
+            Parsed::Other => return Err(Left::Handover(std::mem::take(read))),
+            Parsed::Partial => {}
+        }
+        let until = if idle {
+            Instant::now() + KEEP_ALIVE
+        } else {
+            deadline
+        };
+        match read_some(io, read, READ_SIZE, until).await {
+            Ok(Some(0)) | Err(_) => return Err(Left::Closed),
+            Ok(Some(_)) if idle => {
+                idle = false;
+                deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if idle => return Err(Left::Closed),
+            Ok(None) => return Err(Left::Handover(std::mem::take(read))),
+        }
+    };
+    while read.len() < head.request_len() {
+        let missing = head.request_len() - read.len();
+        match read_some(io, read, missing, deadline).await {
+            Ok(Some(0)) | Err(_) => return Err(Left::Closed),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(Left::Handover(std::mem::take(read))),
+        }
+    }
+    Ok(head)
 }
 
 /// Takes the request `head` heads from `read` and starts serving it. A plain

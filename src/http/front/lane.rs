@@ -127,21 +127,27 @@ where
     E: Into<Response<BoxBody>>,
     B: MessageBody + 'static,
 {
-    let response: Response<BoxBody> = match call.await {
-        Ok(response) => response.into().map_into_boxed_body(),
-        Err(error) => error.into(),
+    // No named local for the response: it would be kept across the write.
+    let writing = match call.await {
+        Ok(response) => write_response(io, response.into().map_into_boxed_body(), close, watch),
+        Err(error) => write_response(io, error.into(), close, watch),
     };
-    write_response(io, response, close, watch).await
+    writing.await
 }
 
 /// Writes `response` to `io`, its body as it comes.
-async fn write_response(
-    io: &mut TcpStream,
+///
+/// Not an `async fn`: the response would stay in its future, and so in every open
+/// stream's, after it was taken apart. The head is built here, with what the body
+/// has ready: all of a sized body (a publish's answer), or an SSE stream's `retry:`
+/// and `stream.open`, so that it goes out in one write.
+fn write_response<'a>(
+    io: &'a mut TcpStream,
     response: Response<BoxBody>,
     close: bool,
-    mut watch: bool,
-) -> io::Result<After> {
-    let (response, body) = response.into_parts();
+    watch: bool,
+) -> impl Future<Output = io::Result<After>> + 'a {
+    let (response, mut body) = response.into_parts();
     let framing = match body.size() {
         BodySize::Stream => Framing::Chunked,
         BodySize::Sized(n) => Framing::Length(n),
@@ -150,25 +156,51 @@ async fn write_response(
     let mut out =
         with_date(|date| head(response.status(), response.headers(), framing, close, date));
     drop(response);
-    let mut body = std::pin::pin!(body);
-    // What the body has ready goes out with the head, in one write: all of a sized
-    // body (a publish's answer), or an SSE stream's `retry:` and `stream.open`.
-    loop {
-        match poll_fn(|cx| body.as_mut().poll_next(cx)).now_or_never() {
+    let ready = loop {
+        match poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).now_or_never() {
             Some(Some(Ok(chunk))) => frame_into(&mut out, framing, &chunk),
-            Some(Some(Err(_))) => return Ok(After::Close),
+            Some(Some(Err(_))) => break Ready::Failed,
             Some(None) => {
                 out.extend_from_slice(framing.end());
-                io.write_all(&out).await?;
-                return Ok(keep_alive(close));
+                break Ready::Whole;
             }
-            None => break,
+            None => break Ready::Started,
         }
+    };
+    write_body(io, out, ready, body, framing, close, watch)
+}
+
+/// How much of a body was ready with its head.
+enum Ready {
+    /// All of it: the head and body are the whole response.
+    Whole,
+    /// Its start: the rest follows as it comes.
+    Started,
+    /// It failed before the head went out.
+    Failed,
+}
+
+/// Writes `out` (the head and what was `ready` of the body), then the rest of `body`.
+async fn write_body(
+    io: &mut TcpStream,
+    out: Vec<u8>,
+    ready: Ready,
+    mut body: BoxBody,
+    framing: Framing,
+    close: bool,
+    mut watch: bool,
+) -> io::Result<After> {
+    match ready {
+        Ready::Failed => return Ok(After::Close),
+        Ready::Whole => {
+            io.write_all(&out).await?;
+            return Ok(keep_alive(close));
+        }
+        Ready::Started => io.write_all(&out).await?,
     }
-    io.write_all(&out).await?;
     drop(out);
     loop {
-        match next(io, body.as_mut(), &mut watch).await {
+        match next(io, Pin::new(&mut body), &mut watch).await {
             Next::Chunk(chunk) if chunk.is_empty() => {}
             Next::Chunk(chunk) => write_chunk(io, framing, &chunk).await?,
             Next::End => {

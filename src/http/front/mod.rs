@@ -94,21 +94,26 @@ where
                 .await
                 .map_err(|_| ())?;
             let counter = |path: &str| state.metrics.http_connections.with_label_values(&[path]);
-            Ok(FrontDoor {
-                http: Rc::new(http),
+            Ok(FrontDoor(Rc::new(Door {
+                http,
                 app,
                 lane: state.config.stream.lane,
                 via_lane: counter("lane"),
                 via_dispatcher: counter("dispatcher"),
                 state,
-            })
+            })))
         }
     })
 }
 
-/// One worker's connection service.
-pub struct FrontDoor<H, S> {
-    http: Rc<H>,
+/// One worker's connection service. Each connection's future holds one reference
+/// to what the worker's connections share, not one per part: that future is what
+/// every open stream pays for.
+pub struct FrontDoor<H, S>(Rc<Door<H, S>>);
+
+/// What one worker's connections share.
+struct Door<H, S> {
+    http: H,
     app: Rc<S>,
     state: web::Data<AppState>,
     lane: bool,
@@ -130,23 +135,18 @@ where
     actix_service::always_ready!();
 
     fn call(&self, mut io: TcpStream) -> Self::Future {
-        let http = self.http.clone();
-        let app = self.app.clone();
-        let state = self.state.clone();
-        let lane = self.lane;
-        let via_lane = self.via_lane.clone();
-        let via_dispatcher = self.via_dispatcher.clone();
+        let door = self.0.clone();
         Box::pin(async move {
             // Responses are written as they come: no Nagle delay behind an
             // unacknowledged segment (nginx's `tcp_nodelay on`).
             let _ = io.set_nodelay(true);
-            let (left, served) = if lane {
-                connection::drive(&mut io, app.as_ref(), &state, &via_lane).await
+            let (left, served) = if door.lane {
+                connection::drive(&mut io, door.app.as_ref(), &door.state, &door.via_lane).await
             } else {
                 (Left::Handover(BytesMut::new()), false)
             };
             if !served {
-                via_dispatcher.inc();
+                door.via_dispatcher.inc();
             }
             let Left::Handover(read) = left else {
                 return Ok(());
@@ -154,7 +154,7 @@ where
             let peer = io.peer_addr().ok();
             // actix-http logs its own connection errors. Its future is boxed so that a
             // stream on the lane, which never gets here, does not carry its size.
-            Box::pin(http.call((Handover::new(read, io), peer)))
+            Box::pin(door.http.call((Handover::new(read, io), peer)))
                 .await
                 .map_err(|_| ())
         })
