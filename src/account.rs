@@ -11,13 +11,20 @@ use crate::config::AccountConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountIdx(pub u32);
 
-/// One account's credentials.
-#[derive(Debug)]
+/// One account's credentials. `Debug` shows the sid only: the rest is secret.
 pub struct Account {
     /// `AC` + 32 lowercase hex digits.
     pub sid: Box<str>,
     /// Secret used for Basic auth and signed URLs.
     pub auth_token: Box<str>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// All accounts, immutable after start-up and shared by `Arc`.

@@ -548,6 +548,15 @@ mod tests {
         assert_eq!(basic(&acc, SID, &long), Err(AuthError::BadCredentials));
         let no_colon = format!("Basic {}", STANDARD.encode(SID));
         assert_eq!(basic(&acc, SID, &no_colon), Err(AuthError::BadCredentials));
+        // The scheme in any case and spaces around the credentials, as decoded.
+        let spaced = format!("  bAsIc   {}  ", STANDARD.encode(format!("{SID}:{TOKEN}")));
+        assert_eq!(basic(&acc, SID, &spaced), Ok(AccountIdx(0)));
+        let account = format!("{:?}", acc.get(AccountIdx(0)));
+        assert!(account.contains(SID), "{account}");
+        assert!(
+            !account.contains(TOKEN),
+            "the token is not shown: {account}"
+        );
         assert_eq!(
             basic(&acc, SID, "Basic !!!"),
             Err(AuthError::BadCredentials)
