@@ -38,32 +38,36 @@ async fn publish_route(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(sid) = events_path_sid(req.path()).filter(|_| req.method() == Method::POST) else {
-        return Err(ApiError::new(
+    let result = match events_path_sid(req.path()).filter(|_| req.method() == Method::POST) {
+        Some(sid) => publish_read(&req, sid, payload, &state).await,
+        None => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "method: the events endpoint takes POST",
-        ));
+        )),
     };
+    count_rejection(&state, result.as_ref().err());
+    result.map(|ids| accepted(&ids))
+}
+
+/// A publish through actix-web: what can be refused before the body is read is (a
+/// wrong token does not make the server read 8 MB), then the rest once it is.
+async fn publish_read(
+    req: &HttpRequest,
+    sid: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<EventId>, ApiError> {
     let headers = req.headers();
-    let parts = PublishHead {
+    let head = PublishHead {
         authorization: headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
         content_type: headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
     };
-    // What can be refused before the body is read is (a wrong token does not make the
-    // server read 8 MB), then the rest once it is.
-    let checked = before_body(&state, sid, &parts);
-    let result = match checked {
-        Ok(checked) => match read_body(payload, state.config.publish.max_body_bytes).await {
-            Ok(body) => publish_body(&state, checked, &body),
-            Err(error) => Err(error),
-        },
-        Err(error) => Err(error),
-    };
-    count_rejection(&state, result.as_ref().err());
-    result.map(|ids| accepted(&ids))
+    let checked = before_body(state, sid, &head)?;
+    let body = read_body(payload, state.config.publish.max_body_bytes).await?;
+    publish_body(state, checked, &body)
 }
 
 /// The headers a publish reads, as sent (the first of each name).
@@ -87,7 +91,7 @@ fn header_text(value: &[u8]) -> Option<&str> {
 
 /// A publish that passed the checks that need no body.
 #[derive(Debug, Clone, Copy)]
-pub struct Checked {
+struct Checked {
     account: AccountIdx,
     ndjson: bool,
 }
@@ -148,7 +152,7 @@ fn publish_body(state: &AppState, checked: Checked, body: &[u8]) -> Result<Vec<E
     state
         .topology
         .quotas
-        .publish(checked.account, drafts.len(), Instant::now())?;
+        .publish(checked.account, drafts.len(), started)?;
     let ids = route(state, checked.account, drafts)?;
     state
         .metrics

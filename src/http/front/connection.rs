@@ -77,7 +77,6 @@ where
 /// Reads until `read` starts with a whole request the lane takes, and returns its
 /// head; `Err` says how the connection leaves the lane instead. `kept_alive`: a
 /// request was served before on this connection.
-///
 async fn next_request(
     io: &mut TcpStream,
     read: &mut BytesMut,
