@@ -18,14 +18,15 @@ const LIMITS: Limits = Limits {
 
 fuzz_target!(|body: &[u8]| {
     // One event alone is read in one pass; in a batch of one, by the batch's passes:
-    // both accept it or neither, as the same event.
+    // both accept it or neither, as the same event. (`{…},{…}` is no body alone but
+    // two events in brackets.)
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
         let batch = [&b"["[..], body, b"]"].concat();
-        assert_eq!(
-            parse_body(body, false, LIMITS).ok(),
-            parse_body(&batch, false, LIMITS).ok(),
-            "alone and as a batch of one"
-        );
+        let alone = parse_body(body, false, LIMITS).ok();
+        match parse_body(&batch, false, LIMITS).ok() {
+            Some(drafts) if drafts.len() > 1 => assert!(alone.is_none(), "one body, two events"),
+            batch => assert_eq!(alone, batch, "alone and as a batch of one"),
+        }
     }
     for ndjson in [false, true] {
         match parse_body(body, ndjson, LIMITS) {
