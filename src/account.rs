@@ -1,8 +1,9 @@
 //! The account registry: who may publish and subscribe, and the small integer index
 //! that the hot path uses instead of the 34-character sid.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::config::AccountConfig;
 
@@ -17,6 +18,11 @@ pub struct Account {
     pub sid: Box<str>,
     /// Secret used for Basic auth and signed URLs.
     pub auth_token: Box<str>,
+    /// `Basic base64(sid:auth_token)`, the `Authorization` value a client sends, built
+    /// once: comparing a request's header with it is the usual check (see
+    /// [`crate::auth::basic`]), where decoding the header was a tenth of a one-event
+    /// publish. Secret like the token.
+    pub basic_header: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Account {
@@ -27,11 +33,21 @@ impl std::fmt::Debug for Account {
     }
 }
 
+/// The canonical `Authorization` value of these credentials.
+fn basic_header(sid: &str, token: &str) -> Box<[u8]> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"));
+    format!("Basic {encoded}").into_bytes().into()
+}
+
 /// All accounts, immutable after start-up and shared by `Arc`.
 #[derive(Debug, Default)]
 pub struct Accounts {
     by_idx: Vec<Account>,
-    by_sid: HashMap<Box<str>, AccountIdx>,
+    /// FxHash, not SipHash, although the sid looked up comes from a request's path:
+    /// nothing is ever inserted after start-up, so no request can build the
+    /// collisions that hash flooding needs, and every request looks its account up.
+    by_sid: FxHashMap<Box<str>, AccountIdx>,
 }
 
 impl Accounts {
@@ -47,6 +63,7 @@ impl Accounts {
             accounts.by_idx.push(Account {
                 sid: config.sid.clone().into(),
                 auth_token: config.auth_token.clone().into(),
+                basic_header: basic_header(&config.sid, &config.auth_token),
             });
         }
         Arc::new(accounts)

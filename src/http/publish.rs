@@ -82,11 +82,12 @@ pub struct PublishHead<'a> {
 /// A header value as text when it is visible ASCII (and tabs), as
 /// `HeaderValue::to_str` reads it; `None` otherwise.
 fn header_text(value: &[u8]) -> Option<&str> {
-    value
+    // A fold without an early exit vectorises over the whole value (a header is
+    // short, and nearly always all visible ASCII).
+    let visible = value
         .iter()
-        .all(|&b| b == b'\t' || (32..127).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
+        .fold(true, |ok, &b| ok & ((b == b'\t') | (32..127).contains(&b)));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// A publish that passed the checks that need no body.
