@@ -256,7 +256,7 @@ mod tests {
             type_name: "call.start",
             call_sid: Some(call_sid),
             scope: None,
-            data,
+            data: data.into(),
         }
     }
 

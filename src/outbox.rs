@@ -333,8 +333,7 @@ mod tests {
                 type_name: "t".into(),
                 call_sid: None,
                 scope: None,
-                data,
-                data_text: None,
+                data: data.into(),
             },
             "now",
         ))

@@ -230,8 +230,7 @@ mod tests {
                 type_name: "call.progress".into(),
                 call_sid: None,
                 scope: None,
-                data: serde_json::Map::new(),
-                data_text: None,
+                data: serde_json::Map::new().into(),
             };
             let event = Event::build(A, "AC0", draft, "t");
             batches[shard].push(Arc::new(event));

@@ -145,8 +145,7 @@ mod tests {
                 type_name: type_name.into(),
                 call_sid: None,
                 scope: None,
-                data: serde_json::Map::new(),
-                data_text: None,
+                data: serde_json::Map::new().into(),
             },
             "t",
         ))

@@ -660,8 +660,7 @@ mod tests {
                 type_name: "call.progress".into(),
                 call_sid: Some("CA0123456789abcdef0123456789abcdef".into()),
                 scope: None,
-                data,
-                data_text: None,
+                data: data.into(),
             },
             "2026-01-02T03:04:05.678Z",
         ))

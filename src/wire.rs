@@ -94,8 +94,7 @@ mod tests {
                 type_name: "say.start".into(),
                 call_sid: None,
                 scope: None,
-                data,
-                data_text: None,
+                data: data.into(),
             },
             "t",
         ));
@@ -135,8 +134,7 @@ mod tests {
                 type_name: "call.start".into(),
                 call_sid: None,
                 scope: None,
-                data: serde_json::Map::new(),
-                data_text: None,
+                data: serde_json::Map::new().into(),
             },
             "t",
         ));

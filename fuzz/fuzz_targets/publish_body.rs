@@ -70,7 +70,7 @@ fn assert_valid_and_round_trips(draft: &Draft) {
         "type": draft.type_name,
         "call_sid": draft.call_sid,
         "scope": draft.scope,
-        "data": draft.data,
+        "data": draft.data.map(),
     });
     let unlimited = Limits {
         max_batch: 1,

@@ -116,8 +116,7 @@ mod tests {
             type_name: format!("call.e{n}"),
             call_sid: None,
             scope: None,
-            data: serde_json::Map::new(),
-            data_text: None,
+            data: serde_json::Map::new().into(),
         };
         let mut event = Event::build(AccountIdx(0), "AC0", draft, "t");
         event.accepted_at = t0 + Duration::from_millis(ms);

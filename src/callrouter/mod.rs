@@ -317,8 +317,7 @@ impl CallRouter {
             type_name: type_name.to_owned(),
             call_sid: call_sid.map(str::to_owned),
             scope: None,
-            data,
-            data_text: None,
+            data: data.into(),
         };
         if let Err(error) = self.sink.publish(account, draft).await {
             self.metrics.call_events_refused.inc();

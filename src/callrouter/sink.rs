@@ -76,7 +76,7 @@ impl EventSink {
                     "type": draft.type_name,
                     "call_sid": draft.call_sid,
                     "scope": draft.scope,
-                    "data": draft.data,
+                    "data": draft.data.map(),
                 });
                 for attempt in 1..=REMOTE_ATTEMPTS {
                     let response = http

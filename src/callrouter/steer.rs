@@ -90,6 +90,7 @@ impl CallRouter {
             Action::Redirect => {
                 let url = draft
                     .data
+                    .map()
                     .get("url")
                     .and_then(Value::as_str)
                     .ok_or(SteerError::MissingUrl)?;
@@ -109,7 +110,7 @@ impl CallRouter {
                     type_name: "call.start",
                     call_sid: Some(sid),
                     scope: None,
-                    data,
+                    data: data.into(),
                 })
             });
             grant.may_act(action, start.as_ref())?;

@@ -5,8 +5,10 @@
 //! stream can append its own `"subscriptions"` list (or nothing, for a webhook or a
 //! notice) without re-serialising the event.
 
+mod data;
+
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +17,8 @@ use serde_json::{Map, Value};
 
 use crate::account::AccountIdx;
 use crate::filter::EventFields;
+
+pub use data::{check as check_data, Data, DataView};
 
 /// Longest event type, in bytes.
 pub const MAX_TYPE_LEN: usize = 64;
@@ -70,10 +74,13 @@ pub struct Event {
     pub call_sid: Option<Box<str>>,
     /// Publisher's security scope, if any.
     pub scope: Option<Box<str>>,
-    /// Parsed `data`, kept for `where` matching (parsed once, here).
-    pub data: Map<String, Value>,
+    /// `data` parsed, made from its text in `json_open` when a `where` filter first
+    /// looks inside (see [`Data`]).
+    data: OnceLock<Map<String, Value>>,
     /// The delivered JSON object without its closing `}`.
     pub json_open: Bytes,
+    /// Where `data`'s text starts in `json_open`: it is the envelope's last field.
+    data_at: usize,
     /// When the publish was accepted, for end-to-end latency.
     pub accepted_at: Instant,
 }
@@ -86,7 +93,7 @@ impl Event {
     /// accepted (one call per request, shared by the batch).
     pub fn build(account: AccountIdx, account_sid: &str, draft: Draft, timestamp: &str) -> Event {
         let id = EventId::random();
-        let json_open = render_open(&Envelope {
+        let (json_open, data_at) = render_open(&Envelope {
             id,
             account_sid,
             type_name: &draft.type_name,
@@ -94,7 +101,6 @@ impl Event {
             scope: draft.scope.as_deref(),
             timestamp,
             data: &draft.data,
-            data_text: draft.data_text.as_deref(),
         });
         Event {
             id,
@@ -102,8 +108,9 @@ impl Event {
             type_name: draft.type_name.into(),
             call_sid: draft.call_sid.map(Into::into),
             scope: draft.scope.map(Into::into),
-            data: draft.data,
+            data: draft.data.into_parsed(),
             json_open,
+            data_at,
             accepted_at: Instant::now(),
         }
     }
@@ -114,8 +121,13 @@ impl Event {
             type_name: &self.type_name,
             call_sid: self.call_sid.as_deref(),
             scope: self.scope.as_deref(),
-            data: &self.data,
+            data: DataView::Lazy(self.data_json(), &self.data),
         }
+    }
+
+    /// `data` as delivered.
+    pub fn data_json(&self) -> &[u8] {
+        &self.json_open[self.data_at..]
     }
 
     /// The complete delivered JSON (no `subscriptions`), e.g. for the publish bench
@@ -131,17 +143,16 @@ impl Event {
 /// A stream notice (`stream.open`, `stream.gap`, `stream.expired`, `stream.shutdown`):
 /// the same envelope as an event, rendered whole since it goes to one client.
 pub fn notice(account_sid: &str, type_name: &str, data: Map<String, Value>) -> Bytes {
-    let mut out = render_open(&Envelope {
+    let (open, _) = render_open(&Envelope {
         id: EventId::random(),
         account_sid,
         type_name,
         call_sid: None,
         scope: None,
         timestamp: &now_rfc3339(),
-        data: &data,
-        data_text: None,
-    })
-    .to_vec();
+        data: &Data::from(data),
+    });
+    let mut out = open.to_vec();
     out.push(b'}');
     out.into()
 }
@@ -154,9 +165,7 @@ struct Envelope<'a> {
     call_sid: Option<&'a str>,
     scope: Option<&'a str>,
     timestamp: &'a str,
-    data: &'a Map<String, Value>,
-    /// `data` as the publisher wrote it, copied instead of serialising `data`.
-    data_text: Option<&'a str>,
+    data: &'a Data,
 }
 
 /// The envelope as JSON without its closing `}`:
@@ -166,10 +175,20 @@ struct Envelope<'a> {
 /// they are, and the values, validated names in practice, are copied unless they
 /// need escaping; `data` is the publisher's text when there is one, else serde_json's.
 /// serde's generic serialisation of the envelope was about a fifth of a one-event
-/// publish's instructions. Without `data_text` the output is byte-for-byte what
-/// serde_json writes for the same fields (a proptest holds it to that).
-fn render_open(envelope: &Envelope<'_>) -> Bytes {
-    let mut out = Vec::with_capacity(160 + 32 * envelope.data.len());
+/// publish's instructions. Without the publisher's text of `data` the output is
+/// byte-for-byte what serde_json writes for the same fields (a proptest holds it to
+/// that). Also returns where `data` starts.
+fn render_open(envelope: &Envelope<'_>) -> (Bytes, usize) {
+    let data_len = match envelope.data.text() {
+        Some(text) => text.len(),
+        None => 32 * envelope.data.map().len(),
+    };
+    let mut out = Vec::with_capacity(
+        150 + envelope.type_name.len()
+            + envelope.call_sid.map_or(0, str::len)
+            + envelope.scope.map_or(0, str::len)
+            + data_len,
+    );
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(&envelope.id.text());
     out.extend_from_slice(b"\",\"account_sid\":");
@@ -187,12 +206,13 @@ fn render_open(envelope: &Envelope<'_>) -> Bytes {
     out.extend_from_slice(b",\"timestamp\":");
     push_json_str(&mut out, envelope.timestamp);
     out.extend_from_slice(b",\"data\":");
-    match envelope.data_text {
+    let data_at = out.len();
+    match envelope.data.text() {
         Some(text) => out.extend_from_slice(text.as_bytes()),
         // Serialising an already-parsed map into a Vec cannot fail.
-        None => serde_json::to_writer(&mut out, envelope.data).expect("data serialises"),
+        None => serde_json::to_writer(&mut out, envelope.data.map()).expect("data serialises"),
     }
-    out.into()
+    (out.into(), data_at)
 }
 
 /// Appends `s` as a JSON string: copied between quotes when nothing in it needs
@@ -266,7 +286,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// A validated event before it gets an id: what the publisher sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
     /// Validated type.
     pub type_name: String,
@@ -274,33 +294,10 @@ pub struct Draft {
     pub call_sid: Option<String>,
     /// Validated scope.
     pub scope: Option<String>,
-    /// The `data` object (empty when absent).
-    pub data: Map<String, Value>,
-    /// The publisher's own JSON text of `data`, delivered as it was sent (as nchan and
-    /// Centrifugo pass a publication through) instead of serialising `data` again,
-    /// which cost more than the rest of the envelope. `None` renders `data`; anything
-    /// that changes `data` must set this to `None` (see [`Draft::insert_data`]).
-    pub data_text: Option<Box<str>>,
-}
-
-impl Draft {
-    /// Adds a key to `data`; the event is then rendered from `data`, not from the
-    /// publisher's text.
-    pub fn insert_data(&mut self, key: &str, value: Value) {
-        self.data.insert(key.to_owned(), value);
-        self.data_text = None;
-    }
-}
-
-/// Two drafts are the same event when their fields are: `data_text` is only how
-/// `data` is written.
-impl PartialEq for Draft {
-    fn eq(&self, other: &Draft) -> bool {
-        self.type_name == other.type_name
-            && self.call_sid == other.call_sid
-            && self.scope == other.scope
-            && self.data == other.data
-    }
+    /// The `data` object (empty when absent): the publisher's own JSON text,
+    /// delivered as it was sent (as nchan and Centrifugo pass a publication through)
+    /// instead of serialising it again, which cost more than the rest of the envelope.
+    pub data: Data,
 }
 
 /// Why a publish body was refused. Carries the position of the offending event so the
@@ -557,17 +554,14 @@ fn validate(index: usize, raw: &str) -> Result<Draft, EventError> {
     };
     let call_sid = name_field("call_sid", fields.call_sid)?;
     let scope = name_field("scope", fields.scope)?;
-    let (data, data_text) = match fields.data.map(RawValue::get) {
-        None | Some("null") => (Map::new(), None),
+    let data = match fields.data.map(RawValue::get) {
+        None | Some("null") => Data::default(),
         Some(text) if text.starts_with('{') => {
-            let data = serde_json::from_str(text).map_err(|e| EventError::Malformed {
+            check_data(text).map_err(|e| EventError::Malformed {
                 at: format!("events[{index}]"),
                 message: format!("invalid JSON: {e}"),
             })?;
-            // A line break outside a string (the only place JSON allows one) would
-            // end an SSE `data:` line: such text is written again, compactly.
-            let one_line = memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none();
-            (data, one_line.then(|| text.into()))
+            Data::from_checked_text(text)
         }
         Some(_) => return Err(invalid("data", "must be a JSON object".into())),
     };
@@ -576,7 +570,6 @@ fn validate(index: usize, raw: &str) -> Result<Draft, EventError> {
         call_sid,
         scope,
         data,
-        data_text,
     })
 }
 
@@ -752,10 +745,7 @@ mod tests {
     #[test]
     fn data_is_delivered_as_the_publisher_wrote_it() {
         let draft = one(r#"{"type":"a","data":{"n": 1.50, "s":"\u00e9"}}"#).unwrap();
-        assert_eq!(
-            draft.data_text.as_deref(),
-            Some(r#"{"n": 1.50, "s":"\u00e9"}"#)
-        );
+        assert_eq!(draft.data.text(), Some(r#"{"n": 1.50, "s":"\u00e9"}"#));
         let event = Event::build(AccountIdx(0), "ACx", draft, "t");
         let json = String::from_utf8(event.json()).unwrap();
         assert!(
@@ -765,13 +755,13 @@ mod tests {
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["data"]["s"], "é");
         // What filters read is the same data, parsed.
-        assert_eq!(event.data["n"], 1.5);
+        assert_eq!(event.fields().data.map()["n"], 1.5);
     }
 
     #[test]
     fn data_spread_over_lines_is_written_again_on_one() {
         let draft = one("{\"type\":\"a\",\"data\":{\n  \"x\": [1,\r\n 2]\n}}").unwrap();
-        assert_eq!(draft.data_text, None);
+        assert_eq!(draft.data.text(), None);
         let event = Event::build(AccountIdx(0), "ACx", draft, "t");
         assert!(!event.json().iter().any(|b| *b == b'\n' || *b == b'\r'));
         assert!(event.json().ends_with(br#""data":{"x":[1,2]}}"#));
@@ -780,7 +770,7 @@ mod tests {
     #[test]
     fn changing_data_drops_the_publishers_text() {
         let mut draft = one(r#"{"type":"client.note","data":{"a":1}}"#).unwrap();
-        draft.insert_data("client", Value::from("crm"));
+        draft.data.insert("client", Value::from("crm"));
         let event = Event::build(AccountIdx(0), "ACx", draft, "t");
         let v: Value = serde_json::from_slice(&event.json()).unwrap();
         assert_eq!(v["data"], serde_json::json!({"a": 1, "client": "crm"}));
@@ -794,10 +784,10 @@ mod tests {
     fn numbers_rendered_again_are_the_numbers_sent() {
         let draft = one(r#"{"type":"a","data":{"n":2222222222222221e50}}"#).unwrap();
         let mut rendered = draft.clone();
-        rendered.insert_data("m", Value::Null);
+        rendered.data.insert("m", Value::Null);
         let event = Event::build(AccountIdx(0), "ACx", rendered, "t");
         let v: Value = serde_json::from_slice(&event.json()).unwrap();
-        assert_eq!(v["data"]["n"], draft.data["n"]);
+        assert_eq!(v["data"]["n"], draft.data.map()["n"]);
         assert_eq!(v["data"]["n"].as_f64(), Some(2222222222222221e50));
     }
 
@@ -810,7 +800,7 @@ mod tests {
         // `null` is absent.
         let draft = one(r#"{"type":"a","call_sid":null,"scope":null,"data":null}"#).unwrap();
         assert_eq!((draft.call_sid, draft.scope), (None, None));
-        assert!(draft.data.is_empty() && draft.data_text.is_none());
+        assert!(draft.data.map().is_empty() && draft.data.text().is_none());
         // An unknown field is named before anything else is checked.
         let err = one(r#"{"type":5,"zz":1}"#).unwrap_err();
         assert!(err.to_string().starts_with("events[0].zz:"), "{err}");
@@ -880,7 +870,7 @@ mod fuzz {
                 call_sid: e.call_sid,
                 scope: e.scope,
                 timestamp: e.timestamp,
-                data: e.data,
+                data: e.data.map(),
             }
         }
     }
@@ -907,10 +897,10 @@ mod fuzz {
                 call_sid: call_sid.as_deref(),
                 scope: scope.as_deref(),
                 timestamp: "2026-11-26T07:20:50.123Z",
-                data: &data,
-                data_text: None,
+                data: &Data::from(data),
             };
-            let ours = render_open(&envelope);
+            let (ours, data_at) = render_open(&envelope);
+            prop_assert_eq!(&ours[data_at..], serde_json::to_vec(envelope.data.map()).unwrap());
             let mut theirs = serde_json::to_vec(&SerdeEnvelope::of(&envelope)).unwrap();
             theirs.pop();
             prop_assert_eq!(&ours[..], &theirs[..]);
@@ -938,8 +928,8 @@ mod fuzz {
                 let one = one_event(body, LIMITS);
                 prop_assert_eq!(&one, &three, "{:?}", String::from_utf8_lossy(body));
                 prop_assert_eq!(
-                    one.map(|d| d.data_text),
-                    three.map(|d| d.data_text)
+                    one.as_ref().map(|d| d.data.text()),
+                    three.as_ref().map(|d| d.data.text())
                 );
             }
         }

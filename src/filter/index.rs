@@ -438,7 +438,7 @@ mod tests {
             type_name,
             call_sid,
             scope: None,
-            data,
+            data: data.into(),
         }
     }
 
@@ -737,7 +737,7 @@ mod tests {
                 for e in &events {
                     let data = match &e.data { Value::Object(m) => m.clone(), _ => Map::new() };
                     let fields = EventFields {
-                        type_name: e.type_name, call_sid: e.call_sid, scope: e.scope, data: &data,
+                        type_name: e.type_name, call_sid: e.call_sid, scope: e.scope, data: (&data).into(),
                     };
                     let mut want: Vec<u32> = model
                         .iter()

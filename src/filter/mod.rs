@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use crate::event::DataView;
 
 mod index;
 mod predicate;
@@ -43,8 +43,9 @@ pub struct EventFields<'a> {
     pub call_sid: Option<&'a str>,
     /// The publisher's scope, if any; only subscriptions granted it may see the event.
     pub scope: Option<&'a str>,
-    /// The event's `data` object (empty when the event had none).
-    pub data: &'a Map<String, Value>,
+    /// The event's `data` object (empty when the event had none), parsed only when a
+    /// predicate looks inside.
+    pub data: DataView<'a>,
 }
 
 /// Which scoped events a subscription may see (API.md §2, §4 `scopes`).
@@ -420,7 +421,7 @@ pub(crate) fn snippet(s: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {
@@ -455,7 +456,7 @@ mod tests {
             type_name,
             call_sid,
             scope,
-            data: &d,
+            data: (&d).into(),
         };
         let f_all = Filter::all(ScopeGrant::All);
         let f_types = parse(Some("call.*,*.end"), &[], None);
@@ -709,7 +710,7 @@ mod tests {
                 );
                 prop_assert_eq!(again.as_ref().map(Filter::canonical_key), Ok(f.canonical_key()));
                 let d = Map::new();
-                let _ = f.matches(&EventFields { type_name: "call.end", call_sid: None, scope: Some("a"), data: &d });
+                let _ = f.matches(&EventFields { type_name: "call.end", call_sid: None, scope: Some("a"), data: (&d).into() });
             }
         }
     }

@@ -206,7 +206,7 @@ impl Predicate {
         match &self.field {
             Field::CallSid => ev.call_sid.is_some_and(|sid| self.matches_text(sid)),
             Field::Type => self.matches_text(ev.type_name),
-            Field::Data(path) => lookup(ev.data, path).is_some_and(|v| self.matches_value(v)),
+            Field::Data(path) => lookup(ev.data.map(), path).is_some_and(|v| self.matches_value(v)),
         }
     }
 
@@ -441,7 +441,7 @@ mod tests {
             type_name: "call.end",
             call_sid: Some("CA123"),
             scope: None,
-            data: &d,
+            data: (&d).into(),
         };
         let no_sid = EventFields {
             call_sid: None,
@@ -624,7 +624,7 @@ mod tests {
                 let mut d = Map::new();
                 d.insert("a".into(), v.clone());
                 d.insert("ab".into(), json!({"a": v}));
-                let ev = EventFields { type_name: "call.end", call_sid: Some("CA1"), scope: None, data: &d };
+                let ev = EventFields { type_name: "call.end", call_sid: Some("CA1"), scope: None, data: (&d).into() };
                 let _ = p.matches(&ev);
             }
         }

@@ -102,7 +102,7 @@ pub async fn send(
             "events[0].type: a client event's type starts with `client.`",
         ));
     }
-    draft.insert_data("client", Value::from(client));
+    draft.data.insert("client", Value::from(client));
     if let Err(refusal) = grant.may_send(draft.scope.as_deref()) {
         return Err(refused(state, via, refusal.reason(), refusal.into()));
     }
