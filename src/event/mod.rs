@@ -179,16 +179,7 @@ struct Envelope<'a> {
 /// byte-for-byte what serde_json writes for the same fields (a proptest holds it to
 /// that). Also returns where `data` starts.
 fn render_open(envelope: &Envelope<'_>) -> (Bytes, usize) {
-    let data_len = match envelope.data.text() {
-        Some(text) => text.len(),
-        None => 32 * envelope.data.map().len(),
-    };
-    let mut out = Vec::with_capacity(
-        150 + envelope.type_name.len()
-            + envelope.call_sid.map_or(0, str::len)
-            + envelope.scope.map_or(0, str::len)
-            + data_len,
-    );
+    let mut out = Vec::with_capacity(capacity(envelope));
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(&envelope.id.text());
     out.extend_from_slice(b"\",\"account_sid\":");
@@ -213,6 +204,23 @@ fn render_open(envelope: &Envelope<'_>) -> (Bytes, usize) {
         None => serde_json::to_writer(&mut out, envelope.data.map()).expect("data serialises"),
     }
     (out.into(), data_at)
+}
+
+/// Room for an envelope whose strings need no escaping and whose `data` is the
+/// publisher's text, so that writing it never grows the buffer (growing it was a
+/// twentieth of a one-event publish). The id, fixed keys and quotes take 92 bytes, the
+/// two optional keys with their quotes 25 more.
+fn capacity(envelope: &Envelope<'_>) -> usize {
+    let data = match envelope.data.text() {
+        Some(text) => text.len(),
+        None => 32 * envelope.data.map().len(),
+    };
+    117 + envelope.account_sid.len()
+        + envelope.type_name.len()
+        + envelope.call_sid.map_or(0, str::len)
+        + envelope.scope.map_or(0, str::len)
+        + envelope.timestamp.len()
+        + data
 }
 
 /// Appends `s` as a JSON string: copied between quotes when nothing in it needs
@@ -873,6 +881,21 @@ mod fuzz {
                 data: e.data.map(),
             }
         }
+    }
+
+    #[test]
+    fn an_envelope_without_escapes_fits_its_capacity_exactly() {
+        let data = Data::from_checked_text(r#"{"seq":1}"#);
+        let envelope = Envelope {
+            id: EventId(7),
+            account_sid: "AC00000000000000000000000000000b0b",
+            type_name: "load.tick",
+            call_sid: Some("CA0123"),
+            scope: Some("team"),
+            timestamp: "2026-11-26T07:20:50.123Z",
+            data: &data,
+        };
+        assert_eq!(render_open(&envelope).0.len(), capacity(&envelope));
     }
 
     proptest! {
