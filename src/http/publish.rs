@@ -172,11 +172,18 @@ fn count_rejection(state: &AppState, error: Option<&ApiError>) {
     }
 }
 
-/// The 202 body: how many events were accepted and their ids,
+/// The 202: how many events were accepted and their ids,
 /// `{"accepted":N,"ids":["EV…",…]}`. Written directly: the ids are fixed-width ASCII,
 /// and building a `serde_json::Value` of them first cost more than the rest of the
 /// response.
 pub fn accepted(ids: &[EventId]) -> HttpResponse {
+    HttpResponse::Accepted()
+        .content_type(header::ContentType::json())
+        .body(accepted_json(ids))
+}
+
+/// The body of [`accepted`].
+pub fn accepted_json(ids: &[EventId]) -> Vec<u8> {
     let mut body = Vec::with_capacity(32 + 37 * ids.len());
     body.extend_from_slice(b"{\"accepted\":");
     body.extend_from_slice(ids.len().to_string().as_bytes());
@@ -190,9 +197,7 @@ pub fn accepted(ids: &[EventId]) -> HttpResponse {
         body.push(b'"');
     }
     body.extend_from_slice(b"]}");
-    HttpResponse::Accepted()
-        .content_type(header::ContentType::json())
-        .body(body)
+    body
 }
 
 /// Routes validated events (see [`crate::publisher::Publisher::route`]); shared by

@@ -40,6 +40,31 @@ pub fn head(
     close: bool,
     date: &str,
 ) -> Vec<u8> {
+    let lines = headers
+        .iter()
+        .filter(|(name, _)| {
+            ![
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::CONNECTION,
+            ]
+            .contains(name)
+        })
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    let date = (!headers.contains_key(header::DATE)).then_some(date);
+    head_of(status, lines, framing, close, date)
+}
+
+/// A head with these header lines (lower-case names, no framing or connection
+/// header among them), written in the order of [`head`]; `date` if the lines have
+/// none. For a response the lane makes itself, with no `HeaderMap` to build.
+pub fn head_of<'h>(
+    status: StatusCode,
+    lines: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    framing: Framing,
+    close: bool,
+    date: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -57,22 +82,13 @@ pub fn head(
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
-    for (name, value) in headers {
-        if [
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-            header::CONNECTION,
-        ]
-        .contains(name)
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in lines {
+        out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if let Some(date) = date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"\r\n");
