@@ -40,7 +40,8 @@ pub enum Left {
 /// lane's when its first request is served.
 ///
 /// A request gets [`FIRST_REQUEST_TIMEOUT`] in all, from the connection's start for
-/// the first and from its first byte for the next; a request this slow goes to
+/// the first and, for the next, from the first wait for more of it after its first
+/// bytes came; a request this slow goes to
 /// actix-http with what was read of it, and actix-http applies its own limits. A
 /// kept-alive connection gets [`KEEP_ALIVE`] for the next request's first byte,
 /// then it is closed.
@@ -82,25 +83,23 @@ async fn next_request(
     read: &mut BytesMut,
     kept_alive: bool,
 ) -> Result<LaneHead, Left> {
-    let mut deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
+    let start = Instant::now();
     let mut idle = kept_alive && read.is_empty();
+    // The head's deadline runs from the connection's start, or for a kept-alive one
+    // from the first wait after its next request began, so that a request that
+    // arrives whole (nearly every one) costs one clock read.
+    let mut deadline = (!idle).then_some(start + FIRST_REQUEST_TIMEOUT);
+    let mut deadline = || *deadline.get_or_insert_with(|| Instant::now() + FIRST_REQUEST_TIMEOUT);
     let head = loop {
         match classify(read) {
             Parsed::Lane(head) => break head,
             Parsed::Other => return Err(Left::Handover(std::mem::take(read))),
             Parsed::Partial => {}
         }
-        let until = if idle {
-            Instant::now() + KEEP_ALIVE
-        } else {
-            deadline
-        };
+        let until = if idle { start + KEEP_ALIVE } else { deadline() };
         match read_some(io, read, READ_SIZE, until).await {
             Ok(Some(0)) | Err(_) => return Err(Left::Closed),
-            Ok(Some(_)) if idle => {
-                idle = false;
-                deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
-            }
+            Ok(Some(_)) if idle => idle = false,
             Ok(Some(_)) => {}
             Ok(None) if idle => return Err(Left::Closed),
             Ok(None) => return Err(Left::Handover(std::mem::take(read))),
@@ -108,7 +107,7 @@ async fn next_request(
     };
     while read.len() < head.request_len() {
         let missing = head.request_len() - read.len();
-        match read_some(io, read, missing, deadline).await {
+        match read_some(io, read, missing, deadline()).await {
             Ok(Some(0)) | Err(_) => return Err(Left::Closed),
             Ok(Some(_)) => {}
             Ok(None) => return Err(Left::Handover(std::mem::take(read))),
