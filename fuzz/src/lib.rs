@@ -70,7 +70,7 @@ pub fn assert_filter_round_trips(filter: &Filter) {
             type_name: event.0,
             call_sid: event.1,
             scope: event.2,
-            data: &event.3,
+            data: (&event.3).into(),
         };
         assert_eq!(filter.matches(&fields), rebuilt.matches(&fields));
     }
