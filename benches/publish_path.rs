@@ -1,7 +1,10 @@
 //! The hot path of one publish, measured without actors or sockets so the numbers
 //! show the work itself: validate and serialise once (`parse_build`), match the
 //! client index (`match`), and push into an outbox then render SSE frames
-//! (`encode`); `end_to_end` chains all three for a 100-event batch.
+//! (`encode`); `end_to_end` chains all three for a 100-event batch. `aggregation`
+//! shows what issue 10 asks of the proxy's filter index: matching 100 000 filters
+//! pinned to distinct calls costs about what 100 do, and a filter shared by 10 000
+//! clients costs what one shared by 10 does, before the per-client push.
 //!
 //! Run: `cargo bench --bench publish_path`. Compare ratios between cases; absolute
 //! times depend on the machine (a shared 2-core VM when these were first taken).
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use switchboard::account::AccountIdx;
+use switchboard::actors::upstreams::Upstreams;
 use switchboard::cursor::Cursor;
 use switchboard::event::{parse_body, Event, Limits, SharedEvent};
 use switchboard::filter::{Filter, ScopeGrant, SubscriptionIndex};
@@ -84,23 +88,94 @@ fn parse_build(c: &mut Criterion) {
     group.finish();
 }
 
+/// Times matching `events` against `index`, one event at a time.
+fn bench_matches<K: Copy + Eq + std::hash::Hash + Ord>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    index: &SubscriptionIndex<K>,
+    events: &[SharedEvent],
+) {
+    let mut out = Vec::new();
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for event in events {
+                out.clear();
+                index.matches(0, &event.fields(), &mut out);
+                hits += out.len();
+            }
+            hits
+        })
+    });
+}
+
 fn matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("match");
     group.noise_threshold(0.05);
     let events = build(&body(100));
     for n in [100usize, 1_000, 10_000, 100_000] {
         let index = index(n);
-        let mut out = Vec::new();
+        bench_matches(
+            &mut group,
+            BenchmarkId::new("subscriptions", n),
+            &index,
+            &events,
+        );
+    }
+    group.finish();
+}
+
+fn aggregation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("aggregation");
+    group.noise_threshold(0.05);
+    let events = build(&body(100));
+    // Filters pinned to distinct calls, the events' twenty calls among them.
+    for n in [100usize, 100_000] {
+        let mut index = SubscriptionIndex::new();
+        for i in 0..n {
+            let call = format!("call_sid=CA{i:032x}");
+            let filter = Filter::parse(Some("gather.*"), &[&call], None, ScopeGrant::All)
+                .expect("valid filter");
+            index.insert(0, i as u32, Arc::new(filter));
+        }
+        bench_matches(
+            &mut group,
+            BenchmarkId::new("pinned_calls", n),
+            &index,
+            &events,
+        );
+    }
+    // One filter held by `n` clients: matched once, its members handed on whole.
+    for n in [10usize, 10_000] {
+        let filter = Arc::new(
+            Filter::parse(
+                Some("gather.*"),
+                &["data.duration>10"],
+                None,
+                ScopeGrant::All,
+            )
+            .expect("valid filter"),
+        );
+        let mut upstreams = Upstreams::default();
+        let mut index = SubscriptionIndex::new();
+        for client in 0..n as u64 {
+            let (key, registration) = upstreams.hold(AccountIdx(0), &filter, client << 32);
+            if registration.is_some() {
+                index.insert(0, key, filter.clone());
+            }
+        }
+        let (mut matched, mut gathered) = (Vec::new(), Vec::new());
         group.throughput(Throughput::Elements(events.len() as u64));
-        group.bench_function(BenchmarkId::new("subscriptions", n), |b| {
+        group.bench_function(BenchmarkId::new("shared_filter_clients", n), |b| {
             b.iter(|| {
-                let mut hits = 0;
+                let mut members = 0;
                 for event in &events {
-                    out.clear();
-                    index.matches(0, &event.fields(), &mut out);
-                    hits += out.len();
+                    matched.clear();
+                    index.matches(0, &event.fields(), &mut matched);
+                    members += upstreams.members_of(&matched, &mut gathered).len();
                 }
-                hits
+                members
             })
         });
     }
@@ -191,6 +266,6 @@ fn end_to_end(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = parse_build, matching, encode, end_to_end
+    targets = parse_build, matching, aggregation, encode, end_to_end
 }
 criterion_main!(benches);

@@ -121,6 +121,12 @@ pub struct Metrics {
     pub subscriptions: IntGaugeVec,
     /// Aggregated (upstream) subscriptions held by shards, summed over shards.
     pub aggregated_subscriptions: IntGauge,
+    /// Distinct filters held by proxies, summed over proxies: each is evaluated once
+    /// per event for all the subscriptions that share it.
+    pub proxy_filters: IntGauge,
+    /// Filters checked against an event, by actor (`shard`, `proxy`): what matching
+    /// costs, which aggregation keeps to one check per distinct filter.
+    pub filter_evaluations: IntCounterVec,
     /// Client sessions alive (connected or caching).
     pub sessions: IntGauge,
     /// Events retained in client outboxes.
@@ -262,6 +268,15 @@ impl Metrics {
             aggregated_subscriptions: reg.gauge(
                 "switchboard_aggregated_subscriptions",
                 "Upstream subscriptions held by broker shards (after aggregation)",
+            ),
+            proxy_filters: reg.gauge(
+                "switchboard_proxy_filters",
+                "Distinct filters held by event proxies (subscriptions sharing one are matched once)",
+            ),
+            filter_evaluations: reg.counter_vec(
+                "switchboard_filter_evaluations_total",
+                "Filters checked against an event, by actor (shard or proxy)",
+                &["actor"],
             ),
             sessions: reg.gauge("switchboard_sessions", "Client sessions alive"),
             cached_events: reg.gauge(

@@ -14,6 +14,7 @@ use prometheus::IntGauge;
 
 use super::shard::BrokerShard;
 use crate::account::AccountIdx;
+use crate::filter::Filter;
 use crate::hash::fnv1a_64;
 
 /// One shard as publishers see it.
@@ -41,6 +42,19 @@ impl ShardMap {
             None => fnv1a_64(&account.0.to_le_bytes()),
         };
         (hash % self.shards.len() as u64) as usize
+    }
+
+    /// The shards a proxy registers `filter` with: the one that owns its call when
+    /// it is pinned to one (`call_sid=`: no other shard ever sees that call's
+    /// events), else every shard.
+    pub fn shards_for_filter(&self, account: AccountIdx, filter: &Filter) -> &[ShardHandle] {
+        match filter.call_sid_eq() {
+            Some(sid) => {
+                let index = self.shard_for(account, Some(sid));
+                &self.shards[index..=index]
+            }
+            None => &self.shards,
+        }
     }
 }
 

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
 use super::distributor::Distributor;
 use super::replay::{self, ReplayCoverage, ShardReplay};
 use super::session::{ClientSession, EndSession, TrackExpiry};
 use super::shard::{AddUpstream, RemoveUpstream, Replay, Replayed};
-use super::upstreams::{Registration, UpstreamKey, Upstreams, UPSTREAM_GRACE};
+use super::upstreams::{FilterKey, Registration, Upstreams, UPSTREAM_GRACE};
 use crate::account::{AccountIdx, Accounts};
 use crate::config::WebhookConfig;
 use crate::filter::{Filter, SubscriptionIndex};
@@ -240,12 +240,14 @@ pub struct ExpireSubscription {
 }
 
 struct Sub {
+    account: AccountIdx,
     sid: Arc<str>,
     filter: Arc<Filter>,
     expires: Option<u64>,
     callback: Option<Arc<str>>,
     webhook: Option<Arc<Webhook>>,
-    upstream: UpstreamKey,
+    /// The proxy's distinct filter this subscription is a member of.
+    upstream: FilterKey,
 }
 
 struct SessionEntry {
@@ -292,13 +294,18 @@ pub struct EventProxy {
     distributor: Arc<Distributor>,
     metrics: Metrics,
     settings: ProxySettings,
-    index: SubscriptionIndex<u64>,
+    /// The proxy's distinct filters (not its subscriptions): an event is checked
+    /// against each candidate filter once, and matches fan out to its members.
+    index: SubscriptionIndex<FilterKey>,
     subs: FxHashMap<u64, Sub>,
     sessions: FxHashMap<u32, SessionEntry>,
     by_client: HashMap<(AccountIdx, Arc<str>), u32>,
     upstreams: Upstreams,
     next_slot: u32,
-    scratch: Vec<u64>,
+    /// `switchboard_filter_evaluations_total{actor="proxy"}`.
+    evaluations: IntCounter,
+    matched_filters: Vec<FilterKey>,
+    gathered: Vec<u64>,
     touched: Vec<u32>,
 }
 
@@ -318,6 +325,7 @@ impl EventProxy {
             id,
             depth,
             distributor,
+            evaluations: metrics.filter_evaluations.with_label_values(&["proxy"]),
             metrics,
             settings,
             index: SubscriptionIndex::new(),
@@ -326,7 +334,8 @@ impl EventProxy {
             by_client: HashMap::new(),
             upstreams: Upstreams::default(),
             next_slot: 0,
-            scratch: Vec::new(),
+            matched_filters: Vec::new(),
+            gathered: Vec::new(),
             touched: Vec::new(),
         }
     }
@@ -465,11 +474,11 @@ impl EventProxy {
             .as_ref()
             .map(|url| self.start_webhook(account, url, new.expires));
         self.transport_gauge(webhook.is_some()).inc();
-        let (upstream, registration) = self.upstreams.hold(account, &new.filter);
-        self.index.insert(account.0, key, new.filter.clone());
+        let (upstream, registration) = self.hold_filter(account, &new.filter, key);
         self.subs.insert(
             key,
             Sub {
+                account,
                 sid,
                 filter: new.filter,
                 expires: new.expires,
@@ -487,11 +496,28 @@ impl EventProxy {
             .with_label_values(&[if webhook { "webhook" } else { "stream" }])
     }
 
-    /// Drops a local reference; the last one retires the filter after a grace period.
-    fn release_upstream(&mut self, key: UpstreamKey, ctx: &mut Context<Self>) {
-        if let Some(end) = self.upstreams.release(&key, Instant::now()) {
+    /// Makes subscription `member` a member of `filter`; a filter new to the proxy
+    /// joins its index and is returned as the registration its shards need.
+    fn hold_filter(
+        &mut self,
+        account: AccountIdx,
+        filter: &Arc<Filter>,
+        member: u64,
+    ) -> (FilterKey, Option<Registration>) {
+        let (key, registration) = self.upstreams.hold(account, filter, member);
+        if registration.is_some() {
+            self.index.insert(account.0, key, filter.clone());
+            self.metrics.proxy_filters.inc();
+        }
+        (key, registration)
+    }
+
+    /// Takes `member` out of filter `key`; the last one retires the filter after a
+    /// grace period.
+    fn release_upstream(&mut self, key: FilterKey, member: u64, ctx: &mut Context<Self>) {
+        if let Some(end) = self.upstreams.release(key, member, Instant::now()) {
             ctx.run_later(UPSTREAM_GRACE, move |proxy, _ctx| {
-                proxy.retire_upstream(&key, end);
+                proxy.retire_upstream(key, end);
             });
         }
     }
@@ -500,28 +526,33 @@ impl EventProxy {
         let Some(sub) = self.subs.remove(&key) else {
             return;
         };
-        self.index.remove(key);
         self.transport_gauge(sub.webhook.is_some()).dec();
         if let Some(webhook) = &sub.webhook {
             webhook.close();
-            self.settings.quotas.release_webhook(sub.upstream.0);
+            self.settings.quotas.release_webhook(sub.account);
         }
         if let Some(session) = self.sessions.get_mut(&((key >> 32) as u32)) {
             session.subs.retain(|k| *k != key);
         }
-        self.release_upstream(sub.upstream, ctx);
+        self.release_upstream(sub.upstream, key, ctx);
     }
 
-    fn retire_upstream(&mut self, key: &UpstreamKey, end: Instant) {
-        let Some(upstream_key) = self.upstreams.retire(key, end) else {
+    fn retire_upstream(&mut self, key: FilterKey, end: Instant) {
+        let Some((account, filter)) = self.upstreams.retire(key, end) else {
             return;
         };
-        for shard in &self.distributor.current().shards {
+        self.index.remove(key);
+        self.metrics.proxy_filters.dec();
+        for shard in self
+            .distributor
+            .current()
+            .shards_for_filter(account, &filter)
+        {
             // do_send: a removal must not be dropped for a full mailbox, and there is
             // no caller to report a failure to.
             shard.addr.do_send(RemoveUpstream {
                 proxy: self.id,
-                key: upstream_key,
+                key,
             });
         }
     }
@@ -577,8 +608,10 @@ impl EventProxy {
         }
     }
 
-    /// Sends the registrations to every shard; the future resolves when all have
-    /// them, so a change is only reported once events for it can arrive.
+    /// Sends each registration to its shards (see
+    /// [`ShardMap::shards_for_filter`](super::distributor::ShardMap::shards_for_filter));
+    /// the future resolves when all have them, so a change is only reported once
+    /// events for it can arrive.
     fn register(
         &self,
         registrations: Vec<Registration>,
@@ -590,7 +623,8 @@ impl EventProxy {
             .into_iter()
             .flat_map(|(key, account, filter)| {
                 let (id, depth, me) = (self.id, self.depth.clone(), me.clone());
-                shards.shards.iter().map(move |shard| {
+                let targets = shards.shards_for_filter(account, &filter);
+                targets.iter().map(move |shard| {
                     shard.addr.send(AddUpstream {
                         proxy: id,
                         addr: me.clone(),
@@ -630,25 +664,28 @@ impl EventProxy {
         let Some(session) = self.sessions.get(&slot) else {
             return;
         };
-        let account = session.account;
+        // Only this client's stream subscriptions, checked directly: a few filters,
+        // against events the shards already matched to them.
+        let subs: Vec<&Sub> = session
+            .subs
+            .iter()
+            .filter_map(|key| self.subs.get(key))
+            .filter(|sub| sub.webhook.is_none())
+            .collect();
         let cached = session.outbox.retained();
         let mut matched = Vec::with_capacity(replies.len());
         for (shard, reply) in replies.into_iter().enumerate() {
             let Ok(reply) = reply else { continue };
             let mut events = Vec::with_capacity(reply.events.len());
             for stamped in reply.events {
-                self.scratch.clear();
-                self.index
-                    .matches(account.0, &stamped.event.fields(), &mut self.scratch);
-                let keys: Vec<u64> = self
-                    .scratch
+                let fields = stamped.event.fields();
+                let sids: MatchedSubs = subs
                     .iter()
-                    .copied()
-                    .filter(|key| (key >> 32) as u32 == slot)
+                    .filter(|sub| sub.filter.matches(&fields))
+                    .map(|sub| sub.sid.clone())
                     .collect();
-                let (subs, _) = self.matched(&keys);
-                if !subs.is_empty() {
-                    events.push((stamped.event, subs));
+                if !sids.is_empty() {
+                    events.push((stamped.event, sids));
                 }
             }
             matched.push(ShardReplay {
@@ -857,13 +894,15 @@ impl Handler<UpdateSubscription> for EventProxy {
         let mut registrations = Vec::new();
         let change = msg.change;
         if let Some(filter) = change.filter {
-            let (upstream, registration) = self.upstreams.hold(msg.account, &filter);
+            let (upstream, registration) = self.hold_filter(msg.account, &filter, key);
             registrations.extend(registration);
-            self.index.insert(msg.account.0, key, filter.clone());
             let sub = self.subs.get_mut(&key).expect("found above");
             sub.filter = filter;
             let old = std::mem::replace(&mut sub.upstream, upstream);
-            self.release_upstream(old, ctx);
+            // The same filter in another spelling: still a member, nothing to drop.
+            if old != upstream {
+                self.release_upstream(old, key, ctx);
+            }
         }
         let sub = self.subs.get_mut(&key).expect("found above");
         if let Some(expires) = change.expires {
@@ -921,16 +960,20 @@ impl Handler<Deliver> for EventProxy {
         self.depth.dec();
         let now = Instant::now();
         let mut pushed = 0i64;
+        let mut evaluated = 0;
+        let mut filters = std::mem::take(&mut self.matched_filters);
+        let mut gathered = std::mem::take(&mut self.gathered);
         for stamped in &msg.events {
             let event = &stamped.event;
-            self.scratch.clear();
-            self.index
-                .matches(event.account.0, &event.fields(), &mut self.scratch);
-            // Keys are sorted and carry the session slot in their high bits, so each
-            // session's matches are adjacent: one push per session, however many of
-            // its subscriptions matched.
-            let keys = std::mem::take(&mut self.scratch);
-            for group in keys.chunk_by(|a, b| a >> 32 == b >> 32) {
+            filters.clear();
+            evaluated += self
+                .index
+                .matches(event.account.0, &event.fields(), &mut filters);
+            // Members are sorted and carry the session slot in their high bits, so
+            // each session's matches are adjacent: one push per session, however many
+            // of its subscriptions matched.
+            let members = self.upstreams.members_of(&filters, &mut gathered);
+            for group in members.chunk_by(|a, b| a >> 32 == b >> 32) {
                 let slot = (group[0] >> 32) as u32;
                 let Some(session) = self.sessions.get(&slot) else {
                     continue;
@@ -949,8 +992,10 @@ impl Handler<Deliver> for EventProxy {
                     self.touched.push(slot);
                 }
             }
-            self.scratch = keys;
         }
+        self.matched_filters = filters;
+        self.gathered = gathered;
+        self.evaluations.inc_by(evaluated as u64);
         self.metrics.cached_events.add(pushed);
         self.touched.sort_unstable();
         self.touched.dedup();

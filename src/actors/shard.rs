@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 
 use super::proxy::{Deliver, EventProxy, ProxyId};
@@ -147,6 +147,8 @@ pub struct BrokerShard {
     upstream: SubscriptionIndex<u64>,
     proxies: FxHashMap<ProxyId, ProxyLink>,
     depth: IntGauge,
+    /// `switchboard_filter_evaluations_total{actor="shard"}`.
+    evaluations: IntCounter,
     metrics: Metrics,
     scratch: Vec<u64>,
     hold: Option<ShardHold>,
@@ -169,6 +171,7 @@ impl BrokerShard {
             upstream: SubscriptionIndex::new(),
             proxies: FxHashMap::default(),
             depth,
+            evaluations: metrics.filter_evaluations.with_label_values(&["shard"]),
             metrics,
             scratch: Vec::new(),
             hold,
@@ -200,12 +203,13 @@ impl Handler<Publish> for BrokerShard {
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
         let mut batches: Vec<(ProxyId, Vec<Stamped>)> = Vec::new();
         let now = Instant::now();
+        let mut evaluated = 0;
         for event in msg.events {
             let (event, evicted) = self.retention.push(event, now);
             self.metrics.shard_retained.add(1 - evicted as i64);
             let event = &event;
             self.scratch.clear();
-            self.upstream.matches(
+            evaluated += self.upstream.matches(
                 event.event.account.0,
                 &event.event.fields(),
                 &mut self.scratch,
@@ -223,6 +227,7 @@ impl Handler<Publish> for BrokerShard {
                 }
             }
         }
+        self.evaluations.inc_by(evaluated as u64);
         let mut acks = Vec::with_capacity(batches.len());
         for (proxy, events) in batches {
             if let Some(link) = self.proxies.get(&proxy) {

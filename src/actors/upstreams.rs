@@ -1,13 +1,23 @@
-//! A proxy's upstream registrations, without the actor: one per distinct (account,
-//! canonical filter) its clients hold, with a local reference count, so many clients
-//! with the same filter cost the shards one entry. The last reference going does not
-//! unregister at once but after [`UPSTREAM_GRACE`], so a client that reconnects at
-//! once costs the shards no removal and re-registration. The proxy runs the timer;
-//! this keeps the counts and decides, so the rule is tested without one.
+//! A proxy's distinct filters, without the actor: one entry per (account, canonical
+//! filter) its clients hold, with the subscriptions that share it.
+//!
+//! Two savings rest on this table. Upstream, the shards know each distinct filter
+//! once, however many of the proxy's clients hold it (centrifuge's
+//! `addSubscription`). Downstream, the proxy indexes these filters, not its
+//! subscriptions: an event is checked against a filter once, and a match fans out to
+//! the filter's members, so a thousand clients with the same filter cost one
+//! evaluation per event rather than a thousand.
+//!
+//! The last member going does not unregister the filter at once but after
+//! [`UPSTREAM_GRACE`], so a client that reconnects at once costs the shards no
+//! removal and re-registration. The proxy runs the timer; this keeps the members and
+//! decides, so the rule is tested without one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::account::AccountIdx;
 use crate::clock;
@@ -17,60 +27,83 @@ use crate::filter::Filter;
 /// goes, so a client that reconnects at once does not cost two round trips.
 pub const UPSTREAM_GRACE: Duration = Duration::from_secs(1);
 
-/// A filter's identity within a proxy: the account and its canonical form.
-pub type UpstreamKey = (AccountIdx, String);
+/// A filter's key: the proxy's own index and the shards' upstream index know the
+/// filter by it.
+pub type FilterKey = u32;
 
-/// An upstream filter that must reach every shard before a change is complete: the
-/// shards' key for it, its account and the filter.
-pub type Registration = (u32, AccountIdx, Arc<Filter>);
+/// An upstream filter that must reach its shards before a change is complete: the
+/// filter's key, its account and the filter.
+pub type Registration = (FilterKey, AccountIdx, Arc<Filter>);
 
 struct Upstream {
-    /// The key the shards know this filter by.
-    key: u32,
-    local: usize,
-    /// Set while no local subscription holds the filter: the end of its grace.
+    /// Its identity, to forget it when it retires.
+    canonical: (AccountIdx, String),
+    account: AccountIdx,
+    filter: Arc<Filter>,
+    /// The subscriptions holding it (`slot << 32 | n`), ascending: a session's
+    /// subscriptions are adjacent, so a match fans out one session at a time.
+    members: Vec<u64>,
+    /// Set while no member holds the filter: the end of its grace.
     retiring: Option<Instant>,
 }
 
-/// The upstream filters of one proxy (see the module docs).
+/// The distinct filters of one proxy (see the module docs).
 #[derive(Default)]
 pub struct Upstreams {
-    held: HashMap<UpstreamKey, Upstream>,
-    next_key: u32,
+    by_canonical: HashMap<(AccountIdx, String), FilterKey>,
+    held: FxHashMap<FilterKey, Upstream>,
+    next_key: FilterKey,
 }
 
 impl Upstreams {
-    /// Takes a local reference on `filter`, ending a grace period it was in; returns
-    /// its key and, when the filter is new to the proxy, the registration to send.
+    /// Makes subscription `member` a member of `filter` (ending a grace period the
+    /// filter was in); returns the filter's key and, when the filter is new to the
+    /// proxy, the registration to make. Holding a filter a subscription already
+    /// holds changes nothing.
     pub fn hold(
         &mut self,
         account: AccountIdx,
         filter: &Arc<Filter>,
-    ) -> (UpstreamKey, Option<Registration>) {
-        let upstream_key = (account, filter.canonical_key());
+        member: u64,
+    ) -> (FilterKey, Option<Registration>) {
+        let canonical = (account, filter.canonical_key());
         let mut registration = None;
-        let upstream = self.held.entry(upstream_key.clone()).or_insert_with(|| {
-            let key = self.next_key;
-            self.next_key = self.next_key.wrapping_add(1);
-            registration = Some((key, account, filter.clone()));
-            Upstream {
-                key,
-                local: 0,
-                retiring: None,
+        let key = match self.by_canonical.get(&canonical) {
+            Some(&key) => key,
+            None => {
+                let key = self.next_key;
+                self.next_key = self.next_key.wrapping_add(1);
+                registration = Some((key, account, filter.clone()));
+                self.by_canonical.insert(canonical.clone(), key);
+                self.held.insert(
+                    key,
+                    Upstream {
+                        canonical,
+                        account,
+                        filter: filter.clone(),
+                        members: Vec::new(),
+                        retiring: None,
+                    },
+                );
+                key
             }
-        });
+        };
+        let upstream = self.held.get_mut(&key).expect("inserted above");
         upstream.retiring = None;
-        upstream.local += 1;
-        (upstream_key, registration)
+        if let Err(at) = upstream.members.binary_search(&member) {
+            upstream.members.insert(at, member);
+        }
+        (key, registration)
     }
 
-    /// Drops a local reference at `now`. When it was the last, the filter starts its
-    /// grace and the end of it is returned: the caller calls [`Upstreams::retire`]
-    /// with it then.
-    pub fn release(&mut self, key: &UpstreamKey, now: Instant) -> Option<Instant> {
-        let upstream = self.held.get_mut(key)?;
-        upstream.local -= 1;
-        if upstream.local > 0 {
+    /// Removes `member` from filter `key` at `now`. When it was the last, the filter
+    /// starts its grace and the end of it is returned: the caller calls
+    /// [`Upstreams::retire`] with it then.
+    pub fn release(&mut self, key: FilterKey, member: u64, now: Instant) -> Option<Instant> {
+        let upstream = self.held.get_mut(&key)?;
+        let at = upstream.members.binary_search(&member).ok()?;
+        upstream.members.remove(at);
+        if !upstream.members.is_empty() {
             return None;
         }
         let end = clock::after(now, UPSTREAM_GRACE);
@@ -78,15 +111,37 @@ impl Upstreams {
         Some(end)
     }
 
-    /// The grace that ended at `end` is over: forgets the filter and returns the
-    /// shards' key to unregister, unless it was held again meanwhile (a later grace,
-    /// if it was released again, ends later and retires it then).
-    pub fn retire(&mut self, key: &UpstreamKey, end: Instant) -> Option<u32> {
-        let upstream = self.held.get(key)?;
-        if upstream.retiring != Some(end) {
+    /// The grace that ended at `end` is over: forgets the filter and returns what to
+    /// unregister (its account and filter), unless it was held again meanwhile (a
+    /// later grace, if it was released again, ends later and retires it then).
+    pub fn retire(&mut self, key: FilterKey, end: Instant) -> Option<(AccountIdx, Arc<Filter>)> {
+        if self.held.get(&key)?.retiring != Some(end) {
             return None;
         }
-        self.held.remove(key).map(|upstream| upstream.key)
+        let upstream = self.held.remove(&key)?;
+        self.by_canonical.remove(&upstream.canonical);
+        Some((upstream.account, upstream.filter))
+    }
+
+    /// The subscriptions holding filter `key`, ascending.
+    pub fn members(&self, key: FilterKey) -> &[u64] {
+        self.held.get(&key).map_or(&[], |u| &u.members)
+    }
+
+    /// The subscriptions holding any of the filters `keys` (an event's matches),
+    /// ascending and each once. One filter's list is returned as it is; several are
+    /// gathered into `scratch`. A subscription holds one filter, so lists never
+    /// overlap.
+    pub fn members_of<'a>(&'a self, keys: &[FilterKey], scratch: &'a mut Vec<u64>) -> &'a [u64] {
+        if let [key] = keys {
+            return self.members(*key);
+        }
+        scratch.clear();
+        for &key in keys {
+            scratch.extend_from_slice(self.members(key));
+        }
+        scratch.sort_unstable();
+        scratch
     }
 }
 
@@ -104,29 +159,63 @@ mod tests {
     #[test]
     fn clients_with_the_same_filter_share_one_registration() {
         let mut upstreams = Upstreams::default();
-        let (key, first) = upstreams.hold(A, &filter("call.*,dial.*"));
-        let (same, second) = upstreams.hold(A, &filter("dial.*,call.*"));
+        let (key, first) = upstreams.hold(A, &filter("call.*,dial.*"), 1);
+        let (same, second) = upstreams.hold(A, &filter("dial.*,call.*"), 2);
         assert_eq!(key, same, "canonical form");
         assert!(first.is_some() && second.is_none());
-        let (_, other_account) = upstreams.hold(AccountIdx(1), &filter("call.*,dial.*"));
-        let (_, other_filter) = upstreams.hold(A, &filter("call.*"));
+        let (_, other_account) = upstreams.hold(AccountIdx(1), &filter("call.*,dial.*"), 3);
+        let (_, other_filter) = upstreams.hold(A, &filter("call.*"), 4);
         let keys = [first, other_account, other_filter].map(|r| r.unwrap().0);
-        assert_eq!(keys, [0, 1, 2], "a new shard key each");
+        assert_eq!(keys, [0, 1, 2], "a new key each");
+        assert_eq!(upstreams.members(key), [1, 2]);
+    }
+
+    #[test]
+    fn members_stay_ascending_and_a_second_hold_adds_nothing() {
+        let mut upstreams = Upstreams::default();
+        let f = filter("call.*");
+        for member in [5u64 << 32, 1, 3 << 32 | 7, 1, 3 << 32] {
+            upstreams.hold(A, &f, member);
+        }
+        let (key, _) = upstreams.hold(A, &f, 1);
+        assert_eq!(upstreams.members(key), [1, 3 << 32, 3 << 32 | 7, 5 << 32]);
+    }
+
+    #[test]
+    fn the_members_of_several_filters_come_ascending_and_once() {
+        let mut upstreams = Upstreams::default();
+        let (a, _) = upstreams.hold(A, &filter("call.*"), 2 << 32);
+        upstreams.hold(A, &filter("call.*"), 4 << 32);
+        let (b, _) = upstreams.hold(A, &filter("dial.*"), 3 << 32);
+        upstreams.hold(A, &filter("dial.*"), 2 << 32 | 1);
+        let mut scratch = Vec::new();
+        assert_eq!(upstreams.members_of(&[a], &mut scratch), [2 << 32, 4 << 32]);
+        assert!(scratch.is_empty(), "one filter's list is not copied");
+        assert_eq!(
+            upstreams.members_of(&[b, a], &mut scratch),
+            [2 << 32, 2 << 32 | 1, 3 << 32, 4 << 32]
+        );
+        assert!(upstreams.members_of(&[], &mut scratch).is_empty());
+        assert!(upstreams.members_of(&[99], &mut scratch).is_empty());
     }
 
     #[test]
     fn the_last_release_retires_only_once_its_grace_ends_unheld() {
         let mut upstreams = Upstreams::default();
         let t0 = Instant::now();
-        let (key, registration) = upstreams.hold(A, &filter("call.*"));
-        let shard_key = registration.unwrap().0;
-        upstreams.hold(A, &filter("call.*"));
-        assert_eq!(upstreams.release(&key, t0), None, "one holder is left");
-        let end = upstreams.release(&key, t0).expect("the last release");
+        let (key, registration) = upstreams.hold(A, &filter("call.*"), 1);
+        assert_eq!(registration.unwrap().0, key);
+        upstreams.hold(A, &filter("call.*"), 2);
+        assert_eq!(upstreams.release(key, 1, t0), None, "one holder is left");
+        assert_eq!(upstreams.release(key, 1, t0), None, "not a member any more");
+        let end = upstreams.release(key, 2, t0).expect("the last release");
         assert_eq!(end, t0 + UPSTREAM_GRACE);
-        assert_eq!(upstreams.retire(&key, end), Some(shard_key));
-        assert_eq!(upstreams.retire(&key, end), None, "retired once");
-        let (_, again) = upstreams.hold(A, &filter("call.*"));
+        let (account, retired) = upstreams.retire(key, end).expect("retired");
+        assert_eq!(account, A);
+        assert_eq!(retired.canonical_key(), filter("call.*").canonical_key());
+        assert!(upstreams.retire(key, end).is_none(), "retired once");
+        assert!(upstreams.members(key).is_empty());
+        let (_, again) = upstreams.hold(A, &filter("call.*"), 1);
         assert!(again.is_some(), "a retired filter is registered anew");
     }
 
@@ -134,18 +223,19 @@ mod tests {
     fn a_hold_within_the_grace_keeps_the_registration() {
         let mut upstreams = Upstreams::default();
         let t0 = Instant::now();
-        let (key, _) = upstreams.hold(A, &filter("call.*"));
-        let first_end = upstreams.release(&key, t0).unwrap();
+        let (key, _) = upstreams.hold(A, &filter("call.*"), 1);
+        let first_end = upstreams.release(key, 1, t0).unwrap();
         // A client comes back within the grace: no new registration, and the
         // first grace's timer finds nothing to retire.
-        let (_, registration) = upstreams.hold(A, &filter("call.*"));
+        let (same, registration) = upstreams.hold(A, &filter("call.*"), 2);
+        assert_eq!(same, key);
         assert!(registration.is_none());
-        assert_eq!(upstreams.retire(&key, first_end), None);
+        assert!(upstreams.retire(key, first_end).is_none());
         // It leaves again later: only the second grace retires the filter.
         let t1 = t0 + UPSTREAM_GRACE / 2;
-        let second_end = upstreams.release(&key, t1).unwrap();
+        let second_end = upstreams.release(key, 2, t1).unwrap();
         assert_eq!(second_end, t1 + UPSTREAM_GRACE);
-        assert_eq!(upstreams.retire(&key, first_end), None);
-        assert!(upstreams.retire(&key, second_end).is_some());
+        assert!(upstreams.retire(key, first_end).is_none());
+        assert!(upstreams.retire(key, second_end).is_some());
     }
 }

@@ -271,10 +271,11 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
 
     /// Appends to `out` every subscription of `account` whose filter matches `ev`,
     /// each once (however many of its type patterns match), in ascending `K` order.
-    /// What was already in `out` is left alone.
-    pub fn matches(&self, account: u32, ev: &EventFields<'_>, out: &mut Vec<K>) {
+    /// What was already in `out` is left alone. Returns how many filters it checked
+    /// (the candidates its type and call left): what matching this event cost.
+    pub fn matches(&self, account: u32, ev: &EventFields<'_>, out: &mut Vec<K>) -> usize {
         let Some(acct) = self.accounts.get(&account) else {
-            return;
+            return 0;
         };
         let residual = self.residual_candidates(account, acct, ev.type_name);
 
@@ -293,7 +294,9 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
 
         // Both lists are sorted and (by construction) disjoint: merge them so the
         // output is ascending without sorting it.
-        let passes = |k: &K| {
+        let mut evaluated = 0;
+        let mut passes = |k: &K| {
+            evaluated += 1;
             self.entries
                 .get(k)
                 .is_some_and(|e| e.filter.matches_after_type(ev))
@@ -321,6 +324,7 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
                 }
             }
         }
+        evaluated
     }
 
     /// Sorted, deduplicated residual candidates of `(account, type_name)`, from the
@@ -498,6 +502,29 @@ mod tests {
         assert_eq!(acct.call_sid_posted, 0);
         acct.trie
             .for_each_slot("call.end", |p| assert!(p.by_call_sid.is_empty()));
+    }
+
+    #[test]
+    fn matching_counts_only_the_filters_it_checks() {
+        let mut idx = SubscriptionIndex::new();
+        idx.insert(1, 1u32, filter(Some("call.*"), &["call_sid=CA1"], None));
+        idx.insert(1, 2, filter(Some("call.*"), &["call_sid=CA2"], None));
+        idx.insert(1, 3, filter(Some("call.*"), &["data.n>5"], None));
+        idx.insert(1, 4, filter(Some("dial.*"), &[], None));
+        let d = Map::new();
+        let mut out = Vec::new();
+        // The residual `call.*` filter and CA1's pinned one; a rejection counts too.
+        assert_eq!(
+            idx.matches(1, &ev("call.end", Some("CA1"), &d), &mut out),
+            2
+        );
+        assert_eq!(out, [1]);
+        assert_eq!(idx.matches(1, &ev("call.end", None, &d), &mut out), 1);
+        assert_eq!(idx.matches(1, &ev("say.end", Some("CA1"), &d), &mut out), 0);
+        assert_eq!(
+            idx.matches(2, &ev("call.end", Some("CA1"), &d), &mut out),
+            0
+        );
     }
 
     #[test]

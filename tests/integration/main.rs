@@ -5,6 +5,7 @@
 //! sharing state, and every wait is bounded so a broken server fails a test
 //! instead of hanging the suite.
 
+mod aggregation;
 mod browser;
 mod byte_caps;
 mod call_bounds;
