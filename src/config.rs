@@ -558,6 +558,15 @@ impl Config {
                 });
             }
         }
+        if self.shards > crate::actors::distributor::SLOTS {
+            return Err(ConfigError::Invalid {
+                key: "shards",
+                message: format!(
+                    "must be at most {} (the slots calls hash to)",
+                    crate::actors::distributor::SLOTS
+                ),
+            });
+        }
         if (self.limits.publish_burst as usize) < self.publish.max_batch {
             return Err(ConfigError::Invalid {
                 key: "limits.publish_burst",
@@ -715,6 +724,22 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("limits.subscriptions_per_client"), "{err}");
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn shards_fit_the_slots_calls_hash_to() {
+        let slots = crate::actors::distributor::SLOTS;
+        let config = Config {
+            shards: slots,
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok());
+        let config = Config {
+            shards: slots + 1,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`shards`") && err.contains("1024"), "{err}");
     }
 
     #[test]

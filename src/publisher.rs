@@ -219,7 +219,7 @@ mod tests {
                 depth: IntGauge::new(format!("depth_{i}"), "test").unwrap(),
             })
             .collect();
-        ShardMap { shards }
+        ShardMap::new(shards)
     }
 
     /// One event for each of `shards` (an empty batch for the others).

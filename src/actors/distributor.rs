@@ -1,9 +1,12 @@
 //! The distributor: which broker shard owns an event.
 //!
-//! Events of one call hash (by `call_sid`) to one shard, which stamps and forwards them
-//! in order, so each subscriber sees a call's events in publication order. Events with
-//! no call hash by account, which keeps an account's call-less events ordered too.
-//! The shard map is immutable and swapped whole behind a read-mostly lock, so a
+//! Events of one call hash (by `call_sid`) to one of [`SLOTS`] virtual slots, and each
+//! slot belongs to one shard, which stamps and forwards its events in order, so each
+//! subscriber sees a call's events in publication order. Events with no call hash by
+//! account, which keeps an account's call-less events ordered too. Slots, not
+//! `hash % shards`, so that the shard count can change by moving whole slots (every
+//! call in a slot moves with it, the rest stay put) instead of remapping nearly every
+//! call. The shard map is immutable and swapped whole behind a read-mostly lock, so a
 //! publish takes the lock once to clone an `Arc` and never blocks on a rebalance.
 
 use std::sync::Arc;
@@ -28,20 +31,57 @@ pub struct ShardHandle {
     pub depth: IntGauge,
 }
 
-/// An immutable assignment of hash ranges to shards.
+/// How many virtual slots calls hash to: far more than shards will ever be, so slots
+/// spread evenly over any shard count, and few enough that the map is 2 KiB.
+pub const SLOTS: usize = 1024;
+
+/// The slot of an event of this account and call: FNV-1a, stable across processes
+/// and versions, so a slot means the same calls on every node and after a restart.
+pub fn slot_of(account: AccountIdx, call_sid: Option<&str>) -> u16 {
+    let hash = match call_sid {
+        Some(sid) => fnv1a_64(sid.as_bytes()),
+        None => fnv1a_64(&account.0.to_le_bytes()),
+    };
+    (hash % SLOTS as u64) as u16
+}
+
+/// Slots dealt round-robin over `shards` shards: each gets `SLOTS / shards` or one
+/// more.
+fn dealt(shards: usize) -> Box<[u16]> {
+    (0..SLOTS).map(|slot| (slot % shards) as u16).collect()
+}
+
+/// An immutable assignment of slots to shards.
 pub struct ShardMap {
-    /// The shards, indexed by `hash % len`.
+    /// The shards.
     pub shards: Vec<ShardHandle>,
+    /// The shard (an index into `shards`) of each slot.
+    owners: Box<[u16]>,
 }
 
 impl ShardMap {
+    /// A map over `shards` (at least one, at most [`SLOTS`]) with the slots dealt
+    /// evenly.
+    pub fn new(shards: Vec<ShardHandle>) -> ShardMap {
+        assert!(
+            (1..=SLOTS).contains(&shards.len()),
+            "a shard map needs 1 to {SLOTS} shards"
+        );
+        let owners = dealt(shards.len());
+        ShardMap { shards, owners }
+    }
+
     /// The index of the shard for an event of this account and call.
     pub fn shard_for(&self, account: AccountIdx, call_sid: Option<&str>) -> usize {
-        let hash = match call_sid {
-            Some(sid) => fnv1a_64(sid.as_bytes()),
-            None => fnv1a_64(&account.0.to_le_bytes()),
-        };
-        (hash % self.shards.len() as u64) as usize
+        usize::from(self.owners[usize::from(slot_of(account, call_sid))])
+    }
+
+    /// How many slots shard `index` owns.
+    pub fn slots_of(&self, index: usize) -> usize {
+        self.owners
+            .iter()
+            .filter(|&&owner| usize::from(owner) == index)
+            .count()
     }
 
     /// The shards a proxy registers `filter` with: the one that owns its call when
@@ -64,12 +104,8 @@ pub struct Distributor {
 }
 
 impl Distributor {
-    /// A distributor over an initial map (must have at least one shard).
+    /// A distributor over an initial map.
     pub fn new(map: ShardMap) -> Distributor {
-        assert!(
-            !map.shards.is_empty(),
-            "a shard map needs at least one shard"
-        );
         Distributor {
             map: RwLock::new(Arc::new(map)),
         }
@@ -78,5 +114,49 @@ impl Distributor {
     /// The map to use for one publish.
     pub fn current(&self) -> Arc<ShardMap> {
         self.map.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_has_one_slot_everywhere() {
+        // FNV-1a of the sid, fixed: the same slot in every process and release.
+        let sid = "CA0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            slot_of(AccountIdx(7), Some(sid)),
+            slot_of(AccountIdx(9), Some(sid))
+        );
+        assert_eq!(
+            u64::from(slot_of(AccountIdx(0), Some(sid))),
+            fnv1a_64(sid.as_bytes()) % SLOTS as u64
+        );
+        // Call-less events go by account.
+        assert_ne!(
+            (0..64)
+                .map(|a| slot_of(AccountIdx(a), None))
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn slots_are_dealt_evenly_over_any_shard_count() {
+        for shards in [1, 2, 3, 7, 16, 1000, SLOTS] {
+            let owners = dealt(shards);
+            assert_eq!(owners.len(), SLOTS);
+            let mut counts = vec![0usize; shards];
+            for &owner in owners.iter() {
+                counts[usize::from(owner)] += 1;
+            }
+            let (least, most) = (counts.iter().min(), counts.iter().max());
+            assert!(
+                most.zip(least).is_some_and(|(m, l)| m - l <= 1 && *l >= 1),
+                "{shards} shards: {counts:?}"
+            );
+        }
     }
 }

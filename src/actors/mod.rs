@@ -61,7 +61,8 @@ impl Topology {
         egress: &Egress,
         threads: usize,
     ) -> Topology {
-        let shard_count = Config::resolve_count(config.shards);
+        // One per core, or as configured (`validate` holds it to the slot count).
+        let shard_count = Config::resolve_count(config.shards).min(distributor::SLOTS);
         let proxy_count = Config::resolve_count(config.proxies);
         let placement = Placement::new(threads);
         // A hint only: publishers bound the queue with `depth` themselves.
@@ -86,7 +87,7 @@ impl Topology {
                 ShardHandle { addr, depth }
             })
             .collect();
-        let distributor = Arc::new(Distributor::new(ShardMap { shards }));
+        let distributor = Arc::new(Distributor::new(ShardMap::new(shards)));
         let quotas = Arc::new(Quotas::new(
             &config.limits,
             accounts.iter().count(),
