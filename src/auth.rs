@@ -219,6 +219,26 @@ pub fn parse_basic<'d>(
     text.split_once(':')
 }
 
+/// The user name of the admin endpoints' Basic credentials.
+pub const ADMIN_USER: &str = "admin";
+
+/// Checks Basic credentials for the admin endpoints (`/v1/Admin/…`): user
+/// [`ADMIN_USER`], password the configured `admin_token`, compared in constant time.
+/// With no token configured nothing is admin, whatever is sent; no account's
+/// credentials are admin either.
+pub fn admin(admin_token: &str, header: Option<&str>) -> Result<(), AuthError> {
+    let header = header.ok_or(AuthError::Missing)?;
+    let mut decoded = [0u8; MAX_BASIC_BYTES];
+    let (user, token) = parse_basic(header, &mut decoded).ok_or(AuthError::BadCredentials)?;
+    // Both compared, so the time taken does not tell which was wrong.
+    let user_ok = secret_eq(user.as_bytes(), ADMIN_USER.as_bytes());
+    let token_ok = secret_eq(token.as_bytes(), admin_token.as_bytes());
+    if admin_token.is_empty() || !(user_ok & token_ok) {
+        return Err(AuthError::BadCredentials);
+    }
+    Ok(())
+}
+
 /// Verifies a signed URL for the path's account with exactly one HMAC, under that
 /// account's token only. A URL signed with another account's token is a bad
 /// signature like any other (API.md §4): trying the other tokens would make a failed
@@ -342,6 +362,30 @@ fn query_value<'q>(raw_query: &'q str, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn admin_credentials_are_the_admin_user_and_the_configured_token() {
+        let basic = |user: &str, token: &str| {
+            format!("Basic {}", STANDARD.encode(format!("{user}:{token}")))
+        };
+        assert_eq!(admin("s3cret", Some(&basic("admin", "s3cret"))), Ok(()));
+        for (configured, header) in [
+            ("s3cret", Some(basic("admin", "s3cre"))),
+            ("s3cret", Some(basic("admin", "s3cret "))),
+            ("s3cret", Some(basic("root", "s3cret"))),
+            ("s3cret", Some(basic("", "s3cret"))),
+            ("s3cret", Some("Bearer s3cret".to_string())),
+            // No token configured: not even an empty password passes.
+            ("", Some(basic("admin", ""))),
+        ] {
+            assert_eq!(
+                admin(configured, header.as_deref()),
+                Err(AuthError::BadCredentials),
+                "{header:?}"
+            );
+        }
+        assert_eq!(admin("s3cret", None), Err(AuthError::Missing));
+    }
+
     use super::*;
     use crate::config::AccountConfig;
 

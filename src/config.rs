@@ -82,6 +82,9 @@ pub struct Config {
     pub drain_grace_secs: u64,
     /// What the router may request on a tenant's behalf (API.md §5).
     pub egress: EgressConfig,
+    /// The password of the admin endpoints (`GET /v1/Admin/Topology`), with user
+    /// `admin` in Basic credentials; empty (the default) turns them off.
+    pub admin_token: String,
     /// Not a setting: the integration tests' way to keep shard queues full
     /// ([`ShardHold`]). Skipped by serde, so no config file can set it.
     #[serde(skip)]
@@ -351,6 +354,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             drain_grace_secs: 0,
             egress: EgressConfig::default(),
+            admin_token: String::new(),
             shard_hold: None,
         }
     }
@@ -557,6 +561,12 @@ impl Config {
                     message: "must be greater than 0".into(),
                 });
             }
+        }
+        if self.admin_token.len() > crate::auth::MAX_TOKEN_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "admin_token",
+                message: format!("must be at most {} bytes", crate::auth::MAX_TOKEN_BYTES),
+            });
         }
         if self.shards > crate::actors::distributor::SLOTS {
             return Err(ConfigError::Invalid {

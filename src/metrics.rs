@@ -129,6 +129,10 @@ pub struct Metrics {
     pub filter_evaluations: IntCounterVec,
     /// Client sessions alive (connected or caching).
     pub sessions: IntGauge,
+    /// Client sessions by the proxy that holds them.
+    pub proxy_sessions: IntGaugeVec,
+    /// Virtual slots (of 1024) each shard owns: the calls it is given.
+    pub shard_slots: IntGaugeVec,
     /// Events retained in client outboxes.
     pub cached_events: IntGauge,
     /// Events evicted from an outbox before being written (reported as gaps).
@@ -279,6 +283,16 @@ impl Metrics {
                 &["actor"],
             ),
             sessions: reg.gauge("switchboard_sessions", "Client sessions alive"),
+            proxy_sessions: reg.gauge_vec(
+                "switchboard_proxy_sessions",
+                "Client sessions held by each event proxy",
+                &["index"],
+            ),
+            shard_slots: reg.gauge_vec(
+                "switchboard_shard_slots",
+                "Virtual call slots (of 1024) owned by each broker shard",
+                &["index"],
+            ),
             cached_events: reg.gauge(
                 "switchboard_cached_events",
                 "Events retained in client outboxes for replay and absent clients",

@@ -7,6 +7,7 @@
 //! writer drains it. [`session::ClientSession`] keeps each client's lifecycle.
 
 pub mod call;
+pub mod describe;
 pub mod distributor;
 pub mod placement;
 pub mod proxy;
@@ -87,7 +88,14 @@ impl Topology {
                 ShardHandle { addr, depth }
             })
             .collect();
-        let distributor = Arc::new(Distributor::new(ShardMap::new(shards)));
+        let map = ShardMap::new(shards);
+        for index in 0..shard_count {
+            metrics
+                .shard_slots
+                .with_label_values(&[&index.to_string()])
+                .set(map.slots_of(index) as i64);
+        }
+        let distributor = Arc::new(Distributor::new(map));
         let quotas = Arc::new(Quotas::new(
             &config.limits,
             accounts.iter().count(),

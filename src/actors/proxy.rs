@@ -229,6 +229,24 @@ pub struct SessionClosed {
     pub slot: u32,
 }
 
+/// What a proxy holds, for the live topology (`GET /v1/Admin/Topology`).
+#[derive(Message)]
+#[rtype(result = "ProxyLoad")]
+pub struct DescribeProxy;
+
+/// The answer to [`DescribeProxy`].
+#[derive(Debug, Clone, Copy, serde::Serialize, MessageResponse)]
+pub struct ProxyLoad {
+    /// Client sessions (connected or caching).
+    pub sessions: usize,
+    /// Their subscriptions, stream and webhook.
+    pub client_subscriptions: usize,
+    /// Distinct filters among them: what the proxy matches and registers upstream.
+    pub filters: usize,
+    /// Delivery batches queued for it.
+    pub queue_depth: i64,
+}
+
 /// A subscription's `expires` passed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -304,6 +322,8 @@ pub struct EventProxy {
     next_slot: u32,
     /// `switchboard_filter_evaluations_total{actor="proxy"}`.
     evaluations: IntCounter,
+    /// `switchboard_proxy_sessions{index}` of this proxy.
+    session_count: IntGauge,
     matched_filters: Vec<FilterKey>,
     gathered: Vec<u64>,
     touched: Vec<u32>,
@@ -326,6 +346,9 @@ impl EventProxy {
             depth,
             distributor,
             evaluations: metrics.filter_evaluations.with_label_values(&["proxy"]),
+            session_count: metrics
+                .proxy_sessions
+                .with_label_values(&[&id.0.to_string()]),
             metrics,
             settings,
             index: SubscriptionIndex::new(),
@@ -378,6 +401,7 @@ impl EventProxy {
         );
         self.by_client.insert((account, client.clone()), slot);
         self.metrics.sessions.inc();
+        self.session_count.inc();
         Ok(slot)
     }
 
@@ -602,6 +626,7 @@ impl EventProxy {
         if let Some(session) = self.sessions.remove(&slot) {
             self.by_client.remove(&(session.account, session.client));
             self.metrics.sessions.dec();
+            self.session_count.dec();
             self.settings.quotas.release_session(session.account);
             self.metrics.cached_events.sub(session.outbox.len() as i64);
             session.addr.do_send(EndSession);
@@ -1003,6 +1028,19 @@ impl Handler<Deliver> for EventProxy {
             if let Some(session) = self.sessions.get(&slot) {
                 session.outbox.wake();
             }
+        }
+    }
+}
+
+impl Handler<DescribeProxy> for EventProxy {
+    type Result = ProxyLoad;
+
+    fn handle(&mut self, _: DescribeProxy, _ctx: &mut Self::Context) -> ProxyLoad {
+        ProxyLoad {
+            sessions: self.sessions.len(),
+            client_subscriptions: self.subs.len(),
+            filters: self.upstreams.len(),
+            queue_depth: self.depth.get(),
         }
     }
 }

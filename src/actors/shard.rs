@@ -92,6 +92,22 @@ pub struct Replayed {
     pub watermark: u64,
 }
 
+/// What a shard holds, for the live topology (`GET /v1/Admin/Topology`).
+#[derive(Message)]
+#[rtype(result = "ShardLoad")]
+pub struct DescribeShard;
+
+/// The answer to [`DescribeShard`].
+#[derive(Debug, Clone, Copy, serde::Serialize, MessageResponse)]
+pub struct ShardLoad {
+    /// Events it retains for `cursor=earliest`.
+    pub retained_events: usize,
+    /// The proxies' distinct filters registered with it.
+    pub upstream_subscriptions: usize,
+    /// Publish batches queued for it.
+    pub queue_depth: i64,
+}
+
 /// Keeps the shards' `publish.shard_queue` slots taken while held, so tests can fill
 /// a queue without racing the shard: a held shard forwards each batch as usual and
 /// only gives the batch's slot back once released. Only a [`crate::Config`] built in
@@ -282,6 +298,18 @@ impl Handler<RemoveUpstream> for BrokerShard {
             .is_some()
         {
             self.metrics.aggregated_subscriptions.dec();
+        }
+    }
+}
+
+impl Handler<DescribeShard> for BrokerShard {
+    type Result = ShardLoad;
+
+    fn handle(&mut self, _: DescribeShard, _ctx: &mut Self::Context) -> ShardLoad {
+        ShardLoad {
+            retained_events: self.retention.len(),
+            upstream_subscriptions: self.upstream.len(),
+            queue_depth: self.depth.get(),
         }
     }
 }

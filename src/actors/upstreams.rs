@@ -123,6 +123,16 @@ impl Upstreams {
         Some((upstream.account, upstream.filter))
     }
 
+    /// How many distinct filters the proxy holds (with members or in their grace).
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// The subscriptions holding filter `key`, ascending.
     pub fn members(&self, key: FilterKey) -> &[u64] {
         self.held.get(&key).map_or(&[], |u| &u.members)
@@ -168,6 +178,7 @@ mod tests {
         let keys = [first, other_account, other_filter].map(|r| r.unwrap().0);
         assert_eq!(keys, [0, 1, 2], "a new key each");
         assert_eq!(upstreams.members(key), [1, 2]);
+        assert_eq!(upstreams.len(), 3);
     }
 
     #[test]
@@ -214,7 +225,7 @@ mod tests {
         assert_eq!(account, A);
         assert_eq!(retired.canonical_key(), filter("call.*").canonical_key());
         assert!(upstreams.retire(key, end).is_none(), "retired once");
-        assert!(upstreams.members(key).is_empty());
+        assert!(upstreams.is_empty());
         let (_, again) = upstreams.hold(A, &filter("call.*"), 1);
         assert!(again.is_some(), "a retired filter is registered anew");
     }

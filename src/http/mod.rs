@@ -3,6 +3,7 @@
 //! message, and map the result to a response; the logic lives in the actors and plain
 //! structs behind them.
 
+pub mod admin;
 pub mod client_events;
 pub mod control;
 pub mod error;
@@ -102,6 +103,7 @@ impl AppState {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     health::configure(cfg);
+    admin::configure(cfg);
     metrics::configure(cfg);
     publish::configure(cfg);
     stream::configure(cfg, &config.cors);

@@ -38,6 +38,7 @@ mod signature_and_expiry;
 mod signed_control;
 mod signed_urls;
 mod sse;
+mod topology;
 mod webhooks;
 mod ws;
 mod ws_frames;
