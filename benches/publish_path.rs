@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use switchboard::account::AccountIdx;
-use switchboard::actors::upstreams::Upstreams;
+use switchboard::actors::proxy::upstreams::Upstreams;
 use switchboard::cursor::Cursor;
 use switchboard::event::{parse_body, Event, Limits, SharedEvent};
 use switchboard::filter::{Filter, ScopeGrant, SubscriptionIndex};

@@ -14,7 +14,6 @@ pub mod proxy;
 pub mod replay;
 pub mod session;
 pub mod shard;
-pub mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
