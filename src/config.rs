@@ -67,6 +67,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Publish endpoint limits.
     pub publish: PublishConfig,
+    /// Growing and shrinking the shards with load.
+    pub scaling: ScalingConfig,
     /// Cross-origin settings for browser-facing endpoints.
     pub cors: CorsConfig,
     /// Webhook subscriptions (callbacks to API servers).
@@ -176,6 +178,27 @@ pub struct PublishConfig {
     pub max_body_bytes: usize,
     /// Publish batches a shard may have queued before publishes are refused with 503.
     pub shard_queue: usize,
+}
+
+/// How the shard supervisor grows and shrinks the shards (API.md §8, "Scaling inside
+/// a node"). With `shards_min = shards_max` (the default: both 0, meaning `shards`)
+/// the count stays fixed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    /// Fewest shards; 0 means `shards`.
+    pub shards_min: usize,
+    /// Most shards; 0 means `shards`.
+    pub shards_max: usize,
+    /// Events per second of one shard above which a shard is added.
+    pub shard_high_events_per_sec: u64,
+    /// Events per second per shard, counted on one shard fewer, below which the
+    /// least busy shard is retired.
+    pub shard_low_events_per_sec: u64,
+    /// How long the load must stay below the low mark before a shard is retired.
+    pub retire_after_secs: u64,
+    /// How often the supervisor looks, in milliseconds.
+    pub interval_ms: u64,
 }
 
 /// Cross-origin settings.
@@ -347,6 +370,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             stream: StreamConfig::default(),
             publish: PublishConfig::default(),
+            scaling: ScalingConfig::default(),
             cors: CorsConfig::default(),
             webhook: WebhookConfig::default(),
             sim: SimConfig::default(),
@@ -391,6 +415,19 @@ impl Default for PublishConfig {
             max_event_bytes: 64 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
             shard_queue: 1024,
+        }
+    }
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            shards_min: 0,
+            shards_max: 0,
+            shard_high_events_per_sec: 50_000,
+            shard_low_events_per_sec: 5_000,
+            retire_after_secs: 60,
+            interval_ms: 1000,
         }
     }
 }
@@ -568,13 +605,38 @@ impl Config {
                 message: format!("must be at most {} bytes", crate::auth::MAX_TOKEN_BYTES),
             });
         }
-        if self.shards > crate::actors::distributor::SLOTS {
+        let slots = crate::actors::distributor::SLOTS;
+        for (key, count) in [
+            ("shards", self.shards),
+            ("scaling.shards_min", self.scaling.shards_min),
+            ("scaling.shards_max", self.scaling.shards_max),
+        ] {
+            if count > slots {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be at most {slots} (the slots calls hash to)"),
+                });
+            }
+        }
+        let (min, max) = self.shard_bounds();
+        if min > max {
             return Err(ConfigError::Invalid {
-                key: "shards",
-                message: format!(
-                    "must be at most {} (the slots calls hash to)",
-                    crate::actors::distributor::SLOTS
-                ),
+                key: "scaling.shards_min",
+                message: format!("must not exceed scaling.shards_max ({max})"),
+            });
+        }
+        if self.scaling.shard_low_events_per_sec >= self.scaling.shard_high_events_per_sec {
+            return Err(ConfigError::Invalid {
+                key: "scaling.shard_low_events_per_sec",
+                message: "must be below scaling.shard_high_events_per_sec, or a shard \
+                          added for load would be retired at once"
+                    .into(),
+            });
+        }
+        if self.scaling.interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "scaling.interval_ms",
+                message: "must be greater than 0".into(),
             });
         }
         if (self.limits.publish_burst as usize) < self.publish.max_batch {
@@ -609,6 +671,17 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The shard counts the supervisor keeps within, 0s resolved (see
+    /// [`ScalingConfig`]).
+    pub fn shard_bounds(&self) -> (usize, usize) {
+        let shards = Config::resolve_count(self.shards).min(crate::actors::distributor::SLOTS);
+        let or_shards = |n: usize| if n == 0 { shards } else { n };
+        (
+            or_shards(self.scaling.shards_min),
+            or_shards(self.scaling.shards_max),
+        )
     }
 
     /// Worker, shard or proxy count with 0 resolved to the number of cores.

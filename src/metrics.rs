@@ -133,6 +133,10 @@ pub struct Metrics {
     pub proxy_sessions: IntGaugeVec,
     /// Virtual slots (of 1024) each shard owns: the calls it is given.
     pub shard_slots: IntGaugeVec,
+    /// Events each shard routed: the load the shard supervisor scales by.
+    pub shard_events: IntCounterVec,
+    /// Shards the supervisor added and retired, by change (`added`, `retired`).
+    pub shard_changes: IntCounterVec,
     /// Events retained in client outboxes.
     pub cached_events: IntGauge,
     /// Events evicted from an outbox before being written (reported as gaps).
@@ -292,6 +296,16 @@ impl Metrics {
                 "switchboard_shard_slots",
                 "Virtual call slots (of 1024) owned by each broker shard",
                 &["index"],
+            ),
+            shard_events: reg.counter_vec(
+                "switchboard_shard_events_total",
+                "Events each broker shard routed",
+                &["index"],
+            ),
+            shard_changes: reg.counter_vec(
+                "switchboard_shard_changes_total",
+                "Broker shards the shard supervisor added and retired, by change",
+                &["change"],
             ),
             cached_events: reg.gauge(
                 "switchboard_cached_events",

@@ -98,31 +98,37 @@ impl Publisher {
         let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
         let families = Families::count(&events);
 
-        let map = self.distributor.current();
-        let batches = split_by_shard(&map, events);
-        let targets = batches.iter().enumerate().filter(|(_, b)| !b.is_empty());
-        // A shard only goes away while the server stops; check before taking slots
-        // so a refused request holds nothing.
-        if targets
-            .clone()
-            .any(|(shard, _)| !map.shards[shard].addr.connected())
-        {
-            return Err(PublishError::Stopped);
-        }
-        let slots = reserve(&map, &batches, limit, &self.shares, account).inspect_err(|error| {
-            if matches!(error, PublishError::AccountShare { .. }) {
-                record_refusal(&self.metrics, account, Limit::ShardShare);
+        // Enqueued with the map held, so a hand-off of a slot started after this
+        // finds these events in the old owner's mailbox (see `Distributor::with_map`).
+        self.distributor.with_map(|map| {
+            let batches = split_by_shard(map, events);
+            let targets = batches.iter().enumerate().filter(|(_, b)| !b.is_empty());
+            // A shard only goes away while the server stops or once it has handed
+            // its slots on; check before taking slots so a refused request holds
+            // nothing.
+            if targets
+                .clone()
+                .any(|(shard, _)| !map.shards[shard].addr.connected())
+            {
+                return Err(PublishError::Stopped);
             }
+            let slots =
+                reserve(map, &batches, limit, &self.shares, account).inspect_err(|error| {
+                    if matches!(error, PublishError::AccountShare { .. }) {
+                        record_refusal(&self.metrics, account, Limit::ShardShare);
+                    }
+                })?;
+            let sends = batches
+                .into_iter()
+                .enumerate()
+                .filter(|(_, events)| !events.is_empty())
+                .zip(slots);
+            for ((shard, events), slot) in sends {
+                // Queued even above the mailbox's capacity hint: `reserve` is the bound.
+                map.shards[shard].addr.do_send(Publish { events, slot });
+            }
+            Ok(())
         })?;
-        let sends = batches
-            .into_iter()
-            .enumerate()
-            .filter(|(_, events)| !events.is_empty())
-            .zip(slots);
-        for ((shard, events), slot) in sends {
-            // Queued even above the mailbox's capacity hint: `reserve` is the bound.
-            map.shards[shard].addr.do_send(Publish { events, slot });
-        }
         for (f, n) in families.0 {
             self.metrics.published.with_label_values(&[f]).inc_by(n);
         }
@@ -177,7 +183,7 @@ fn reserve(
         // The account's share first: a refused account never touches the shard's
         // depth, so its refused requests cannot crowd out other accounts even for
         // an instant.
-        let Some(slot) = shares.take(shard, account, limit) else {
+        let Some(slot) = shares.take(usize::from(map.shards[shard].id), account, limit) else {
             for &taken in &targets[..n] {
                 map.shards[taken].depth.dec();
             }
@@ -215,6 +221,7 @@ mod tests {
     fn shard_map(n: usize) -> ShardMap {
         let shards = (0..n)
             .map(|i| ShardHandle {
+                id: i as u16,
                 addr: actix::Addr::new(channel::channel::<BrokerShard>(1).0),
                 depth: IntGauge::new(format!("depth_{i}"), "test").unwrap(),
             })

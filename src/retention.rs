@@ -119,6 +119,57 @@ impl Retention {
         (events, evicted)
     }
 
+    /// Removes the retained events `pick` chooses and returns them oldest first with
+    /// their arrival times, for a shard handing their slots to another: the rest keep
+    /// their order and sequence numbers.
+    pub fn take_where(
+        &mut self,
+        pick: impl Fn(&SharedEvent) -> bool,
+    ) -> Vec<(SharedEvent, Instant)> {
+        let mut rings = std::mem::take(&mut self.by_account);
+        let arrivals = std::mem::take(&mut self.arrivals);
+        let mut taken = Vec::new();
+        for (account, at) in arrivals {
+            // An account's ring holds its arrivals in the same order, so its front is
+            // the event of this arrival.
+            let Some(stamped) = rings.get_mut(&account).and_then(VecDeque::pop_front) else {
+                continue;
+            };
+            if pick(&stamped.event) {
+                taken.push((stamped.event, at));
+            } else {
+                self.arrivals.push_back((account, at));
+                self.by_account
+                    .entry(account)
+                    .or_default()
+                    .push_back(stamped);
+            }
+        }
+        taken
+    }
+
+    /// Keeps events another shard handed over (oldest first, with their arrival
+    /// times), stamped with this shard's next numbers, after what it holds. Returns
+    /// how many old events were evicted. An adopted event older than this shard's
+    /// newest is evicted by age once it reaches the front of the ring, so it can
+    /// outstay `max_age` by as long as the newer events before it; the count bound
+    /// holds as ever.
+    pub fn adopt(&mut self, events: Vec<(SharedEvent, Instant)>, now: Instant) -> usize {
+        for (event, at) in events {
+            self.last_seq += 1;
+            let account = event.account;
+            self.arrivals.push_back((account, at));
+            self.by_account
+                .entry(account)
+                .or_default()
+                .push_back(Stamped {
+                    seq: self.last_seq,
+                    event,
+                });
+        }
+        self.evict(now)
+    }
+
     /// Events retained.
     pub fn len(&self) -> usize {
         self.arrivals.len()
@@ -149,6 +200,36 @@ mod tests {
             },
             "t",
         ))
+    }
+
+    #[test]
+    fn a_hand_off_takes_what_it_picks_and_the_adopter_restamps_it_in_order() {
+        let now = Instant::now();
+        let mut from = Retention::new(100, Duration::from_secs(60));
+        for (account, ty) in [(0, "a.1"), (1, "b.1"), (0, "a.2"), (0, "c.1"), (1, "b.2")] {
+            from.push(event(account, ty), now);
+        }
+        let taken = from.take_where(|e| e.type_name.starts_with('b') || &*e.type_name == "a.2");
+        let names: Vec<&str> = taken.iter().map(|(e, _)| &*e.type_name).collect();
+        assert_eq!(names, ["b.1", "a.2", "b.2"]);
+        assert_eq!(from.len(), 2);
+        let all = Arc::new(Filter::all(ScopeGrant::All));
+        let (left, _) = from.matching(AccountIdx(0), std::slice::from_ref(&all), now);
+        let left: Vec<(u64, &str)> = left.iter().map(|s| (s.seq, &*s.event.type_name)).collect();
+        assert_eq!(
+            left,
+            [(1, "a.1"), (4, "c.1")],
+            "the rest keep their numbers"
+        );
+
+        let mut to = Retention::new(100, Duration::from_secs(60));
+        to.push(event(1, "x.1"), now);
+        assert_eq!(to.adopt(taken, now), 0);
+        assert_eq!(to.len(), 4);
+        let (got, _) = to.matching(AccountIdx(1), &[all], now);
+        let got: Vec<(u64, &str)> = got.iter().map(|s| (s.seq, &*s.event.type_name)).collect();
+        assert_eq!(got, [(1, "x.1"), (2, "b.1"), (4, "b.2")]);
+        assert_eq!(to.last_seq(), 4);
     }
 
     #[test]

@@ -11,13 +11,14 @@ use serde::Serialize;
 use super::distributor::SLOTS;
 use super::proxy::{DescribeProxy, ProxyLoad};
 use super::shard::{DescribeShard, ShardLoad};
+use super::slots::ShardId;
 use super::Topology;
 
 /// One shard in the topology.
 #[derive(Debug, Serialize)]
 pub struct ShardView {
-    /// Its place in the shard map.
-    pub index: usize,
+    /// Its id (the `index` label of its metrics; never reused).
+    pub index: ShardId,
     /// Virtual slots it owns (of [`SLOTS`]).
     pub slots: usize,
     /// Whether it answered within the deadline; the figures below are absent if not.
@@ -70,10 +71,10 @@ pub struct TopologyView {
 }
 
 impl TopologyView {
-    /// Assembles the view from each shard's slot count and answer and each proxy's
-    /// answer (`None`: no answer in time).
+    /// Assembles the view from each shard's id, slot count and answer and each
+    /// proxy's answer (`None`: no answer in time).
     pub fn new(
-        shards: Vec<(usize, Option<ShardLoad>)>,
+        shards: Vec<(ShardId, usize, Option<ShardLoad>)>,
         proxies: Vec<Option<ProxyLoad>>,
     ) -> TopologyView {
         let mut totals = Totals {
@@ -81,7 +82,7 @@ impl TopologyView {
             proxies: proxies.len(),
             ..Totals::default()
         };
-        for load in shards.iter().filter_map(|(_, load)| load.as_ref()) {
+        for load in shards.iter().filter_map(|(_, _, load)| load.as_ref()) {
             totals.upstream_subscriptions += load.upstream_subscriptions;
         }
         for load in proxies.iter().flatten() {
@@ -93,8 +94,7 @@ impl TopologyView {
             slots: SLOTS,
             shards: shards
                 .into_iter()
-                .enumerate()
-                .map(|(index, (slots, load))| ShardView {
+                .map(|(index, slots, load)| ShardView {
                     index,
                     slots,
                     answered: load.is_some(),
@@ -135,7 +135,10 @@ impl Topology {
         let map = self.distributor.current();
         let shards = join_all(map.shards.iter().enumerate().map(|(index, shard)| {
             let slots = map.slots_of(index);
-            async move { (slots, ask(&shard.addr, DescribeShard, deadline).await) }
+            async move {
+                let load = ask(&shard.addr, DescribeShard, deadline).await;
+                (shard.id, slots, load)
+            }
         }));
         let proxies = join_all(
             self.proxies
@@ -165,7 +168,11 @@ mod tests {
             queue_depth: 1,
         };
         let view = TopologyView::new(
-            vec![(512, Some(shard(2))), (512, None), (0, Some(shard(1)))],
+            vec![
+                (0, 512, Some(shard(2))),
+                (1, 512, None),
+                (3, 0, Some(shard(1))),
+            ],
             vec![Some(proxy), None],
         );
         assert_eq!(

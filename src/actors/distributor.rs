@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use prometheus::IntGauge;
 
 use super::shard::BrokerShard;
+use super::slots::{self, ShardId};
 use crate::account::AccountIdx;
 use crate::filter::Filter;
 use crate::hash::fnv1a_64;
@@ -23,6 +24,8 @@ use crate::hash::fnv1a_64;
 /// One shard as publishers see it.
 #[derive(Clone)]
 pub struct ShardHandle {
+    /// Its id, never reused (the index of its metrics, its sequence's name).
+    pub id: ShardId,
     /// The shard actor.
     pub addr: Addr<BrokerShard>,
     /// Publish batches accepted for this shard and not yet handed to its proxies:
@@ -45,17 +48,13 @@ pub fn slot_of(account: AccountIdx, call_sid: Option<&str>) -> u16 {
     (hash % SLOTS as u64) as u16
 }
 
-/// Slots dealt round-robin over `shards` shards: each gets `SLOTS / shards` or one
-/// more.
-fn dealt(shards: usize) -> Box<[u16]> {
-    (0..SLOTS).map(|slot| (slot % shards) as u16).collect()
-}
-
 /// An immutable assignment of slots to shards.
 pub struct ShardMap {
-    /// The shards.
+    /// The shards, in the order they were added.
     pub shards: Vec<ShardHandle>,
-    /// The shard (an index into `shards`) of each slot.
+    /// The owner of each slot, by id.
+    owner_ids: Vec<ShardId>,
+    /// The same, as positions in `shards`: what a publish looks up.
     owners: Box<[u16]>,
 }
 
@@ -67,8 +66,26 @@ impl ShardMap {
             (1..=SLOTS).contains(&shards.len()),
             "a shard map needs 1 to {SLOTS} shards"
         );
-        let owners = dealt(shards.len());
-        ShardMap { shards, owners }
+        let ids: Vec<ShardId> = shards.iter().map(|s| s.id).collect();
+        ShardMap::with_owners(shards, slots::dealt(&ids))
+    }
+
+    /// A map over `shards` where slot `s` belongs to the shard with id
+    /// `owner_ids[s]`, each of which must be in `shards`.
+    pub fn with_owners(shards: Vec<ShardHandle>, owner_ids: Vec<ShardId>) -> ShardMap {
+        assert_eq!(owner_ids.len(), SLOTS, "every slot has an owner");
+        let owners = owner_ids
+            .iter()
+            .map(|id| {
+                let at = shards.iter().position(|s| s.id == *id);
+                at.expect("a slot's owner is in the map") as u16
+            })
+            .collect();
+        ShardMap {
+            shards,
+            owner_ids,
+            owners,
+        }
     }
 
     /// The index of the shard for an event of this account and call.
@@ -76,7 +93,12 @@ impl ShardMap {
         usize::from(self.owners[usize::from(slot_of(account, call_sid))])
     }
 
-    /// How many slots shard `index` owns.
+    /// The owner of each slot, by id.
+    pub fn owner_ids(&self) -> &[ShardId] {
+        &self.owner_ids
+    }
+
+    /// How many slots the shard at `index` owns.
     pub fn slots_of(&self, index: usize) -> usize {
         self.owners
             .iter()
@@ -111,9 +133,29 @@ impl Distributor {
         }
     }
 
-    /// The map to use for one publish.
+    /// The map as it is now, for reading at leisure (the topology, a replay's
+    /// fan-out). Whatever must reach a slot's owner in order with a hand-off is
+    /// sent inside [`Distributor::with_map`] instead.
     pub fn current(&self) -> Arc<ShardMap> {
         self.map.read().clone()
+    }
+
+    /// Runs `send` with the current map, which cannot change until it returns: a
+    /// publish (or a registration for one call) enqueued here lands in a mailbox
+    /// before any hand-off of its slot that the supervisor starts after, so a
+    /// slot's events reach its old owner first or its new owner only. `send` must
+    /// not wait.
+    pub fn with_map<R>(&self, send: impl FnOnce(&ShardMap) -> R) -> R {
+        send(&self.map.read())
+    }
+
+    /// Replaces the map: `change` gets the current one and returns the next, and
+    /// whatever it sends is enqueued while no publish can be (see
+    /// [`Distributor::with_map`]).
+    pub fn replace(&self, change: impl FnOnce(&ShardMap) -> ShardMap) {
+        let mut map = self.map.write();
+        let next = change(&map);
+        *map = Arc::new(next);
     }
 }
 
@@ -141,22 +183,5 @@ mod tests {
                 .len(),
             1
         );
-    }
-
-    #[test]
-    fn slots_are_dealt_evenly_over_any_shard_count() {
-        for shards in [1, 2, 3, 7, 16, 1000, SLOTS] {
-            let owners = dealt(shards);
-            assert_eq!(owners.len(), SLOTS);
-            let mut counts = vec![0usize; shards];
-            for &owner in owners.iter() {
-                counts[usize::from(owner)] += 1;
-            }
-            let (least, most) = (counts.iter().min(), counts.iter().max());
-            assert!(
-                most.zip(least).is_some_and(|(m, l)| m - l <= 1 && *l >= 1),
-                "{shards} shards: {counts:?}"
-            );
-        }
     }
 }

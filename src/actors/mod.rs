@@ -9,11 +9,15 @@
 pub mod call;
 pub mod describe;
 pub mod distributor;
+pub mod handoff;
 pub mod placement;
 pub mod proxy;
 pub mod replay;
+pub mod scaling;
 pub mod session;
 pub mod shard;
+pub mod slots;
+pub mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,10 @@ use crate::outbox;
 use distributor::{Distributor, ShardHandle, ShardMap};
 use placement::Placement;
 use proxy::{EventProxy, ProxyId, ProxySettings, WebhookSettings};
-use shard::BrokerShard;
+use scaling::{Marks, Scaler};
+use shard::ShardFactory;
+use slots::ShardId;
+use supervisor::ShardSupervisor;
 
 /// actix's default mailbox capacity, a back-pressure hint for senders that wait;
 /// what reaches a proxy is bounded by its senders (shards' queues, sessions' quotas).
@@ -46,7 +53,7 @@ pub struct Topology {
     pub proxies: Vec<Addr<EventProxy>>,
     /// `[limits]` and what each account holds against them.
     pub quotas: Arc<Quotas>,
-    placement: Placement,
+    placement: Arc<Placement>,
 }
 
 impl Topology {
@@ -61,39 +68,31 @@ impl Topology {
         egress: &Egress,
         threads: usize,
     ) -> Topology {
-        // One per core, or as configured (`validate` holds it to the slot count).
-        let shard_count = Config::resolve_count(config.shards).min(distributor::SLOTS);
+        // One per core, or as configured, within the supervisor's bounds.
+        let (shards_min, shards_max) = config.shard_bounds();
+        let shard_count = Config::resolve_count(config.shards).clamp(shards_min, shards_max);
         let proxy_count = Config::resolve_count(config.proxies);
-        let placement = Placement::new(threads);
-        // A hint only: publishers bound the queue with `depth` themselves.
-        let mailbox = config.publish.shard_queue;
-        let retention = (
-            config.retention.shard_max_events,
-            Duration::from_secs(config.retention.max_age_secs),
-        );
+        let placement = Arc::new(Placement::new(threads));
+        let factory = ShardFactory {
+            retention: (
+                config.retention.shard_max_events,
+                Duration::from_secs(config.retention.max_age_secs),
+            ),
+            metrics: metrics.clone(),
+            hold: config.shard_hold.clone(),
+            // A hint only: publishers bound the queue with `depth` themselves.
+            mailbox: config.publish.shard_queue,
+        };
         let shards = (0..shard_count)
             .map(|index| {
-                let depth = metrics
-                    .mailbox_depth
-                    .with_label_values(&["shard", &index.to_string()]);
-                let shard = BrokerShard::new(
-                    index as u16,
-                    retention,
-                    depth.clone(),
-                    metrics.clone(),
-                    config.shard_hold.clone(),
-                );
-                let addr = placement.place(index, mailbox, shard);
-                ShardHandle { addr, depth }
+                let id = index as ShardId;
+                let (shard, depth) = factory.make(id);
+                let addr = placement.place(index, factory.mailbox, shard);
+                ShardHandle { id, addr, depth }
             })
             .collect();
         let map = ShardMap::new(shards);
-        for index in 0..shard_count {
-            metrics
-                .shard_slots
-                .with_label_values(&[&index.to_string()])
-                .set(map.slots_of(index) as i64);
-        }
+        supervisor::export_slots(&map, metrics);
         let distributor = Arc::new(Distributor::new(map));
         let quotas = Arc::new(Quotas::new(
             &config.limits,
@@ -126,7 +125,26 @@ impl Topology {
                 );
                 placement.place(i, PROXY_MAILBOX, proxy)
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if shards_min < shards_max {
+            let scaling = &config.scaling;
+            let scaler = Scaler::new(Marks {
+                min: shards_min,
+                max: shards_max,
+                high: scaling.shard_high_events_per_sec as f64,
+                low: scaling.shard_low_events_per_sec as f64,
+                retire_after: Duration::from_secs(scaling.retire_after_secs),
+            });
+            let supervisor = ShardSupervisor::new(
+                distributor.clone(),
+                placement.clone(),
+                proxies.clone(),
+                factory,
+                scaler,
+                Duration::from_millis(scaling.interval_ms),
+            );
+            placement.place(0, PROXY_MAILBOX, supervisor);
+        }
         Topology {
             distributor,
             proxies,

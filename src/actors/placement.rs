@@ -9,11 +9,14 @@
 //! worker thread starts its share of them when it starts ([`Placement::start_share`],
 //! called from the app factory, which actix-web runs once on each worker thread).
 //! With one worker everything is on one thread and no hop crosses threads.
+//! Actors made later (a shard the supervisor adds) are started on the worker threads
+//! too, round-robin ([`Placement::spawn`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::dev::channel;
 use actix::{Actor, Addr, Context};
+use actix_rt::ArbiterHandle;
 use parking_lot::Mutex;
 
 /// Starts one actor on the current thread.
@@ -23,6 +26,8 @@ type Start = Box<dyn FnOnce() + Send>;
 pub struct Placement {
     shares: Mutex<Vec<Vec<Start>>>,
     next_share: AtomicUsize,
+    /// The worker threads that started their share, for actors made later.
+    workers: Mutex<Vec<ArbiterHandle>>,
 }
 
 impl Placement {
@@ -31,6 +36,7 @@ impl Placement {
         Placement {
             shares: Mutex::new((0..threads.max(1)).map(|_| Vec::new()).collect()),
             next_share: AtomicUsize::new(0),
+            workers: Mutex::new(Vec::new()),
         }
     }
 
@@ -54,6 +60,9 @@ impl Placement {
     /// restarted — finds its share already taken and starts nothing.
     pub fn start_share(&self) {
         let index = self.next_share.fetch_add(1, Ordering::Relaxed);
+        if index < self.shares.lock().len() {
+            self.workers.lock().push(actix_rt::Arbiter::current());
+        }
         let share = self
             .shares
             .lock()
@@ -62,6 +71,22 @@ impl Placement {
             .unwrap_or_default();
         for start in share {
             start();
+        }
+    }
+
+    /// Starts `actor` now on worker thread `thread % workers` (on the current
+    /// thread when no worker has started yet).
+    pub fn spawn<A>(&self, thread: usize, actor: A) -> Addr<A>
+    where
+        A: Actor<Context = Context<A>> + Send,
+    {
+        let worker = {
+            let workers = self.workers.lock();
+            (!workers.is_empty()).then(|| workers[thread % workers.len()].clone())
+        };
+        match worker {
+            Some(worker) => A::start_in_arbiter(&worker, move |_| actor),
+            None => actor.start(),
         }
     }
 }
@@ -115,6 +140,12 @@ mod tests {
         assert_eq!(early.await.expect("answered"), ids[0]);
         assert_eq!(b.send(Ask).await.expect("answered"), ids[1]);
         assert_eq!(c.send(Ask).await.expect("answered"), ids[0]);
+
+        // Made later, an actor still runs on a worker thread.
+        let late = placement.spawn(1, WhereAmI);
+        assert_eq!(late.send(Ask).await.expect("answered"), ids[1]);
+        let wrapped = placement.spawn(2, WhereAmI);
+        assert_eq!(wrapped.send(Ask).await.expect("answered"), ids[0]);
 
         // A third start (a restarted service) has no share: nothing runs twice.
         placement.start_share();

@@ -4,9 +4,11 @@
 //! aggregated subscription index of the proxies (one entry per distinct filter a
 //! proxy needs, however many clients share it).
 //! Receives: `Publish` from the HTTP publish edge (via the distributor);
-//! `AddUpstream`, `RemoveUpstream` and `Replay` from proxies. Sends: one `Deliver`
-//! per proxy per publish batch, carrying only the events that proxy asked for, each
-//! stamped with the shard's sequence number.
+//! `AddUpstream`, `RemoveUpstream` and `Replay` from proxies; `Expect` and `Release`
+//! from the shard supervisor and `Adopt` from another shard when slots move (see
+//! [`super::handoff`]). Sends: one `Deliver` per proxy per publish batch, carrying
+//! only the events that proxy asked for, each stamped with the shard's sequence
+//! number.
 //! Bounds: publishers reserve a slot in `depth` before sending (refused with 503 above
 //! `publish.shard_queue`); the slot is released when every proxy has taken the batch,
 //! so the bound covers the whole shard → proxy edge, not just this mailbox.
@@ -19,9 +21,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use prometheus::{IntCounter, IntGauge};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
+use super::distributor::slot_of;
+use super::handoff::Incoming;
 use super::proxy::{Deliver, EventProxy, ProxyId};
+use super::slots::ShardId;
 use crate::account::AccountIdx;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
@@ -44,9 +49,13 @@ pub struct Publish {
 const _: () = assert!(std::mem::size_of::<Publish>() <= 32);
 
 /// A proxy's filter went from 0 to 1 local subscription: start forwarding matches.
+/// `ack` is answered once the filter is in the index (sent with `do_send`, so it is
+/// enqueued at once whatever the mailbox holds: see `Distributor::with_map`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddUpstream {
+    /// Told when the filter is registered.
+    pub ack: Option<oneshot::Sender<()>>,
     /// The subscribing proxy.
     pub proxy: ProxyId,
     /// Its address, kept for forwarding.
@@ -86,10 +95,50 @@ pub struct Replay {
 /// The answer to [`Replay`].
 #[derive(Debug, MessageResponse)]
 pub struct Replayed {
+    /// The answering shard (its sequence numbers are its own).
+    pub shard: ShardId,
     /// Matching retained events, oldest first.
     pub events: Vec<Stamped>,
     /// The shard's last sequence number when it answered.
     pub watermark: u64,
+}
+
+/// From the supervisor, before the map gives these slots to this shard: hold
+/// publishes until their [`Adopt`] arrives (see [`super::handoff`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Expect {
+    /// The slots.
+    pub slots: Vec<u16>,
+}
+
+/// From the supervisor, once the map gives these slots to `to`: everything
+/// published here before is routed by the time this is handled, so hand the slots'
+/// retained events and call-pinned filters to `to`. Sent with `do_send` under the
+/// map's lock (so it is queued at once); `done` is told once `to` has them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release {
+    /// The slots.
+    pub slots: Vec<u16>,
+    /// Their new owner.
+    pub to: Addr<BrokerShard>,
+    /// Told when the new owner has adopted them.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// From a shard releasing these slots: what it held of them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    /// The slots.
+    pub slots: Vec<u16>,
+    /// Their retained events, oldest first, with their arrival times.
+    pub retained: Vec<(SharedEvent, Instant)>,
+    /// Upstream filters pinned to calls of these slots: key, account, filter.
+    pub upstreams: Vec<(u64, u32, Arc<Filter>)>,
+    /// The proxies those filters belong to.
+    pub links: Vec<(ProxyId, Addr<EventProxy>, IntGauge)>,
 }
 
 /// What a shard holds, for the live topology (`GET /v1/Admin/Topology`).
@@ -156,38 +205,79 @@ struct ProxyLink {
     depth: IntGauge,
 }
 
+/// What every shard is made with, so the ones made at start and the ones the
+/// supervisor adds later are alike.
+#[derive(Clone)]
+pub struct ShardFactory {
+    /// Retention: most events, oldest age.
+    pub retention: (usize, Duration),
+    /// The server's metrics.
+    pub metrics: Metrics,
+    /// A test's [`ShardHold`].
+    pub hold: Option<ShardHold>,
+    /// actix's mailbox capacity hint.
+    pub mailbox: usize,
+}
+
+impl ShardFactory {
+    /// Shard `id` and its depth gauge (`switchboard_mailbox_depth{actor="shard"}`).
+    pub fn make(&self, id: ShardId) -> (BrokerShard, IntGauge) {
+        let depth = self
+            .metrics
+            .mailbox_depth
+            .with_label_values(&["shard", &id.to_string()]);
+        let shard = BrokerShard::new(
+            id,
+            self.retention,
+            depth.clone(),
+            self.metrics.clone(),
+            self.hold.clone(),
+        );
+        (shard, depth)
+    }
+}
+
 /// One broker shard (see the module docs).
 pub struct BrokerShard {
-    index: u16,
+    id: ShardId,
+    /// Slots on their way here, and the publishes held for them.
+    incoming: Incoming<Publish>,
+    /// Replays asked for while a hand-off was awaited, answered once it arrives.
+    waiting_replays: Vec<(Replay, oneshot::Sender<Replayed>)>,
     retention: Retention,
     upstream: SubscriptionIndex<u64>,
     proxies: FxHashMap<ProxyId, ProxyLink>,
     depth: IntGauge,
     /// `switchboard_filter_evaluations_total{actor="shard"}`.
     evaluations: IntCounter,
+    /// `switchboard_shard_events_total{index}` of this shard.
+    routed: IntCounter,
     metrics: Metrics,
     scratch: Vec<u64>,
     hold: Option<ShardHold>,
 }
 
 impl BrokerShard {
-    /// A shard with an empty index; `index` is its place in the shard map, carried in
-    /// every `Deliver` so proxies can tell shards' sequences apart. `hold` is a
-    /// test's [`ShardHold`], `None` in a real server.
+    /// A shard with an empty index; `id` is carried in every `Deliver` so proxies
+    /// can tell shards' sequences apart. `hold` is a test's [`ShardHold`], `None` in
+    /// a real server.
     pub fn new(
-        index: u16,
+        id: ShardId,
         retention: (usize, Duration),
         depth: IntGauge,
         metrics: Metrics,
         hold: Option<ShardHold>,
     ) -> BrokerShard {
         BrokerShard {
-            index,
+            id,
+            incoming: Incoming::default(),
+            waiting_replays: Vec::new(),
             retention: Retention::new(retention.0, retention.1),
             upstream: SubscriptionIndex::new(),
             proxies: FxHashMap::default(),
             depth,
             evaluations: metrics.filter_evaluations.with_label_values(&["shard"]),
+            routed: metrics.shard_events.with_label_values(&[&id.to_string()]),
             metrics,
             scratch: Vec::new(),
             hold,
@@ -214,9 +304,20 @@ fn upstream_key(proxy: ProxyId, key: u32) -> u64 {
 }
 
 impl Handler<Publish> for BrokerShard {
-    type Result = ResponseFuture<()>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
+        if let Some(msg) = self.incoming.admit(msg) {
+            self.route(msg);
+        }
+    }
+}
+
+impl BrokerShard {
+    /// Stamps, retains and forwards a batch; its queue slots are given back (in a
+    /// task of their own) once every proxy has taken its part.
+    fn route(&mut self, msg: Publish) {
+        self.routed.inc_by(msg.events.len() as u64);
         let mut batches: Vec<(ProxyId, Vec<Stamped>)> = Vec::new();
         let now = Instant::now();
         let mut evaluated = 0;
@@ -248,29 +349,129 @@ impl Handler<Publish> for BrokerShard {
         for (proxy, events) in batches {
             if let Some(link) = self.proxies.get(&proxy) {
                 link.depth.inc();
-                // `send` always enqueues (actix #515); the bound is this shard's own
-                // depth, which is only released once these acks come back.
-                acks.push(link.addr.send(Deliver {
-                    shard: self.index,
+                // Queued at once whatever the proxy's mailbox holds (see `Deliver`);
+                // the bound is this shard's own depth, released once these acks
+                // come back.
+                let (taken, ack) = oneshot::channel();
+                link.addr.do_send(Deliver {
+                    shard: self.id,
                     events,
-                }));
+                    taken,
+                });
+                acks.push(ack);
             }
         }
         let depth = self.depth.clone();
         let slot = msg.slot;
         let hold = self.hold.clone();
-        Box::pin(async move {
-            for result in join_all(acks).await {
-                if let Err(error) = result {
-                    tracing::warn!(cause = %error, "a proxy went away during delivery");
-                }
+        actix::spawn(async move {
+            if join_all(acks).await.iter().any(Result::is_err) {
+                tracing::warn!("a proxy went away during delivery");
             }
             if let Some(hold) = hold {
                 hold.released().await;
             }
             depth.dec();
             drop(slot);
-        })
+        });
+    }
+
+    fn replayed(&mut self, msg: &Replay) -> Replayed {
+        let (events, evicted) = self
+            .retention
+            .matching(msg.account, &msg.filters, Instant::now());
+        self.metrics.shard_retained.sub(evicted as i64);
+        Replayed {
+            shard: self.id,
+            events,
+            watermark: self.retention.last_seq(),
+        }
+    }
+}
+
+impl Handler<Expect> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Expect, _ctx: &mut Self::Context) {
+        self.incoming.expect(&msg.slots);
+    }
+}
+
+impl Handler<Release> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) {
+        let mut moving = [false; super::distributor::SLOTS];
+        for &slot in &msg.slots {
+            moving[usize::from(slot)] = true;
+        }
+        let retained = self.retention.take_where(|event| {
+            moving[usize::from(slot_of(event.account, event.call_sid.as_deref()))]
+        });
+        self.metrics.shard_retained.sub(retained.len() as i64);
+        // A filter pinned to a call lives where the call does; the others stay
+        // registered here too, for the slots this shard keeps.
+        let upstreams = self.upstream.take_where(|filter| {
+            filter
+                .call_sid_eq()
+                .is_some_and(|sid| moving[usize::from(slot_of(AccountIdx(0), Some(sid)))])
+        });
+        self.metrics
+            .aggregated_subscriptions
+            .sub(upstreams.len() as i64);
+        let mut links: Vec<(ProxyId, Addr<EventProxy>, IntGauge)> = Vec::new();
+        for (key, _, _) in &upstreams {
+            let proxy = ProxyId((key >> 32) as u16);
+            if links.iter().all(|(p, _, _)| *p != proxy) {
+                if let Some(link) = self.proxies.get(&proxy) {
+                    links.push((proxy, link.addr.clone(), link.depth.clone()));
+                }
+            }
+        }
+        let adopted = msg.to.send(Adopt {
+            slots: msg.slots,
+            retained,
+            upstreams,
+            links,
+        });
+        let done = msg.done;
+        actix::spawn(async move {
+            if let Err(error) = adopted.await {
+                tracing::error!(cause = %error, "a shard went away while adopting slots");
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        });
+    }
+}
+
+impl Handler<Adopt> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, _ctx: &mut Self::Context) {
+        let now = Instant::now();
+        let count = msg.retained.len() as i64;
+        let evicted = self.retention.adopt(msg.retained, now);
+        self.metrics.shard_retained.add(count - evicted as i64);
+        for (proxy, addr, depth) in msg.links {
+            self.proxies
+                .entry(proxy)
+                .or_insert(ProxyLink { addr, depth });
+        }
+        for (key, account, filter) in msg.upstreams {
+            if self.upstream.insert(account, key, filter).is_none() {
+                self.metrics.aggregated_subscriptions.inc();
+            }
+        }
+        for publish in self.incoming.arrived(&msg.slots) {
+            self.route(publish);
+        }
+        if !self.incoming.awaiting() {
+            for (replay, reply) in std::mem::take(&mut self.waiting_replays) {
+                let _ = reply.send(self.replayed(&replay));
+            }
+        }
     }
 }
 
@@ -282,9 +483,15 @@ impl Handler<AddUpstream> for BrokerShard {
             addr: msg.addr,
             depth: msg.depth,
         });
-        self.upstream
-            .insert(msg.account, upstream_key(msg.proxy, msg.key), msg.filter);
-        self.metrics.aggregated_subscriptions.inc();
+        // A proxy may register a filter twice with a new shard (once for the shard's
+        // arrival, once for a subscription made meanwhile): counted once.
+        let key = upstream_key(msg.proxy, msg.key);
+        if self.upstream.insert(msg.account, key, msg.filter).is_none() {
+            self.metrics.aggregated_subscriptions.inc();
+        }
+        if let Some(ack) = msg.ack {
+            let _ = ack.send(());
+        }
     }
 }
 
@@ -315,16 +522,23 @@ impl Handler<DescribeShard> for BrokerShard {
 }
 
 impl Handler<Replay> for BrokerShard {
-    type Result = Replayed;
+    type Result = ResponseFuture<Replayed>;
 
-    fn handle(&mut self, msg: Replay, _ctx: &mut Self::Context) -> Replayed {
-        let (events, evicted) = self
-            .retention
-            .matching(msg.account, &msg.filters, Instant::now());
-        self.metrics.shard_retained.sub(evicted as i64);
-        Replayed {
-            events,
-            watermark: self.retention.last_seq(),
+    fn handle(&mut self, msg: Replay, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.incoming.awaiting() {
+            let replayed = self.replayed(&msg);
+            return Box::pin(std::future::ready(replayed));
         }
+        // Slots are on their way with their history: answer once it is here.
+        let (tx, rx) = oneshot::channel();
+        self.waiting_replays.push((msg, tx));
+        let shard = self.id;
+        Box::pin(async move {
+            rx.await.unwrap_or(Replayed {
+                shard,
+                events: Vec::new(),
+                watermark: 0,
+            })
+        })
     }
 }

@@ -269,6 +269,24 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
         Some(entry.filter)
     }
 
+    /// Removes every subscription whose filter `pick` chooses, returning each with its
+    /// key and account (in key order), for a shard handing them to another.
+    pub fn take_where(&mut self, pick: impl Fn(&Filter) -> bool) -> Vec<(K, u32, Arc<Filter>)> {
+        let mut keys: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| pick(&entry.filter))
+            .map(|(key, _)| *key)
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .filter_map(|key| {
+                let account = self.entries.get(&key)?.account;
+                self.remove(key).map(|filter| (key, account, filter))
+            })
+            .collect()
+    }
+
     /// Appends to `out` every subscription of `account` whose filter matches `ev`,
     /// each once (however many of its type patterns match), in ascending `K` order.
     /// What was already in `out` is left alone. Returns how many filters it checked
@@ -525,6 +543,21 @@ mod tests {
             idx.matches(2, &ev("call.end", Some("CA1"), &d), &mut out),
             0
         );
+    }
+
+    #[test]
+    fn take_where_removes_only_what_it_picks() {
+        let mut idx = SubscriptionIndex::new();
+        idx.insert(1, 1u32, filter(Some("call.*"), &["call_sid=CA1"], None));
+        idx.insert(2, 2, filter(Some("call.*"), &["call_sid=CA2"], None));
+        idx.insert(1, 3, filter(Some("call.*"), &[], None));
+        let taken = idx.take_where(|f| f.call_sid_eq().is_some());
+        let keys: Vec<(u32, u32)> = taken.iter().map(|(k, a, _)| (*k, *a)).collect();
+        assert_eq!(keys, [(1, 1), (2, 2)]);
+        assert_eq!(idx.len(), 1);
+        let d = Map::new();
+        assert_eq!(run(&idx, 1, &ev("call.end", Some("CA1"), &d)), [3]);
+        assert!(run(&idx, 2, &ev("call.end", Some("CA2"), &d)).is_empty());
     }
 
     #[test]

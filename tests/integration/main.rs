@@ -33,6 +33,7 @@ mod process;
 mod publish;
 mod remote;
 mod replay;
+mod scaling;
 mod security_doc;
 mod signature_and_expiry;
 mod signed_control;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::account::AccountIdx;
 use crate::filter::Filter;
@@ -11,24 +12,32 @@ use crate::limits::QuotaError;
 use crate::retention::Stamped;
 
 use super::super::session::ClientSession;
+use super::super::shard::BrokerShard;
 use crate::outbox::Outbox;
 
 /// A proxy's number, unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProxyId(pub u16);
 
-/// Events for this proxy from one shard publish batch, in the shard's order.
+/// Events for this proxy from one shard publish batch, in the shard's order. Sent
+/// with `do_send`, which always queues at once: `send` defers a message when the
+/// mailbox is over its capacity hint and sends it when its future is next polled,
+/// so two deferred batches (of one shard, or of a slot's old and new owner) could
+/// overtake each other and a call's events arrive out of order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    /// The sending shard's index (its sequence numbers are its own).
+    /// The sending shard's id (its sequence numbers are its own).
     pub shard: u16,
     /// Events at least one of this proxy's upstream filters matched.
     pub events: Vec<Stamped>,
+    /// Told once the proxy has taken the batch: the shard's queue slot is held
+    /// until every proxy has.
+    pub taken: oneshot::Sender<()>,
 }
 
 // Data-plane messages stay small and cheap to move: shared events, no owned text.
-const _: () = assert!(std::mem::size_of::<Deliver>() <= 32);
+const _: () = assert!(std::mem::size_of::<Deliver>() <= 40);
 
 /// A subscription asked for by a stream URL or the control channel.
 ///
@@ -200,6 +209,16 @@ pub struct Unsubscribe {
 pub struct SessionClosed {
     /// The session's slot in this proxy.
     pub slot: u32,
+}
+
+/// From the shard supervisor: a shard joined the map. Register every filter that is
+/// not pinned to a call with it (pinned ones come with the slots it is given);
+/// answered once it has them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachShard {
+    /// The new shard.
+    pub shard: Addr<BrokerShard>,
 }
 
 /// What a proxy holds, for the live topology (`GET /v1/Admin/Topology`).

@@ -35,7 +35,7 @@ pub use messages::*;
 use super::distributor::Distributor;
 use super::replay::{self, ShardReplay};
 use super::session::{ClientSession, EndSession, TrackExpiry};
-use super::shard::{AddUpstream, RemoveUpstream, Replay, Replayed};
+use super::shard::{AddUpstream, BrokerShard, RemoveUpstream, Replay, Replayed};
 use crate::account::{AccountIdx, Accounts};
 use crate::config::WebhookConfig;
 use crate::filter::{Filter, SubscriptionIndex};
@@ -291,18 +291,18 @@ impl EventProxy {
         };
         self.index.remove(key);
         self.metrics.proxy_filters.dec();
-        for shard in self
-            .distributor
-            .current()
-            .shards_for_filter(account, &filter)
-        {
-            // do_send: a removal must not be dropped for a full mailbox, and there is
-            // no caller to report a failure to.
-            shard.addr.do_send(RemoveUpstream {
-                proxy: self.id,
-                key,
-            });
-        }
+        // Enqueued with the map held, as the registration was: a call-pinned filter
+        // is removed where it is, before or after its slot's hand-off.
+        self.distributor.with_map(|map| {
+            for shard in map.shards_for_filter(account, &filter) {
+                // do_send: a removal must not be dropped for a full mailbox, and there
+                // is no caller to report a failure to.
+                shard.addr.do_send(RemoveUpstream {
+                    proxy: self.id,
+                    key,
+                });
+            }
+        });
     }
 
     fn close_session(&mut self, slot: u32, ctx: &mut Context<Self>) {
@@ -328,32 +328,45 @@ impl EventProxy {
         registrations: Vec<Registration>,
         ctx: &Context<Self>,
     ) -> impl Future<Output = ()> {
-        let shards = self.distributor.current();
         let me = ctx.address();
-        let acks: Vec<_> = registrations
-            .into_iter()
-            .flat_map(|(key, account, filter)| {
-                let (id, depth, me) = (self.id, self.depth.clone(), me.clone());
-                let targets = shards.shards_for_filter(account, &filter);
-                targets.iter().map(move |shard| {
-                    shard.addr.send(AddUpstream {
-                        proxy: id,
-                        addr: me.clone(),
-                        depth: depth.clone(),
-                        key,
-                        account: account.0,
-                        filter: filter.clone(),
-                    })
-                })
-            })
-            .collect();
-        async move {
-            for result in join_all(acks).await {
-                if let Err(error) = result {
-                    tracing::warn!(cause = %error, "a shard went away during subscribe");
+        // Enqueued with the map held (`do_send` queues at once, whatever the
+        // mailbox holds): a filter pinned to a call reaches its slot's owner before
+        // that slot's next hand-off, which carries it on.
+        let acks: Vec<_> = self.distributor.with_map(|shards| {
+            let mut acks = Vec::new();
+            for registration in registrations {
+                for shard in shards.shards_for_filter(registration.1, &registration.2) {
+                    acks.push(self.register_with(&shard.addr, &me, registration.clone()));
                 }
             }
+            acks
+        });
+        async move {
+            if join_all(acks).await.iter().any(Result::is_err) {
+                tracing::warn!("a shard went away during subscribe");
+            }
         }
+    }
+
+    /// Registers one filter with one shard (queued at once: `do_send`); the
+    /// receiver resolves when the shard has it.
+    fn register_with(
+        &self,
+        shard: &Addr<BrokerShard>,
+        me: &Addr<Self>,
+        (key, account, filter): Registration,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (ack, acked) = tokio::sync::oneshot::channel();
+        shard.do_send(AddUpstream {
+            ack: Some(ack),
+            proxy: self.id,
+            addr: me.clone(),
+            depth: self.depth.clone(),
+            key,
+            account: account.0,
+            filter,
+        });
+        acked
     }
 
     /// Merges a `cursor=earliest` replay with the client's cache into its outbox.
@@ -371,7 +384,7 @@ impl EventProxy {
             .collect();
         let cached = session.outbox.retained();
         let mut matched = Vec::with_capacity(replies.len());
-        for (shard, reply) in replies.into_iter().enumerate() {
+        for reply in replies {
             let Ok(reply) = reply else { continue };
             let mut events = Vec::with_capacity(reply.events.len());
             for stamped in reply.events {
@@ -386,7 +399,7 @@ impl EventProxy {
                 }
             }
             matched.push(ShardReplay {
-                shard: shard as u16,
+                shard: reply.shard,
                 watermark: reply.watermark,
                 events,
             });
@@ -706,6 +719,26 @@ impl Handler<Deliver> for EventProxy {
                 session.outbox.wake();
             }
         }
+        let _ = msg.taken.send(());
+    }
+}
+
+impl Handler<AttachShard> for EventProxy {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: AttachShard, ctx: &mut Self::Context) -> Self::Result {
+        let me = ctx.address();
+        let acks: Vec<_> = self
+            .upstreams
+            .registrations()
+            .filter(|(_, _, filter)| filter.call_sid_eq().is_none())
+            .map(|registration| self.register_with(&msg.shard, &me, registration))
+            .collect();
+        Box::pin(async move {
+            if join_all(acks).await.iter().any(Result::is_err) {
+                tracing::warn!("a new shard went away while taking registrations");
+            }
+        })
     }
 }
 

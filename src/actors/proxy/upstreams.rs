@@ -133,6 +133,14 @@ impl Upstreams {
         self.held.is_empty()
     }
 
+    /// Every filter held (with members or in its grace), as registrations, for a
+    /// shard that joins.
+    pub fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
+        self.held
+            .iter()
+            .map(|(&key, u)| (key, u.account, u.filter.clone()))
+    }
+
     /// The subscriptions holding filter `key`, ascending.
     pub fn members(&self, key: FilterKey) -> &[u64] {
         self.held.get(&key).map_or(&[], |u| &u.members)
@@ -179,6 +187,9 @@ mod tests {
         assert_eq!(keys, [0, 1, 2], "a new key each");
         assert_eq!(upstreams.members(key), [1, 2]);
         assert_eq!(upstreams.len(), 3);
+        let mut all: Vec<FilterKey> = upstreams.registrations().map(|r| r.0).collect();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2]);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! When to add or retire a broker shard, without the actor: the shard supervisor
+//! feeds it each shard's events per second at every check and does what it says.
+//!
+//! The rule, as autoscalers with hysteresis have it: add a shard as soon as the
+//! busiest one is above the high-water mark (a hot shard delays every call it owns);
+//! retire the least busy only once the whole load would stay below the low-water mark
+//! on one shard fewer, and has stayed so for `retire_after` (a lull between bursts
+//! must not cost two hand-offs). Always within `min..=max` shards.
+
+use std::time::{Duration, Instant};
+
+use super::slots::ShardId;
+
+/// The bounds and marks (`[scaling]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Marks {
+    /// Fewest shards.
+    pub min: usize,
+    /// Most shards.
+    pub max: usize,
+    /// Events per second of one shard above which a shard is added.
+    pub high: f64,
+    /// Events per second per shard, on one shard fewer, below which one is retired.
+    pub low: f64,
+    /// How long the load must stay low before a shard is retired.
+    pub retire_after: Duration,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing.
+    Hold,
+    /// Add a shard.
+    Add,
+    /// Retire this shard.
+    Retire(ShardId),
+}
+
+/// The scaling rule and the one thing it remembers: since when the load is low.
+#[derive(Debug)]
+pub struct Scaler {
+    marks: Marks,
+    low_since: Option<Instant>,
+}
+
+impl Scaler {
+    /// A rule with these marks.
+    pub fn new(marks: Marks) -> Scaler {
+        Scaler {
+            marks,
+            low_since: None,
+        }
+    }
+
+    /// What to do, given each shard's id and events per second at `now`.
+    pub fn decide(&mut self, loads: &[(ShardId, f64)], now: Instant) -> Decision {
+        let n = loads.len();
+        let least = loads
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(id, _)| id);
+        if n < self.marks.min {
+            self.low_since = None;
+            return Decision::Add;
+        }
+        if n > self.marks.max {
+            self.low_since = None;
+            return least.map_or(Decision::Hold, Decision::Retire);
+        }
+        let busiest = loads.iter().map(|&(_, rate)| rate).fold(0.0, f64::max);
+        if busiest > self.marks.high && n < self.marks.max {
+            self.low_since = None;
+            return Decision::Add;
+        }
+        let total: f64 = loads.iter().map(|&(_, rate)| rate).sum();
+        let fits_on_fewer =
+            n > self.marks.min && n > 1 && total / ((n - 1) as f64) < self.marks.low;
+        if !fits_on_fewer {
+            self.low_since = None;
+            return Decision::Hold;
+        }
+        let since = *self.low_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.marks.retire_after {
+            return Decision::Hold;
+        }
+        self.low_since = None;
+        least.map_or(Decision::Hold, Decision::Retire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaler() -> Scaler {
+        Scaler::new(Marks {
+            min: 1,
+            max: 3,
+            high: 1000.0,
+            low: 100.0,
+            retire_after: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn a_hot_shard_adds_one_up_to_the_maximum() {
+        let mut s = scaler();
+        let t = Instant::now();
+        assert_eq!(s.decide(&[(0, 1500.0)], t), Decision::Add);
+        assert_eq!(s.decide(&[(0, 900.0), (1, 800.0)], t), Decision::Hold);
+        assert_eq!(s.decide(&[(0, 1200.0), (1, 10.0)], t), Decision::Add);
+        assert_eq!(
+            s.decide(&[(0, 5000.0), (1, 5000.0), (2, 5000.0)], t),
+            Decision::Hold,
+            "at the maximum"
+        );
+    }
+
+    #[test]
+    fn a_shard_retires_only_after_the_load_stays_low() {
+        let mut s = scaler();
+        let t = Instant::now();
+        let quiet = [(0, 30.0), (4, 10.0), (2, 20.0)];
+        assert_eq!(s.decide(&quiet, t), Decision::Hold, "low only just now");
+        assert_eq!(s.decide(&quiet, t + Duration::from_secs(5)), Decision::Hold);
+        // A burst in between starts the wait over.
+        assert_eq!(
+            s.decide(
+                &[(0, 300.0), (4, 10.0), (2, 20.0)],
+                t + Duration::from_secs(6)
+            ),
+            Decision::Hold
+        );
+        assert_eq!(
+            s.decide(&quiet, t + Duration::from_secs(11)),
+            Decision::Hold
+        );
+        assert_eq!(
+            s.decide(&quiet, t + Duration::from_secs(21)),
+            Decision::Retire(4),
+            "the least busy"
+        );
+        // A load that would not fit below the mark on one shard fewer stays.
+        let mut s = scaler();
+        let busy = [(0, 60.0), (1, 60.0)];
+        assert_eq!(s.decide(&busy, t), Decision::Hold);
+        assert_eq!(s.decide(&busy, t + Duration::from_secs(60)), Decision::Hold);
+    }
+
+    #[test]
+    fn the_bounds_hold_whatever_the_load() {
+        let mut s = Scaler::new(Marks {
+            min: 2,
+            ..scaler().marks
+        });
+        let t = Instant::now();
+        assert_eq!(s.decide(&[(0, 0.0)], t), Decision::Add, "below the minimum");
+        assert_eq!(
+            s.decide(&[(0, 0.0), (1, 0.0)], t + Duration::from_secs(99)),
+            Decision::Hold
+        );
+        assert_eq!(
+            s.decide(&[(0, 0.0), (1, 5.0), (2, 0.0), (3, 9.0)], t),
+            Decision::Retire(0),
+            "above the maximum"
+        );
+    }
+}

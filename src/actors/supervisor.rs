@@ -1,0 +1,263 @@
+//! The shard supervisor: grows and shrinks the broker shards with load (API.md §8).
+//!
+//! Every `scaling.interval_ms` it reads each shard's events per second and asks
+//! [`Scaler`] what to do. Adding a shard: make it (on a worker thread), put it in the
+//! map with no slots, have every proxy register its filters with it, then give it
+//! its share of slots. Retiring one: deal its slots to the others, then drop it from
+//! the map; it stops once its mailbox is empty. Slots move as the
+//! [`handoff`](super::handoff) module describes, so every call's events keep their
+//! order across the move and none is lost; one change runs at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
+
+use super::distributor::{Distributor, ShardHandle, ShardMap};
+use super::placement::Placement;
+use super::proxy::{AttachShard, EventProxy};
+use super::scaling::{Decision, Scaler};
+use super::shard::{Expect, Release, ShardFactory};
+use super::slots::{self, Move, ShardId};
+use crate::metrics::Metrics;
+
+/// Sets `switchboard_shard_slots{index}` for every shard of `map`.
+pub fn export_slots(map: &ShardMap, metrics: &Metrics) {
+    for (position, shard) in map.shards.iter().enumerate() {
+        metrics
+            .shard_slots
+            .with_label_values(&[&shard.id.to_string()])
+            .set(map.slots_of(position) as i64);
+    }
+}
+
+/// What the supervisor works with.
+pub struct ShardSupervisor {
+    distributor: Arc<Distributor>,
+    placement: Arc<Placement>,
+    proxies: Vec<Addr<EventProxy>>,
+    factory: ShardFactory,
+    scaler: Scaler,
+    interval: Duration,
+    /// Each shard's routed-event count at the last look, and when that was.
+    last: (FxHashMap<ShardId, u64>, Instant),
+    next_id: ShardId,
+    /// A change is under way: the next looks wait for it.
+    busy: bool,
+}
+
+impl ShardSupervisor {
+    /// A supervisor over the shards in `distributor`, adding shards with ids after
+    /// theirs.
+    pub fn new(
+        distributor: Arc<Distributor>,
+        placement: Arc<Placement>,
+        proxies: Vec<Addr<EventProxy>>,
+        factory: ShardFactory,
+        scaler: Scaler,
+        interval: Duration,
+    ) -> ShardSupervisor {
+        let next_id = distributor
+            .current()
+            .shards
+            .iter()
+            .map(|s| s.id + 1)
+            .max()
+            .unwrap_or(0);
+        ShardSupervisor {
+            distributor,
+            placement,
+            proxies,
+            factory,
+            scaler,
+            interval,
+            last: (FxHashMap::default(), Instant::now()),
+            next_id,
+            busy: false,
+        }
+    }
+
+    /// Each shard's events per second since the last look.
+    fn loads(&mut self) -> Vec<(ShardId, f64)> {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last.1).as_secs_f64();
+        let map = self.distributor.current();
+        let mut counts = FxHashMap::default();
+        let loads = map
+            .shards
+            .iter()
+            .map(|shard| {
+                let count = self.routed(shard.id);
+                counts.insert(shard.id, count);
+                let before = self.last.0.get(&shard.id).copied().unwrap_or(count);
+                let rate = if elapsed > 0.0 {
+                    count.saturating_sub(before) as f64 / elapsed
+                } else {
+                    0.0
+                };
+                (shard.id, rate)
+            })
+            .collect();
+        self.last = (counts, now);
+        loads
+    }
+
+    fn routed(&self, id: ShardId) -> u64 {
+        self.factory
+            .metrics
+            .shard_events
+            .with_label_values(&[&id.to_string()])
+            .get()
+    }
+
+    fn look(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let loads = self.loads();
+        let change: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+            match self.scaler.decide(&loads, Instant::now()) {
+                Decision::Hold => return,
+                Decision::Add => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let (shard, depth) = self.factory.make(id);
+                    let addr = self.placement.spawn(usize::from(id), shard);
+                    let handle = ShardHandle { id, addr, depth };
+                    Box::pin(add(
+                        self.distributor.clone(),
+                        self.proxies.clone(),
+                        handle,
+                        self.factory.metrics.clone(),
+                    ))
+                }
+                Decision::Retire(id) => Box::pin(retire(
+                    self.distributor.clone(),
+                    id,
+                    self.factory.metrics.clone(),
+                )),
+            };
+        self.busy = true;
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(change).map(|(), supervisor, _| {
+                supervisor.busy = false;
+            }),
+        );
+    }
+}
+
+impl Actor for ShardSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |supervisor, ctx| supervisor.look(ctx));
+    }
+}
+
+/// Puts `shard` in the map, has every proxy register with it, then gives it its
+/// share of slots.
+async fn add(
+    distributor: Arc<Distributor>,
+    proxies: Vec<Addr<EventProxy>>,
+    shard: ShardHandle,
+    metrics: Metrics,
+) {
+    let (id, addr) = (shard.id, shard.addr.clone());
+    distributor.replace(|map| {
+        let mut shards = map.shards.clone();
+        shards.push(shard);
+        ShardMap::with_owners(shards, map.owner_ids().to_vec())
+    });
+    let attached = proxies.iter().map(|proxy| {
+        proxy.send(AttachShard {
+            shard: addr.clone(),
+        })
+    });
+    if join_all(attached).await.iter().any(Result::is_err) {
+        tracing::warn!(shard = id, "a proxy went away while a shard was added");
+    }
+    let (mut owners, others) = owners_and_others(&distributor, id);
+    let moves = slots::take_for_new(&mut owners, &others, id);
+    hand_over(&distributor, owners, &moves, |_| true).await;
+    metrics.shard_changes.with_label_values(&["added"]).inc();
+    export_slots(&distributor.current(), &metrics);
+    tracing::info!(shard = id, slots = moves.len(), "shard added");
+}
+
+/// Deals shard `id`'s slots to the others and drops it from the map.
+async fn retire(distributor: Arc<Distributor>, id: ShardId, metrics: Metrics) {
+    let (mut owners, remaining) = owners_and_others(&distributor, id);
+    if remaining.is_empty() {
+        return;
+    }
+    let moves = slots::give_away(&mut owners, id, &remaining);
+    hand_over(&distributor, owners, &moves, |shard| shard != id).await;
+    let label = id.to_string();
+    let _ = metrics.shard_slots.remove_label_values(&[&label]);
+    let _ = metrics.shard_events.remove_label_values(&[&label]);
+    let _ = metrics
+        .mailbox_depth
+        .remove_label_values(&["shard", &label]);
+    metrics.shard_changes.with_label_values(&["retired"]).inc();
+    export_slots(&distributor.current(), &metrics);
+    tracing::info!(shard = id, slots = moves.len(), "shard retired");
+}
+
+/// The current owner of each slot, and the ids of the shards other than `id`.
+fn owners_and_others(distributor: &Distributor, id: ShardId) -> (Vec<ShardId>, Vec<ShardId>) {
+    let map = distributor.current();
+    let others = map
+        .shards
+        .iter()
+        .map(|s| s.id)
+        .filter(|&s| s != id)
+        .collect();
+    (map.owner_ids().to_vec(), others)
+}
+
+/// Moves the slots: each new owner is told to expect its slots, then (with no
+/// publish in between) the map becomes `owners` over the shards `keep` keeps and
+/// each old owner is told to release; resolves once every new owner has its slots.
+async fn hand_over(
+    distributor: &Distributor,
+    owners: Vec<ShardId>,
+    moves: &[Move],
+    keep: impl Fn(ShardId) -> bool,
+) {
+    let mut by_pair: FxHashMap<(ShardId, ShardId), Vec<u16>> = FxHashMap::default();
+    for m in moves {
+        by_pair.entry((m.from, m.to)).or_default().push(m.slot);
+    }
+    let mut done = Vec::with_capacity(by_pair.len());
+    distributor.replace(|map| {
+        let addr = |id: ShardId| {
+            map.shards
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.addr.clone())
+                .expect("a moving slot's shards are in the map")
+        };
+        for ((_, to), slots) in &by_pair {
+            addr(*to).do_send(Expect {
+                slots: slots.clone(),
+            });
+        }
+        for ((from, to), slots) in by_pair {
+            let (tx, rx) = oneshot::channel();
+            addr(from).do_send(Release {
+                slots,
+                to: addr(to),
+                done: Some(tx),
+            });
+            done.push(rx);
+        }
+        let shards = map.shards.iter().filter(|s| keep(s.id)).cloned().collect();
+        ShardMap::with_owners(shards, owners)
+    });
+    if join_all(done).await.iter().any(Result::is_err) {
+        tracing::error!("a shard went away while handing slots over");
+    }
+}

@@ -1,0 +1,283 @@
+//! The shard supervisor (issue 10, API.md §8 "Scaling inside a node"): with low
+//! marks in the config, bursts of publishing add shards and lulls retire them,
+//! several times over, while a steady stream of sequenced per-call events flows;
+//! every subscriber (SSE, long-poll, WebSocket) gets every event once, in each
+//! call's order, and the changes show in the metrics and the topology.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::channels::{poll_body, poll_within, request, scrape, ws_connect};
+use crate::common::scrape::Scrape;
+use crate::common::{new_call_sid, pct, Publisher, TestServer};
+
+const FEEDS: usize = 8;
+const CALLS_PER_FEED: usize = 4;
+const CALLS: usize = FEEDS * CALLS_PER_FEED;
+const SHARDS_MAX: usize = 4;
+const TOKEN: &str = "scaling-admin-token";
+/// Bound on each phase and on each reader.
+const PHASE: Duration = Duration::from_secs(20);
+
+/// Each call's events as a subscriber got them: the `data.seq`s in arrival order.
+type PerCall = HashMap<String, Vec<u64>>;
+
+fn changes(s: &Scrape, change: &str) -> f64 {
+    s.value("switchboard_shard_changes_total", &[("change", change)])
+}
+
+/// Publishes `call.progress` events with a per-call sequence for its calls, and one
+/// `call.completed` per call at the end. Several run at once in a burst, so a
+/// shard's queue is deep when its slots move.
+struct Feed {
+    publisher: Publisher,
+    calls: Vec<String>,
+    next: Vec<u64>,
+}
+
+impl Feed {
+    fn new(server: &TestServer) -> Feed {
+        Feed {
+            publisher: server.publisher(0),
+            calls: (0..CALLS_PER_FEED).map(|_| new_call_sid()).collect(),
+            next: vec![0; CALLS_PER_FEED],
+        }
+    }
+
+    fn event(&mut self, call: usize, ty: &str) -> Value {
+        let seq = self.next[call];
+        self.next[call] += 1;
+        json!({"type": ty, "call_sid": self.calls[call], "data": {"seq": seq}})
+    }
+
+    /// One event for each of its calls, in one request.
+    async fn round(&mut self, ty: &str) {
+        let batch: Vec<Value> = (0..self.calls.len()).map(|c| self.event(c, ty)).collect();
+        self.publisher.publish(&Value::Array(batch)).await;
+    }
+
+    /// What every subscriber must have got of its calls.
+    fn expected(&self, into: &mut PerCall) {
+        for (call, &n) in self.calls.iter().zip(&self.next) {
+            into.insert(call.clone(), (0..n).collect());
+        }
+    }
+}
+
+/// Runs every feed at once, as fast as each is answered, until `done` holds for a
+/// scrape (within `PHASE`).
+async fn burst(
+    server: &TestServer,
+    feeds: Vec<Feed>,
+    what: &str,
+    done: impl Fn(&Scrape) -> bool,
+) -> Vec<Feed> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = feeds
+        .into_iter()
+        .map(|mut feed| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    feed.round("call.progress").await;
+                }
+                feed
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + PHASE;
+    while !done(&scrape(server).await) {
+        assert!(
+            Instant::now() < deadline,
+            "never happened within {PHASE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut feeds = Vec::new();
+    for task in tasks {
+        feeds.push(task.await.expect("a feed"));
+    }
+    feeds
+}
+
+/// One event every `pause`, taking the feeds' calls in turn, until `done` holds
+/// for a scrape (within `PHASE`).
+async fn lull(server: &TestServer, feeds: &mut [Feed], what: &str, done: impl Fn(&Scrape) -> bool) {
+    let deadline = Instant::now() + PHASE;
+    for n in 0.. {
+        let feed = &mut feeds[n % FEEDS];
+        let event = feed.event((n / FEEDS) % CALLS_PER_FEED, "call.progress");
+        feed.publisher.publish(&event).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if n % 5 == 4 && done(&scrape(server).await) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never happened within {PHASE:?}: {what}"
+        );
+    }
+}
+
+/// Adds an event (a JSON object as delivered) to `got`; true once it was the
+/// `call.completed` of the last call still open.
+fn take(got: &mut PerCall, completed: &mut usize, event: &Value) -> bool {
+    let (Some(call), Some(seq)) = (event["call_sid"].as_str(), event["data"]["seq"].as_u64())
+    else {
+        return false;
+    };
+    got.entry(call.to_string()).or_default().push(seq);
+    if event["type"] == "call.completed" {
+        *completed += 1;
+    }
+    *completed == CALLS
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_event_once_in_order() {
+    let server = Arc::new(TestServer::start(|c| {
+        c.shards = 1;
+        c.proxies = 2;
+        c.workers = 2;
+        c.admin_token = TOKEN.into();
+        c.retention.max_events = 200_000;
+        c.scaling.shards_min = 1;
+        c.scaling.shards_max = SHARDS_MAX;
+        c.scaling.shard_high_events_per_sec = 300;
+        c.scaling.shard_low_events_per_sec = 100;
+        c.scaling.retire_after_secs = 0;
+        c.scaling.interval_ms = 100;
+        c.limits.publish_per_sec = 1_000_000;
+        c.limits.publish_burst = 1_000_000;
+    }));
+    let query = "types=call.*";
+
+    // Three subscribers, one per transport, reading until every call completed.
+    let (mut sse, _) = server.stream_basic(0, &format!("client=sse&{query}")).await;
+    let sse_reader = tokio::spawn(async move {
+        let (mut got, mut completed) = (PerCall::new(), 0);
+        let deadline = tokio::time::Instant::now() + 4 * PHASE;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = sse.next_event(left).await.expect("an SSE event");
+            if take(&mut got, &mut completed, &event.data) {
+                return got;
+            }
+        }
+    });
+    let mut ws = ws_connect(
+        &server,
+        &format!("{}?client=ws&{query}", server.stream_path(0)),
+        server.creds(0),
+    )
+    .await
+    .expect("a WebSocket");
+    let open = ws.expect_json().await;
+    assert_eq!(open["type"], "stream.open", "{open}");
+    let ws_reader = tokio::spawn(async move {
+        let (mut got, mut completed) = (PerCall::new(), 0);
+        loop {
+            let frame = ws.next_json(4 * PHASE).await.expect("a WebSocket frame");
+            if take(&mut got, &mut completed, &frame) {
+                return got;
+            }
+        }
+    });
+    let poll_base = format!(
+        "{}?transport=poll&client=lp&{query}&timeout=1",
+        server.stream_path(0)
+    );
+    let poll_path = move |cursor: &Option<String>| {
+        let base = poll_base.clone();
+        match cursor {
+            Some(cursor) => format!("{base}&cursor={}", pct(cursor)),
+            None => base,
+        }
+    };
+    let (first, _) = poll_within(&server, &poll_path(&None), server.creds(0), PHASE).await;
+    let (events, mut cursor) = poll_body(&first);
+    assert!(events.is_empty(), "nothing published yet");
+    let poller = server.clone();
+    let poll_reader = tokio::spawn(async move {
+        let (mut got, mut completed) = (PerCall::new(), 0);
+        let deadline = Instant::now() + 4 * PHASE;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "long-poll never saw every call complete"
+            );
+            let (reply, _) =
+                poll_within(&poller, &poll_path(&cursor), poller.creds(0), PHASE).await;
+            let (events, next) = poll_body(&reply);
+            cursor = next.or(cursor);
+            for event in &events {
+                if take(&mut got, &mut completed, event) {
+                    return got;
+                }
+            }
+        }
+    });
+
+    let mut feeds: Vec<Feed> = (0..FEEDS).map(|_| Feed::new(&server)).collect();
+    let most = (SHARDS_MAX - 1) as f64;
+    for cycle in 1..=2 {
+        let cycle = f64::from(cycle);
+        feeds = burst(&server, feeds, "shards added for a burst", |s| {
+            changes(s, "added") >= cycle * most
+        })
+        .await;
+        let topology = request(
+            &server,
+            reqwest::Method::GET,
+            "/v1/Admin/Topology",
+            Some(("admin", TOKEN)),
+            None,
+        )
+        .await
+        .json();
+        let shards = topology["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), SHARDS_MAX, "{topology}");
+        let slots: u64 = shards
+            .iter()
+            .map(|s| s["slots"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(slots, 1024, "every slot has one owner: {topology}");
+        lull(&server, &mut feeds, "shards retired in a lull", |s| {
+            changes(s, "retired") >= cycle * most && s.value("switchboard_shards", &[]) == 1.0
+        })
+        .await;
+    }
+    // Every call ends with one last event, then the subscribers must hold it all.
+    let mut expected = PerCall::new();
+    for feed in &mut feeds {
+        feed.round("call.completed").await;
+        feed.expected(&mut expected);
+    }
+    for (transport, reader) in [
+        ("sse", sse_reader),
+        ("ws", ws_reader),
+        ("poll", poll_reader),
+    ] {
+        let got = tokio::time::timeout(4 * PHASE, reader)
+            .await
+            .unwrap_or_else(|_| panic!("{transport}: never got every call's last event"))
+            .expect("the reader");
+        for (call, want) in &expected {
+            assert_eq!(
+                got.get(call),
+                Some(want),
+                "{transport}: call {call}, in order and once"
+            );
+        }
+    }
+    // The lulls' retirements stopped every shard they took out of the map (the
+    // gauge counts running shard actors), and the last burst may add again.
+    let s = scrape(&server).await;
+    assert!(changes(&s, "added") >= 2.0 * most);
+    assert_eq!(changes(&s, "retired"), 2.0 * most);
+}
