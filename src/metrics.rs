@@ -466,6 +466,12 @@ impl Metrics {
         for kind in ["cursor", "earliest"] {
             self.replays.with_label_values(&[kind]);
         }
+        for change in ["added", "retired"] {
+            self.shard_changes.with_label_values(&[change]);
+        }
+        for actor in ["shard", "proxy"] {
+            self.filter_evaluations.with_label_values(&[actor]);
+        }
         for via in ["http", "ws"] {
             self.client_events.with_label_values(&[via]);
         }

@@ -87,6 +87,7 @@ pub async fn serve(
             base_url: format!("http://{}", listener.local_addr()?),
             keep_ended: config.call_router.keep_ended,
             max_call_secs: config.call_router.max_call_secs,
+            start: crate::actors::call::start,
         },
     );
     let calls = call_router.clone();

@@ -1,7 +1,7 @@
 //! The call router (API.md §7): numbers, calls, messages and conference rooms of
 //! every account, and the simulated telephone network that drives them.
 //!
-//! Each call is a [`Call`](crate::actors::call::Call) actor running its application;
+//! Each call is an actor (`actors::call`) running its [`program::Program`];
 //! this registry is what the REST API, the simulator and client events look calls up
 //! in, and how calls find each other (a `<Dial>` leg, a conference room). Events go
 //! into the event router in-process through the [`Publisher`].
@@ -10,6 +10,7 @@ pub mod app;
 pub mod call_limits;
 pub mod hops;
 pub mod live;
+pub mod program;
 pub mod records;
 pub mod sink;
 pub mod steer;
@@ -19,14 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Recipient;
 use chrono::Utc;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::account::{AccountIdx, Accounts};
-use crate::actors::call::{AppSource, Call, CallInput, CallSetup};
 use crate::config::SimConfig;
 use crate::egress::Egress;
 use crate::event::Draft;
@@ -35,7 +35,8 @@ use crate::metrics::Metrics;
 use crate::twiml::Method;
 use app::AppClient;
 use hops::Hop;
-use live::LiveCalls;
+use live::{LiveCall, LiveCalls};
+pub use program::{AppSource, CallInput, CallSetup};
 use records::{
     is_e164, new_sid, CallRecord, CallStatus, Direction, KeptPerAccount, MessageRecord,
     NumberRecord, Resource,
@@ -95,7 +96,7 @@ pub struct CallOutcome {
 
 struct CallEntry {
     record: CallRecord,
-    addr: Option<Addr<Call>>,
+    addr: Option<Recipient<CallInput>>,
     /// The `call.start` data while the call is live: what signed senders' grants are
     /// checked against (`steer.rs`).
     start: Option<Map<String, Value>>,
@@ -170,7 +171,13 @@ pub struct CallRouter {
     live: LiveCalls,
     /// Set by a drain: calls starting from now on end at once.
     stopping: AtomicBool,
+    /// Starts a call's actor (`actors::call::start`).
+    start: StartCall,
 }
+
+/// How the router starts a call: the actor lives in `actors::call`, which depends on
+/// this module, so it is handed in rather than named here.
+pub type StartCall = fn(Arc<CallRouter>, CallSetup, LiveCall) -> Recipient<CallInput>;
 
 /// The call router's settings, from the config.
 pub struct RouterSettings {
@@ -182,6 +189,8 @@ pub struct RouterSettings {
     pub keep_ended: usize,
     /// Longest a call may last, in simulated seconds (`call_router.max_call_secs`).
     pub max_call_secs: u64,
+    /// Starts a call's actor.
+    pub start: StartCall,
 }
 
 impl CallRouter {
@@ -201,6 +210,7 @@ impl CallRouter {
             base_url,
             keep_ended,
             max_call_secs,
+            start,
         } = settings;
         Arc::new(CallRouter {
             accounts,
@@ -214,6 +224,7 @@ impl CallRouter {
             quotas,
             live: LiveCalls::new(),
             stopping: AtomicBool::new(false),
+            start,
         })
     }
 
@@ -288,7 +299,7 @@ impl CallRouter {
     /// with the number of calls still running when `within` passed.
     pub async fn end_calls(&self, within: Duration) -> Result<(), usize> {
         self.stopping.store(true, Ordering::SeqCst);
-        let live: Vec<Addr<Call>> = self
+        let live: Vec<Recipient<CallInput>> = self
             .registry
             .lock()
             .calls
@@ -451,7 +462,7 @@ impl CallRouter {
             .with_label_values(&[setup.direction.as_str()])
             .inc();
         self.metrics.calls_active.inc();
-        let addr = Call::new(self.clone(), setup, self.live.enter()).start();
+        let addr = (self.start)(self.clone(), setup, self.live.enter());
         if let Some(entry) = self.registry.lock().calls.get_mut(&sid) {
             entry.addr = Some(addr);
         }

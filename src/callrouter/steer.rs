@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::CallRouter;
 use crate::account::AccountIdx;
-use crate::actors::call::CallInput;
+use crate::callrouter::CallInput;
 use crate::egress::Egress;
 use crate::event::Draft;
 use crate::filter::EventFields;

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::publish::read_body;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
-use crate::actors::call::CallInput;
 use crate::auth::AuthError;
+use crate::callrouter::CallInput;
 use crate::callrouter::RouterError;
 
 /// Largest simulator request.

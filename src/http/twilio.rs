@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use super::publish::read_body;
 use super::AppState;
 use crate::account::AccountIdx;
-use crate::actors::call::{AppSource, CallInput};
 use crate::auth::AuthError;
 use crate::callrouter::records::API_VERSION;
+use crate::callrouter::{AppSource, CallInput};
 use crate::callrouter::{CallRouter, NewNumber, RouterError};
 use crate::twiml::Method;
 

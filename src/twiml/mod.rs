@@ -1,9 +1,9 @@
 //! TwiML parsing and the verb model: what an app's document tells a call to do.
 //!
-//! The call actor (`actors::call`) fetches a document from the app, hands
-//! it to [`parse`], and runs the resulting [`Response`]'s verbs in order. This module
-//! is pure (no actors, no I/O, no clocks) so every rule is unit-tested here and the
-//! actor only executes.
+//! A call's program (`callrouter::program`, run by the call actor) fetches a document
+//! from the app, hands it to [`parse`], and runs the resulting [`Response`]'s verbs in
+//! order. This module is pure (no actors, no I/O, no clocks) so every rule is
+//! unit-tested here and the program only executes.
 //!
 //! - [`parse`] checks the document against the subset of Twilio's schema that
 //!   API.md §7 lists and applies Twilio's defaults, so a [`Verb`] carries typed,

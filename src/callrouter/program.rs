@@ -1,0 +1,879 @@
+//! A call's program, without the actor: it requests TwiML from the application, runs
+//! the verbs in order with simulated media time, takes the call's inputs as they come
+//! (digits, hang-ups, redirects, mutes) and emits the events of API.md §2. The
+//! [`Call`](crate::actors::call::Call) actor runs one and feeds it; the router starts
+//! calls through the function it was given, so this module and the router never
+//! name the actor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Message;
+use reqwest::Url;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
+use super::live::LiveCall;
+use super::records::{new_sid, CallStatus, Direction, API_VERSION};
+use super::{CallOutcome, CallRouter};
+use crate::account::AccountIdx;
+use crate::twiml::{
+    self, fill_template, Conference, Dial, DialTarget, Gather, GatherChild, Method, Play, Record,
+    Reject, RejectReason, Response, Say, Verb,
+};
+
+/// Inputs waiting for the program beyond this are dropped (a flood of key presses).
+pub const INPUT_QUEUE: usize = 64;
+
+/// Simulated seconds one spoken word takes.
+const SAY_SECS_PER_WORD: f64 = 0.5;
+/// Simulated seconds one `Play` loop takes.
+const PLAY_SECS: f64 = 2.0;
+
+/// Where a call's first document comes from.
+#[derive(Debug, Clone)]
+pub enum AppSource {
+    /// Requested from an application URL.
+    Url(String, Method),
+    /// Given inline (`Twiml=` on the REST API).
+    Twiml(String),
+    /// No application: a simulated party that answers and stays on the line.
+    FarEnd,
+}
+
+/// Everything a call needs to start.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// `CA` + 32 hex.
+    pub sid: String,
+    /// Owner.
+    pub account: AccountIdx,
+    /// Caller.
+    pub from: String,
+    /// Called.
+    pub to: String,
+    /// Where it came from.
+    pub direction: Direction,
+    /// Its application.
+    pub source: AppSource,
+    /// Told when the call ends.
+    pub status_callback: Option<String>,
+    /// Outbound: ring the far end for `sim.ring_secs` before answering.
+    pub ring: bool,
+    /// The dialling call of a `<Dial>` leg.
+    pub parent: Option<String>,
+    /// `TimeLimit` (REST): the most simulated seconds the call may last once
+    /// answered; `call_router.max_call_secs` applies either way.
+    pub time_limit: Option<u64>,
+}
+
+/// Something that happens to a live call.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum CallInput {
+    /// The caller pressed keys (`0-9*#`; `w` is half a second of nothing).
+    Digits(String),
+    /// Either side, the REST API or a client hung up.
+    Hangup,
+    /// Continue with another document.
+    Redirect(String, Method),
+    /// Mute or unmute the call in its conference.
+    Mute(bool),
+    /// The call's conference room ended (a participant with `endConferenceOnExit` left).
+    RoomEnded,
+}
+
+/// Why the program stopped what it was doing.
+enum Interrupt {
+    Hangup,
+    Redirect(String, Method),
+}
+
+/// What to do after a document.
+enum Flow {
+    /// Request another document (an `action`, a `Redirect`).
+    Fetch(Url, Method, Vec<(String, String)>),
+    /// The call is over.
+    End(CallStatus),
+}
+
+/// The running program of one call.
+pub struct Program {
+    router: Arc<CallRouter>,
+    setup: CallSetup,
+    token: Arc<str>,
+    inputs: mpsc::Receiver<CallInput>,
+    /// Keys pressed but not yet taken by a `Gather` or `Record`.
+    typed: String,
+    answered: Option<Instant>,
+    status: CallStatus,
+    /// The parameters of the request that fetched the current document (`Digits`
+    /// after a `Gather` …): what `Play` URI templates are filled from.
+    request: Vec<(String, String)>,
+    /// When the call must end (its time limit), set once it is answered.
+    deadline: Option<tokio::time::Instant>,
+    /// Whether simulated time passed (or the call waited for someone) since the
+    /// last document was fetched: documents that never let it pass are a loop.
+    time_passed: bool,
+    idle_documents: IdleDocuments,
+    /// Counts the call as running until the program is dropped, after `call.end`
+    /// and the status callback.
+    _live: LiveCall,
+}
+
+impl Program {
+    /// A program for `setup`, fed by `inputs`, counted in `live` until dropped.
+    pub fn new(
+        router: Arc<CallRouter>,
+        setup: CallSetup,
+        inputs: mpsc::Receiver<CallInput>,
+        live: LiveCall,
+    ) -> Program {
+        let token = router.token(setup.account);
+        Program {
+            router,
+            setup,
+            token,
+            inputs,
+            typed: String::new(),
+            answered: None,
+            status: CallStatus::Ringing,
+            request: Vec::new(),
+            deadline: None,
+            time_passed: false,
+            idle_documents: IdleDocuments::default(),
+            _live: live,
+        }
+    }
+
+    async fn emit(&self, type_name: &str, data: Map<String, Value>) {
+        self.router
+            .emit(self.setup.account, type_name, Some(&self.setup.sid), data)
+            .await;
+    }
+
+    async fn emit_verb(&self, type_name: &str, verb: &str, extra: &[(&str, Value)]) {
+        let mut data = Map::new();
+        data.insert("verb".into(), verb.into());
+        for (key, value) in extra {
+            data.insert((*key).into(), value.clone());
+        }
+        self.emit(type_name, data).await;
+    }
+
+    async fn problem(&self, type_name: &str, code: u16, message: &str) {
+        self.router
+            .metrics()
+            .call_errors
+            .with_label_values(&[&code.to_string()])
+            .inc();
+        let mut data = Map::new();
+        data.insert("error_code".into(), code.into());
+        data.insert("error_message".into(), message.into());
+        self.emit(type_name, data).await;
+    }
+
+    /// Twilio's webhook parameters for this call, plus `extra`.
+    fn params(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let status = self.status.as_str();
+        let mut params: Vec<(String, String)> = [
+            ("AccountSid", self.router.account_sid(self.setup.account)),
+            ("CallSid", &self.setup.sid),
+            ("From", &self.setup.from),
+            ("To", &self.setup.to),
+            ("Caller", &self.setup.from),
+            ("Called", &self.setup.to),
+            ("CallStatus", status),
+            ("Direction", self.setup.direction.as_str()),
+            ("ApiVersion", API_VERSION),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(parent) = &self.setup.parent {
+            params.push(("ParentCallSid".into(), parent.clone()));
+        }
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        params
+    }
+
+    fn duration(&self) -> u64 {
+        self.answered
+            .map_or(0, |at| self.router.simulated_secs(at.elapsed()))
+    }
+
+    /// Runs the call to its end.
+    pub async fn run(mut self) {
+        if self.router.is_stopping() {
+            // The server drains: a call it has just accepted ends at once.
+            self.finish(CallStatus::Canceled).await;
+            return;
+        }
+        if self.setup.ring {
+            self.router.set_status(&self.setup.sid, CallStatus::Ringing);
+            if self
+                .wait(self.router.sim_time(self.router.ring_secs()))
+                .await
+                .is_err()
+            {
+                self.finish(CallStatus::Canceled).await;
+                return;
+            }
+        }
+        self.answer().await;
+        let status = match self.setup.source.clone() {
+            // A simulated party: `answer` returned when someone hung up.
+            AppSource::FarEnd => CallStatus::Completed,
+            AppSource::Twiml(text) => match twiml::parse(&text) {
+                Ok(document) => {
+                    self.drive(
+                        Flow::End(CallStatus::Completed),
+                        Some((document, inline_base())),
+                    )
+                    .await
+                }
+                Err(error) => {
+                    self.problem("call.error", error.code(), &error.summary())
+                        .await;
+                    CallStatus::Failed
+                }
+            },
+            AppSource::Url(url, method) => match Url::parse(&url) {
+                Ok(url) => self.drive(Flow::Fetch(url, method, Vec::new()), None).await,
+                Err(_) => {
+                    self.problem("call.error", 11200, "the application URL is not valid")
+                        .await;
+                    CallStatus::Failed
+                }
+            },
+        };
+        self.finish(status).await;
+    }
+
+    /// Runs documents until the call ends: each document's flow either ends the call
+    /// or names the next document to request.
+    async fn drive(&mut self, mut flow: Flow, mut document: Option<(Response, Url)>) -> CallStatus {
+        loop {
+            if let Some((parsed, base)) = document.take() {
+                flow = self.execute(parsed, base).await;
+                let time_passed = std::mem::take(&mut self.time_passed);
+                if let (Flow::Fetch(..), Err(error)) =
+                    (&flow, self.idle_documents.finished(time_passed))
+                {
+                    self.problem("call.error", LOOP_ERROR_CODE, &error.to_string())
+                        .await;
+                    return CallStatus::Failed;
+                }
+            }
+            let (mut url, mut method, mut extra) = match flow {
+                Flow::End(status) => return status,
+                Flow::Fetch(url, method, extra) => (url, method, extra),
+            };
+            // Documents that never wait would otherwise not see a hang-up (the
+            // REST API, a drain) or a redirect until they do.
+            match self.pending_interrupt() {
+                None => {}
+                Some(Interrupt::Hangup) => return CallStatus::Completed,
+                Some(Interrupt::Redirect(next, next_method)) => match url.join(&next) {
+                    Ok(next) => {
+                        self.emit_verb("redirect", "Redirect", &[("url", next.as_str().into())])
+                            .await;
+                        (url, method, extra) = (next, next_method, Vec::new());
+                    }
+                    Err(_) => return CallStatus::Completed,
+                },
+            }
+            let extra: Vec<(&str, String)> =
+                extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let mut params = self.params(&extra);
+            if self.request.is_empty() && self.setup.direction == Direction::Inbound {
+                // Twilio asks for an inbound call's first document while it rings.
+                for (name, value) in &mut params {
+                    if name == "CallStatus" {
+                        *value = CallStatus::Ringing.as_str().to_owned();
+                    }
+                }
+            }
+            let started = Instant::now();
+            let fetched = self
+                .router
+                .app()
+                .document(&self.token, &url, method, &params)
+                .await;
+            self.router
+                .metrics()
+                .app_latency
+                .observe(started.elapsed().as_secs_f64());
+            match fetched {
+                Ok(parsed) => {
+                    self.request = params;
+                    document = Some((parsed, url));
+                    flow = Flow::End(CallStatus::Completed);
+                }
+                Err(error) => {
+                    self.problem("call.error", error.code(), &error.to_string())
+                        .await;
+                    return CallStatus::Failed;
+                }
+            }
+        }
+    }
+
+    async fn answer(&mut self) {
+        self.answered = Some(Instant::now());
+        self.deadline = self
+            .router
+            .call_deadline(tokio::time::Instant::now(), self.setup.time_limit);
+        self.status = CallStatus::InProgress;
+        self.router
+            .set_status(&self.setup.sid, CallStatus::InProgress);
+        let mut data = Map::new();
+        data.insert("from".into(), self.setup.from.clone().into());
+        data.insert("to".into(), self.setup.to.clone().into());
+        data.insert("direction".into(), self.setup.direction.as_str().into());
+        data.insert("status".into(), "in-progress".into());
+        self.router.started(&self.setup.sid, &data);
+        self.emit("call.start", data).await;
+        if matches!(self.setup.source, AppSource::FarEnd) {
+            // A simulated party: on the line until someone hangs up.
+            while self.next_input().await.is_ok() {}
+        }
+    }
+
+    async fn finish(&mut self, status: CallStatus) {
+        let duration = self.duration();
+        self.router
+            .finish(&self.setup.sid, CallOutcome { status, duration });
+        let mut data = Map::new();
+        data.insert("status".into(), status.as_str().into());
+        data.insert("duration".into(), duration.into());
+        data.insert("direction".into(), self.setup.direction.as_str().into());
+        self.emit("call.end", data).await;
+        if let Some(callback) = self.setup.status_callback.clone() {
+            self.status = status;
+            let params = self.params(&[("CallDuration", duration.to_string())]);
+            if let Ok(url) = Url::parse(&callback) {
+                if let Err(error) = self
+                    .router
+                    .app()
+                    .request(&self.token, &url, Method::Post, &params)
+                    .await
+                {
+                    tracing::info!(cause = %error, "status callback failed");
+                }
+            }
+        }
+    }
+
+    /// The next input; `None` when the call is over: every input sender is gone or
+    /// the call's time limit has come (Twilio ends it `completed`).
+    async fn recv(&mut self) -> Option<CallInput> {
+        let deadline = self.deadline;
+        tokio::select! {
+            input = self.inputs.recv() => input,
+            () = until(deadline) => {
+                tracing::info!(call_sid = %self.setup.sid, "the call reached its time limit");
+                None
+            }
+        }
+    }
+
+    /// An interrupt already waiting (a hang-up, a redirect, the time limit), taken
+    /// without waiting; keys are kept for the next `Gather`.
+    fn pending_interrupt(&mut self) -> Option<Interrupt> {
+        if self
+            .deadline
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            return Some(Interrupt::Hangup);
+        }
+        loop {
+            match self.inputs.try_recv() {
+                Ok(CallInput::Hangup) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Some(Interrupt::Hangup)
+                }
+                Ok(CallInput::Redirect(url, method)) => {
+                    return Some(Interrupt::Redirect(url, method))
+                }
+                Ok(CallInput::Digits(digits)) => self.typed.push_str(&digits),
+                Ok(CallInput::Mute(_) | CallInput::RoomEnded) => {}
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+            }
+        }
+    }
+
+    /// Waits for the next input that matters outside a verb: keys are kept for the
+    /// next `Gather`, mute only matters in a conference.
+    async fn next_input(&mut self) -> Result<(), Interrupt> {
+        match self.recv().await {
+            None | Some(CallInput::Hangup) => Err(Interrupt::Hangup),
+            Some(CallInput::Redirect(url, method)) => Err(Interrupt::Redirect(url, method)),
+            Some(CallInput::Digits(digits)) => {
+                self.typed.push_str(&digits);
+                Ok(())
+            }
+            Some(CallInput::Mute(_) | CallInput::RoomEnded) => Ok(()),
+        }
+    }
+
+    /// Lets simulated time pass, unless the call is hung up or redirected.
+    async fn wait(&mut self, duration: Duration) -> Result<(), Interrupt> {
+        self.time_passed |= !duration.is_zero();
+        let deadline = tokio::time::sleep(duration);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Ok(()),
+                input = self.next_input() => input?,
+            }
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but a key press ends it early (barge-in).
+    async fn wait_or_key(&mut self, duration: Duration) -> Result<(), Interrupt> {
+        self.time_passed |= !duration.is_zero();
+        let deadline = tokio::time::sleep(duration);
+        tokio::pin!(deadline);
+        while self.typed.is_empty() {
+            tokio::select! {
+                _ = &mut deadline => return Ok(()),
+                input = self.next_input() => input?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a document's verbs in order.
+    async fn execute(&mut self, document: Response, base: Url) -> Flow {
+        for verb in document.verbs {
+            self.router
+                .metrics()
+                .verbs
+                .with_label_values(&[verb_label(&verb)])
+                .inc();
+            let step = match verb {
+                Verb::Say(say) => self.say(&say, false).await.map(|()| None),
+                Verb::Play(play) => self.play(&play, &base, false).await.map(|()| None),
+                Verb::Pause(pause) => self
+                    .wait(self.router.sim_time(f64::from(pause.length)))
+                    .await
+                    .map(|()| None),
+                Verb::Gather(gather) => self.gather(gather, &base).await,
+                Verb::Record(record) => self.record(record, &base).await,
+                Verb::Dial(dial) => self.dial(dial, &base).await,
+                Verb::Message(message) => {
+                    let to = message.to.unwrap_or_else(|| self.setup.from.clone());
+                    let from = message.from.unwrap_or_else(|| self.setup.to.clone());
+                    self.router
+                        .send_message(
+                            self.setup.account,
+                            &to,
+                            &from,
+                            &message.body,
+                            "outbound-reply",
+                            Some(&self.setup.sid),
+                            None,
+                        )
+                        .await;
+                    Ok(None)
+                }
+                Verb::Redirect(redirect) => match base.join(&redirect.url) {
+                    Ok(url) => {
+                        self.emit_verb("redirect", "Redirect", &[("url", url.as_str().into())])
+                            .await;
+                        return Flow::Fetch(url, redirect.method, Vec::new());
+                    }
+                    Err(_) => {
+                        self.problem("call.error", 12100, "Redirect: not a valid URL")
+                            .await;
+                        return Flow::End(CallStatus::Failed);
+                    }
+                },
+                Verb::Hangup => return Flow::End(CallStatus::Completed),
+                Verb::Reject(Reject { reason }) => {
+                    return Flow::End(match reason {
+                        RejectReason::Busy => CallStatus::Busy,
+                        RejectReason::Rejected => CallStatus::NoAnswer,
+                    });
+                }
+                Verb::Unknown { .. } => {
+                    // The name is the document's, so it stays out of the message:
+                    // warnings reach every subscriber (API.md §6).
+                    self.problem("call.warning", 12200, "an unknown verb was skipped")
+                        .await;
+                    Ok(None)
+                }
+            };
+            match step {
+                Ok(None) => {}
+                Ok(Some(flow)) => return flow,
+                Err(Interrupt::Hangup) => return Flow::End(CallStatus::Completed),
+                Err(Interrupt::Redirect(url, method)) => {
+                    return match base.join(&url) {
+                        Ok(url) => {
+                            self.emit_verb("redirect", "Redirect", &[("url", url.as_str().into())])
+                                .await;
+                            Flow::Fetch(url, method, Vec::new())
+                        }
+                        Err(_) => Flow::End(CallStatus::Completed),
+                    }
+                }
+            }
+        }
+        Flow::End(CallStatus::Completed)
+    }
+
+    async fn say(&mut self, say: &Say, barge_in: bool) -> Result<(), Interrupt> {
+        self.emit_verb("say.start", "Say", &[("text", say.text.clone().into())])
+            .await;
+        let words = say.text.split_whitespace().count() as f64;
+        let secs = (words * SAY_SECS_PER_WORD).max(1.0) * f64::from(say.loop_count.max(1));
+        let duration = self.router.sim_time(secs);
+        if barge_in {
+            self.wait_or_key(duration).await?;
+        } else {
+            self.wait(duration).await?;
+        }
+        self.emit_verb("say.end", "Say", &[]).await;
+        Ok(())
+    }
+
+    async fn play(&mut self, play: &Play, base: &Url, barge_in: bool) -> Result<(), Interrupt> {
+        if play.url.is_empty() {
+            // `<Play digits="…"/>`: tones, nothing to fetch.
+            let digits = play.digits.clone().unwrap_or_default();
+            self.emit_verb("play.start", "Play", &[("digits", digits.into())])
+                .await;
+            self.wait(self.router.sim_time(PLAY_SECS)).await?;
+            self.emit_verb("play.end", "Play", &[]).await;
+            return Ok(());
+        }
+        let request = &self.request;
+        let filled = fill_template(&play.url, &|name| {
+            request
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        });
+        let url = match base.join(&filled) {
+            Ok(url) => url,
+            Err(_) => {
+                self.problem("call.warning", 11200, "Play: not a valid URL")
+                    .await;
+                return Ok(());
+            }
+        };
+        self.emit_verb("play.start", "Play", &[("url", url.as_str().into())])
+            .await;
+        if let Err(error) = self.router.app().media(&url).await {
+            self.problem("call.warning", error.code(), &error.to_string())
+                .await;
+        }
+        let duration = self
+            .router
+            .sim_time(PLAY_SECS * f64::from(play.loop_count.max(1)));
+        if barge_in {
+            self.wait_or_key(duration).await?;
+        } else {
+            self.wait(duration).await?;
+        }
+        self.emit_verb("play.end", "Play", &[("url", url.as_str().into())])
+            .await;
+        Ok(())
+    }
+
+    async fn gather(&mut self, gather: Gather, base: &Url) -> Result<Option<Flow>, Interrupt> {
+        self.emit_verb("gather.start", "Gather", &[]).await;
+        for child in &gather.children {
+            if !self.typed.is_empty() {
+                break; // barge-in: a key stops the prompts
+            }
+            match child {
+                GatherChild::Say(say) => self.say(say, true).await?,
+                GatherChild::Play(play) => self.play(play, base, true).await?,
+                GatherChild::Pause(pause) => {
+                    self.wait_or_key(self.router.sim_time(f64::from(pause.length)))
+                        .await?
+                }
+            }
+        }
+        let digits = self
+            .collect_digits(gather.num_digits, gather.finish_on_key, gather.timeout)
+            .await?;
+        self.emit_verb("gather.end", "Gather", &[("digits", digits.clone().into())])
+            .await;
+        if digits.is_empty() {
+            // No input: Twilio goes on with the next verb.
+            return Ok(None);
+        }
+        Ok(action(
+            base,
+            gather.action.as_deref(),
+            gather.method,
+            vec![("Digits".into(), digits)],
+        ))
+    }
+
+    /// Takes keys until `num_digits`, the finish key, or `timeout` simulated seconds
+    /// without a key.
+    async fn collect_digits(
+        &mut self,
+        num_digits: Option<u32>,
+        finish_on_key: Option<char>,
+        timeout: u32,
+    ) -> Result<String, Interrupt> {
+        let mut digits = String::new();
+        loop {
+            while !self.typed.is_empty() {
+                let key = self.typed.remove(0);
+                if key == 'w' {
+                    continue;
+                }
+                if Some(key) == finish_on_key {
+                    return Ok(digits);
+                }
+                digits.push(key);
+                if num_digits.is_some_and(|n| digits.len() as u32 >= n) {
+                    return Ok(digits);
+                }
+            }
+            let wait = self.router.sim_time(f64::from(timeout));
+            self.time_passed |= !wait.is_zero();
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            tokio::select! {
+                _ = &mut deadline => return Ok(digits),
+                input = self.next_input() => input?,
+            }
+        }
+    }
+
+    async fn record(&mut self, record: Record, base: &Url) -> Result<Option<Flow>, Interrupt> {
+        self.emit_verb("record.start", "Record", &[]).await;
+        self.time_passed = true;
+        let started = Instant::now();
+        let max = self.router.sim_time(f64::from(record.max_length));
+        let silence = self.router.sim_time(f64::from(record.timeout));
+        let limit = tokio::time::sleep(max);
+        tokio::pin!(limit);
+        let mut hung_up = false;
+        loop {
+            if let Some(position) = self.typed.find(|c| record.finish_on_key.contains(c)) {
+                self.typed.drain(..=position);
+                break;
+            }
+            let quiet = tokio::time::sleep(silence);
+            tokio::select! {
+                _ = &mut limit => break,
+                _ = quiet => break,
+                input = self.next_input() => match input {
+                    Ok(()) => {}
+                    Err(Interrupt::Hangup) => { hung_up = true; break }
+                    Err(other) => return Err(other),
+                },
+            }
+        }
+        let recording_sid = new_sid("RE");
+        let recording_url = self
+            .router
+            .recording_url(self.setup.account, &recording_sid);
+        let duration = self.router.simulated_secs(started.elapsed());
+        self.emit_verb(
+            "record.end",
+            "Record",
+            &[
+                ("recording_url", recording_url.clone().into()),
+                ("recording_duration", duration.into()),
+            ],
+        )
+        .await;
+        if hung_up {
+            return Err(Interrupt::Hangup);
+        }
+        Ok(action(
+            base,
+            record.action.as_deref(),
+            record.method,
+            vec![
+                ("RecordingUrl".into(), recording_url),
+                ("RecordingDuration".into(), duration.to_string()),
+                ("RecordingSid".into(), recording_sid),
+            ],
+        ))
+    }
+
+    async fn dial(&mut self, dial: Dial, base: &Url) -> Result<Option<Flow>, Interrupt> {
+        let Some(target) = dial.targets.first().cloned() else {
+            return Ok(None);
+        };
+        let (status, leg, duration) = match target {
+            DialTarget::Conference(room) => {
+                let joined = Instant::now();
+                self.conference(&room).await?;
+                let duration = self.router.simulated_secs(joined.elapsed());
+                ("completed", None, duration)
+            }
+            DialTarget::Number(to) | DialTarget::Client(to) => self.dial_number(&dial, &to).await?,
+        };
+        let mut extra = vec![
+            ("DialCallStatus".into(), status.to_string()),
+            ("DialCallDuration".into(), duration.to_string()),
+        ];
+        if let Some(leg) = leg {
+            extra.push(("DialCallSid".into(), leg));
+        }
+        Ok(action(base, dial.action.as_deref(), dial.method, extra))
+    }
+
+    /// Rings `to`, bridges until one side hangs up. Returns the dial status, the leg's
+    /// sid and the simulated seconds it was connected.
+    async fn dial_number(
+        &mut self,
+        dial: &Dial,
+        to: &str,
+    ) -> Result<(&'static str, Option<String>, u64), Interrupt> {
+        self.emit_verb("dial.start", "Dial", &[("to", to.into())])
+            .await;
+        let ring = self.router.ring_secs();
+        if ring > f64::from(dial.timeout) {
+            self.wait(self.router.sim_time(f64::from(dial.timeout)))
+                .await?;
+            self.emit_verb(
+                "dial.end",
+                "Dial",
+                &[
+                    ("dial_call_status", "no-answer".into()),
+                    ("duration", 0.into()),
+                ],
+            )
+            .await;
+            return Ok(("no-answer", None, 0));
+        }
+        self.wait(self.router.sim_time(ring)).await?;
+        let from = dial
+            .caller_id
+            .clone()
+            .unwrap_or_else(|| self.setup.from.clone());
+        let (leg, ended) = self
+            .router
+            .dial_leg(self.setup.account, &self.setup.sid, &from, to);
+        tokio::pin!(ended);
+        // Connected: the call waits on the far end, not on itself.
+        self.time_passed = true;
+        let bridged = Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut ended => break outcome.ok(),
+                input = self.next_input() => if let Err(interrupt) = input {
+                    let _ = self.router.input(self.setup.account, &leg, CallInput::Hangup);
+                    let duration = self.router.simulated_secs(bridged.elapsed());
+                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "completed".into()), ("duration", duration.into())]).await;
+                    return Err(interrupt);
+                },
+            }
+        };
+        let duration = outcome.map_or(0, |o| o.duration);
+        let status = match outcome.map(|o| o.status) {
+            Some(CallStatus::Busy) => "busy",
+            Some(CallStatus::NoAnswer) => "no-answer",
+            Some(CallStatus::Failed) => "failed",
+            _ => "completed",
+        };
+        self.emit_verb(
+            "dial.end",
+            "Dial",
+            &[
+                ("dial_call_status", status.into()),
+                ("duration", duration.into()),
+            ],
+        )
+        .await;
+        Ok((status, Some(leg), duration))
+    }
+
+    /// Joins a conference room until the call hangs up or the room ends.
+    async fn conference(&mut self, room: &Conference) -> Result<(), Interrupt> {
+        let account = self.setup.account;
+        let sid = self.setup.sid.clone();
+        let mut muted = room.muted;
+        self.router.join_room(
+            account,
+            &room.name,
+            &sid,
+            muted,
+            room.end_conference_on_exit,
+        );
+        let event = |muted: bool| -> Vec<(&str, Value)> {
+            vec![
+                ("conference", room.name.clone().into()),
+                ("participant", sid.clone().into()),
+                ("muted", muted.into()),
+            ]
+        };
+        self.emit_verb("conference.join", "Dial", &event(muted))
+            .await;
+        // In a room the call waits on others, not on itself.
+        self.time_passed = true;
+        let result = loop {
+            match self.recv().await {
+                None | Some(CallInput::Hangup) => break Err(Interrupt::Hangup),
+                Some(CallInput::Redirect(url, method)) => {
+                    break Err(Interrupt::Redirect(url, method))
+                }
+                Some(CallInput::RoomEnded) => break Ok(()),
+                Some(CallInput::Digits(_)) => {}
+                Some(CallInput::Mute(want)) => {
+                    if self.router.set_muted(account, &room.name, &sid, want) {
+                        muted = want;
+                        let type_name = if want {
+                            "conference.mute"
+                        } else {
+                            "conference.unmute"
+                        };
+                        self.emit_verb(type_name, "Dial", &event(muted)).await;
+                    }
+                }
+            }
+        };
+        self.router.leave_room(account, &room.name, &sid);
+        self.emit_verb("conference.leave", "Dial", &event(muted))
+            .await;
+        result
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The request an `action` URL asks for, if the verb has one.
+fn action(
+    base: &Url,
+    action: Option<&str>,
+    method: Method,
+    extra: Vec<(String, String)>,
+) -> Option<Flow> {
+    let url = base.join(action?).ok()?;
+    Some(Flow::Fetch(url, method, extra))
+}
+
+/// The base URL of an inline document: relative URLs in it cannot resolve.
+fn inline_base() -> Url {
+    Url::parse("http://inline.invalid/").expect("a valid constant URL")
+}
+
+/// The metric label of a verb: its name from the fixed list of
+/// [`VERBS`](crate::metrics::VERBS) (`<Sms>` counts as `Message`, anything unknown as
+/// `unknown`, so applications cannot mint label values).
+fn verb_label(verb: &Verb) -> &str {
+    match verb {
+        Verb::Unknown { .. } => "unknown",
+        Verb::Message(_) => "Message",
+        known => known.verb_name(),
+    }
+}
