@@ -23,11 +23,13 @@ use std::fmt::Write as _;
 
 use crate::event::DataView;
 
+mod edit;
 mod index;
 mod predicate;
 mod trie;
 mod types;
 
+pub use edit::FilterEdit;
 pub use index::{CacheStats, SubscriptionIndex, DEFAULT_CACHE_CAPACITY};
 pub use predicate::{Op, Predicate};
 pub use trie::TypeTrie;

@@ -31,7 +31,7 @@ use crate::actors::proxy::{
 use crate::auth::Principal;
 use crate::clock::unix_now;
 use crate::config::CorsConfig;
-use crate::filter::{Filter, ScopeGrant};
+use crate::filter::{Filter, FilterEdit, ScopeGrant};
 use signed_method::{MethodError, SignedMethod};
 
 /// Largest control-channel body.
@@ -353,6 +353,7 @@ fn json_list(field: &str, value: Value) -> Result<Vec<String>, ApiError> {
 fn control_error(error: ControlError) -> ApiError {
     match error {
         ControlError::Quota(quota) => quota.into(),
+        ControlError::Filter(parse) => parse.into(),
         _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()),
     }
 }
@@ -462,41 +463,16 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let (sid, client, sub) = path.into_inner();
     let request = Request::read(&req, &sid, &client, Some(payload), &state).await?;
-    let current = find(&request, &state, &sub).await?;
     let spec = &request.spec;
-    let filter = if spec.touches_filter() {
-        // Fields not given keep their current value, scopes included: an update
-        // never widens what the subscription may see by leaving scopes out. A
-        // signed URL's filter is the one it signs, scopes included: without
-        // `scopes` it grants none, rather than carrying on a wider grant given by
-        // Basic auth.
-        let (scopes, absent) = match (&spec.scopes, &current.scopes) {
-            (Some(given), _) => (Some(given.clone()), request.absent_scopes()),
-            (None, _) if matches!(request.principal, Principal::SignedUrl { .. }) => {
-                (None, request.absent_scopes())
-            }
-            (None, None) => (None, ScopeGrant::All),
-            (None, Some(kept)) => (None, ScopeGrant::Only(kept.clone())),
-        };
-        Some(Arc::new(Filter::from_parts(
-            spec.types
-                .clone()
-                .unwrap_or_else(|| current.types.clone().unwrap_or_default()),
-            spec.wheres
-                .clone()
-                .unwrap_or_else(|| current.wheres.clone()),
-            scopes,
-            absent,
-        )?))
-    } else {
-        None
-    };
-    if let Some(filter) = &filter {
-        state
-            .topology
-            .quotas
-            .check_filter(request.account, filter)?;
-    }
+    // Applied by the proxy to the filter the subscription has then (one message,
+    // no read-then-write): fields not given keep their current value.
+    let filter = spec.touches_filter().then(|| FilterEdit {
+        types: spec.types.clone(),
+        wheres: spec.wheres.clone(),
+        scopes: spec.scopes.clone(),
+        absent_scopes: request.absent_scopes(),
+        signed: matches!(request.principal, Principal::SignedUrl { .. }),
+    });
     let Lifetime { expires, callback } = request.checked(&state)?;
     let view = request
         .proxy(&state)

@@ -713,3 +713,43 @@ async fn subscriptions_made_by_stream_urls_are_listed() {
         "listed: {listed:?}"
     );
 }
+
+/// Two updates of one subscription at once, one changing its types and the other
+/// its `where`: each is applied to the filter as the other left it, so both hold
+/// in the end, however they interleave (a handler that read the subscription and
+/// then wrote it whole could lose one of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_of_different_fields_both_hold() {
+    let server = std::sync::Arc::new(TestServer::start(|_| {}));
+    for round in 0..20 {
+        let client = format!("race-{round}");
+        let sub = create_sub(&server, 0, &client, &[("types", "call.*")]).await;
+        let one = format!("{}/{}", subs_path(&server, 0, &client), sid_of(&sub));
+        let patch = |body: Value| {
+            let (server, one) = (server.clone(), one.clone());
+            tokio::spawn(async move {
+                send_json(&server, Method::PATCH, &one, server.creds(0), &body).await
+            })
+        };
+        let types = patch(json!({"types": ["say.*"]}));
+        let wheres = patch(json!({"where": ["data.kind=a"]}));
+        for reply in [
+            types.await.expect("PATCH types"),
+            wheres.await.expect("PATCH where"),
+        ] {
+            assert_eq!(reply.status, 200, "PATCH: {}", reply.text());
+        }
+        let reply = request(&server, Method::GET, &one, server.creds(0), None).await;
+        let now = reply.json();
+        assert_eq!(
+            string_list(&now["types"]),
+            strings(&["say.*"]),
+            "round {round}: {now}"
+        );
+        assert_eq!(
+            where_list(&now["where"]),
+            strings(&["data.kind=a"]),
+            "round {round}: {now}"
+        );
+    }
+}

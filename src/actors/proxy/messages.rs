@@ -7,7 +7,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::account::AccountIdx;
-use crate::filter::Filter;
+use crate::filter::{Filter, FilterEdit, ParseError};
 use crate::limits::QuotaError;
 use crate::retention::Stamped;
 
@@ -127,9 +127,12 @@ pub enum ControlError {
     /// The client has no subscription with that sid.
     #[error("subscription not found")]
     UnknownSubscription,
-    /// The change would pass a `[limits]` quota (a new webhook).
+    /// The change would pass a `[limits]` quota (a new webhook, too many terms).
     #[error(transparent)]
     Quota(#[from] QuotaError),
+    /// The changed filter does not parse.
+    #[error(transparent)]
+    Filter(#[from] ParseError),
 }
 
 /// The reply to [`Subscribe`].
@@ -169,8 +172,9 @@ pub struct ListSubscriptions {
 /// What to change in a subscription; `None` keeps a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionChange {
-    /// A new filter.
-    pub filter: Option<Arc<Filter>>,
+    /// A change to the filter, applied to the filter the subscription has when the
+    /// proxy handles the change (so concurrent updates do not undo each other).
+    pub filter: Option<FilterEdit>,
     /// A new expiry (`Some(None)` removes it).
     pub expires: Option<Option<u64>>,
     /// A new callback (`Some(None)` turns a webhook back into a stream subscription).

@@ -588,6 +588,18 @@ impl Handler<UpdateSubscription> for EventProxy {
             Ok(found) => found,
             Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
+        // The new filter is made from the current one here, in the message that
+        // changes it, and checked before anything changes.
+        let filter = msg.change.filter.as_ref().map(|edit| {
+            let current = &self.sessions.sub(key).expect("found above").filter;
+            let filter = edit.apply(current)?;
+            self.settings.quotas.check_filter(msg.account, &filter)?;
+            Ok::<_, ControlError>(Arc::new(filter))
+        });
+        let filter = match filter.transpose() {
+            Ok(filter) => filter,
+            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+        };
         // A stream subscription becoming a webhook takes a webhook slot, before
         // anything changes.
         let becomes_webhook = matches!(msg.change.callback, Some(Some(_)))
@@ -602,7 +614,7 @@ impl Handler<UpdateSubscription> for EventProxy {
         }
         let mut registrations = Vec::new();
         let change = msg.change;
-        if let Some(filter) = change.filter {
+        if let Some(filter) = filter {
             let (upstream, registration) = self.hold_filter(msg.account, &filter, key);
             registrations.extend(registration);
             let sub = self.sessions.sub_mut(key).expect("found above");
