@@ -37,7 +37,6 @@ pub struct Publisher {
     distributor: Arc<Distributor>,
     metrics: Metrics,
     shard_queue: i64,
-    shares: Arc<ShardShares>,
 }
 
 impl Publisher {
@@ -54,7 +53,6 @@ impl Publisher {
             distributor,
             metrics,
             shard_queue: shard_queue as i64,
-            shares: Arc::default(),
         }
     }
 
@@ -112,8 +110,8 @@ impl Publisher {
             {
                 return Err(PublishError::Stopped);
             }
-            let slots =
-                reserve(map, &batches, limit, &self.shares, account).inspect_err(|error| {
+            let slots = reserve(map, &batches, limit, self.distributor.shares(), account)
+                .inspect_err(|error| {
                     if matches!(error, PublishError::AccountShare { .. }) {
                         record_refusal(&self.metrics, account, Limit::ShardShare);
                     }

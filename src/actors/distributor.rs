@@ -20,6 +20,7 @@ use super::slots::{self, ShardId};
 use crate::account::AccountIdx;
 use crate::filter::Filter;
 use crate::hash::fnv1a_64;
+use crate::limits::fair_share::ShardShares;
 
 /// One shard as publishers see it.
 #[derive(Clone)]
@@ -120,9 +121,10 @@ impl ShardMap {
     }
 }
 
-/// Holds the current shard map.
+/// Holds the current shard map, and each shard's fair shares of its queue.
 pub struct Distributor {
     map: RwLock<Arc<ShardMap>>,
+    shares: ShardShares,
 }
 
 impl Distributor {
@@ -130,6 +132,7 @@ impl Distributor {
     pub fn new(map: ShardMap) -> Distributor {
         Distributor {
             map: RwLock::new(Arc::new(map)),
+            shares: ShardShares::default(),
         }
     }
 
@@ -155,7 +158,14 @@ impl Distributor {
     pub fn replace(&self, change: impl FnOnce(&ShardMap) -> ShardMap) {
         let mut map = self.map.write();
         let next = change(&map);
+        self.shares
+            .retain(|id| next.shards.iter().any(|s| usize::from(s.id) == id));
         *map = Arc::new(next);
+    }
+
+    /// The accounts' shares of each shard's queue (`limits::fair_share`).
+    pub fn shares(&self) -> &ShardShares {
+        &self.shares
     }
 }
 

@@ -23,8 +23,9 @@ pub fn share_of(queue: i64) -> i64 {
     (queue / 2).max(1)
 }
 
-/// Slots held per (shard, account). The table only grows with shards × accounts
-/// that published, both bounded by the config.
+/// Slots held per (shard, account). The table grows with shards × accounts that
+/// published; the distributor forgets a shard's entries when the shard leaves the
+/// map ([`ShardShares::retain`]), so shards the supervisor retires leave nothing.
 #[derive(Debug, Default)]
 pub struct ShardShares {
     held: Mutex<HashMap<(usize, AccountIdx), Arc<AtomicI64>>>,
@@ -60,6 +61,12 @@ impl ShardShares {
             .ok()
             .map(|_| ShareSlot(counter))
     }
+
+    /// Forgets the shards `keep` does not keep (slots still held count on in their
+    /// batches and are given back to nothing).
+    pub fn retain(&self, keep: impl Fn(usize) -> bool) {
+        self.held.lock().retain(|(shard, _), _| keep(*shard));
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +99,15 @@ mod tests {
             "dropping slots gives them back"
         );
         drop(b_slots);
+    }
+
+    #[test]
+    fn a_forgotten_shard_keeps_no_entries() {
+        let shares = ShardShares::default();
+        let a = AccountIdx(0);
+        let _held = [shares.take(0, a, 4), shares.take(7, a, 4)];
+        shares.retain(|shard| shard != 7);
+        let held = shares.held.lock();
+        assert!(held.contains_key(&(0, a)) && !held.contains_key(&(7, a)));
     }
 }
