@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use actix::{Addr, Handler, Message};
 use futures_util::future::join_all;
 use serde::Serialize;
 
+use super::ask::ask;
 use super::distributor::SLOTS;
 use super::proxy::{DescribeProxy, ProxyLoad};
 use super::shard::{DescribeShard, ShardLoad};
@@ -115,20 +115,6 @@ impl TopologyView {
     }
 }
 
-/// Asks `addr`, giving up after `deadline` (or if the actor is gone).
-async fn ask<A, M>(addr: &Addr<A>, msg: M, deadline: Duration) -> Option<M::Result>
-where
-    A: Handler<M>,
-    A::Context: actix::dev::ToEnvelope<A, M>,
-    M: Message + Send + 'static,
-    M::Result: Send,
-{
-    tokio::time::timeout(deadline, addr.send(msg))
-        .await
-        .ok()?
-        .ok()
-}
-
 impl Topology {
     /// The live topology, each actor given `deadline` to answer.
     pub async fn describe(&self, deadline: Duration) -> TopologyView {
@@ -136,14 +122,14 @@ impl Topology {
         let shards = join_all(map.shards.iter().enumerate().map(|(index, shard)| {
             let slots = map.slots_of(index);
             async move {
-                let load = ask(&shard.addr, DescribeShard, deadline).await;
+                let load = ask(&shard.addr, DescribeShard, deadline).await.ok();
                 (shard.id, slots, load)
             }
         }));
         let proxies = join_all(
             self.proxies
                 .iter()
-                .map(|proxy| ask(proxy, DescribeProxy, deadline)),
+                .map(|proxy| async move { ask(proxy, DescribeProxy, deadline).await.ok() }),
         );
         let (shards, proxies) = futures_util::future::join(shards, proxies).await;
         TopologyView::new(shards, proxies)

@@ -6,6 +6,7 @@
 //! subscriptions and pushes into each matched client's outbox → the connection's
 //! writer drains it. [`session::ClientSession`] keeps each client's lifecycle.
 
+pub mod ask;
 pub mod call;
 pub mod describe;
 pub mod distributor;

@@ -14,6 +14,7 @@
 mod signed_method;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -24,6 +25,7 @@ use super::stream::cors_policy;
 use super::stream::params::validate_client;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
+use crate::actors::ask::{ask, AskError};
 use crate::actors::proxy::{
     ControlError, EventProxy, ListSubscriptions, NewSubscription, Subscribe, Subscribed,
     SubscriptionChange, SubscriptionView, Unsubscribe, UpdateSubscription,
@@ -358,8 +360,26 @@ fn control_error(error: ControlError) -> ApiError {
     }
 }
 
-fn unavailable<E>(_: E) -> ApiError {
-    ApiError::unavailable("draining", "the server is shutting down")
+/// How long a control request waits for the client's proxy before answering 503
+/// with `Retry-After`: a proxy that is stuck or flooded must not hold requests for
+/// ever. Each request is safe to retry (a create is idempotent).
+const PROXY_DEADLINE: Duration = Duration::from_secs(10);
+
+async fn ask_proxy<M>(proxy: &actix::Addr<EventProxy>, msg: M) -> Result<M::Result, ApiError>
+where
+    EventProxy: actix::Handler<M>,
+    M: actix::Message + Send + 'static,
+    M::Result: Send,
+{
+    ask(proxy, msg, PROXY_DEADLINE)
+        .await
+        .map_err(|error| match error {
+            AskError::Gone => ApiError::unavailable("draining", "the server is shutting down"),
+            AskError::Late => ApiError::unavailable(
+                "proxy_timeout",
+                "the client's event proxy did not answer in time; retry shortly",
+            ),
+        })
 }
 
 async fn create(
@@ -382,9 +402,9 @@ async fn create(
         .quotas
         .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
-    let Subscribed { view, created } = request
-        .proxy(&state)
-        .send(Subscribe {
+    let Subscribed { view, created } = ask_proxy(
+        request.proxy(&state),
+        Subscribe {
             account: request.account,
             client: request.client.clone(),
             subscription: NewSubscription {
@@ -392,9 +412,9 @@ async fn create(
                 expires: expires.flatten(),
                 callback: callback.flatten(),
             },
-        })
-        .await
-        .map_err(unavailable)??;
+        },
+    )
+    .await??;
     let (mut response, outcome) = if created {
         (HttpResponse::Created(), "created")
     } else {
@@ -409,15 +429,15 @@ async fn create(
 }
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
-    request
-        .proxy(state)
-        .send(ListSubscriptions {
+    ask_proxy(
+        request.proxy(state),
+        ListSubscriptions {
             account: request.account,
             client: request.client.clone(),
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(control_error)
+        },
+    )
+    .await?
+    .map_err(control_error)
 }
 
 async fn list(
@@ -474,9 +494,9 @@ async fn update(
         signed: matches!(request.principal, Principal::SignedUrl { .. }),
     });
     let Lifetime { expires, callback } = request.checked(&state)?;
-    let view = request
-        .proxy(&state)
-        .send(UpdateSubscription {
+    let view = ask_proxy(
+        request.proxy(&state),
+        UpdateSubscription {
             account: request.account,
             client: request.client.clone(),
             sid: sub,
@@ -485,10 +505,10 @@ async fn update(
                 expires,
                 callback,
             },
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(control_error)?;
+        },
+    )
+    .await?
+    .map_err(control_error)?;
     Ok(HttpResponse::Ok().json(request.render(&state, &view)))
 }
 
@@ -499,16 +519,16 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let (sid, client, sub) = path.into_inner();
     let request = Request::read(&req, &sid, &client, None, &state).await?;
-    request
-        .proxy(&state)
-        .send(Unsubscribe {
+    ask_proxy(
+        request.proxy(&state),
+        Unsubscribe {
             account: request.account,
             client: request.client.clone(),
             sid: sub,
-        })
-        .await
-        .map_err(unavailable)?
-        .map_err(control_error)?;
+        },
+    )
+    .await?
+    .map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
