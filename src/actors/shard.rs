@@ -55,7 +55,7 @@ const _: () = assert!(std::mem::size_of::<Publish>() <= 32);
 #[rtype(result = "()")]
 pub struct AddUpstream {
     /// Told when the filter is registered.
-    pub ack: Option<oneshot::Sender<()>>,
+    pub ack: oneshot::Sender<()>,
     /// The subscribing proxy.
     pub proxy: ProxyId,
     /// Its address, kept for forwarding.
@@ -124,7 +124,7 @@ pub struct Release {
     /// Their new owner.
     pub to: Addr<BrokerShard>,
     /// Told when the new owner has adopted them.
-    pub done: Option<oneshot::Sender<()>>,
+    pub done: oneshot::Sender<()>,
 }
 
 /// From a shard releasing these slots: what it held of them.
@@ -439,9 +439,7 @@ impl Handler<Release> for BrokerShard {
             if let Err(error) = adopted.await {
                 tracing::error!(cause = %error, "a shard went away while adopting slots");
             }
-            if let Some(done) = done {
-                let _ = done.send(());
-            }
+            let _ = done.send(());
         });
     }
 }
@@ -489,9 +487,7 @@ impl Handler<AddUpstream> for BrokerShard {
         if self.upstream.insert(msg.account, key, msg.filter).is_none() {
             self.metrics.aggregated_subscriptions.inc();
         }
-        if let Some(ack) = msg.ack {
-            let _ = ack.send(());
-        }
+        let _ = msg.ack.send(());
     }
 }
 

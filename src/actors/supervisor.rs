@@ -250,7 +250,7 @@ async fn hand_over(
             addr(from).do_send(Release {
                 slots,
                 to: addr(to),
-                done: Some(tx),
+                done: tx,
             });
             done.push(rx);
         }

@@ -358,7 +358,7 @@ impl EventProxy {
     ) -> tokio::sync::oneshot::Receiver<()> {
         let (ack, acked) = tokio::sync::oneshot::channel();
         shard.do_send(AddUpstream {
-            ack: Some(ack),
+            ack,
             proxy: self.id,
             addr: me.clone(),
             depth: self.depth.clone(),
