@@ -137,6 +137,8 @@ pub struct Metrics {
     pub shard_events: IntCounterVec,
     /// Shards the supervisor added and retired, by change (`added`, `retired`).
     pub shard_changes: IntCounterVec,
+    /// Publish batches a shard dropped because routing them panicked (a bug).
+    pub shard_panics: IntCounter,
     /// Events retained in client outboxes.
     pub cached_events: IntGauge,
     /// Events evicted from an outbox before being written (reported as gaps).
@@ -301,6 +303,10 @@ impl Metrics {
                 "switchboard_shard_events_total",
                 "Events each broker shard routed",
                 &["index"],
+            ),
+            shard_panics: reg.counter(
+                "switchboard_shard_panics_total",
+                "Publish batches a broker shard dropped because routing them panicked",
             ),
             shard_changes: reg.counter_vec(
                 "switchboard_shard_changes_total",

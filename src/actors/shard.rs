@@ -162,28 +162,46 @@ pub struct ShardLoad {
 /// only gives the batch's slot back once released. Only a [`crate::Config`] built in
 /// code can carry one (the config file, environment and command line cannot), and
 /// the server never builds one itself.
+///
+/// It can also make a shard panic while routing an event of a given type
+/// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch.
 #[derive(Debug, Clone)]
-pub struct ShardHold(Arc<watch::Sender<bool>>);
+pub struct ShardHold {
+    held: Arc<watch::Sender<bool>>,
+    poison: Arc<parking_lot::Mutex<Option<Box<str>>>>,
+}
 
 impl ShardHold {
     /// A hold that is released until [`ShardHold::hold`].
     pub fn new() -> ShardHold {
-        ShardHold(Arc::new(watch::Sender::new(false)))
+        ShardHold {
+            held: Arc::new(watch::Sender::new(false)),
+            poison: Arc::default(),
+        }
     }
 
     /// From now on, batches keep their queue slots.
     pub fn hold(&self) {
-        self.0.send_replace(true);
+        self.held.send_replace(true);
     }
 
     /// Gives back the slots kept so far, and keeps no more.
     pub fn release(&self) {
-        self.0.send_replace(false);
+        self.held.send_replace(false);
+    }
+
+    /// From now on, a shard routing an event of this type panics.
+    pub fn poison(&self, type_name: &str) {
+        *self.poison.lock() = Some(type_name.into());
+    }
+
+    fn is_poison(&self, type_name: &str) -> bool {
+        self.poison.lock().as_deref() == Some(type_name)
     }
 
     async fn released(&self) {
         // The sender lives in `self`, so waiting cannot fail.
-        let _ = self.0.subscribe().wait_for(|held| !held).await;
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
     }
 }
 
@@ -196,7 +214,7 @@ impl Default for ShardHold {
 /// The same hold, not an equal state: configs compare equal when they share it.
 impl PartialEq for ShardHold {
     fn eq(&self, other: &ShardHold) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.held, &other.held)
     }
 }
 
@@ -308,12 +326,31 @@ impl Handler<Publish> for BrokerShard {
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
         if let Some(msg) = self.incoming.admit(msg) {
-            self.route(msg);
+            self.route_guarded(msg);
         }
     }
 }
 
 impl BrokerShard {
+    /// Routes a batch; a panic while routing it (a bug) drops that batch, counts it
+    /// and gives its queue slot back, and the shard goes on with the next: one bad
+    /// batch must not take a shard's calls, retention and registrations down with
+    /// it, nor leave its publishes answering 503 for good.
+    fn route_guarded(&mut self, msg: Publish) {
+        let depth = self.depth.clone();
+        let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.route(msg)));
+        if routed.is_err() {
+            // `route` spawns the task that gives the slot back last, so it never ran;
+            // the batch (with its share slot) was dropped by the unwind.
+            depth.dec();
+            self.metrics.shard_panics.inc();
+            tracing::error!(
+                shard = self.id,
+                "routing a batch panicked: the batch is dropped, the shard goes on"
+            );
+        }
+    }
+
     /// Stamps, retains and forwards a batch; its queue slots are given back (in a
     /// task of their own) once every proxy has taken its part.
     fn route(&mut self, msg: Publish) {
@@ -322,6 +359,13 @@ impl BrokerShard {
         let now = Instant::now();
         let mut evaluated = 0;
         for event in msg.events {
+            if self
+                .hold
+                .as_ref()
+                .is_some_and(|h| h.is_poison(&event.type_name))
+            {
+                panic!("a test poisoned events of this type");
+            }
             let (event, evicted) = self.retention.push(event, now);
             self.metrics.shard_retained.add(1 - evicted as i64);
             let event = &event;
@@ -463,7 +507,7 @@ impl Handler<Adopt> for BrokerShard {
             }
         }
         for publish in self.incoming.arrived(&msg.slots) {
-            self.route(publish);
+            self.route_guarded(publish);
         }
         if !self.incoming.awaiting() {
             for (replay, reply) in std::mem::take(&mut self.waiting_replays) {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::common::channels::{poll_body, poll_within, request, scrape, ws_connect};
 use crate::common::scrape::Scrape;
-use crate::common::{new_call_sid, pct, Publisher, TestServer};
+use crate::common::{new_call_sid, pct, Publisher, TestServer, WAIT};
 
 const FEEDS: usize = 8;
 const CALLS_PER_FEED: usize = 4;
@@ -280,4 +280,52 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
     let s = scrape(&server).await;
     assert!(changes(&s, "added") >= 2.0 * most);
     assert_eq!(changes(&s, "retired"), 2.0 * most);
+}
+
+/// A bug that panics while a shard routes a batch (replayed with the test hook
+/// that poisons an event type) costs that batch only: the shard keeps its calls,
+/// its registrations and its queue, and the next publishes are routed as ever.
+#[tokio::test]
+async fn a_batch_that_panics_is_dropped_and_its_shard_goes_on() {
+    let hold = switchboard::actors::shard::ShardHold::new();
+    hold.poison("test.poison");
+    let server = TestServer::start(|c| {
+        c.shards = 1;
+        c.shard_hold = Some(hold.clone());
+    });
+    let (mut stream, _) = server.stream_basic(0, "").await;
+    let call = new_call_sid();
+    let marked = |n: u32| json!({"type": "call.progress", "call_sid": call, "data": {"n": n}});
+    server.publish(0, &marked(1)).await;
+    // Accepted (the shard had its queue slot), then lost to the panic as a whole.
+    server
+        .publish(
+            0,
+            &json!([marked(2), {"type": "test.poison", "call_sid": call}, marked(3)]),
+        )
+        .await;
+    for n in 4..=20 {
+        server.publish(0, &marked(n)).await;
+    }
+    let got = stream.until_marker("20", WAIT).await;
+    let markers: Vec<String> = got.iter().filter_map(|e| e.marker()).collect();
+    let want: Vec<String> = std::iter::once(1)
+        .chain(4..=20)
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(markers, want);
+    let s = scrape(&server).await;
+    assert_eq!(s.value("switchboard_shard_panics_total", &[]), 1.0);
+    assert_eq!(
+        s.value("switchboard_shards", &[]),
+        1.0,
+        "the shard is still there"
+    );
+    crate::common::channels::eventually_metrics(&server, "the dropped batch's slot is back", |s| {
+        s.value(
+            "switchboard_mailbox_depth",
+            &[("actor", "shard"), ("index", "0")],
+        ) == 0.0
+    })
+    .await;
 }
