@@ -37,6 +37,14 @@ fn event_ids(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Waits (bounded) until the sessions hold `n` events in all.
+async fn cached(server: &TestServer, n: usize) {
+    eventually_metrics(server, &format!("{n} events cached"), |s| {
+        s.value("switchboard_cached_events", &[]) == n as f64
+    })
+    .await;
+}
+
 /// Waits (bounded) until the server counts `n` waiting long-polls.
 async fn wait_poll_connections(server: &TestServer, n: usize) {
     eventually_metrics(server, &format!("{n} waiting polls"), |s| {
@@ -96,6 +104,7 @@ async fn pending_events_are_answered_at_once() {
     for n in ["1", "2", "3"] {
         published.extend(server.publish(0, &marked("call.progress", &call, n)).await);
     }
+    cached(&server, 3).await;
     // Default timeout (25 s): the answer must not wait for it.
     let (reply, took) = poll(&server, "client=p1").await;
     let (events, cursor) = poll_body(&reply);
@@ -179,6 +188,9 @@ async fn the_returned_cursor_gets_only_newer_events() {
     for n in ["1", "2", "3"] {
         published.extend(server.publish(0, &marked("call.progress", &call, n)).await);
     }
+    // 202 does not wait for delivery: let all three reach the session first, or
+    // the poll may answer with the first alone.
+    cached(&server, 3).await;
     let (reply, _) = poll(&server, "client=p4").await;
     let (first, cursor) = poll_body(&reply);
     assert_eq!(value_markers(&first), strings(&["1", "2", "3"]));
@@ -187,6 +199,7 @@ async fn the_returned_cursor_gets_only_newer_events() {
     for n in ["4", "5"] {
         published.extend(server.publish(0, &marked("call.progress", &call, n)).await);
     }
+    cached(&server, 5).await;
     let (reply, _) = poll(&server, &format!("client=p4&cursor={}", pct(&cursor))).await;
     let (events, next) = poll_body(&reply);
     assert_eq!(value_markers(&events), strings(&["4", "5"]));
@@ -280,6 +293,11 @@ async fn a_gap_is_the_first_item_of_the_list() {
                 .await,
         );
     }
+    // All five in the outbox, which kept the last three.
+    eventually_metrics(&server, "two events dropped unsent", |s| {
+        s.value("switchboard_events_dropped_total", &[]) == 2.0
+    })
+    .await;
     let (reply, _) = poll(&server, "client=pg").await;
     let (events, _) = poll_body(&reply);
     assert!(!events.is_empty(), "nothing polled");
