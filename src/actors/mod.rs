@@ -133,6 +133,7 @@ impl Topology {
                 min: shards_min,
                 max: shards_max,
                 high: scaling.shard_high_events_per_sec as f64,
+                queue_high: (config.publish.shard_queue / 2) as i64,
                 low: scaling.shard_low_events_per_sec as f64,
                 retire_after: Duration::from_secs(scaling.retire_after_secs),
             });

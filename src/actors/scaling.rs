@@ -2,7 +2,8 @@
 //! feeds it each shard's events per second at every check and does what it says.
 //!
 //! The rule, as autoscalers with hysteresis have it: add a shard as soon as the
-//! busiest one is above the high-water mark (a hot shard delays every call it owns);
+//! busiest one is above the high-water mark, in events per second or in publish
+//! batches queued (a hot or backed-up shard delays every call it owns);
 //! retire the least busy only once the whole load would stay below the low-water mark
 //! on one shard fewer, and has stayed so for `retire_after` (a lull between bursts
 //! must not cost two hand-offs). Always within `min..=max` shards.
@@ -20,10 +21,24 @@ pub struct Marks {
     pub max: usize,
     /// Events per second of one shard above which a shard is added.
     pub high: f64,
+    /// Publish batches queued at one shard above which a shard is added (half of
+    /// `publish.shard_queue`: a shard that far behind is about to refuse).
+    pub queue_high: i64,
     /// Events per second per shard, on one shard fewer, below which one is retired.
     pub low: f64,
     /// How long the load must stay low before a shard is retired.
     pub retire_after: Duration,
+}
+
+/// One shard's load at a look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// The shard.
+    pub shard: ShardId,
+    /// Events it routed per second since the last look.
+    pub events_per_sec: f64,
+    /// Publish batches queued for it now.
+    pub queued: i64,
 }
 
 /// What to do now.
@@ -53,13 +68,13 @@ impl Scaler {
         }
     }
 
-    /// What to do, given each shard's id and events per second at `now`.
-    pub fn decide(&mut self, loads: &[(ShardId, f64)], now: Instant) -> Decision {
+    /// What to do, given each shard's load at `now`.
+    pub fn decide(&mut self, loads: &[Load], now: Instant) -> Decision {
         let n = loads.len();
         let least = loads
             .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|&(id, _)| id);
+            .min_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec))
+            .map(|load| load.shard);
         if n < self.marks.min {
             self.low_since = None;
             return Decision::Add;
@@ -68,14 +83,16 @@ impl Scaler {
             self.low_since = None;
             return least.map_or(Decision::Hold, Decision::Retire);
         }
-        let busiest = loads.iter().map(|&(_, rate)| rate).fold(0.0, f64::max);
-        if busiest > self.marks.high && n < self.marks.max {
+        let hot = loads
+            .iter()
+            .any(|l| l.events_per_sec > self.marks.high || l.queued > self.marks.queue_high);
+        if hot && n < self.marks.max {
             self.low_since = None;
             return Decision::Add;
         }
-        let total: f64 = loads.iter().map(|&(_, rate)| rate).sum();
+        let total: f64 = loads.iter().map(|l| l.events_per_sec).sum();
         let fits_on_fewer =
-            n > self.marks.min && n > 1 && total / ((n - 1) as f64) < self.marks.low;
+            !hot && n > self.marks.min && n > 1 && total / ((n - 1) as f64) < self.marks.low;
         if !fits_on_fewer {
             self.low_since = None;
             return Decision::Hold;
@@ -98,20 +115,33 @@ mod tests {
             min: 1,
             max: 3,
             high: 1000.0,
+            queue_high: 512,
             low: 100.0,
             retire_after: Duration::from_secs(10),
         })
+    }
+
+    /// Shards with these events per second and nothing queued.
+    fn at(rates: &[(ShardId, f64)]) -> Vec<Load> {
+        rates
+            .iter()
+            .map(|&(shard, events_per_sec)| Load {
+                shard,
+                events_per_sec,
+                queued: 0,
+            })
+            .collect()
     }
 
     #[test]
     fn a_hot_shard_adds_one_up_to_the_maximum() {
         let mut s = scaler();
         let t = Instant::now();
-        assert_eq!(s.decide(&[(0, 1500.0)], t), Decision::Add);
-        assert_eq!(s.decide(&[(0, 900.0), (1, 800.0)], t), Decision::Hold);
-        assert_eq!(s.decide(&[(0, 1200.0), (1, 10.0)], t), Decision::Add);
+        assert_eq!(s.decide(&at(&[(0, 1500.0)]), t), Decision::Add);
+        assert_eq!(s.decide(&at(&[(0, 900.0), (1, 800.0)]), t), Decision::Hold);
+        assert_eq!(s.decide(&at(&[(0, 1200.0), (1, 10.0)]), t), Decision::Add);
         assert_eq!(
-            s.decide(&[(0, 5000.0), (1, 5000.0), (2, 5000.0)], t),
+            s.decide(&at(&[(0, 5000.0), (1, 5000.0), (2, 5000.0)]), t),
             Decision::Hold,
             "at the maximum"
         );
@@ -121,13 +151,13 @@ mod tests {
     fn a_shard_retires_only_after_the_load_stays_low() {
         let mut s = scaler();
         let t = Instant::now();
-        let quiet = [(0, 30.0), (4, 10.0), (2, 20.0)];
+        let quiet = at(&[(0, 30.0), (4, 10.0), (2, 20.0)]);
         assert_eq!(s.decide(&quiet, t), Decision::Hold, "low only just now");
         assert_eq!(s.decide(&quiet, t + Duration::from_secs(5)), Decision::Hold);
         // A burst in between starts the wait over.
         assert_eq!(
             s.decide(
-                &[(0, 300.0), (4, 10.0), (2, 20.0)],
+                &at(&[(0, 300.0), (4, 10.0), (2, 20.0)]),
                 t + Duration::from_secs(6)
             ),
             Decision::Hold
@@ -143,9 +173,20 @@ mod tests {
         );
         // A load that would not fit below the mark on one shard fewer stays.
         let mut s = scaler();
-        let busy = [(0, 60.0), (1, 60.0)];
+        let busy = at(&[(0, 60.0), (1, 60.0)]);
         assert_eq!(s.decide(&busy, t), Decision::Hold);
         assert_eq!(s.decide(&busy, t + Duration::from_secs(60)), Decision::Hold);
+    }
+
+    #[test]
+    fn a_backed_up_shard_adds_one_whatever_its_rate() {
+        let mut s = scaler();
+        let t = Instant::now();
+        let mut loads = at(&[(0, 10.0), (1, 10.0)]);
+        loads[1].queued = 600;
+        assert_eq!(s.decide(&loads, t), Decision::Add);
+        loads[1].queued = 100;
+        assert_eq!(s.decide(&loads, t), Decision::Hold);
     }
 
     #[test]
@@ -155,13 +196,17 @@ mod tests {
             ..scaler().marks
         });
         let t = Instant::now();
-        assert_eq!(s.decide(&[(0, 0.0)], t), Decision::Add, "below the minimum");
         assert_eq!(
-            s.decide(&[(0, 0.0), (1, 0.0)], t + Duration::from_secs(99)),
+            s.decide(&at(&[(0, 0.0)]), t),
+            Decision::Add,
+            "below the minimum"
+        );
+        assert_eq!(
+            s.decide(&at(&[(0, 0.0), (1, 0.0)]), t + Duration::from_secs(99)),
             Decision::Hold
         );
         assert_eq!(
-            s.decide(&[(0, 0.0), (1, 5.0), (2, 0.0), (3, 9.0)], t),
+            s.decide(&at(&[(0, 0.0), (1, 5.0), (2, 0.0), (3, 9.0)]), t),
             Decision::Retire(0),
             "above the maximum"
         );

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use super::distributor::{Distributor, ShardHandle, ShardMap};
 use super::placement::Placement;
 use super::proxy::{AttachShard, EventProxy};
-use super::scaling::{Decision, Scaler};
+use super::scaling::{Decision, Load, Scaler};
 use super::shard::{Expect, Release, ShardFactory};
 use super::slots::{self, Move, ShardId};
 use crate::metrics::Metrics;
@@ -80,8 +80,8 @@ impl ShardSupervisor {
         }
     }
 
-    /// Each shard's events per second since the last look.
-    fn loads(&mut self) -> Vec<(ShardId, f64)> {
+    /// Each shard's events per second since the last look, and its queue now.
+    fn loads(&mut self) -> Vec<Load> {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.last.1).as_secs_f64();
         let map = self.distributor.current();
@@ -98,7 +98,11 @@ impl ShardSupervisor {
                 } else {
                     0.0
                 };
-                (shard.id, rate)
+                Load {
+                    shard: shard.id,
+                    events_per_sec: rate,
+                    queued: shard.depth.get(),
+                }
             })
             .collect();
         self.last = (counts, now);
