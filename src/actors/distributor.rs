@@ -42,20 +42,22 @@ pub const SLOTS: usize = 1024;
 /// The slot of an event of this account and call: FNV-1a, stable across processes
 /// and versions, so a slot means the same calls on every node and after a restart.
 pub fn slot_of(account: AccountIdx, call_sid: Option<&str>) -> u16 {
-    let hash = match call_sid {
-        Some(sid) => fnv1a_64(sid.as_bytes()),
-        None => fnv1a_64(&account.0.to_le_bytes()),
-    };
-    (hash % SLOTS as u64) as u16
+    match call_sid {
+        Some(sid) => call_slot(sid),
+        None => (fnv1a_64(&account.0.to_le_bytes()) % SLOTS as u64) as u16,
+    }
+}
+
+/// The slot of a call, whatever its account: where a filter pinned to it lives.
+pub fn call_slot(call_sid: &str) -> u16 {
+    (fnv1a_64(call_sid.as_bytes()) % SLOTS as u64) as u16
 }
 
 /// An immutable assignment of slots to shards.
 pub struct ShardMap {
     /// The shards, in the order they were added.
     pub shards: Vec<ShardHandle>,
-    /// The owner of each slot, by id.
-    owner_ids: Vec<ShardId>,
-    /// The same, as positions in `shards`: what a publish looks up.
+    /// The owner of each slot, as a position in `shards`: what a publish looks up.
     owners: Box<[u16]>,
 }
 
@@ -82,11 +84,7 @@ impl ShardMap {
                 at.expect("a slot's owner is in the map") as u16
             })
             .collect();
-        ShardMap {
-            shards,
-            owner_ids,
-            owners,
-        }
+        ShardMap { shards, owners }
     }
 
     /// The index of the shard for an event of this account and call.
@@ -94,9 +92,12 @@ impl ShardMap {
         usize::from(self.owners[usize::from(slot_of(account, call_sid))])
     }
 
-    /// The owner of each slot, by id.
-    pub fn owner_ids(&self) -> &[ShardId] {
-        &self.owner_ids
+    /// The owner of each slot, by id (for the supervisor, which moves slots).
+    pub fn owner_ids(&self) -> Vec<ShardId> {
+        self.owners
+            .iter()
+            .map(|&at| self.shards[usize::from(at)].id)
+            .collect()
     }
 
     /// How many slots the shard at `index` owns.

@@ -23,7 +23,7 @@ use futures_util::future::join_all;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{oneshot, watch};
 
-use super::distributor::slot_of;
+use super::distributor::{call_slot, slot_of};
 use super::handoff::Incoming;
 use super::proxy::{Deliver, EventProxy, ProxyId};
 use super::slots::ShardId;
@@ -458,7 +458,7 @@ impl Handler<Release> for BrokerShard {
         let upstreams = self.upstream.take_where(|filter| {
             filter
                 .call_sid_eq()
-                .is_some_and(|sid| moving[usize::from(slot_of(AccountIdx(0), Some(sid)))])
+                .is_some_and(|sid| moving[usize::from(call_slot(sid))])
         });
         self.metrics
             .aggregated_subscriptions

@@ -173,7 +173,7 @@ async fn add(
     distributor.replace(|map| {
         let mut shards = map.shards.clone();
         shards.push(shard);
-        ShardMap::with_owners(shards, map.owner_ids().to_vec())
+        ShardMap::with_owners(shards, map.owner_ids())
     });
     let attached = proxies.iter().map(|proxy| {
         proxy.send(AttachShard {
@@ -219,7 +219,7 @@ fn owners_and_others(distributor: &Distributor, id: ShardId) -> (Vec<ShardId>, V
         .map(|s| s.id)
         .filter(|&s| s != id)
         .collect();
-    (map.owner_ids().to_vec(), others)
+    (map.owner_ids(), others)
 }
 
 /// Moves the slots: each new owner is told to expect its slots, then (with no

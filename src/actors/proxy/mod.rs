@@ -444,7 +444,10 @@ impl Handler<Connect> for EventProxy {
             Ok(slot) => slot,
             Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
-        let has_stream_subs = !self.sessions.stream_filters(slot).is_empty();
+        let has_stream_subs = self
+            .sessions
+            .subs_of(slot)
+            .any(|(_, sub)| sub.webhook.is_none());
         let wanted = msg
             .subscription
             .or_else(|| (!has_stream_subs).then_some(msg.default));
