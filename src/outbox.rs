@@ -118,10 +118,21 @@ impl Outbox {
 
     /// Replaces the retained sequence with `events` (a `cursor=earliest` replay merged
     /// with what was cached), renumbered from 1 under a new epoch so that no cursor of
-    /// the old numbering can point into the new one. The current connection stays
-    /// attached and will be sent everything. Returns the change in retained events.
-    pub fn rebuild(&self, events: Vec<(SharedEvent, MatchedSubs)>, now: Instant) -> i64 {
+    /// the old numbering can point into the new one, if connection `conn` (the one
+    /// that asked for the replay) is still the current one. That connection stays
+    /// attached and will be sent everything. Returns the change in retained events,
+    /// or `None` when another connection took over meanwhile: it asked for something
+    /// else, and renumbering under it would send it again what it was already sent.
+    pub fn rebuild(
+        &self,
+        conn: u64,
+        events: Vec<(SharedEvent, MatchedSubs)>,
+        now: Instant,
+    ) -> Option<i64> {
         let mut state = self.state.lock();
+        if state.conn != conn {
+            return None;
+        }
         let before = state.ring.len() as i64;
         state.epoch = new_epoch();
         state.ring = events
@@ -138,7 +149,7 @@ impl Outbox {
         state.sent_upto = 0;
         state.gap = 0;
         self.evict(&mut state, now);
-        state.ring.len() as i64 - before
+        Some(state.ring.len() as i64 - before)
     }
 
     /// A copy of the retained entries (shared events, so cheap), oldest first.
@@ -374,7 +385,7 @@ mod tests {
                 1 => conn = o.attach(Resume::After(round.saturating_sub(9))).0,
                 2 => conn = o.attach(Resume::After(round * 3)).0,
                 _ if round == 31 => {
-                    o.rebuild(vec![(event(0), MatchedSubs::new()); 3], now);
+                    o.rebuild(conn, vec![(event(0), MatchedSubs::new()); 3], now);
                 }
                 _ => drop(o.drain(conn, now, usize::MAX)),
             }
@@ -446,6 +457,7 @@ mod tests {
         o.push(event(9), MatchedSubs::new(), now);
         let old_epoch = o.epoch();
         let grew = o.rebuild(
+            conn,
             vec![
                 (event(1), MatchedSubs::new()),
                 (event(2), MatchedSubs::new()),
@@ -453,11 +465,33 @@ mod tests {
             ],
             now,
         );
-        assert_eq!(grew, 2);
+        assert_eq!(grew, Some(2));
         assert_ne!(o.epoch(), old_epoch);
         assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![1, 2, 3]));
         o.push(event(10), MatchedSubs::new(), now);
         assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![4]));
+    }
+
+    #[test]
+    fn a_replay_for_a_superseded_connection_changes_nothing() {
+        let o = outbox(10);
+        let now = Instant::now();
+        let (asked, _) = o.attach(Resume::Pending);
+        o.push(event(1), MatchedSubs::new(), now);
+        // Another connection takes over while the replay is on its way.
+        let (current, _) = o.attach(Resume::Pending);
+        let epoch = o.epoch();
+        let replay = vec![
+            (event(0), MatchedSubs::new()),
+            (event(1), MatchedSubs::new()),
+        ];
+        assert_eq!(o.rebuild(asked, replay, now), None);
+        assert_eq!(
+            o.epoch(),
+            epoch,
+            "the numbering the current connection reads"
+        );
+        assert_eq!(seqs(o.drain(current, now, usize::MAX)), (0, vec![1]));
     }
 
     #[test]

@@ -164,10 +164,13 @@ pub struct ShardLoad {
 /// the server never builds one itself.
 ///
 /// It can also make a shard panic while routing an event of a given type
-/// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch.
+/// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch, and hold
+/// back the answers to `cursor=earliest` replays ([`ShardHold::hold_replays`]), so
+/// tests can show that a slow replay holds up nobody else.
 #[derive(Debug, Clone)]
 pub struct ShardHold {
     held: Arc<watch::Sender<bool>>,
+    replays_held: Arc<watch::Sender<bool>>,
     poison: Arc<parking_lot::Mutex<Option<Box<str>>>>,
 }
 
@@ -176,8 +179,24 @@ impl ShardHold {
     pub fn new() -> ShardHold {
         ShardHold {
             held: Arc::new(watch::Sender::new(false)),
+            replays_held: Arc::new(watch::Sender::new(false)),
             poison: Arc::default(),
         }
+    }
+
+    /// From now on, replays are answered (as of when they were asked) only once
+    /// [`ShardHold::release_replays`] is called.
+    pub fn hold_replays(&self) {
+        self.replays_held.send_replace(true);
+    }
+
+    /// Sends the replay answers held so far, and holds no more.
+    pub fn release_replays(&self) {
+        self.replays_held.send_replace(false);
+    }
+
+    async fn replays_released(&self) {
+        let _ = self.replays_held.subscribe().wait_for(|held| !held).await;
     }
 
     /// From now on, batches keep their queue slots.
@@ -567,7 +586,13 @@ impl Handler<Replay> for BrokerShard {
     fn handle(&mut self, msg: Replay, _ctx: &mut Self::Context) -> Self::Result {
         if !self.incoming.awaiting() {
             let replayed = self.replayed(&msg);
-            return Box::pin(std::future::ready(replayed));
+            let hold = self.hold.clone();
+            return Box::pin(async move {
+                if let Some(hold) = hold {
+                    hold.replays_released().await;
+                }
+                replayed
+            });
         }
         // Slots are on their way with their history: answer once it is here.
         let (tx, rx) = oneshot::channel();

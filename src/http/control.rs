@@ -14,7 +14,6 @@
 mod signed_method;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -25,10 +24,9 @@ use super::stream::cors_policy;
 use super::stream::params::validate_client;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
-use crate::actors::ask::{ask, AskError};
 use crate::actors::proxy::{
-    ControlError, EventProxy, ListSubscriptions, NewSubscription, Subscribe, Subscribed,
-    SubscriptionChange, SubscriptionView, Unsubscribe, UpdateSubscription,
+    ControlError, ListSubscriptions, NewSubscription, Subscribe, Subscribed, SubscriptionChange,
+    SubscriptionView, Unsubscribe, UpdateSubscription,
 };
 use crate::auth::Principal;
 use crate::clock::unix_now;
@@ -139,10 +137,6 @@ impl Request {
             Principal::Account(_) => ScopeGrant::All,
             Principal::SignedUrl { .. } => ScopeGrant::Only(Vec::new()),
         }
-    }
-
-    fn proxy<'s>(&self, state: &'s AppState) -> &'s actix::Addr<EventProxy> {
-        state.topology.proxy_for(self.account, &self.client)
     }
 
     fn render(&self, state: &AppState, view: &SubscriptionView) -> Value {
@@ -360,28 +354,6 @@ fn control_error(error: ControlError) -> ApiError {
     }
 }
 
-/// How long a control request waits for the client's proxy before answering 503
-/// with `Retry-After`: a proxy that is stuck or flooded must not hold requests for
-/// ever. Each request is safe to retry (a create is idempotent).
-const PROXY_DEADLINE: Duration = Duration::from_secs(10);
-
-async fn ask_proxy<M>(proxy: &actix::Addr<EventProxy>, msg: M) -> Result<M::Result, ApiError>
-where
-    EventProxy: actix::Handler<M>,
-    M: actix::Message + Send + 'static,
-    M::Result: Send,
-{
-    ask(proxy, msg, PROXY_DEADLINE)
-        .await
-        .map_err(|error| match error {
-            AskError::Gone => ApiError::unavailable("draining", "the server is shutting down"),
-            AskError::Late => ApiError::unavailable(
-                "proxy_timeout",
-                "the client's event proxy did not answer in time; retry shortly",
-            ),
-        })
-}
-
 async fn create(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -402,19 +374,21 @@ async fn create(
         .quotas
         .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
-    let Subscribed { view, created } = ask_proxy(
-        request.proxy(&state),
-        Subscribe {
-            account: request.account,
-            client: request.client.clone(),
-            subscription: NewSubscription {
-                filter: Arc::new(filter),
-                expires: expires.flatten(),
-                callback: callback.flatten(),
+    let Subscribed { view, created } = state
+        .ask_proxy(
+            request.account,
+            &request.client,
+            Subscribe {
+                account: request.account,
+                client: request.client.clone(),
+                subscription: NewSubscription {
+                    filter: Arc::new(filter),
+                    expires: expires.flatten(),
+                    callback: callback.flatten(),
+                },
             },
-        },
-    )
-    .await??;
+        )
+        .await??;
     let (mut response, outcome) = if created {
         (HttpResponse::Created(), "created")
     } else {
@@ -429,15 +403,17 @@ async fn create(
 }
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
-    ask_proxy(
-        request.proxy(state),
-        ListSubscriptions {
-            account: request.account,
-            client: request.client.clone(),
-        },
-    )
-    .await?
-    .map_err(control_error)
+    state
+        .ask_proxy(
+            request.account,
+            &request.client,
+            ListSubscriptions {
+                account: request.account,
+                client: request.client.clone(),
+            },
+        )
+        .await?
+        .map_err(control_error)
 }
 
 async fn list(
@@ -494,21 +470,23 @@ async fn update(
         signed: matches!(request.principal, Principal::SignedUrl { .. }),
     });
     let Lifetime { expires, callback } = request.checked(&state)?;
-    let view = ask_proxy(
-        request.proxy(&state),
-        UpdateSubscription {
-            account: request.account,
-            client: request.client.clone(),
-            sid: sub,
-            change: SubscriptionChange {
-                filter,
-                expires,
-                callback,
+    let view = state
+        .ask_proxy(
+            request.account,
+            &request.client,
+            UpdateSubscription {
+                account: request.account,
+                client: request.client.clone(),
+                sid: sub,
+                change: SubscriptionChange {
+                    filter,
+                    expires,
+                    callback,
+                },
             },
-        },
-    )
-    .await?
-    .map_err(control_error)?;
+        )
+        .await?
+        .map_err(control_error)?;
     Ok(HttpResponse::Ok().json(request.render(&state, &view)))
 }
 
@@ -519,16 +497,18 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let (sid, client, sub) = path.into_inner();
     let request = Request::read(&req, &sid, &client, None, &state).await?;
-    ask_proxy(
-        request.proxy(&state),
-        Unsubscribe {
-            account: request.account,
-            client: request.client.clone(),
-            sid: sub,
-        },
-    )
-    .await?
-    .map_err(control_error)?;
+    state
+        .ask_proxy(
+            request.account,
+            &request.client,
+            Unsubscribe {
+                account: request.account,
+                client: request.client.clone(),
+                sid: sub,
+            },
+        )
+        .await?
+        .map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -17,11 +17,14 @@ pub mod twilio;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use tokio::sync::watch;
 
 use crate::account::{AccountIdx, Accounts};
+use crate::actors::ask::{ask, AskError};
+use crate::actors::proxy::EventProxy;
 use crate::actors::Topology;
 use crate::auth::{AuthError, Principal};
 use crate::callrouter::CallRouter;
@@ -98,7 +101,38 @@ impl AppState {
     pub fn account_sid(&self, account: AccountIdx) -> &str {
         &self.accounts.get(account).sid
     }
+
+    /// Asks the proxy of `client` of `account`, giving it [`PROXY_DEADLINE`]: a proxy
+    /// that is stuck or flooded costs the caller a 503 with `Retry-After`, never a
+    /// request that hangs. Every request a handler makes of a proxy is safe to retry
+    /// (a connect resumes by cursor, a create is idempotent).
+    pub async fn ask_proxy<M>(
+        &self,
+        account: AccountIdx,
+        client: &str,
+        msg: M,
+    ) -> Result<M::Result, ApiError>
+    where
+        EventProxy: actix::Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let proxy = self.topology.proxy_for(account, client);
+        ask(proxy, msg, PROXY_DEADLINE)
+            .await
+            .map_err(|error| match error {
+                AskError::Gone => ApiError::unavailable("draining", "the server is shutting down"),
+                AskError::Late => ApiError::unavailable(
+                    "proxy_timeout",
+                    "the client's event proxy did not answer in time; retry shortly",
+                ),
+            })
+    }
 }
+
+/// How long a request waits for the client's proxy before answering 503 with
+/// `Retry-After`.
+pub const PROXY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {

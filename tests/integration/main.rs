@@ -39,6 +39,7 @@ mod signature_and_expiry;
 mod signed_control;
 mod signed_urls;
 mod sse;
+mod subscribe_async;
 mod topology;
 mod webhooks;
 mod ws;

@@ -369,8 +369,9 @@ impl EventProxy {
         acked
     }
 
-    /// Merges a `cursor=earliest` replay with the client's cache into its outbox.
-    fn apply_replay(&mut self, slot: u32, replies: Vec<Result<Replayed, MailboxError>>) {
+    /// Merges a `cursor=earliest` replay with the client's cache into its outbox,
+    /// unless connection `conn`, which asked for it, has been superseded meanwhile.
+    fn apply_replay(&mut self, slot: u32, conn: u64, replies: Vec<Result<Replayed, MailboxError>>) {
         let Some(session) = self.sessions.get(slot) else {
             return;
         };
@@ -406,12 +407,15 @@ impl EventProxy {
         }
         let merged = replay::merge(matched, cached);
         let session = self.sessions.get_mut(slot).expect("checked above");
+        let Some(grew) = session.outbox.rebuild(conn, merged.events, Instant::now()) else {
+            return;
+        };
         session.replayed = merged.coverage;
-        let grew = session.outbox.rebuild(merged.events, Instant::now());
         self.metrics.cached_events.add(grew);
         self.metrics.replayed_events.inc_by(merged.replayed);
     }
 
+    /// What a new connection of session `slot` needs, as things are now.
     fn connected(&self, slot: u32, conn: u64) -> Connected {
         let session = self.sessions.get(slot).expect("a connected session");
         Connected {
@@ -436,13 +440,26 @@ impl Actor for EventProxy {
     }
 }
 
+/// A request's answer that comes at once, as an actor future.
+fn ready<T: 'static>(value: T) -> ResponseActFuture<EventProxy, T> {
+    Box::pin(fut::ready(value))
+}
+
+// The subscription changes below answer once every shard concerned has the new
+// filter, so a change is only reported once events for it can arrive. That wait is
+// not atomic (`ResponseActFuture`, not `AtomicResponse`): deliveries go on meanwhile,
+// so a burst of connects or a slow replay never holds up other clients' events (nor,
+// through the shards' queues, publishers). Everything a request changes is changed
+// in its handler, and its answer is made there too, so nothing that runs in between
+// can leave it half-done.
+
 impl Handler<Connect> for EventProxy {
-    type Result = AtomicResponse<Self, Result<Connected, QuotaError>>;
+    type Result = ResponseActFuture<Self, Result<Connected, QuotaError>>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let slot = match self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx) {
             Ok(slot) => slot,
-            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+            Err(error) => return ready(Err(error)),
         };
         let has_stream_subs = self
             .sessions
@@ -470,7 +487,7 @@ impl Handler<Connect> for EventProxy {
                     let held = self.sessions.get(slot).map_or(0, |s| s.sub_count());
                     if let Err(error) = self.settings.quotas.check_subscriptions(msg.account, held)
                     {
-                        return AtomicResponse::new(Box::pin(fut::ready(Err(error))));
+                        return ready(Err(error));
                     }
                     registrations.extend(self.add_sub(msg.account, slot, new).1)
                 }
@@ -487,17 +504,21 @@ impl Handler<Connect> for EventProxy {
         if matches!(msg.resume, ResumeFrom::Cursor(..)) {
             self.metrics.replays.with_label_values(&["cursor"]).inc();
         }
+        let connected = self.connected(slot, conn);
         let registered = self.register(registrations, ctx);
         if msg.resume != ResumeFrom::Earliest {
-            return AtomicResponse::new(Box::pin(
+            return Box::pin(
                 registered
                     .into_actor(self)
-                    .map(move |(), proxy, _| Ok(proxy.connected(slot, conn))),
-            ));
+                    .map(move |(), _, _| Ok(connected)),
+            );
         }
         // `cursor=earliest`: once the filters are registered everywhere, ask every
-        // shard for what it retains. Atomic: deliveries that race with the replay
-        // wait in the mailbox and are deduplicated by the shards' watermarks.
+        // shard for what it retains. Deliveries meanwhile are pushed into the
+        // client's outbox, which nobody drains until this answers (the connection
+        // starts writing then); the merge keeps each event once, and later
+        // deliveries the replay already covered are skipped by the shards'
+        // watermarks.
         self.metrics.replays.with_label_values(&["earliest"]).inc();
         let filters = self.sessions.stream_filters(slot);
         let shards = self.distributor.current();
@@ -511,22 +532,28 @@ impl Handler<Connect> for EventProxy {
                 })
             })
             .collect();
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move {
                 registered.await;
                 join_all(replays).await
             }
             .into_actor(self)
             .map(move |replies, proxy, _| {
-                proxy.apply_replay(slot, replies);
-                Ok(proxy.connected(slot, conn))
+                proxy.apply_replay(slot, conn, replies);
+                // The replay renumbered the outbox: the connection starts at its
+                // beginning.
+                let position = connected.outbox.position();
+                Ok(Connected {
+                    position,
+                    ..connected
+                })
             }),
-        ))
+        )
     }
 }
 
 impl Handler<Subscribe> for EventProxy {
-    type Result = AtomicResponse<Self, Result<Subscribed, QuotaError>>;
+    type Result = ResponseActFuture<Self, Result<Subscribed, QuotaError>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         // Looked up and added in one handler, so concurrent replays of one create
@@ -538,26 +565,27 @@ impl Handler<Subscribe> for EventProxy {
             .and_then(|slot| self.sessions.find_twin(slot, &msg.subscription));
         if let Some(key) = twin {
             let view = self.sessions.view(key).expect("found above");
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Subscribed {
+            return ready(Ok(Subscribed {
                 view,
                 created: false,
-            }))));
+            }));
         }
         let webhook = msg.subscription.callback.is_some();
         let slot = match self.admit_subscription(msg.account, &msg.client, webhook, ctx) {
             Ok(slot) => slot,
-            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+            Err(error) => return ready(Err(error)),
         };
         let (key, registration) = self.add_sub(msg.account, slot, msg.subscription);
+        let subscribed = Subscribed {
+            view: self.sessions.view(key).expect("just added"),
+            created: true,
+        };
         let registered = self.register(registration.into_iter().collect(), ctx);
-        AtomicResponse::new(Box::pin(registered.into_actor(self).map(
-            move |(), proxy, _| {
-                Ok(Subscribed {
-                    view: proxy.sessions.view(key).expect("just added"),
-                    created: true,
-                })
-            },
-        )))
+        Box::pin(
+            registered
+                .into_actor(self)
+                .map(move |(), _, _| Ok(subscribed)),
+        )
     }
 }
 
@@ -574,7 +602,7 @@ impl Handler<ListSubscriptions> for EventProxy {
 }
 
 impl Handler<UpdateSubscription> for EventProxy {
-    type Result = AtomicResponse<Self, Result<SubscriptionView, ControlError>>;
+    type Result = ResponseActFuture<Self, Result<SubscriptionView, ControlError>>;
 
     fn handle(&mut self, msg: UpdateSubscription, ctx: &mut Self::Context) -> Self::Result {
         let found = self
@@ -589,7 +617,7 @@ impl Handler<UpdateSubscription> for EventProxy {
             });
         let (slot, key) = match found {
             Ok(found) => found,
-            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+            Err(error) => return ready(Err(error)),
         };
         // The new filter is made from the current one here, in the message that
         // changes it, and checked before anything changes.
@@ -601,7 +629,7 @@ impl Handler<UpdateSubscription> for EventProxy {
         });
         let filter = match filter.transpose() {
             Ok(filter) => filter,
-            Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
+            Err(error) => return ready(Err(error)),
         };
         // A stream subscription becoming a webhook takes a webhook slot, before
         // anything changes.
@@ -612,7 +640,7 @@ impl Handler<UpdateSubscription> for EventProxy {
                 .is_some_and(|sub| sub.webhook.is_none());
         if becomes_webhook {
             if let Err(error) = self.settings.quotas.acquire_webhook(msg.account) {
-                return AtomicResponse::new(Box::pin(fut::ready(Err(error.into()))));
+                return ready(Err(error.into()));
             }
         }
         let mut registrations = Vec::new();
@@ -654,15 +682,9 @@ impl Handler<UpdateSubscription> for EventProxy {
             self.transport_gauge(webhook.is_some()).inc();
             self.sessions.sub_mut(key).expect("found above").webhook = webhook;
         }
+        let view = self.sessions.view(key).expect("found above");
         let registered = self.register(registrations, ctx);
-        AtomicResponse::new(Box::pin(registered.into_actor(self).map(
-            move |(), proxy, _| {
-                proxy
-                    .sessions
-                    .view(key)
-                    .ok_or(ControlError::UnknownSubscription)
-            },
-        )))
+        Box::pin(registered.into_actor(self).map(move |(), _, _| Ok(view)))
     }
 }
 

@@ -114,26 +114,27 @@ async fn stream(
     let expires = params.expires;
     let grant = Arc::new(params.grant);
     let connected = state
-        .topology
-        .proxy_for(account, &client)
-        .send(Connect {
+        .ask_proxy(
             account,
-            client: client.clone(),
-            subscription: params.filter.map(|filter| NewSubscription {
-                filter: Arc::new(filter),
-                expires,
-                callback: None,
-            }),
-            default: NewSubscription {
-                filter: Arc::new(params.default_filter),
-                expires,
-                callback: None,
+            &client,
+            Connect {
+                account,
+                client: client.clone(),
+                subscription: params.filter.map(|filter| NewSubscription {
+                    filter: Arc::new(filter),
+                    expires,
+                    callback: None,
+                }),
+                default: NewSubscription {
+                    filter: Arc::new(params.default_filter),
+                    expires,
+                    callback: None,
+                },
+                resume,
+                ephemeral,
             },
-            resume,
-            ephemeral,
-        })
-        .await
-        .map_err(|_| ApiError::unavailable("draining", "the server is shutting down"))??;
+        )
+        .await??;
     let closes_at = match principal {
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
