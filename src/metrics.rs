@@ -54,6 +54,10 @@ pub const VERBS: &[&str] = &[
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
 pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
 
+/// Actors run so that they restart in place, the `actor` label of
+/// `switchboard_actor_restarts_total`.
+pub const RESTARTED_ACTORS: &[&str] = &["shard", "proxy", "supervisor"];
+
 /// Why a signed control-channel request was refused, the `reason` label of
 /// `switchboard_control_refused_total`.
 pub const CONTROL_REFUSALS: &[&str] = &["method_not_signed", "method_invalid"];
@@ -139,6 +143,9 @@ pub struct Metrics {
     pub shard_changes: IntCounterVec,
     /// Publish batches a shard dropped because routing them panicked (a bug).
     pub shard_panics: IntCounter,
+    /// Actors restarted in place, by actor (`shard`, `proxy`, `supervisor`) and
+    /// cause (`panic`, `stop`).
+    pub actor_restarts: IntCounterVec,
     /// Events retained in client outboxes.
     pub cached_events: IntGauge,
     /// Events evicted from an outbox before being written (reported as gaps).
@@ -307,6 +314,11 @@ impl Metrics {
             shard_panics: reg.counter(
                 "switchboard_shard_panics_total",
                 "Publish batches a broker shard dropped because routing them panicked",
+            ),
+            actor_restarts: reg.counter_vec(
+                "switchboard_actor_restarts_total",
+                "Actors restarted in place (same state and mailbox), by actor and cause",
+                &["actor", "cause"],
             ),
             shard_changes: reg.counter_vec(
                 "switchboard_shard_changes_total",
@@ -477,6 +489,11 @@ impl Metrics {
         }
         for actor in ["shard", "proxy"] {
             self.filter_evaluations.with_label_values(&[actor]);
+        }
+        for actor in RESTARTED_ACTORS {
+            for cause in ["panic", "stop"] {
+                self.actor_restarts.with_label_values(&[actor, cause]);
+            }
         }
         for via in ["http", "ws"] {
             self.client_events.with_label_values(&[via]);

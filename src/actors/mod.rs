@@ -14,6 +14,7 @@ pub mod handoff;
 pub mod placement;
 pub mod proxy;
 pub mod replay;
+pub mod restart;
 pub mod scaling;
 pub mod session;
 pub mod shard;
@@ -73,7 +74,7 @@ impl Topology {
         let (shards_min, shards_max) = config.shard_bounds();
         let shard_count = Config::resolve_count(config.shards).clamp(shards_min, shards_max);
         let proxy_count = Config::resolve_count(config.proxies);
-        let placement = Arc::new(Placement::new(threads));
+        let placement = Arc::new(Placement::new(threads, metrics.actor_restarts.clone()));
         let factory = ShardFactory {
             retention: (
                 config.retention.shard_max_events,

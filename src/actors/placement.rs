@@ -15,43 +15,66 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::dev::channel;
-use actix::{Actor, Addr, Context};
+use actix::{Actor, Addr, Context, Supervised};
 use actix_rt::ArbiterHandle;
 use parking_lot::Mutex;
+use prometheus::IntCounterVec;
+
+use super::restart::{RestartCounters, Restarting};
 
 /// Starts one actor on the current thread.
 type Start = Box<dyn FnOnce() + Send>;
 
-/// Actors waiting for their thread (see the module docs).
+/// Actors waiting for their thread (see the module docs). Every actor placed runs
+/// under [`Restarting`]: restarted in place after a panic or a stop.
 pub struct Placement {
     shares: Mutex<Vec<Vec<Start>>>,
     next_share: AtomicUsize,
     /// The worker threads that started their share, for actors made later.
     workers: Mutex<Vec<ArbiterHandle>>,
+    /// `switchboard_actor_restarts_total`.
+    restarts: IntCounterVec,
+}
+
+/// What an actor needs to be placed: run under [`Restarting`] on a worker thread.
+pub trait Placeable: Actor<Context = Context<Self>> + Supervised + Unpin + Send {
+    /// Its `actor` label in the restart counters, and its name in the logs.
+    const NAME: &'static str;
 }
 
 impl Placement {
-    /// Room for `threads` shares (at least one).
-    pub fn new(threads: usize) -> Placement {
+    /// Room for `threads` shares (at least one); restarts are counted in `restarts`.
+    pub fn new(threads: usize, restarts: IntCounterVec) -> Placement {
         Placement {
             shares: Mutex::new((0..threads.max(1)).map(|_| Vec::new()).collect()),
             next_share: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
+            restarts,
+        }
+    }
+
+    /// What starts `actor` in a context reading `rx` on the thread that calls it
+    /// (the running context cannot cross threads; the actor and its mailbox can).
+    fn running<A: Placeable>(
+        &self,
+        rx: channel::AddressReceiver<A>,
+        actor: A,
+    ) -> impl FnOnce() + Send + 'static {
+        let counters = RestartCounters::of(&self.restarts, A::NAME);
+        move || {
+            let ctx = Context::with_receiver(rx);
+            actix_rt::spawn(Restarting::new(ctx, actor, A::NAME, counters));
         }
     }
 
     /// Creates `actor`'s mailbox (`capacity` is actix's back-pressure hint) and queues
     /// the actor for thread `thread % threads`; the address works at once.
-    pub fn place<A>(&self, thread: usize, capacity: usize, actor: A) -> Addr<A>
-    where
-        A: Actor<Context = Context<A>> + Send,
-    {
+    pub fn place<A: Placeable>(&self, thread: usize, capacity: usize, actor: A) -> Addr<A> {
         let (tx, rx) = channel::channel::<A>(capacity);
+        let running = self.running(rx, actor);
         let mut shares = self.shares.lock();
         let count = shares.len();
-        shares[thread % count].push(Box::new(move || {
-            Context::with_receiver(rx).run(actor);
-        }));
+        shares[thread % count].push(Box::new(running));
         Addr::new(tx)
     }
 
@@ -76,18 +99,20 @@ impl Placement {
 
     /// Starts `actor` now on worker thread `thread % workers` (on the current
     /// thread when no worker has started yet).
-    pub fn spawn<A>(&self, thread: usize, actor: A) -> Addr<A>
-    where
-        A: Actor<Context = Context<A>> + Send,
-    {
+    pub fn spawn<A: Placeable>(&self, thread: usize, capacity: usize, actor: A) -> Addr<A> {
         let worker = {
             let workers = self.workers.lock();
             (!workers.is_empty()).then(|| workers[thread % workers.len()].clone())
         };
+        let (tx, rx) = channel::channel::<A>(capacity);
+        let running = self.running(rx, actor);
         match worker {
-            Some(worker) => A::start_in_arbiter(&worker, move |_| actor),
-            None => actor.start(),
+            Some(worker) => {
+                worker.spawn_fn(running);
+            }
+            None => running(),
         }
+        Addr::new(tx)
     }
 }
 
@@ -109,6 +134,12 @@ mod tests {
         type Context = Context<Self>;
     }
 
+    impl Supervised for WhereAmI {}
+
+    impl Placeable for WhereAmI {
+        const NAME: &'static str = "shard";
+    }
+
     impl Handler<Ask> for WhereAmI {
         type Result = MessageResult<Ask>;
         fn handle(&mut self, _: Ask, _: &mut Context<Self>) -> MessageResult<Ask> {
@@ -118,7 +149,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn each_share_runs_on_the_thread_that_starts_it_and_early_messages_wait() {
-        let placement = std::sync::Arc::new(Placement::new(2));
+        let restarts = crate::metrics::Metrics::new().actor_restarts;
+        let placement = std::sync::Arc::new(Placement::new(2, restarts));
         let a = placement.place(0, 16, WhereAmI);
         let b = placement.place(1, 16, WhereAmI);
         let c = placement.place(2, 16, WhereAmI); // wraps to thread 0
@@ -142,9 +174,9 @@ mod tests {
         assert_eq!(c.send(Ask).await.expect("answered"), ids[0]);
 
         // Made later, an actor still runs on a worker thread.
-        let late = placement.spawn(1, WhereAmI);
+        let late = placement.spawn(1, 16, WhereAmI);
         assert_eq!(late.send(Ask).await.expect("answered"), ids[1]);
-        let wrapped = placement.spawn(2, WhereAmI);
+        let wrapped = placement.spawn(2, 16, WhereAmI);
         assert_eq!(wrapped.send(Ask).await.expect("answered"), ids[0]);
 
         // A third start (a restarted service) has no share: nothing runs twice.

@@ -25,7 +25,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::distributor::{call_slot, slot_of};
 use super::handoff::Incoming;
+use super::placement::Placeable;
 use super::proxy::{Deliver, EventProxy, ProxyId};
+use super::restart::Running;
 use super::slots::ShardId;
 use crate::account::AccountIdx;
 use crate::event::SharedEvent;
@@ -164,14 +166,17 @@ pub struct ShardLoad {
 /// the server never builds one itself.
 ///
 /// It can also make a shard panic while routing an event of a given type
-/// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch, and hold
+/// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch, hold
 /// back the answers to `cursor=earliest` replays ([`ShardHold::hold_replays`]), so
-/// tests can show that a slow replay holds up nobody else.
+/// tests can show that a slow replay holds up nobody else, and stop a shard
+/// ([`ShardHold::stop_shard`]), so tests can show it is restarted.
 #[derive(Debug, Clone)]
 pub struct ShardHold {
     held: Arc<watch::Sender<bool>>,
     replays_held: Arc<watch::Sender<bool>>,
     poison: Arc<parking_lot::Mutex<Option<Box<str>>>>,
+    /// The id of a shard to stop after its next batch, plus one (0: none).
+    stop: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl ShardHold {
@@ -181,7 +186,26 @@ impl ShardHold {
             held: Arc::new(watch::Sender::new(false)),
             replays_held: Arc::new(watch::Sender::new(false)),
             poison: Arc::default(),
+            stop: Arc::default(),
         }
+    }
+
+    /// Shard `id` stops (its actor ends, as one killed by a bug would) once it has
+    /// routed its next batch; its supervisor restarts it ([`super::restart`]).
+    pub fn stop_shard(&self, id: ShardId) {
+        self.stop
+            .store(u32::from(id) + 1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn take_stop(&self, id: ShardId) -> bool {
+        self.stop
+            .compare_exchange(
+                u32::from(id) + 1,
+                0,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            )
+            .is_ok()
     }
 
     /// From now on, replays are answered (as of when they were asked) only once
@@ -292,6 +316,8 @@ pub struct BrokerShard {
     metrics: Metrics,
     scratch: Vec<u64>,
     hold: Option<ShardHold>,
+    /// This shard in `switchboard_shards`.
+    _running: Running,
 }
 
 impl BrokerShard {
@@ -315,6 +341,7 @@ impl BrokerShard {
             depth,
             evaluations: metrics.filter_evaluations.with_label_values(&["shard"]),
             routed: metrics.shard_events.with_label_values(&[&id.to_string()]),
+            _running: Running::new(metrics.shards.clone()),
             metrics,
             scratch: Vec::new(),
             hold,
@@ -324,13 +351,18 @@ impl BrokerShard {
 
 impl Actor for BrokerShard {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.shards.inc();
-    }
+/// Restarted in place (see [`super::restart`]): its slots, retention, registrations
+/// and queued publishes are all still here.
+impl Supervised for BrokerShard {}
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.shards.dec();
+impl Placeable for BrokerShard {
+    const NAME: &'static str = "shard";
+}
+
+impl Drop for BrokerShard {
+    fn drop(&mut self) {
         self.metrics.shard_retained.sub(self.retention.len() as i64);
     }
 }
@@ -343,9 +375,12 @@ fn upstream_key(proxy: ProxyId, key: u32) -> u64 {
 impl Handler<Publish> for BrokerShard {
     type Result = ();
 
-    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         if let Some(msg) = self.incoming.admit(msg) {
             self.route_guarded(msg);
+        }
+        if self.hold.as_ref().is_some_and(|h| h.take_stop(self.id)) {
+            ctx.stop();
         }
     }
 }

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::distributor::{Distributor, ShardHandle, ShardMap};
-use super::placement::Placement;
+use super::placement::{Placeable, Placement};
 use super::proxy::{AttachShard, EventProxy};
 use super::scaling::{Decision, Load, Scaler};
 use super::shard::{Expect, Release, ShardFactory};
@@ -129,7 +129,9 @@ impl ShardSupervisor {
                     let id = self.next_id;
                     self.next_id += 1;
                     let (shard, depth) = self.factory.make(id);
-                    let addr = self.placement.spawn(usize::from(id), shard);
+                    let addr = self
+                        .placement
+                        .spawn(usize::from(id), self.factory.mailbox, shard);
                     let handle = ShardHandle { id, addr, depth };
                     Box::pin(add(
                         self.distributor.clone(),
@@ -159,6 +161,18 @@ impl Actor for ShardSupervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.interval, |supervisor, ctx| supervisor.look(ctx));
     }
+}
+
+/// Restarted in place after a panic: a change under way is dropped with the
+/// context's futures, so the next look may start another.
+impl Supervised for ShardSupervisor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.busy = false;
+    }
+}
+
+impl Placeable for ShardSupervisor {
+    const NAME: &'static str = "supervisor";
 }
 
 /// Puts `shard` in the map, has every proxy register with it, then gives it its

@@ -33,7 +33,9 @@ use prometheus::{IntCounter, IntGauge};
 pub use messages::*;
 
 use super::distributor::Distributor;
+use super::placement::Placeable;
 use super::replay::{self, ShardReplay};
+use super::restart::Running;
 use super::session::{ClientSession, EndSession, TrackExpiry};
 use super::shard::{AddUpstream, BrokerShard, RemoveUpstream, Replay, Replayed};
 use crate::account::{AccountIdx, Accounts};
@@ -90,6 +92,8 @@ pub struct EventProxy {
     matched_filters: Vec<FilterKey>,
     gathered: Vec<u64>,
     touched: Vec<u32>,
+    /// This proxy in `switchboard_proxies`.
+    _running: Running,
 }
 
 impl EventProxy {
@@ -109,6 +113,7 @@ impl EventProxy {
             session_count: metrics
                 .proxy_sessions
                 .with_label_values(&[&id.0.to_string()]),
+            _running: Running::new(metrics.proxies.clone()),
             metrics,
             settings,
             index: SubscriptionIndex::new(),
@@ -430,14 +435,16 @@ impl EventProxy {
 
 impl Actor for EventProxy {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.proxies.inc();
-    }
+/// Restarted in place (see [`super::restart`]): its sessions, filters and queued
+/// deliveries are all still here. Timers and waits of its context are not: a
+/// filter's grace ends with the restart (it stays registered until its proxy
+/// retires), a pending answer is dropped (its caller gets a 503 and retries).
+impl Supervised for EventProxy {}
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.proxies.dec();
-    }
+impl Placeable for EventProxy {
+    const NAME: &'static str = "proxy";
 }
 
 /// A request's answer that comes at once, as an actor future.
