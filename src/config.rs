@@ -42,6 +42,10 @@ pub enum ConfigError {
     },
 }
 
+/// Most proxies at once: each is an actor with its own index and mailbox, and a
+/// proxy per few sessions would cost more than it spreads.
+pub const MAX_PROXIES: usize = 1024;
+
 /// The whole server configuration. Unknown keys are an error, so a typo is caught at
 /// start-up instead of silently falling back to a default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,9 +184,9 @@ pub struct PublishConfig {
     pub shard_queue: usize,
 }
 
-/// How the shard supervisor grows and shrinks the shards (API.md §8, "Scaling inside
-/// a node"). With `shards_min = shards_max` (the default: both 0, meaning `shards`)
-/// the count stays fixed.
+/// How the supervisors grow and shrink the shards and the proxies (API.md §8,
+/// "Scaling inside a node"). With `shards_min = shards_max` (the default: both 0,
+/// meaning `shards`) the shard count stays fixed, and likewise for proxies.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScalingConfig {
@@ -190,6 +194,14 @@ pub struct ScalingConfig {
     pub shards_min: usize,
     /// Most shards; 0 means `shards`.
     pub shards_max: usize,
+    /// Fewest proxies; 0 means `proxies`.
+    pub proxies_min: usize,
+    /// Most proxies; 0 means `proxies`.
+    pub proxies_max: usize,
+    /// Client sessions a proxy is meant to hold: once every proxy holds this many,
+    /// one is added; once all sessions would fit in one proxy fewer at half of it,
+    /// the least loaded is retired and its sessions moved.
+    pub sessions_per_proxy: usize,
     /// Events per second of one shard above which a shard is added.
     pub shard_high_events_per_sec: u64,
     /// Events per second per shard, counted on one shard fewer, below which the
@@ -424,6 +436,9 @@ impl Default for ScalingConfig {
         ScalingConfig {
             shards_min: 0,
             shards_max: 0,
+            proxies_min: 0,
+            proxies_max: 0,
+            sessions_per_proxy: 10_000,
             shard_high_events_per_sec: 50_000,
             shard_low_events_per_sec: 5_000,
             retire_after_secs: 60,
@@ -625,6 +640,29 @@ impl Config {
                 message: format!("must not exceed scaling.shards_max ({max})"),
             });
         }
+        let (min, max) = self.proxy_bounds();
+        if min > max {
+            return Err(ConfigError::Invalid {
+                key: "scaling.proxies_min",
+                message: format!("must not exceed scaling.proxies_max ({max})"),
+            });
+        }
+        if self.scaling.proxies_max > MAX_PROXIES || self.proxies > MAX_PROXIES {
+            return Err(ConfigError::Invalid {
+                key: if self.proxies > MAX_PROXIES {
+                    "proxies"
+                } else {
+                    "scaling.proxies_max"
+                },
+                message: format!("must be at most {MAX_PROXIES}"),
+            });
+        }
+        if self.scaling.sessions_per_proxy == 0 {
+            return Err(ConfigError::Invalid {
+                key: "scaling.sessions_per_proxy",
+                message: "must be greater than 0".into(),
+            });
+        }
         if self.scaling.shard_low_events_per_sec >= self.scaling.shard_high_events_per_sec {
             return Err(ConfigError::Invalid {
                 key: "scaling.shard_low_events_per_sec",
@@ -681,6 +719,17 @@ impl Config {
         (
             or_shards(self.scaling.shards_min),
             or_shards(self.scaling.shards_max),
+        )
+    }
+
+    /// The proxy counts the proxy supervisor keeps within, 0s resolved (see
+    /// [`ScalingConfig`]).
+    pub fn proxy_bounds(&self) -> (usize, usize) {
+        let proxies = Config::resolve_count(self.proxies);
+        let or_proxies = |n: usize| if n == 0 { proxies } else { n };
+        (
+            or_proxies(self.scaling.proxies_min),
+            or_proxies(self.scaling.proxies_max),
         )
     }
 

@@ -141,6 +141,10 @@ pub struct Metrics {
     pub shard_events: IntCounterVec,
     /// Shards the supervisor added and retired, by change (`added`, `retired`).
     pub shard_changes: IntCounterVec,
+    /// Proxies the proxy supervisor added and retired, by change.
+    pub proxy_changes: IntCounterVec,
+    /// Client sessions moved from one proxy to another.
+    pub sessions_moved: IntCounter,
     /// Publish batches a shard dropped because routing them panicked (a bug).
     pub shard_panics: IntCounter,
     /// Actors restarted in place, by actor (`shard`, `proxy`, `supervisor`) and
@@ -325,6 +329,15 @@ impl Metrics {
                 "Broker shards the shard supervisor added and retired, by change",
                 &["change"],
             ),
+            proxy_changes: reg.counter_vec(
+                "switchboard_proxy_changes_total",
+                "Event proxies the proxy supervisor added and retired, by change",
+                &["change"],
+            ),
+            sessions_moved: reg.counter(
+                "switchboard_sessions_moved_total",
+                "Client sessions moved from one event proxy to another (merging and retiring proxies)",
+            ),
             cached_events: reg.gauge(
                 "switchboard_cached_events",
                 "Events retained in client outboxes for replay and absent clients",
@@ -486,6 +499,7 @@ impl Metrics {
         }
         for change in ["added", "retired"] {
             self.shard_changes.with_label_values(&[change]);
+            self.proxy_changes.with_label_values(&[change]);
         }
         for actor in ["shard", "proxy"] {
             self.filter_evaluations.with_label_values(&[actor]);

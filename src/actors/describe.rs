@@ -31,8 +31,8 @@ pub struct ShardView {
 /// One proxy in the topology.
 #[derive(Debug, Serialize)]
 pub struct ProxyView {
-    /// Its number.
-    pub index: usize,
+    /// Its id (the `index` label of its metrics; never reused).
+    pub index: u32,
     /// Whether it answered within the deadline; the figures below are absent if not.
     pub answered: bool,
     /// What it holds.
@@ -75,7 +75,7 @@ impl TopologyView {
     /// proxy's answer (`None`: no answer in time).
     pub fn new(
         shards: Vec<(ShardId, usize, Option<ShardLoad>)>,
-        proxies: Vec<Option<ProxyLoad>>,
+        proxies: Vec<(u32, Option<ProxyLoad>)>,
     ) -> TopologyView {
         let mut totals = Totals {
             shards: shards.len(),
@@ -85,7 +85,7 @@ impl TopologyView {
         for load in shards.iter().filter_map(|(_, _, load)| load.as_ref()) {
             totals.upstream_subscriptions += load.upstream_subscriptions;
         }
-        for load in proxies.iter().flatten() {
+        for load in proxies.iter().filter_map(|(_, load)| load.as_ref()) {
             totals.sessions += load.sessions;
             totals.client_subscriptions += load.client_subscriptions;
             totals.filters += load.filters;
@@ -103,7 +103,6 @@ impl TopologyView {
                 .collect(),
             proxies: proxies
                 .into_iter()
-                .enumerate()
                 .map(|(index, load)| ProxyView {
                     index,
                     answered: load.is_some(),
@@ -127,9 +126,13 @@ impl Topology {
             }
         }));
         let proxies = join_all(
-            self.proxies
-                .iter()
-                .map(|proxy| async move { ask(proxy, DescribeProxy, deadline).await.ok() }),
+            self.directory
+                .proxies()
+                .into_iter()
+                .map(|proxy| async move {
+                    let load = ask(&proxy.addr, DescribeProxy, deadline).await.ok();
+                    (proxy.id.0, load)
+                }),
         );
         let (shards, proxies) = futures_util::future::join(shards, proxies).await;
         TopologyView::new(shards, proxies)
@@ -152,6 +155,7 @@ mod tests {
             client_subscriptions: 1002,
             filters: 2,
             queue_depth: 1,
+            forwarding: 0,
         };
         let view = TopologyView::new(
             vec![
@@ -159,7 +163,7 @@ mod tests {
                 (1, 512, None),
                 (3, 0, Some(shard(1))),
             ],
-            vec![Some(proxy), None],
+            vec![(0, Some(proxy)), (1, None)],
         );
         assert_eq!(
             view.totals,

@@ -9,10 +9,12 @@
 pub mod ask;
 pub mod call;
 pub mod describe;
+pub mod directory;
 pub mod distributor;
 pub mod handoff;
 pub mod placement;
 pub mod proxy;
+pub mod proxy_supervisor;
 pub mod replay;
 pub mod restart;
 pub mod scaling;
@@ -24,26 +26,21 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-
-use crate::account::{AccountIdx, Accounts};
+use crate::account::Accounts;
 use crate::config::Config;
 use crate::egress::Egress;
-use crate::hash::fnv1a_64_from;
 use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::outbox;
+use directory::{Directory, ProxyHandle};
 use distributor::{Distributor, ShardHandle, ShardMap};
 use placement::Placement;
-use proxy::{EventProxy, ProxyId, ProxySettings, WebhookSettings};
-use scaling::{Marks, Scaler};
+use proxy::{ProxyFactory, ProxyId, ProxySettings, WebhookSettings};
+use proxy_supervisor::{ProxySupervisor, PROXY_MAILBOX};
+use scaling::{Marks, ProxyMarks, ProxyScaler, Scaler};
 use shard::ShardFactory;
 use slots::ShardId;
 use supervisor::ShardSupervisor;
-
-/// actix's default mailbox capacity, a back-pressure hint for senders that wait;
-/// what reaches a proxy is bounded by its senders (shards' queues, sessions' quotas).
-const PROXY_MAILBOX: usize = 16;
 
 /// The actors: shards and proxies, placed on the HTTP worker threads (see
 /// [`placement`]), and the distributor. Passed to the HTTP layer by value in its state
@@ -51,8 +48,8 @@ const PROXY_MAILBOX: usize = 16;
 pub struct Topology {
     /// Shard map for publishers.
     pub distributor: Arc<Distributor>,
-    /// Event proxies; a client's proxy is chosen by hashing its account and id.
-    pub proxies: Vec<Addr<EventProxy>>,
+    /// Event proxies, and which holds each client.
+    pub directory: Arc<Directory>,
     /// `[limits]` and what each account holds against them.
     pub quotas: Arc<Quotas>,
     placement: Arc<Placement>,
@@ -73,7 +70,8 @@ impl Topology {
         // One per core, or as configured, within the supervisor's bounds.
         let (shards_min, shards_max) = config.shard_bounds();
         let shard_count = Config::resolve_count(config.shards).clamp(shards_min, shards_max);
-        let proxy_count = Config::resolve_count(config.proxies);
+        let (proxies_min, proxies_max) = config.proxy_bounds();
+        let proxy_count = Config::resolve_count(config.proxies).clamp(proxies_min, proxies_max);
         let placement = Arc::new(Placement::new(threads, metrics.actor_restarts.clone()));
         let factory = ShardFactory {
             retention: (
@@ -101,7 +99,9 @@ impl Topology {
             accounts.iter().count(),
             metrics.clone(),
         ));
+        let directory = Arc::new(Directory::default());
         let settings = ProxySettings {
+            directory: directory.clone(),
             quotas: quotas.clone(),
             limits: outbox::Limits {
                 max_events: config.retention.max_events,
@@ -114,43 +114,69 @@ impl Topology {
                 accounts: accounts.clone(),
             },
         };
-        let proxies = (0..proxy_count)
-            .map(|i| {
-                let proxy = EventProxy::new(
-                    ProxyId(i as u16),
-                    metrics
-                        .mailbox_depth
-                        .with_label_values(&["proxy", &i.to_string()]),
-                    distributor.clone(),
-                    metrics.clone(),
-                    settings.clone(),
-                );
-                placement.place(i, PROXY_MAILBOX, proxy)
-            })
-            .collect::<Vec<_>>();
+        let proxy_factory = ProxyFactory {
+            distributor: distributor.clone(),
+            metrics: metrics.clone(),
+            settings,
+        };
+        for i in 0..proxy_count {
+            let id = ProxyId(i as u32);
+            let (proxy, sessions, depth) = proxy_factory.make(id);
+            let addr = placement.place(i, PROXY_MAILBOX, proxy);
+            directory.add(ProxyHandle {
+                id,
+                addr,
+                sessions,
+                depth,
+            });
+        }
+        // One topology change at a time: a session move counts on the shard map
+        // staying as it is, a shard's arrival on every proxy registering with it.
+        let changes = proxy_supervisor::ChangeLock::default();
+        let scaling = &config.scaling;
+        let retire_after = Duration::from_secs(scaling.retire_after_secs);
+        let interval = Duration::from_millis(scaling.interval_ms);
         if shards_min < shards_max {
-            let scaling = &config.scaling;
             let scaler = Scaler::new(Marks {
                 min: shards_min,
                 max: shards_max,
                 high: scaling.shard_high_events_per_sec as f64,
                 queue_high: (config.publish.shard_queue / 2) as i64,
                 low: scaling.shard_low_events_per_sec as f64,
-                retire_after: Duration::from_secs(scaling.retire_after_secs),
+                retire_after,
             });
             let supervisor = ShardSupervisor::new(
                 distributor.clone(),
                 placement.clone(),
-                proxies.clone(),
+                directory.clone(),
                 factory,
                 scaler,
-                Duration::from_millis(scaling.interval_ms),
+                interval,
+                changes.clone(),
+            );
+            placement.place(0, PROXY_MAILBOX, supervisor);
+        }
+        if proxies_min < proxies_max {
+            let scaler = ProxyScaler::new(ProxyMarks {
+                min: proxies_min,
+                max: proxies_max,
+                sessions_per_proxy: scaling.sessions_per_proxy,
+                retire_after,
+            });
+            let supervisor = ProxySupervisor::new(
+                directory.clone(),
+                distributor.clone(),
+                placement.clone(),
+                proxy_factory,
+                scaler,
+                interval,
+                changes,
             );
             placement.place(0, PROXY_MAILBOX, supervisor);
         }
         Topology {
             distributor,
-            proxies,
+            directory,
             quotas,
             placement,
         }
@@ -160,14 +186,5 @@ impl Topology {
     /// each HTTP worker thread, from the app factory.
     pub fn start_share(&self) {
         self.placement.start_share();
-    }
-
-    /// The proxy that holds this client's session.
-    pub fn proxy_for(&self, account: AccountIdx, client: &str) -> &Addr<EventProxy> {
-        // Seeded by the account (spread by the golden-ratio constant) rather than
-        // hashing its bytes first: the same placement as ever, one FNV-1a.
-        let seed = u64::from(account.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let hash = fnv1a_64_from(seed, client.as_bytes());
-        &self.proxies[(hash % self.proxies.len() as u64) as usize]
     }
 }

@@ -14,7 +14,7 @@ use crate::event::SharedEvent;
 use crate::outbox::{Entry, MatchedSubs};
 
 /// Per shard, the sequence number up to which a replay covered a client.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplayCoverage(FxHashMap<u16, u64>);
 
 impl ReplayCoverage {

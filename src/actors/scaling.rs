@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::proxy::ProxyId;
 use super::slots::ShardId;
 
 /// The bounds and marks (`[scaling]` in the configuration).
@@ -43,20 +44,62 @@ pub struct Load {
 
 /// What to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum Decision<Id = ShardId> {
     /// Nothing.
     Hold,
-    /// Add a shard.
+    /// Add one.
     Add,
-    /// Retire this shard.
-    Retire(ShardId),
+    /// Retire this one.
+    Retire(Id),
 }
 
-/// The scaling rule and the one thing it remembers: since when the load is low.
+/// What both rules share: the bounds, and since when the load would fit on one
+/// fewer (a lull between bursts must not cost a retirement and an addition).
+#[derive(Debug)]
+struct Hysteresis {
+    min: usize,
+    max: usize,
+    retire_after: Duration,
+    low_since: Option<Instant>,
+}
+
+impl Hysteresis {
+    /// The decision for `n` actors, `hot` (one more is wanted), `fits_on_fewer`
+    /// (the load would sit below the low mark on one fewer) and the `least` busy.
+    fn decide<Id>(
+        &mut self,
+        n: usize,
+        hot: bool,
+        fits_on_fewer: bool,
+        least: Option<Id>,
+        now: Instant,
+    ) -> Decision<Id> {
+        if n < self.min || (hot && n < self.max) {
+            self.low_since = None;
+            return Decision::Add;
+        }
+        if n > self.max {
+            self.low_since = None;
+            return least.map_or(Decision::Hold, Decision::Retire);
+        }
+        if hot || !fits_on_fewer || n <= self.min || n <= 1 {
+            self.low_since = None;
+            return Decision::Hold;
+        }
+        let since = *self.low_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.retire_after {
+            return Decision::Hold;
+        }
+        self.low_since = None;
+        least.map_or(Decision::Hold, Decision::Retire)
+    }
+}
+
+/// The shard rule and the one thing it remembers: since when the load is low.
 #[derive(Debug)]
 pub struct Scaler {
     marks: Marks,
-    low_since: Option<Instant>,
+    hysteresis: Hysteresis,
 }
 
 impl Scaler {
@@ -64,7 +107,12 @@ impl Scaler {
     pub fn new(marks: Marks) -> Scaler {
         Scaler {
             marks,
-            low_since: None,
+            hysteresis: Hysteresis {
+                min: marks.min,
+                max: marks.max,
+                retire_after: marks.retire_after,
+                low_since: None,
+            },
         }
     }
 
@@ -75,34 +123,75 @@ impl Scaler {
             .iter()
             .min_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec))
             .map(|load| load.shard);
-        if n < self.marks.min {
-            self.low_since = None;
-            return Decision::Add;
-        }
-        if n > self.marks.max {
-            self.low_since = None;
-            return least.map_or(Decision::Hold, Decision::Retire);
-        }
         let hot = loads
             .iter()
             .any(|l| l.events_per_sec > self.marks.high || l.queued > self.marks.queue_high);
-        if hot && n < self.marks.max {
-            self.low_since = None;
-            return Decision::Add;
-        }
         let total: f64 = loads.iter().map(|l| l.events_per_sec).sum();
-        let fits_on_fewer =
-            !hot && n > self.marks.min && n > 1 && total / ((n - 1) as f64) < self.marks.low;
-        if !fits_on_fewer {
-            self.low_since = None;
-            return Decision::Hold;
+        let fits_on_fewer = n > 1 && total / ((n - 1) as f64) < self.marks.low;
+        self.hysteresis.decide(n, hot, fits_on_fewer, least, now)
+    }
+}
+
+/// The proxy bounds and mark (`[scaling]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyMarks {
+    /// Fewest proxies.
+    pub min: usize,
+    /// Most proxies.
+    pub max: usize,
+    /// Sessions a proxy is meant to hold.
+    pub sessions_per_proxy: usize,
+    /// How long the sessions must fit in one proxy fewer before one is retired.
+    pub retire_after: Duration,
+}
+
+/// One proxy's load at a look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// The proxy.
+    pub proxy: ProxyId,
+    /// Its client sessions.
+    pub sessions: usize,
+}
+
+/// When to add or retire a proxy. New sessions go to the least loaded proxy (see
+/// [`super::directory`]), so proxies fill evenly: one is added once every proxy
+/// holds `sessions_per_proxy`, and one is retired (its sessions moved to the
+/// others) once all sessions would fill one proxy fewer to at most half of it, for
+/// `retire_after`. The least loaded is retired, the newest of a tie, so the fewest
+/// sessions move.
+#[derive(Debug)]
+pub struct ProxyScaler {
+    marks: ProxyMarks,
+    hysteresis: Hysteresis,
+}
+
+impl ProxyScaler {
+    /// A rule with these marks.
+    pub fn new(marks: ProxyMarks) -> ProxyScaler {
+        ProxyScaler {
+            marks,
+            hysteresis: Hysteresis {
+                min: marks.min,
+                max: marks.max,
+                retire_after: marks.retire_after,
+                low_since: None,
+            },
         }
-        let since = *self.low_since.get_or_insert(now);
-        if now.saturating_duration_since(since) < self.marks.retire_after {
-            return Decision::Hold;
-        }
-        self.low_since = None;
-        least.map_or(Decision::Hold, Decision::Retire)
+    }
+
+    /// What to do, given each proxy's sessions at `now`.
+    pub fn decide(&mut self, fills: &[Fill], now: Instant) -> Decision<ProxyId> {
+        let n = fills.len();
+        let capacity = self.marks.sessions_per_proxy;
+        let least = fills
+            .iter()
+            .min_by_key(|f| (f.sessions, std::cmp::Reverse(f.proxy)))
+            .map(|f| f.proxy);
+        let hot = n > 0 && fills.iter().all(|f| f.sessions >= capacity);
+        let total: usize = fills.iter().map(|f| f.sessions).sum();
+        let fits_on_fewer = n > 1 && total.saturating_mul(2) <= (n - 1).saturating_mul(capacity);
+        self.hysteresis.decide(n, hot, fits_on_fewer, least, now)
     }
 }
 
@@ -209,6 +298,57 @@ mod tests {
             s.decide(&at(&[(0, 0.0), (1, 5.0), (2, 0.0), (3, 9.0)]), t),
             Decision::Retire(0),
             "above the maximum"
+        );
+    }
+
+    fn proxies(sessions: &[(u32, usize)]) -> Vec<Fill> {
+        sessions
+            .iter()
+            .map(|&(id, sessions)| Fill {
+                proxy: ProxyId(id),
+                sessions,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_proxy_is_added_once_every_proxy_is_full_and_retired_once_half_would_do() {
+        let mut s = ProxyScaler::new(ProxyMarks {
+            min: 1,
+            max: 3,
+            sessions_per_proxy: 10,
+            retire_after: Duration::from_secs(5),
+        });
+        let t = Instant::now();
+        assert_eq!(s.decide(&proxies(&[(0, 9)]), t), Decision::Hold);
+        assert_eq!(s.decide(&proxies(&[(0, 10)]), t), Decision::Add);
+        assert_eq!(
+            s.decide(&proxies(&[(0, 12), (1, 3)]), t),
+            Decision::Hold,
+            "new sessions go to the emptier one"
+        );
+        assert_eq!(
+            s.decide(&proxies(&[(0, 30), (1, 10), (2, 11)]), t),
+            Decision::Hold,
+            "at the maximum"
+        );
+        // 9 sessions would fill two proxies to at most half: wait, then retire the
+        // least loaded, the newest of a tie.
+        let quiet = proxies(&[(0, 5), (1, 2), (2, 2)]);
+        assert_eq!(s.decide(&quiet, t), Decision::Hold);
+        assert_eq!(s.decide(&quiet, t + Duration::from_secs(4)), Decision::Hold);
+        assert_eq!(
+            s.decide(&quiet, t + Duration::from_secs(5)),
+            Decision::Retire(ProxyId(2))
+        );
+        // 6 sessions do not fit one proxy at half of 10.
+        let two = proxies(&[(0, 4), (1, 2)]);
+        assert_eq!(s.decide(&two, t), Decision::Hold);
+        assert_eq!(s.decide(&two, t + Duration::from_secs(60)), Decision::Hold);
+        assert_eq!(
+            s.decide(&proxies(&[(0, 3)]), t + Duration::from_secs(99)),
+            Decision::Hold,
+            "never below the minimum"
         );
     }
 }

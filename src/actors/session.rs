@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::proxy::{EventProxy, ExpireSubscription, SessionClosed};
+use super::proxy::{EventProxy, ExpireSubscription, Rehomed, SessionClosed};
 use crate::clock::unix_now;
 use crate::outbox::Outbox;
 
@@ -34,6 +34,21 @@ pub struct TrackExpiry {
 pub struct Detached {
     /// The connection id from `Outbox::attach`.
     pub conn: u64,
+}
+
+/// The session moved to another proxy: write to it from now on, and tell the old
+/// one so (it passes on what this actor sent it before).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rehome {
+    /// The new proxy.
+    pub proxy: Addr<EventProxy>,
+    /// The session's slot there.
+    pub slot: u32,
+    /// The old proxy.
+    pub from: Addr<EventProxy>,
+    /// The session's slot there.
+    pub from_slot: u32,
 }
 
 /// The proxy dropped this session: stop.
@@ -169,6 +184,20 @@ impl Handler<Detached> for ClientSession {
         if self.outbox.detach(msg.conn) {
             self.arm_idle(ctx);
         }
+    }
+}
+
+impl Handler<Rehome> for ClientSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rehome, _ctx: &mut Self::Context) {
+        // Timers read these when they fire, so they reach the new proxy too.
+        self.proxy = msg.proxy;
+        self.slot = msg.slot;
+        // After anything this actor sent the old proxy: it may stop passing on.
+        msg.from.do_send(Rehomed {
+            slot: msg.from_slot,
+        });
     }
 }
 

@@ -143,6 +143,24 @@ pub struct Adopt {
     pub links: Vec<(ProxyId, Addr<EventProxy>, IntGauge)>,
 }
 
+/// From a proxy taking sessions over from another: this shard's last sequence
+/// number, answered after the registrations the proxy queued before it, so every
+/// later event those want reaches the proxy (see `proxy::moving`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Watermark {
+    /// Told this shard's id and last sequence number.
+    pub ack: oneshot::Sender<(ShardId, u64)>,
+}
+
+/// From the proxy supervisor: a proxy retired; forget its registrations and link.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DetachProxy {
+    /// The retired proxy.
+    pub proxy: ProxyId,
+}
+
 /// What a shard holds, for the live topology (`GET /v1/Admin/Topology`).
 #[derive(Message)]
 #[rtype(result = "ShardLoad")]
@@ -168,12 +186,16 @@ pub struct ShardLoad {
 /// It can also make a shard panic while routing an event of a given type
 /// ([`ShardHold::poison`]), so tests can replay a bug that panics mid-batch, hold
 /// back the answers to `cursor=earliest` replays ([`ShardHold::hold_replays`]), so
-/// tests can show that a slow replay holds up nobody else, and stop a shard
+/// tests can show that a slow replay holds up nobody else, hold a session move
+/// between its two cuts ([`ShardHold::hold_watermarks`]), and stop a shard
 /// ([`ShardHold::stop_shard`]), so tests can show it is restarted.
 #[derive(Debug, Clone)]
 pub struct ShardHold {
     held: Arc<watch::Sender<bool>>,
     replays_held: Arc<watch::Sender<bool>>,
+    watermarks_held: Arc<watch::Sender<bool>>,
+    /// Watermark answers waiting for [`ShardHold::release_watermarks`].
+    watermarks_waiting: Arc<std::sync::atomic::AtomicUsize>,
     poison: Arc<parking_lot::Mutex<Option<Box<str>>>>,
     /// The id of a shard to stop after its next batch, plus one (0: none).
     stop: Arc<std::sync::atomic::AtomicU32>,
@@ -185,9 +207,30 @@ impl ShardHold {
         ShardHold {
             held: Arc::new(watch::Sender::new(false)),
             replays_held: Arc::new(watch::Sender::new(false)),
+            watermarks_held: Arc::new(watch::Sender::new(false)),
+            watermarks_waiting: Arc::default(),
             poison: Arc::default(),
             stop: Arc::default(),
         }
+    }
+
+    /// From now on, the answers to a proxy's [`Watermark`] (a session move's cut,
+    /// taken when asked) wait for [`ShardHold::release_watermarks`]: the move
+    /// stays in the middle, both proxies holding events, for as long as a test
+    /// wants.
+    pub fn hold_watermarks(&self) {
+        self.watermarks_held.send_replace(true);
+    }
+
+    /// Sends the watermark answers held so far, and holds no more.
+    pub fn release_watermarks(&self) {
+        self.watermarks_held.send_replace(false);
+    }
+
+    /// How many watermark answers are held now.
+    pub fn watermarks_waiting(&self) -> usize {
+        self.watermarks_waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Shard `id` stops (its actor ends, as one killed by a bug would) once it has
@@ -372,6 +415,11 @@ fn upstream_key(proxy: ProxyId, key: u32) -> u64 {
     (u64::from(proxy.0) << 32) | u64::from(key)
 }
 
+/// The proxy of an upstream index key.
+fn proxy_of(key: u64) -> ProxyId {
+    ProxyId((key >> 32) as u32)
+}
+
 impl Handler<Publish> for BrokerShard {
     type Result = ();
 
@@ -431,7 +479,7 @@ impl BrokerShard {
             );
             let mut last = None;
             for key in &self.scratch {
-                let proxy = ProxyId((key >> 32) as u16);
+                let proxy = proxy_of(*key);
                 if last == Some(proxy) {
                     continue; // keys are sorted, so one proxy's keys are adjacent
                 }
@@ -509,7 +557,7 @@ impl Handler<Release> for BrokerShard {
         self.metrics.shard_retained.sub(retained.len() as i64);
         // A filter pinned to a call lives where the call does; the others stay
         // registered here too, for the slots this shard keeps.
-        let upstreams = self.upstream.take_where(|filter| {
+        let upstreams = self.upstream.take_where(|_, filter| {
             filter
                 .call_sid_eq()
                 .is_some_and(|sid| moving[usize::from(call_slot(sid))])
@@ -519,7 +567,7 @@ impl Handler<Release> for BrokerShard {
             .sub(upstreams.len() as i64);
         let mut links: Vec<(ProxyId, Addr<EventProxy>, IntGauge)> = Vec::new();
         for (key, _, _) in &upstreams {
-            let proxy = ProxyId((key >> 32) as u16);
+            let proxy = proxy_of(*key);
             if links.iter().all(|(p, _, _)| *p != proxy) {
                 if let Some(link) = self.proxies.get(&proxy) {
                     links.push((proxy, link.addr.clone(), link.depth.clone()));
@@ -600,6 +648,46 @@ impl Handler<RemoveUpstream> for BrokerShard {
         {
             self.metrics.aggregated_subscriptions.dec();
         }
+    }
+}
+
+impl Handler<Watermark> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watermark, _ctx: &mut Self::Context) {
+        let answer = (self.id, self.retention.last_seq());
+        match self.hold.clone() {
+            Some(hold) if *hold.watermarks_held.borrow() => {
+                use std::sync::atomic::Ordering::SeqCst;
+                hold.watermarks_waiting.fetch_add(1, SeqCst);
+                actix::spawn(async move {
+                    let _ = hold
+                        .watermarks_held
+                        .subscribe()
+                        .wait_for(|held| !held)
+                        .await;
+                    hold.watermarks_waiting.fetch_sub(1, SeqCst);
+                    let _ = msg.ack.send(answer);
+                });
+            }
+            _ => {
+                let _ = msg.ack.send(answer);
+            }
+        }
+    }
+}
+
+impl Handler<DetachProxy> for BrokerShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: DetachProxy, _ctx: &mut Self::Context) {
+        let removed = self
+            .upstream
+            .take_where(|key, _| proxy_of(key) == msg.proxy);
+        self.metrics
+            .aggregated_subscriptions
+            .sub(removed.len() as i64);
+        self.proxies.remove(&msg.proxy);
     }
 }
 

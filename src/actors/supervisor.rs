@@ -16,9 +16,11 @@ use futures_util::future::join_all;
 use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
+use super::directory::Directory;
 use super::distributor::{Distributor, ShardHandle, ShardMap};
 use super::placement::{Placeable, Placement};
-use super::proxy::{AttachShard, EventProxy};
+use super::proxy::AttachShard;
+use super::proxy_supervisor::ChangeLock;
 use super::scaling::{Decision, Load, Scaler};
 use super::shard::{Expect, Release, ShardFactory};
 use super::slots::{self, Move, ShardId};
@@ -38,10 +40,11 @@ pub fn export_slots(map: &ShardMap, metrics: &Metrics) {
 pub struct ShardSupervisor {
     distributor: Arc<Distributor>,
     placement: Arc<Placement>,
-    proxies: Vec<Addr<EventProxy>>,
+    directory: Arc<Directory>,
     factory: ShardFactory,
     scaler: Scaler,
     interval: Duration,
+    changes: ChangeLock,
     /// Each shard's routed-event count at the last look, and when that was.
     last: (FxHashMap<ShardId, u64>, Instant),
     next_id: ShardId,
@@ -55,10 +58,11 @@ impl ShardSupervisor {
     pub fn new(
         distributor: Arc<Distributor>,
         placement: Arc<Placement>,
-        proxies: Vec<Addr<EventProxy>>,
+        directory: Arc<Directory>,
         factory: ShardFactory,
         scaler: Scaler,
         interval: Duration,
+        changes: ChangeLock,
     ) -> ShardSupervisor {
         let next_id = distributor
             .current()
@@ -70,10 +74,11 @@ impl ShardSupervisor {
         ShardSupervisor {
             distributor,
             placement,
-            proxies,
+            directory,
             factory,
             scaler,
             interval,
+            changes,
             last: (FxHashMap::default(), Instant::now()),
             next_id,
             busy: false,
@@ -121,6 +126,9 @@ impl ShardSupervisor {
         if self.busy {
             return;
         }
+        let Ok(guard) = self.changes.clone().try_lock_owned() else {
+            return; // the proxy supervisor is moving sessions
+        };
         let loads = self.loads();
         let change: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
             match self.scaler.decide(&loads, Instant::now()) {
@@ -133,9 +141,11 @@ impl ShardSupervisor {
                         .placement
                         .spawn(usize::from(id), self.factory.mailbox, shard);
                     let handle = ShardHandle { id, addr, depth };
+                    let proxies = self.directory.proxies();
+                    let proxies = proxies.into_iter().map(|p| p.addr).collect();
                     Box::pin(add(
                         self.distributor.clone(),
-                        self.proxies.clone(),
+                        proxies,
                         handle,
                         self.factory.metrics.clone(),
                     ))
@@ -147,6 +157,10 @@ impl ShardSupervisor {
                 )),
             };
         self.busy = true;
+        let change = async move {
+            change.await;
+            drop(guard);
+        };
         ctx.spawn(
             fut::wrap_future::<_, Self>(change).map(|(), supervisor, _| {
                 supervisor.busy = false;
@@ -179,7 +193,7 @@ impl Placeable for ShardSupervisor {
 /// share of slots.
 async fn add(
     distributor: Arc<Distributor>,
-    proxies: Vec<Addr<EventProxy>>,
+    proxies: Vec<Addr<super::proxy::EventProxy>>,
     shard: ShardHandle,
     metrics: Metrics,
 ) {

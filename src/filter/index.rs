@@ -269,13 +269,14 @@ impl<K: Copy + Eq + Hash + Ord> SubscriptionIndex<K> {
         Some(entry.filter)
     }
 
-    /// Removes every subscription whose filter `pick` chooses, returning each with its
-    /// key and account (in key order), for a shard handing them to another.
-    pub fn take_where(&mut self, pick: impl Fn(&Filter) -> bool) -> Vec<(K, u32, Arc<Filter>)> {
+    /// Removes every subscription that `pick` chooses by its key and filter, returning
+    /// each with its key and account (in key order), for a shard handing them to
+    /// another or dropping a retired proxy's.
+    pub fn take_where(&mut self, pick: impl Fn(K, &Filter) -> bool) -> Vec<(K, u32, Arc<Filter>)> {
         let mut keys: Vec<K> = self
             .entries
             .iter()
-            .filter(|(_, entry)| pick(&entry.filter))
+            .filter(|(key, entry)| pick(**key, &entry.filter))
             .map(|(key, _)| *key)
             .collect();
         keys.sort_unstable();
@@ -551,7 +552,7 @@ mod tests {
         idx.insert(1, 1u32, filter(Some("call.*"), &["call_sid=CA1"], None));
         idx.insert(2, 2, filter(Some("call.*"), &["call_sid=CA2"], None));
         idx.insert(1, 3, filter(Some("call.*"), &[], None));
-        let taken = idx.take_where(|f| f.call_sid_eq().is_some());
+        let taken = idx.take_where(|_, f| f.call_sid_eq().is_some());
         let keys: Vec<(u32, u32)> = taken.iter().map(|(k, a, _)| (*k, *a)).collect();
         assert_eq!(keys, [(1, 1), (2, 2)]);
         assert_eq!(idx.len(), 1);

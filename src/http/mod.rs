@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::ask::{ask, AskError};
-use crate::actors::proxy::EventProxy;
+use crate::actors::proxy::{EventProxy, Routed};
 use crate::actors::Topology;
 use crate::auth::{AuthError, Principal};
 use crate::callrouter::CallRouter;
@@ -102,31 +102,54 @@ impl AppState {
         &self.accounts.get(account).sid
     }
 
-    /// Asks the proxy of `client` of `account`, giving it [`PROXY_DEADLINE`]: a proxy
-    /// that is stuck or flooded costs the caller a 503 with `Retry-After`, never a
-    /// request that hangs. Every request a handler makes of a proxy is safe to retry
-    /// (a connect resumes by cursor, a create is idempotent).
-    pub async fn ask_proxy<M>(
+    /// Asks the proxy of `client` of `account`, as the directory says, giving it
+    /// [`PROXY_DEADLINE`] in all: a proxy that is stuck or flooded costs the caller
+    /// a 503 with `Retry-After`, never a request that hangs. A proxy that answers
+    /// [`Routed::Elsewhere`] (the client is another's, or moving between proxies)
+    /// is asked again through the directory after a short pause. Every request a
+    /// handler makes of a proxy is safe to repeat (a connect resumes by cursor, a
+    /// create is idempotent, and "elsewhere" means nothing was done).
+    pub async fn ask_proxy<M, T>(
         &self,
         account: AccountIdx,
-        client: &str,
+        client: &Arc<str>,
         msg: M,
-    ) -> Result<M::Result, ApiError>
+    ) -> Result<T, ApiError>
     where
         EventProxy: actix::Handler<M>,
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
+        M: actix::Message<Result = Routed<T>> + Clone + Send + 'static,
+        T: Send + 'static,
     {
-        let proxy = self.topology.proxy_for(account, client);
-        ask(proxy, msg, PROXY_DEADLINE)
-            .await
-            .map_err(|error| match error {
-                AskError::Gone => ApiError::unavailable("draining", "the server is shutting down"),
-                AskError::Late => ApiError::unavailable(
-                    "proxy_timeout",
-                    "the client's event proxy did not answer in time; retry shortly",
-                ),
-            })
+        let draining = || ApiError::unavailable("draining", "the server is shutting down");
+        let late = || {
+            ApiError::unavailable(
+                "proxy_timeout",
+                "the client's event proxy did not answer in time; retry shortly",
+            )
+        };
+        let deadline = tokio::time::Instant::now() + PROXY_DEADLINE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let proxy = self
+                .topology
+                .directory
+                .route(account, client)
+                .ok_or_else(draining)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match ask(&proxy.addr, msg.clone(), left).await {
+                Ok(Routed::Here(answer)) => return Ok(answer),
+                // A proxy retired since the directory was read: ask again, unless
+                // the whole server is stopping.
+                Err(AskError::Gone) if self.is_draining() => return Err(draining()),
+                Ok(Routed::Elsewhere) | Err(AskError::Gone) => {}
+                Err(AskError::Late) => return Err(late()),
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(late());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }
 

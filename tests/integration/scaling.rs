@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::channels::{poll_body, poll_within, request, scrape, ws_connect};
+use crate::common::channels::{
+    create_sub, eventually_metrics, poll_body, poll_within, request, scrape, sid_of, subs_path,
+    ws_connect, HookReceiver,
+};
 use crate::common::scrape::Scrape;
 use crate::common::{new_call_sid, pct, Publisher, TestServer, WAIT};
+use switchboard::actors::shard::ShardHold;
 
 const FEEDS: usize = 8;
 const CALLS_PER_FEED: usize = 4;
@@ -125,8 +129,8 @@ async fn lull(server: &TestServer, feeds: &mut [Feed], what: &str, done: impl Fn
 }
 
 /// Adds an event (a JSON object as delivered) to `got`; true once it was the
-/// `call.completed` of the last call still open.
-fn take(got: &mut PerCall, completed: &mut usize, event: &Value) -> bool {
+/// `call.completed` of the last of `calls` calls still open.
+fn take(got: &mut PerCall, completed: &mut usize, event: &Value, calls: usize) -> bool {
     let (Some(call), Some(seq)) = (event["call_sid"].as_str(), event["data"]["seq"].as_u64())
     else {
         return false;
@@ -135,7 +139,107 @@ fn take(got: &mut PerCall, completed: &mut usize, event: &Value) -> bool {
     if event["type"] == "call.completed" {
         *completed += 1;
     }
-    *completed == CALLS
+    *completed == calls
+}
+
+/// Three subscribers, one per transport (named clients `sse`, `ws`, `lp`), each
+/// reading in its own task until every call completed.
+struct Readers {
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<PerCall>)>,
+}
+
+impl Readers {
+    /// Opens the three with `query` and starts reading until `calls` calls completed.
+    async fn open(server: &Arc<TestServer>, query: &str, calls: usize) -> Readers {
+        let (mut sse, _) = server.stream_basic(0, &format!("client=sse&{query}")).await;
+        let sse_reader = tokio::spawn(async move {
+            let (mut got, mut completed) = (PerCall::new(), 0);
+            let deadline = tokio::time::Instant::now() + 4 * PHASE;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let event = sse.next_event(left).await.expect("an SSE event");
+                if take(&mut got, &mut completed, &event.data, calls) {
+                    return got;
+                }
+            }
+        });
+        let mut ws = ws_connect(
+            server,
+            &format!("{}?client=ws&{query}", server.stream_path(0)),
+            server.creds(0),
+        )
+        .await
+        .expect("a WebSocket");
+        let open = ws.expect_json().await;
+        assert_eq!(open["type"], "stream.open", "{open}");
+        let ws_reader = tokio::spawn(async move {
+            let (mut got, mut completed) = (PerCall::new(), 0);
+            loop {
+                let frame = ws.next_json(4 * PHASE).await.expect("a WebSocket frame");
+                if take(&mut got, &mut completed, &frame, calls) {
+                    return got;
+                }
+            }
+        });
+        let poll_base = format!(
+            "{}?transport=poll&client=lp&{query}&timeout=1",
+            server.stream_path(0)
+        );
+        let poll_path = move |cursor: &Option<String>| {
+            let base = poll_base.clone();
+            match cursor {
+                Some(cursor) => format!("{base}&cursor={}", pct(cursor)),
+                None => base,
+            }
+        };
+        let (first, _) = poll_within(server, &poll_path(&None), server.creds(0), PHASE).await;
+        let (events, mut cursor) = poll_body(&first);
+        assert!(events.is_empty(), "nothing published yet");
+        let poller = server.clone();
+        let poll_reader = tokio::spawn(async move {
+            let (mut got, mut completed) = (PerCall::new(), 0);
+            let deadline = Instant::now() + 4 * PHASE;
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "long-poll never saw every call complete"
+                );
+                let (reply, _) =
+                    poll_within(&poller, &poll_path(&cursor), poller.creds(0), PHASE).await;
+                let (events, next) = poll_body(&reply);
+                cursor = next.or(cursor);
+                for event in &events {
+                    if take(&mut got, &mut completed, event, calls) {
+                        return got;
+                    }
+                }
+            }
+        });
+        Readers {
+            tasks: vec![
+                ("sse", sse_reader),
+                ("ws", ws_reader),
+                ("poll", poll_reader),
+            ],
+        }
+    }
+
+    /// Waits for each reader: every call's events, once each and in order.
+    async fn check(self, expected: &PerCall) {
+        for (transport, reader) in self.tasks {
+            let got = tokio::time::timeout(4 * PHASE, reader)
+                .await
+                .unwrap_or_else(|_| panic!("{transport}: never got every call's last event"))
+                .expect("the reader");
+            for (call, want) in expected {
+                assert_eq!(
+                    got.get(call),
+                    Some(want),
+                    "{transport}: call {call}, in order and once"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,74 +259,7 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
         c.limits.publish_per_sec = 1_000_000;
         c.limits.publish_burst = 1_000_000;
     }));
-    let query = "types=call.*";
-
-    // Three subscribers, one per transport, reading until every call completed.
-    let (mut sse, _) = server.stream_basic(0, &format!("client=sse&{query}")).await;
-    let sse_reader = tokio::spawn(async move {
-        let (mut got, mut completed) = (PerCall::new(), 0);
-        let deadline = tokio::time::Instant::now() + 4 * PHASE;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let event = sse.next_event(left).await.expect("an SSE event");
-            if take(&mut got, &mut completed, &event.data) {
-                return got;
-            }
-        }
-    });
-    let mut ws = ws_connect(
-        &server,
-        &format!("{}?client=ws&{query}", server.stream_path(0)),
-        server.creds(0),
-    )
-    .await
-    .expect("a WebSocket");
-    let open = ws.expect_json().await;
-    assert_eq!(open["type"], "stream.open", "{open}");
-    let ws_reader = tokio::spawn(async move {
-        let (mut got, mut completed) = (PerCall::new(), 0);
-        loop {
-            let frame = ws.next_json(4 * PHASE).await.expect("a WebSocket frame");
-            if take(&mut got, &mut completed, &frame) {
-                return got;
-            }
-        }
-    });
-    let poll_base = format!(
-        "{}?transport=poll&client=lp&{query}&timeout=1",
-        server.stream_path(0)
-    );
-    let poll_path = move |cursor: &Option<String>| {
-        let base = poll_base.clone();
-        match cursor {
-            Some(cursor) => format!("{base}&cursor={}", pct(cursor)),
-            None => base,
-        }
-    };
-    let (first, _) = poll_within(&server, &poll_path(&None), server.creds(0), PHASE).await;
-    let (events, mut cursor) = poll_body(&first);
-    assert!(events.is_empty(), "nothing published yet");
-    let poller = server.clone();
-    let poll_reader = tokio::spawn(async move {
-        let (mut got, mut completed) = (PerCall::new(), 0);
-        let deadline = Instant::now() + 4 * PHASE;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "long-poll never saw every call complete"
-            );
-            let (reply, _) =
-                poll_within(&poller, &poll_path(&cursor), poller.creds(0), PHASE).await;
-            let (events, next) = poll_body(&reply);
-            cursor = next.or(cursor);
-            for event in &events {
-                if take(&mut got, &mut completed, event) {
-                    return got;
-                }
-            }
-        }
-    });
-
+    let readers = Readers::open(&server, "types=call.*", CALLS).await;
     let mut feeds: Vec<Feed> = (0..FEEDS).map(|_| Feed::new(&server)).collect();
     let most = (SHARDS_MAX - 1) as f64;
     for cycle in 1..=2 {
@@ -258,23 +295,7 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
         feed.round("call.completed").await;
         feed.expected(&mut expected);
     }
-    for (transport, reader) in [
-        ("sse", sse_reader),
-        ("ws", ws_reader),
-        ("poll", poll_reader),
-    ] {
-        let got = tokio::time::timeout(4 * PHASE, reader)
-            .await
-            .unwrap_or_else(|_| panic!("{transport}: never got every call's last event"))
-            .expect("the reader");
-        for (call, want) in &expected {
-            assert_eq!(
-                got.get(call),
-                Some(want),
-                "{transport}: call {call}, in order and once"
-            );
-        }
-    }
+    readers.check(&expected).await;
     // The lulls' retirements stopped every shard they took out of the map (the
     // gauge counts running shard actors), and the last burst may add again.
     let s = scrape(&server).await;
@@ -287,7 +308,7 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
 /// its registrations and its queue, and the next publishes are routed as ever.
 #[tokio::test]
 async fn a_batch_that_panics_is_dropped_and_its_shard_goes_on() {
-    let hold = switchboard::actors::shard::ShardHold::new();
+    let hold = ShardHold::new();
     hold.poison("test.poison");
     let server = TestServer::start(|c| {
         c.shards = 1;
@@ -336,7 +357,7 @@ async fn a_batch_that_panics_is_dropped_and_its_shard_goes_on() {
 /// a replay afterwards still finds what the shard retained before.
 #[tokio::test]
 async fn a_shard_that_stops_is_restarted_with_its_slots_and_retention() {
-    let hold = switchboard::actors::shard::ShardHold::new();
+    let hold = ShardHold::new();
     let server = TestServer::start(|c| {
         c.shards = 2;
         c.shard_hold = Some(hold.clone());
@@ -413,4 +434,169 @@ fn by_call(events: &[crate::common::sse::SseEvent]) -> PerCall {
         per_call.entry(call).or_default().push(n);
     }
     per_call
+}
+
+/// Sessions the readers hold: `sse`, `ws`, `lp` and a webhook client `hook`.
+const READERS: usize = 4;
+/// Sessions put on a newly added proxy in a cycle: one more than the readers, so
+/// the readers' proxy is the least loaded when the sessions thin out.
+const NEWCOMERS: usize = READERS + 1;
+/// With this, the readers alone on one proxy and the newcomers on the other fit in
+/// one proxy at half: the readers' proxy retires and their sessions move.
+const SESSIONS_PER_PROXY: usize = 2 * (READERS + NEWCOMERS);
+
+fn proxy_changes(s: &Scrape, change: &str) -> f64 {
+    s.value("switchboard_proxy_changes_total", &[("change", change)])
+}
+
+/// `n` streams of server-made clients (each a session that ends with its
+/// connection), opened one after another so each lands where the directory says
+/// at that moment.
+async fn fillers(server: &TestServer, n: usize) -> Vec<crate::common::sse::SseStream> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(server.stream_basic(0, "types=filler.none").await.0);
+    }
+    streams
+}
+
+/// One proxy cycle, with the readers' sessions alone on the only proxy: fillers
+/// fill it so a proxy is added, newcomers go to that one, the fillers leave so
+/// the readers' proxy (now the least loaded, and the sessions fit one proxy) is
+/// retired and the readers' sessions move; then the newcomers leave.
+/// The move itself is held at its cut (`hold`) for a while with events flowing,
+/// so both proxies hold events for the moving sessions when it is cut.
+async fn proxy_cycle(server: &TestServer, hold: &ShardHold, cycle: f64) {
+    let full = fillers(server, SESSIONS_PER_PROXY - READERS).await;
+    eventually_metrics(server, "a proxy added for the full one", |s| {
+        proxy_changes(s, "added") >= cycle
+    })
+    .await;
+    let newcomers = fillers(server, NEWCOMERS).await;
+    hold.hold_watermarks();
+    drop(full);
+    let deadline = Instant::now() + WAIT;
+    while hold.watermarks_waiting() == 0 {
+        assert!(Instant::now() < deadline, "no session move began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hold.release_watermarks();
+    eventually_metrics(server, "the readers' proxy retired, sessions moved", |s| {
+        proxy_changes(s, "retired") >= cycle
+            && s.value("switchboard_sessions_moved_total", &[]) >= cycle * READERS as f64
+    })
+    .await;
+    drop(newcomers);
+    eventually_metrics(server, "the readers alone on one proxy", |s| {
+        s.value("switchboard_sessions", &[]) == READERS as f64
+            && s.value("switchboard_proxies", &[]) == 1.0
+    })
+    .await;
+}
+
+/// Publishes a round of every feed every few milliseconds until stopped.
+fn steady(feeds: Vec<Feed>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Feed>> {
+    tokio::spawn(async move {
+        let mut feeds = feeds;
+        while !stop.load(Ordering::Relaxed) {
+            for feed in &mut feeds {
+                feed.round("call.progress").await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        feeds
+    })
+}
+
+/// The proxy supervisor (issue 10): proxies are added as sessions fill them, and an
+/// underused one is retired with its sessions moved to another, twice over, while
+/// events flow: every subscriber (SSE, long-poll, WebSocket, webhook) gets every
+/// event once in each call's order, and the moved clients' control channel works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retired_proxy_moves_its_sessions_streams_and_all() {
+    let hold = ShardHold::new();
+    let server = Arc::new(TestServer::start(|c| {
+        c.shard_hold = Some(hold.clone());
+        c.shards = 2;
+        c.proxies = 1;
+        c.admin_token = TOKEN.into();
+        c.stream.heartbeat_secs = 1;
+        c.scaling.proxies_min = 1;
+        c.scaling.proxies_max = 2;
+        c.scaling.sessions_per_proxy = SESSIONS_PER_PROXY;
+        c.scaling.retire_after_secs = 0;
+        c.scaling.interval_ms = 50;
+    }));
+    let readers = Readers::open(&server, "types=call.*", 2 * CALLS_PER_FEED).await;
+    let receiver = HookReceiver::start(0).await;
+    let hook = create_sub(
+        &server,
+        0,
+        "hook",
+        &[("types", "call.*"), ("callback", &receiver.url("/hook"))],
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeds = (0..2).map(|_| Feed::new(&server)).collect();
+    let publishing = steady(feeds, stop.clone());
+    for cycle in 1..=2 {
+        proxy_cycle(&server, &hold, f64::from(cycle)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut feeds = publishing.await.expect("the publisher");
+    let mut expected = PerCall::new();
+    for feed in &mut feeds {
+        feed.round("call.completed").await;
+        feed.expected(&mut expected);
+    }
+    readers.check(&expected).await;
+    let last = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "call.completed")
+            .count()
+    };
+    let requests = receiver
+        .wait_for(WAIT, "every call's last event", |reqs| {
+            last(&hooked(reqs)) == expected.len()
+        })
+        .await;
+    let (mut got, mut completed) = (PerCall::new(), 0);
+    for event in hooked(&requests) {
+        take(&mut got, &mut completed, &event, expected.len());
+    }
+    assert_eq!(
+        got, expected,
+        "webhook: every event once, in each call's order"
+    );
+
+    // The moved webhook client's control channel answers from its new proxy.
+    let path = format!("{}/{}", subs_path(&server, 0, "hook"), sid_of(&hook));
+    let listed = request(&server, reqwest::Method::GET, &path, server.creds(0), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["sid"], hook["sid"]);
+    let topology = request(
+        &server,
+        reqwest::Method::GET,
+        "/v1/Admin/Topology",
+        Some(("admin", TOKEN)),
+        None,
+    )
+    .await
+    .json();
+    let proxies = topology["proxies"].as_array().expect("proxies");
+    assert_eq!(proxies.len(), 1, "{topology}");
+    assert_eq!(proxies[0]["index"], 2, "the third proxy made: {topology}");
+    assert_eq!(proxies[0]["sessions"], READERS, "{topology}");
+}
+
+/// The events of every webhook request, in the order they were received.
+fn hooked(requests: &[crate::common::channels::HookRequest]) -> Vec<Value> {
+    requests
+        .iter()
+        .flat_map(|r| {
+            serde_json::from_slice::<Vec<Value>>(&r.body).expect("a JSON array of events")
+        })
+        .collect()
 }

@@ -11,13 +11,31 @@ use crate::filter::{Filter, FilterEdit, ParseError};
 use crate::limits::QuotaError;
 use crate::retention::Stamped;
 
+use super::super::directory::ProxyHandle;
+use super::super::replay::ReplayCoverage;
 use super::super::session::ClientSession;
 use super::super::shard::BrokerShard;
+use super::moving::Watermarks;
+use super::sessions::Sub;
+use super::EventProxy;
 use crate::outbox::Outbox;
 
-/// A proxy's number, unique within the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProxyId(pub u16);
+/// A proxy's number, never reused while the process lives (the shards key its
+/// registrations by it, and a late message must not reach another proxy's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyId(pub u32);
+
+/// A proxy's answer to a request about a client: the answer, or "ask again": the
+/// client is held by another proxy (the directory was read before it changed), or
+/// its session is moving between proxies right now. Callers route the request
+/// through the directory again ([`crate::http::AppState::ask_proxy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed<T> {
+    /// The proxy holds the client: its answer.
+    Here(T),
+    /// Ask the client's proxy again, shortly.
+    Elsewhere,
+}
 
 /// Events for this proxy from one shard publish batch, in the shard's order. Sent
 /// with `do_send`, which always queues at once: `send` defers a message when the
@@ -68,8 +86,8 @@ pub enum ResumeFrom {
 
 /// Open (or take over) a client's publication channel; refused over a `[limits]`
 /// quota (new session, new subscription) with nothing created.
-#[derive(Message)]
-#[rtype(result = "Result<Connected, QuotaError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Routed<Result<Connected, QuotaError>>")]
 pub struct Connect {
     /// The account.
     pub account: AccountIdx,
@@ -148,8 +166,8 @@ pub struct Subscribed {
 /// Add a subscription to a client (creating its session if needed), unless the
 /// client already has an equal one; refused over a `[limits]` quota with nothing
 /// created.
-#[derive(Message)]
-#[rtype(result = "Result<Subscribed, QuotaError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Routed<Result<Subscribed, QuotaError>>")]
 pub struct Subscribe {
     /// The account.
     pub account: AccountIdx,
@@ -160,8 +178,8 @@ pub struct Subscribe {
 }
 
 /// List a client's subscriptions.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<SubscriptionView>, ControlError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Routed<Result<Vec<SubscriptionView>, ControlError>>")]
 pub struct ListSubscriptions {
     /// The account.
     pub account: AccountIdx,
@@ -182,8 +200,8 @@ pub struct SubscriptionChange {
 }
 
 /// Change one subscription of a client.
-#[derive(Message)]
-#[rtype(result = "Result<SubscriptionView, ControlError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Routed<Result<SubscriptionView, ControlError>>")]
 pub struct UpdateSubscription {
     /// The account.
     pub account: AccountIdx,
@@ -196,8 +214,8 @@ pub struct UpdateSubscription {
 }
 
 /// Remove one subscription of a client.
-#[derive(Message)]
-#[rtype(result = "Result<(), ControlError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Routed<Result<(), ControlError>>")]
 pub struct Unsubscribe {
     /// The account.
     pub account: AccountIdx,
@@ -241,6 +259,9 @@ pub struct ProxyLoad {
     pub filters: usize,
     /// Delivery batches queued for it.
     pub queue_depth: i64,
+    /// Sessions it moved out whose session actors may still write to it (their
+    /// messages are passed on to the new proxy): it retires only with none.
+    pub forwarding: usize,
 }
 
 /// A subscription's `expires` passed.
@@ -251,6 +272,101 @@ pub struct ExpireSubscription {
     pub slot: u32,
     /// The subscription.
     pub sid: Arc<str>,
+}
+
+/// From the proxy supervisor: move up to `max` of this proxy's sessions to `to`
+/// (see [`super::moving`]). `done` is told how many moved, once they are live
+/// there (0 at once when none could move: none left, or each waiting on a request).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MoveOut {
+    /// The new proxy.
+    pub to: ProxyHandle,
+    /// Most sessions to move.
+    pub max: usize,
+    /// Told how many moved.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// A session on its way to another proxy, with everything it holds.
+pub struct Emigrant {
+    /// Its slot at the old proxy.
+    pub slot: u32,
+    /// The client's account.
+    pub account: AccountIdx,
+    /// The client id.
+    pub client: Arc<str>,
+    /// Its session actor.
+    pub addr: Addr<ClientSession>,
+    /// Its outbox (its connection keeps draining it).
+    pub outbox: Arc<Outbox>,
+    /// What a replay already gave it.
+    pub replayed: ReplayCoverage,
+    /// Its subscriptions, in creation order.
+    pub subs: Vec<Sub>,
+}
+
+/// From the old proxy: these sessions are yours; register their filters, then
+/// send the cut to `from`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MoveIn {
+    /// The old proxy.
+    pub from: Addr<EventProxy>,
+    /// Its id (the directory entries to take over).
+    pub from_id: ProxyId,
+    /// The sessions.
+    pub sessions: Vec<Emigrant>,
+    /// Passed on to the end of the move.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// From the new proxy: its filters are registered; deliver what was held up to the
+/// watermarks, hand the clients over and forget them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cut {
+    /// The new proxy.
+    pub to: Addr<EventProxy>,
+    /// Its id.
+    pub to_id: ProxyId,
+    /// Each session's slot here and there.
+    pub slots: Vec<(u32, u32)>,
+    /// Where the cut is.
+    pub watermarks: Watermarks,
+    /// Passed on to the end of the move.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// One session's arrival, with what its old proxy recorded while it moved.
+pub struct Arrival {
+    /// Its slot at the new proxy.
+    pub slot: u32,
+    /// Subscriptions that expired meanwhile.
+    pub expired: Vec<Arc<str>>,
+    /// Whether its idle timer ended it meanwhile.
+    pub closed: bool,
+}
+
+/// From the old proxy: it delivered its part; deliver yours, the sessions are live.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Arrived {
+    /// The sessions.
+    pub sessions: Vec<Arrival>,
+    /// Where the cut is.
+    pub watermarks: Watermarks,
+    /// Told how many arrived.
+    pub done: oneshot::Sender<usize>,
+}
+
+/// From a moved session's actor: it writes to its new proxy from now on, so the
+/// old one can stop passing its messages on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rehomed {
+    /// The session's slot at the old proxy.
+    pub slot: u32,
 }
 
 #[cfg(test)]

@@ -8,17 +8,22 @@
 //! Many clients with the same filter cost the shards one registration and the proxy
 //! one check per event (centrifuge's `addSubscription`).
 //! Receives: `Connect` from stream handlers; `Subscribe`, `ListSubscriptions`,
-//! `UpdateSubscription`, `Unsubscribe` from the control channel; `Deliver` from
-//! shards; `SessionClosed` and `ExpireSubscription` from sessions; `DescribeProxy`
-//! for the topology ([`messages`]). Sends: `AddUpstream` / `RemoveUpstream` /
-//! `Replay` to the shards a filter concerns, and nothing per event: matched events
-//! are pushed into each session's outbox (or webhook queue) and its writer is woken
-//! once per batch (NATS `flushClients`).
+//! `UpdateSubscription`, `Unsubscribe` from the control channel (each answered
+//! [`Routed::Elsewhere`] when the client is another proxy's or moving, see
+//! [`super::directory`]); `Deliver` from shards; `SessionClosed`, `ExpireSubscription`
+//! and `Rehomed` from sessions; `MoveOut`, `MoveIn`, `Cut`, `Arrived` while sessions
+//! move between proxies ([`moving`], handled in `migrate.rs`); `DescribeProxy` for
+//! the topology ([`messages`]). Sends: `AddUpstream` / `RemoveUpstream` / `Replay`
+//! / `Watermark` to the shards a filter concerns, and nothing per event: matched
+//! events are pushed into each session's outbox (or webhook queue) and its writer is
+//! woken once per batch (NATS `flushClients`).
 //! Bounds: outboxes and webhook queues are bounded by retention (count and age);
 //! shards bound what they forward here by their own depth (see `shard.rs`).
 //! On stop: sessions lose their proxy and their streams end at the next heartbeat.
 
 pub mod messages;
+mod migrate;
+pub mod moving;
 pub mod sessions;
 pub mod upstreams;
 
@@ -29,9 +34,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use prometheus::{IntCounter, IntGauge};
+use rustc_hash::FxHashMap;
 
 pub use messages::*;
 
+use super::directory::{ClaimError, Directory};
 use super::distributor::Distributor;
 use super::placement::Placeable;
 use super::replay::{self, ShardReplay};
@@ -45,6 +52,7 @@ use crate::limits::{QuotaError, Quotas};
 use crate::metrics::Metrics;
 use crate::outbox::{self, MatchedSubs, Outbox, Resume};
 use crate::webhook::Webhook;
+use moving::{Held, Moving};
 use sessions::{SessionTable, Sub};
 use upstreams::{FilterKey, Registration, Upstreams, UPSTREAM_GRACE};
 
@@ -71,6 +79,67 @@ pub struct ProxySettings {
     /// `[limits]`: sessions and webhooks are counted per account across proxies,
     /// subscriptions per client here, where the client's subscriptions live.
     pub quotas: Arc<Quotas>,
+    /// Which proxy holds which client.
+    pub directory: Arc<Directory>,
+}
+
+/// Where a moved session's actor's messages go until it writes to its new proxy.
+struct Forward {
+    to: Addr<EventProxy>,
+    slot: u32,
+    session: Addr<ClientSession>,
+}
+
+/// Why a proxy makes no session for a client.
+enum SlotError {
+    /// Over a `[limits]` quota.
+    Quota(QuotaError),
+    /// Another proxy holds the client, or this one is retiring.
+    Elsewhere,
+}
+
+/// A client as this proxy sees it.
+enum Local {
+    /// Its live session here.
+    Live(u32),
+    /// No session here and none elsewhere: this proxy may make one.
+    Absent,
+    /// Held by another proxy, or moving: ask again.
+    Elsewhere,
+}
+
+/// What every proxy is made with, so the ones made at start and the ones the proxy
+/// supervisor adds later are alike.
+#[derive(Clone)]
+pub struct ProxyFactory {
+    /// The shard map, for registrations.
+    pub distributor: Arc<Distributor>,
+    /// The server's metrics.
+    pub metrics: Metrics,
+    /// The proxies' settings.
+    pub settings: ProxySettings,
+}
+
+impl ProxyFactory {
+    /// Proxy `id`, with its sessions gauge (`switchboard_proxy_sessions{index}`)
+    /// and depth gauge (`switchboard_mailbox_depth{actor="proxy"}`), which the
+    /// directory reads.
+    pub fn make(&self, id: ProxyId) -> (EventProxy, IntGauge, IntGauge) {
+        let label = id.0.to_string();
+        let depth = self
+            .metrics
+            .mailbox_depth
+            .with_label_values(&["proxy", &label]);
+        let proxy = EventProxy::new(
+            id,
+            depth.clone(),
+            self.distributor.clone(),
+            self.metrics.clone(),
+            self.settings.clone(),
+        );
+        let sessions = proxy.session_count.clone();
+        (proxy, sessions, depth)
+    }
 }
 
 /// One event proxy (see the module docs).
@@ -92,6 +161,9 @@ pub struct EventProxy {
     matched_filters: Vec<FilterKey>,
     gathered: Vec<u64>,
     touched: Vec<u32>,
+    /// Sessions moved away, by their slot here, until their actors write to the
+    /// new proxy.
+    forwards: FxHashMap<u32, Forward>,
     /// This proxy in `switchboard_proxies`.
     _running: Running,
 }
@@ -122,6 +194,21 @@ impl EventProxy {
             matched_filters: Vec::new(),
             gathered: Vec::new(),
             touched: Vec::new(),
+            forwards: FxHashMap::default(),
+        }
+    }
+
+    /// Where this client stands here (see [`Local`]).
+    fn local(&self, account: AccountIdx, client: &Arc<str>) -> Local {
+        match self.sessions.find(account, client) {
+            Some(slot) if self.sessions.get(slot).is_some_and(|s| s.moving.is_none()) => {
+                Local::Live(slot)
+            }
+            Some(_) => Local::Elsewhere,
+            None => match self.settings.directory.owner(account, client) {
+                Some(owner) if owner != self.id => Local::Elsewhere,
+                _ => Local::Absent,
+            },
         }
     }
 
@@ -131,11 +218,24 @@ impl EventProxy {
         client: &Arc<str>,
         ephemeral: bool,
         ctx: &mut Context<Self>,
-    ) -> Result<u32, QuotaError> {
-        if let Some(slot) = self.sessions.find(account, client) {
-            return Ok(slot);
+    ) -> Result<u32, SlotError> {
+        match self.local(account, client) {
+            Local::Live(slot) => return Ok(slot),
+            Local::Elsewhere => return Err(SlotError::Elsewhere),
+            Local::Absent => {}
         }
-        self.settings.quotas.acquire_session(account)?;
+        // Claimed in the handler that makes the session: a second proxy asked
+        // about the client at the same time finds the claim and answers Elsewhere.
+        match self.settings.directory.claim(account, client, self.id) {
+            Ok(()) => {}
+            Err(ClaimError::Elsewhere(_) | ClaimError::Retiring) => {
+                return Err(SlotError::Elsewhere)
+            }
+        }
+        if let Err(error) = self.settings.quotas.acquire_session(account) {
+            self.settings.directory.release(account, client, self.id);
+            return Err(SlotError::Quota(error));
+        }
         let outbox = Outbox::new(self.settings.limits);
         let idle_ttl = if ephemeral {
             Duration::ZERO
@@ -161,17 +261,16 @@ impl EventProxy {
         client: &Arc<str>,
         webhook: bool,
         ctx: &mut Context<Self>,
-    ) -> Result<u32, QuotaError> {
+    ) -> Result<u32, SlotError> {
         let quotas = self.settings.quotas.clone();
-        if let Some(session) = self
-            .sessions
-            .find(account, client)
-            .and_then(|slot| self.sessions.get(slot))
-        {
-            quotas.check_subscriptions(account, session.sub_count())?;
+        if let Local::Live(slot) = self.local(account, client) {
+            let held = self.sessions.get(slot).map_or(0, |s| s.sub_count());
+            quotas
+                .check_subscriptions(account, held)
+                .map_err(SlotError::Quota)?;
         }
         if webhook {
-            quotas.acquire_webhook(account)?;
+            quotas.acquire_webhook(account).map_err(SlotError::Quota)?;
         }
         self.session_slot(account, client, false, ctx)
             .inspect_err(|_| {
@@ -319,8 +418,47 @@ impl EventProxy {
             self.metrics.sessions.dec();
             self.session_count.dec();
             self.settings.quotas.release_session(session.account);
+            self.settings
+                .directory
+                .release(session.account, &session.client, self.id);
             self.metrics.cached_events.sub(session.outbox.len() as i64);
             session.addr.do_send(EndSession);
+        }
+    }
+
+    /// What session `slot` holds while it moves, if it is moving.
+    fn moving(&mut self, slot: u32) -> Option<&mut Moving> {
+        self.sessions.get_mut(slot)?.moving.as_deref_mut()
+    }
+
+    /// Subscription `sid` of session `slot` reached its expiry: removed if it is
+    /// still due (a reconnect or an update may have moved it since the timer was
+    /// set), and the session with it once it holds nothing and has no connection.
+    fn expire(&mut self, slot: u32, sid: &str, ctx: &mut Context<Self>) {
+        if let Some(key) = self.sessions.find_sid(slot, sid) {
+            let still_due = self
+                .sessions
+                .sub(key)
+                .and_then(|sub| sub.expires)
+                .is_some_and(|expires| expires <= crate::clock::unix_now());
+            if still_due {
+                self.remove_sub(key, ctx);
+            }
+        }
+        let idle = self
+            .sessions
+            .get(slot)
+            .is_some_and(|s| s.sub_count() == 0 && !s.outbox.is_attached());
+        if idle {
+            self.close_session(slot, ctx);
+        }
+    }
+
+    /// A request about session `slot` now waits on the shards (`+1`) or is done
+    /// (`-1`): a session with any waiting is not moved.
+    fn pending(&mut self, slot: u32, delta: i32) {
+        if let Some(session) = self.sessions.get_mut(slot) {
+            session.pending = session.pending.saturating_add_signed(delta);
         }
     }
 
@@ -440,8 +578,14 @@ impl Actor for EventProxy {
 /// Restarted in place (see [`super::restart`]): its sessions, filters and queued
 /// deliveries are all still here. Timers and waits of its context are not: a
 /// filter's grace ends with the restart (it stays registered until its proxy
-/// retires), a pending answer is dropped (its caller gets a 503 and retries).
-impl Supervised for EventProxy {}
+/// retires), a pending answer is dropped (its caller gets a 503 and retries), so
+/// no request is waiting any more. A move under way goes on: its steps are
+/// messages, not waits of the context.
+impl Supervised for EventProxy {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.sessions.clear_pending();
+    }
+}
 
 impl Placeable for EventProxy {
     const NAME: &'static str = "proxy";
@@ -461,12 +605,13 @@ fn ready<T: 'static>(value: T) -> ResponseActFuture<EventProxy, T> {
 // can leave it half-done.
 
 impl Handler<Connect> for EventProxy {
-    type Result = ResponseActFuture<Self, Result<Connected, QuotaError>>;
+    type Result = ResponseActFuture<Self, Routed<Result<Connected, QuotaError>>>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Self::Context) -> Self::Result {
         let slot = match self.session_slot(msg.account, &msg.client, msg.ephemeral, ctx) {
             Ok(slot) => slot,
-            Err(error) => return ready(Err(error)),
+            Err(SlotError::Quota(error)) => return ready(Routed::Here(Err(error))),
+            Err(SlotError::Elsewhere) => return ready(Routed::Elsewhere),
         };
         let has_stream_subs = self
             .sessions
@@ -494,7 +639,7 @@ impl Handler<Connect> for EventProxy {
                     let held = self.sessions.get(slot).map_or(0, |s| s.sub_count());
                     if let Err(error) = self.settings.quotas.check_subscriptions(msg.account, held)
                     {
-                        return ready(Err(error));
+                        return ready(Routed::Here(Err(error)));
                     }
                     registrations.extend(self.add_sub(msg.account, slot, new).1)
                 }
@@ -513,12 +658,12 @@ impl Handler<Connect> for EventProxy {
         }
         let connected = self.connected(slot, conn);
         let registered = self.register(registrations, ctx);
+        self.pending(slot, 1);
         if msg.resume != ResumeFrom::Earliest {
-            return Box::pin(
-                registered
-                    .into_actor(self)
-                    .map(move |(), _, _| Ok(connected)),
-            );
+            return Box::pin(registered.into_actor(self).map(move |(), proxy, _| {
+                proxy.pending(slot, -1);
+                Routed::Here(Ok(connected))
+            }));
         }
         // `cursor=earliest`: once the filters are registered everywhere, ask every
         // shard for what it retains. Deliveries meanwhile are pushed into the
@@ -547,40 +692,43 @@ impl Handler<Connect> for EventProxy {
             .into_actor(self)
             .map(move |replies, proxy, _| {
                 proxy.apply_replay(slot, conn, replies);
+                proxy.pending(slot, -1);
                 // The replay renumbered the outbox: the connection starts at its
                 // beginning.
                 let position = connected.outbox.position();
-                Ok(Connected {
+                Routed::Here(Ok(Connected {
                     position,
                     ..connected
-                })
+                }))
             }),
         )
     }
 }
 
 impl Handler<Subscribe> for EventProxy {
-    type Result = ResponseActFuture<Self, Result<Subscribed, QuotaError>>;
+    type Result = ResponseActFuture<Self, Routed<Result<Subscribed, QuotaError>>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         // Looked up and added in one handler, so concurrent replays of one create
         // cannot both miss the other and add twins; and looked up before any quota,
         // so a replay at the quota answers the existing subscription, not 429.
-        let twin = self
-            .sessions
-            .find(msg.account, &msg.client)
-            .and_then(|slot| self.sessions.find_twin(slot, &msg.subscription));
+        let twin = match self.local(msg.account, &msg.client) {
+            Local::Live(slot) => self.sessions.find_twin(slot, &msg.subscription),
+            Local::Absent => None,
+            Local::Elsewhere => return ready(Routed::Elsewhere),
+        };
         if let Some(key) = twin {
             let view = self.sessions.view(key).expect("found above");
-            return ready(Ok(Subscribed {
+            return ready(Routed::Here(Ok(Subscribed {
                 view,
                 created: false,
-            }));
+            })));
         }
         let webhook = msg.subscription.callback.is_some();
         let slot = match self.admit_subscription(msg.account, &msg.client, webhook, ctx) {
             Ok(slot) => slot,
-            Err(error) => return ready(Err(error)),
+            Err(SlotError::Quota(error)) => return ready(Routed::Here(Err(error))),
+            Err(SlotError::Elsewhere) => return ready(Routed::Elsewhere),
         };
         let (key, registration) = self.add_sub(msg.account, slot, msg.subscription);
         let subscribed = Subscribed {
@@ -588,44 +736,61 @@ impl Handler<Subscribe> for EventProxy {
             created: true,
         };
         let registered = self.register(registration.into_iter().collect(), ctx);
-        Box::pin(
-            registered
-                .into_actor(self)
-                .map(move |(), _, _| Ok(subscribed)),
-        )
+        self.pending(slot, 1);
+        Box::pin(registered.into_actor(self).map(move |(), proxy, _| {
+            proxy.pending(slot, -1);
+            Routed::Here(Ok(subscribed))
+        }))
     }
 }
 
 impl Handler<ListSubscriptions> for EventProxy {
-    type Result = Result<Vec<SubscriptionView>, ControlError>;
+    type Result = MessageResult<ListSubscriptions>;
 
     fn handle(&mut self, msg: ListSubscriptions, _ctx: &mut Self::Context) -> Self::Result {
-        let slot = self
-            .sessions
-            .find(msg.account, &msg.client)
-            .ok_or(ControlError::UnknownClient)?;
-        Ok(self.sessions.views(slot))
+        MessageResult(match self.local(msg.account, &msg.client) {
+            Local::Live(slot) => Routed::Here(Ok(self.sessions.views(slot))),
+            Local::Absent => Routed::Here(Err(ControlError::UnknownClient)),
+            Local::Elsewhere => Routed::Elsewhere,
+        })
     }
 }
 
 impl Handler<UpdateSubscription> for EventProxy {
-    type Result = ResponseActFuture<Self, Result<SubscriptionView, ControlError>>;
+    type Result = ResponseActFuture<Self, Routed<Result<SubscriptionView, ControlError>>>;
 
     fn handle(&mut self, msg: UpdateSubscription, ctx: &mut Self::Context) -> Self::Result {
-        let found = self
-            .sessions
-            .find(msg.account, &msg.client)
-            .ok_or(ControlError::UnknownClient)
-            .and_then(|slot| {
-                self.sessions
-                    .find_sid(slot, &msg.sid)
-                    .map(|key| (slot, key))
-                    .ok_or(ControlError::UnknownSubscription)
-            });
-        let (slot, key) = match found {
-            Ok(found) => found,
-            Err(error) => return ready(Err(error)),
+        let slot = match self.local(msg.account, &msg.client) {
+            Local::Live(slot) => slot,
+            Local::Absent => return ready(Routed::Here(Err(ControlError::UnknownClient))),
+            Local::Elsewhere => return ready(Routed::Elsewhere),
         };
+        match self.update(slot, msg, ctx) {
+            Ok((view, registered)) => {
+                self.pending(slot, 1);
+                Box::pin(registered.into_actor(self).map(move |(), proxy, _| {
+                    proxy.pending(slot, -1);
+                    Routed::Here(Ok(view))
+                }))
+            }
+            Err(error) => ready(Routed::Here(Err(error))),
+        }
+    }
+}
+
+impl EventProxy {
+    /// Changes one subscription of session `slot` as `msg` asks, checked before
+    /// anything changes; returns its new view and the wait for its registrations.
+    fn update(
+        &mut self,
+        slot: u32,
+        msg: UpdateSubscription,
+        ctx: &mut Context<Self>,
+    ) -> Result<(SubscriptionView, impl Future<Output = ()>), ControlError> {
+        let key = self
+            .sessions
+            .find_sid(slot, &msg.sid)
+            .ok_or(ControlError::UnknownSubscription)?;
         // The new filter is made from the current one here, in the message that
         // changes it, and checked before anything changes.
         let filter = msg.change.filter.as_ref().map(|edit| {
@@ -634,10 +799,7 @@ impl Handler<UpdateSubscription> for EventProxy {
             self.settings.quotas.check_filter(msg.account, &filter)?;
             Ok::<_, ControlError>(Arc::new(filter))
         });
-        let filter = match filter.transpose() {
-            Ok(filter) => filter,
-            Err(error) => return ready(Err(error)),
-        };
+        let filter = filter.transpose()?;
         // A stream subscription becoming a webhook takes a webhook slot, before
         // anything changes.
         let becomes_webhook = matches!(msg.change.callback, Some(Some(_)))
@@ -646,9 +808,7 @@ impl Handler<UpdateSubscription> for EventProxy {
                 .sub(key)
                 .is_some_and(|sub| sub.webhook.is_none());
         if becomes_webhook {
-            if let Err(error) = self.settings.quotas.acquire_webhook(msg.account) {
-                return ready(Err(error.into()));
-            }
+            self.settings.quotas.acquire_webhook(msg.account)?;
         }
         let mut registrations = Vec::new();
         let change = msg.change;
@@ -690,25 +850,25 @@ impl Handler<UpdateSubscription> for EventProxy {
             self.sessions.sub_mut(key).expect("found above").webhook = webhook;
         }
         let view = self.sessions.view(key).expect("found above");
-        let registered = self.register(registrations, ctx);
-        Box::pin(registered.into_actor(self).map(move |(), _, _| Ok(view)))
+        Ok((view, self.register(registrations, ctx)))
     }
 }
 
 impl Handler<Unsubscribe> for EventProxy {
-    type Result = Result<(), ControlError>;
+    type Result = MessageResult<Unsubscribe>;
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
-        let slot = self
-            .sessions
-            .find(msg.account, &msg.client)
-            .ok_or(ControlError::UnknownClient)?;
-        let key = self
-            .sessions
-            .find_sid(slot, &msg.sid)
-            .ok_or(ControlError::UnknownSubscription)?;
-        self.remove_sub(key, ctx);
-        Ok(())
+        MessageResult(match self.local(msg.account, &msg.client) {
+            Local::Live(slot) => Routed::Here(match self.sessions.find_sid(slot, &msg.sid) {
+                Some(key) => {
+                    self.remove_sub(key, ctx);
+                    Ok(())
+                }
+                None => Err(ControlError::UnknownSubscription),
+            }),
+            Local::Absent => Routed::Here(Err(ControlError::UnknownClient)),
+            Local::Elsewhere => Routed::Elsewhere,
+        })
     }
 }
 
@@ -738,6 +898,22 @@ impl Handler<Deliver> for EventProxy {
                     continue;
                 };
                 if session.replayed.covers(msg.shard, stamped.seq) {
+                    continue;
+                }
+                if session.moving.is_some() {
+                    let (subs, webhooks) = self.sessions.matched(group);
+                    let held = Held {
+                        shard: msg.shard,
+                        seq: stamped.seq,
+                        event: event.clone(),
+                        subs,
+                        webhooks,
+                    };
+                    // Fields apart: the members borrow the upstreams.
+                    let moving = self.sessions.get_mut(slot).and_then(|s| s.moving.as_mut());
+                    if let Some(moving) = moving {
+                        moving.hold(held);
+                    }
                     continue;
                 }
                 let (subs, webhooks) = self.sessions.matched(group);
@@ -790,11 +966,15 @@ impl Handler<DescribeProxy> for EventProxy {
     type Result = ProxyLoad;
 
     fn handle(&mut self, _: DescribeProxy, _ctx: &mut Self::Context) -> ProxyLoad {
+        // A session actor that ended before it heard of its move writes nothing more.
+        self.forwards
+            .retain(|_, forward| forward.session.connected());
         ProxyLoad {
             sessions: self.sessions.len(),
             client_subscriptions: self.sessions.sub_count(),
             filters: self.upstreams.len(),
             queue_depth: self.depth.get(),
+            forwarding: self.forwards.len(),
         }
     }
 }
@@ -803,7 +983,13 @@ impl Handler<SessionClosed> for EventProxy {
     type Result = ();
 
     fn handle(&mut self, msg: SessionClosed, ctx: &mut Self::Context) {
-        self.close_session(msg.slot, ctx);
+        if let Some(forward) = self.forwards.get(&msg.slot) {
+            forward.to.do_send(SessionClosed { slot: forward.slot });
+        } else if let Some(moving) = self.moving(msg.slot) {
+            moving.closed = true;
+        } else {
+            self.close_session(msg.slot, ctx);
+        }
     }
 }
 
@@ -811,23 +997,17 @@ impl Handler<ExpireSubscription> for EventProxy {
     type Result = ();
 
     fn handle(&mut self, msg: ExpireSubscription, ctx: &mut Self::Context) {
-        if let Some(key) = self.sessions.find_sid(msg.slot, &msg.sid) {
-            // A reconnect or an update may have moved the expiry since the timer was set.
-            let still_due = self
-                .sessions
-                .sub(key)
-                .and_then(|sub| sub.expires)
-                .is_some_and(|expires| expires <= crate::clock::unix_now());
-            if still_due {
-                self.remove_sub(key, ctx);
-            }
+        if let Some(forward) = self.forwards.get(&msg.slot) {
+            forward.to.do_send(ExpireSubscription {
+                slot: forward.slot,
+                sid: msg.sid,
+            });
+            return;
         }
-        let idle = self
-            .sessions
-            .get(msg.slot)
-            .is_some_and(|s| s.sub_count() == 0 && !s.outbox.is_attached());
-        if idle {
-            self.close_session(msg.slot, ctx);
+        if let Some(moving) = self.moving(msg.slot) {
+            moving.expired.push(msg.sid);
+            return;
         }
+        self.expire(msg.slot, &msg.sid, ctx);
     }
 }

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use super::super::replay::ReplayCoverage;
 use super::super::session::ClientSession;
 use super::messages::{NewSubscription, SubscriptionView};
+use super::moving::Moving;
 use super::upstreams::FilterKey;
 use crate::account::AccountIdx;
 use crate::filter::Filter;
@@ -24,6 +25,7 @@ use crate::outbox::{MatchedSubs, Outbox};
 use crate::webhook::Webhook;
 
 /// One subscription of a client.
+#[derive(Clone)]
 pub struct Sub {
     /// The client's account.
     pub account: AccountIdx,
@@ -72,6 +74,12 @@ pub struct SessionEntry {
     pub outbox: Arc<Outbox>,
     /// What a `cursor=earliest` replay already gave this client.
     pub replayed: ReplayCoverage,
+    /// Set while the session moves to or from another proxy: what it holds
+    /// meanwhile (see [`super::moving`]).
+    pub moving: Option<Box<Moving>>,
+    /// Requests about it waiting on the shards: a session with any is not moved
+    /// (their answers are made here).
+    pub pending: u32,
     /// Subscription keys, in creation order.
     subs: Vec<u64>,
     next_sub: u32,
@@ -110,10 +118,39 @@ impl SessionTable {
         client: &Arc<str>,
         start: impl FnOnce(u32) -> (Addr<ClientSession>, Arc<Outbox>),
     ) -> u32 {
+        self.insert_with(account, client, |slot| {
+            let (addr, outbox) = start(slot);
+            (addr, outbox, ReplayCoverage::default())
+        })
+    }
+
+    /// Adds a session that moved here from another proxy, with its actor, outbox
+    /// and replay coverage, arriving (see [`super::moving`]); returns its slot here.
+    pub fn adopt(
+        &mut self,
+        account: AccountIdx,
+        client: &Arc<str>,
+        addr: Addr<ClientSession>,
+        outbox: Arc<Outbox>,
+        replayed: ReplayCoverage,
+    ) -> u32 {
+        let slot = self.insert_with(account, client, |_| (addr, outbox, replayed));
+        if let Some(session) = self.sessions.get_mut(&slot) {
+            session.moving = Some(Box::default());
+        }
+        slot
+    }
+
+    fn insert_with(
+        &mut self,
+        account: AccountIdx,
+        client: &Arc<str>,
+        make: impl FnOnce(u32) -> (Addr<ClientSession>, Arc<Outbox>, ReplayCoverage),
+    ) -> u32 {
         debug_assert!(self.find(account, client).is_none(), "one session a client");
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
-        let (addr, outbox) = start(slot);
+        let (addr, outbox, replayed) = make(slot);
         self.sessions.insert(
             slot,
             SessionEntry {
@@ -121,13 +158,48 @@ impl SessionTable {
                 client: client.clone(),
                 addr,
                 outbox,
-                replayed: ReplayCoverage::default(),
+                replayed,
+                moving: None,
+                pending: 0,
                 subs: Vec::new(),
                 next_sub: 0,
             },
         );
         self.by_client.insert((account, client.clone()), slot);
         slot
+    }
+
+    /// Removes a session with its subscriptions (keys and all), as they are: for a
+    /// session that moved away, whose subscriptions live on elsewhere.
+    pub fn take(&mut self, slot: u32) -> Option<(SessionEntry, Vec<(u64, Sub)>)> {
+        let keys = self.sessions.get(&slot)?.subs.clone();
+        let subs = keys
+            .into_iter()
+            .filter_map(|key| self.remove_sub(key).map(|sub| (key, sub)))
+            .collect();
+        self.remove(slot).map(|session| (session, subs))
+    }
+
+    /// Forgets every request waiting (their waits were dropped by a restart).
+    pub fn clear_pending(&mut self) {
+        for session in self.sessions.values_mut() {
+            session.pending = 0;
+        }
+    }
+
+    /// The slots of live sessions (not moving) with no request waiting, at most
+    /// `max`: the ones that can move now.
+    pub fn movable(&self, max: usize) -> Vec<u32> {
+        let mut slots: Vec<u32> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.moving.is_none() && s.pending == 0)
+            .map(|(&slot, _)| slot)
+            .collect();
+        // Oldest first, so a retiring proxy's moves are the same run after run.
+        slots.sort_unstable();
+        slots.truncate(max);
+        slots
     }
 
     /// Removes a session whose subscriptions are gone (see
@@ -392,5 +464,29 @@ mod tests {
         let (stream, webhooks) = table.matched(&[k1, k2, k2 + 7]);
         assert_eq!(stream.len(), 2);
         assert!(webhooks.is_empty());
+    }
+
+    #[test]
+    fn a_session_taken_away_leaves_nothing_and_only_idle_live_ones_move() {
+        let mut table = SessionTable::default();
+        let a = table.insert(A, &"a".into(), start);
+        let b = table.insert(A, &"b".into(), start);
+        let k1 = add(&mut table, a, sub("SU1", "call.*", None));
+        add(&mut table, a, sub("SU2", "dial.*", None));
+        add(&mut table, b, sub("SU3", "call.*", None));
+        table.get_mut(b).unwrap().pending = 1;
+        assert_eq!(table.movable(10), [a], "b waits on a request");
+        let (session, subs) = table.take(a).expect("a session");
+        assert_eq!(&*session.client, "a");
+        assert_eq!(subs.iter().map(|(k, _)| *k).collect::<Vec<_>>()[0], k1);
+        assert_eq!(subs.len(), 2);
+        assert_eq!(table.sub_count(), 1);
+        assert_eq!(table.find(A, &"a".into()), None);
+
+        let (addr, outbox) = start(0);
+        let moved = table.adopt(A, &"a".into(), addr, outbox, ReplayCoverage::default());
+        assert!(table.get(moved).unwrap().moving.is_some(), "arriving");
+        assert_eq!(table.find(A, &"a".into()), Some(moved));
+        assert!(table.movable(10).is_empty(), "one moving, one waiting");
     }
 }
