@@ -42,6 +42,12 @@ pub enum ConfigError {
     },
 }
 
+/// Replays served at once per worker thread by default (`stream.replays_at_once =
+/// 0`): on one core, 8 kept a storm of 200 clients reconnecting with
+/// `cursor=earliest` at about 570 replays a second with publish p99 near 4 ms, where
+/// no bound let it push publish p99 to 90 ms (docs/loadtest.md, "storm").
+pub const REPLAYS_PER_WORKER: usize = 8;
+
 /// Most proxies at once: each is an actor with its own index and mailbox, and a
 /// proxy per few sessions would cost more than it spreads.
 pub const MAX_PROXIES: usize = 1024;
@@ -168,6 +174,14 @@ pub struct StreamConfig {
     /// buffers and, for publishes, without actix-web's routing. `false` sends every
     /// connection through actix-http's dispatcher.
     pub lane: bool,
+    /// Most `cursor=earliest` replays served at once by the whole node, from the
+    /// request until the replayed events' first write. A replay is the heaviest
+    /// thing a client can ask (everything retained, read, merged and written), and
+    /// a storm of them sharing the worker threads with publishes would be publish
+    /// latency; beyond this many, a replay waits its turn (up to 10 s, then 503
+    /// `replays_busy` with `Retry-After`). 0 means [`REPLAYS_PER_WORKER`] per HTTP
+    /// worker thread.
+    pub replays_at_once: usize,
 }
 
 /// Publish endpoint limits.
@@ -415,6 +429,7 @@ impl Default for StreamConfig {
             max_connection_secs: 0,
             max_poll_secs: 60,
             write_interval_ms: 10,
+            replays_at_once: 0,
             lane: true,
         }
     }
@@ -731,6 +746,14 @@ impl Config {
             or_proxies(self.scaling.proxies_min),
             or_proxies(self.scaling.proxies_max),
         )
+    }
+
+    /// `stream.replays_at_once` with 0 resolved for `workers` worker threads.
+    pub fn replays_at_once(&self, workers: usize) -> usize {
+        match self.stream.replays_at_once {
+            0 => REPLAYS_PER_WORKER * workers.max(1),
+            n => n,
+        }
     }
 
     /// Worker, shard or proxy count with 0 resolved to the number of cores.

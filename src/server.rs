@@ -93,6 +93,7 @@ pub async fn serve(
     let calls = call_router.clone();
     let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
     let webhook_metrics = metrics.clone();
+    let replays = Arc::new(tokio::sync::Semaphore::new(config.replays_at_once(workers)));
     let state = AppState {
         call_router,
         publisher,
@@ -103,6 +104,7 @@ pub async fn serve(
         egress,
         draining: draining.clone(),
         shutdown: shutdown_rx,
+        replays,
     };
     let data = web::Data::new(state);
     let builder = actix_server::Server::build();

@@ -64,6 +64,15 @@ struct Hysteresis {
 }
 
 impl Hysteresis {
+    fn new(min: usize, max: usize, retire_after: Duration) -> Hysteresis {
+        Hysteresis {
+            min,
+            max,
+            retire_after,
+            low_since: None,
+        }
+    }
+
     /// The decision for `n` actors, `hot` (one more is wanted), `fits_on_fewer`
     /// (the load would sit below the low mark on one fewer) and the `least` busy.
     fn decide<Id>(
@@ -107,12 +116,7 @@ impl Scaler {
     pub fn new(marks: Marks) -> Scaler {
         Scaler {
             marks,
-            hysteresis: Hysteresis {
-                min: marks.min,
-                max: marks.max,
-                retire_after: marks.retire_after,
-                low_since: None,
-            },
+            hysteresis: Hysteresis::new(marks.min, marks.max, marks.retire_after),
         }
     }
 
@@ -171,12 +175,7 @@ impl ProxyScaler {
     pub fn new(marks: ProxyMarks) -> ProxyScaler {
         ProxyScaler {
             marks,
-            hysteresis: Hysteresis {
-                min: marks.min,
-                max: marks.max,
-                retire_after: marks.retire_after,
-                low_since: None,
-            },
+            hysteresis: Hysteresis::new(marks.min, marks.max, marks.retire_after),
         }
     }
 

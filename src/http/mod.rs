@@ -55,6 +55,9 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Flips to `true` on shutdown so open streams write `stream.shutdown` and close.
     pub shutdown: watch::Receiver<bool>,
+    /// `stream.replays_at_once` permits, one per `cursor=earliest` replay in
+    /// progress (see [`stream`]).
+    pub replays: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

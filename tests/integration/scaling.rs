@@ -30,6 +30,19 @@ const PHASE: Duration = Duration::from_secs(20);
 /// Each call's events as a subscriber got them: the `data.seq`s in arrival order.
 type PerCall = HashMap<String, Vec<u64>>;
 
+/// `GET /v1/Admin/Topology` with the tests' admin token.
+async fn topology(server: &TestServer) -> Value {
+    request(
+        server,
+        reqwest::Method::GET,
+        "/v1/Admin/Topology",
+        Some(("admin", TOKEN)),
+        None,
+    )
+    .await
+    .json()
+}
+
 fn changes(s: &Scrape, change: &str) -> f64 {
     s.value("switchboard_shard_changes_total", &[("change", change)])
 }
@@ -268,15 +281,7 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
             changes(s, "added") >= cycle * most
         })
         .await;
-        let topology = request(
-            &server,
-            reqwest::Method::GET,
-            "/v1/Admin/Topology",
-            Some(("admin", TOKEN)),
-            None,
-        )
-        .await
-        .json();
+        let topology = topology(&server).await;
         let shards = topology["shards"].as_array().expect("shards");
         assert_eq!(shards.len(), SHARDS_MAX, "{topology}");
         let slots: u64 = shards
@@ -576,15 +581,7 @@ async fn a_retired_proxy_moves_its_sessions_streams_and_all() {
     let listed = request(&server, reqwest::Method::GET, &path, server.creds(0), None).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert_eq!(listed.json()["sid"], hook["sid"]);
-    let topology = request(
-        &server,
-        reqwest::Method::GET,
-        "/v1/Admin/Topology",
-        Some(("admin", TOKEN)),
-        None,
-    )
-    .await
-    .json();
+    let topology = topology(&server).await;
     let proxies = topology["proxies"].as_array().expect("proxies");
     assert_eq!(proxies.len(), 1, "{topology}");
     assert_eq!(proxies[0]["index"], 2, "the third proxy made: {topology}");

@@ -124,3 +124,48 @@ async fn a_reconnect_storm_with_earliest_refuses_nothing_and_everyone_gets_every
         (2 * STORM_CLIENTS) as f64
     );
 }
+
+/// `stream.replays_at_once` bounds the replays in progress: with one allowed and
+/// one held at its shard, a second `cursor=earliest` waits its turn before it asks
+/// anything of the proxy, then gets its replay.
+#[tokio::test]
+async fn replays_beyond_the_bound_wait_their_turn() {
+    let hold = switchboard::actors::shard::ShardHold::new();
+    let server = Arc::new(TestServer::start(|c| {
+        c.stream.replays_at_once = 1;
+        c.shard_hold = Some(hold.clone());
+    }));
+    let call = new_call_sid();
+    server.publish(0, &marked("call.start", &call, "1")).await;
+    hold.hold_replays();
+    let replaying = |client: &str| {
+        let server = server.clone();
+        let pq = format!(
+            "{}?client={client}&types=call.*&cursor=earliest",
+            server.stream_path(0)
+        );
+        tokio::spawn(async move { server.stream(&pq, server.creds(0)).await })
+    };
+    let first = replaying("first");
+    eventually_metrics(&server, "the first replay was asked for", |s| {
+        s.value("switchboard_replays_total", &[("kind", "earliest")]) == 1.0
+    })
+    .await;
+    let second = replaying("second");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = crate::common::channels::scrape(&server).await;
+    assert_eq!(
+        s.value("switchboard_replays_total", &[("kind", "earliest")]),
+        1.0,
+        "the second waits for the first's turn"
+    );
+    hold.release_replays();
+    for (name, task) in [("first", first), ("second", second)] {
+        let (mut stream, _) = tokio::time::timeout(WAIT, task)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: never opened"))
+            .expect("the task");
+        let got = stream.until_marker("1", WAIT).await;
+        assert_eq!(markers(&got), ["1"], "{name}");
+    }
+}

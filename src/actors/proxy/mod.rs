@@ -532,12 +532,18 @@ impl EventProxy {
             let Ok(reply) = reply else { continue };
             let mut events = Vec::with_capacity(reply.events.len());
             for stamped in reply.events {
-                let fields = stamped.event.fields();
-                let sids: MatchedSubs = subs
-                    .iter()
-                    .filter(|sub| sub.filter.matches(&fields))
-                    .map(|sub| sub.sid.clone())
-                    .collect();
+                // The shard matched these against the same filters: with one
+                // subscription there is nothing left to tell apart.
+                let sids: MatchedSubs = match subs.as_slice() {
+                    [only] => MatchedSubs::from_iter([only.sid.clone()]),
+                    _ => {
+                        let fields = stamped.event.fields();
+                        subs.iter()
+                            .filter(|sub| sub.filter.matches(&fields))
+                            .map(|sub| sub.sid.clone())
+                            .collect()
+                    }
+                };
                 if !sids.is_empty() {
                     events.push((stamped.event, sids));
                 }

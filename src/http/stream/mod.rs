@@ -19,6 +19,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
@@ -113,6 +114,12 @@ async fn stream(
         .into();
     let expires = params.expires;
     let grant = Arc::new(params.grant);
+    // A replay waits for its turn before it asks anything of the proxy, and keeps
+    // it until the replayed events are first written (see `Connection::drain_within`).
+    let replay_turn = match resume {
+        ResumeFrom::Earliest => Some(replay_turn(&state).await?),
+        _ => None,
+    };
     let connected = state
         .ask_proxy(
             account,
@@ -140,6 +147,7 @@ async fn stream(
         Principal::Account(_) => None,
     };
     let conn = Connection::new(state.clone(), account, client, grant, connected, closes_at);
+    *conn.replay_turn.lock() = replay_turn;
     if websocket {
         return ws::respond(&req, payload, conn);
     }
@@ -154,6 +162,27 @@ async fn stream(
         }
         Transport::Sse => sse::respond(&state, conn),
     })
+}
+
+/// One of the node's `stream.replays_at_once` turns for a `cursor=earliest` replay,
+/// waited for up to [`crate::http::PROXY_DEADLINE`].
+async fn replay_turn(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    let busy = || {
+        ApiError::unavailable(
+            "replays_busy",
+            "stream.replays_at_once replays are in progress; retry shortly",
+        )
+    };
+    let waited = tokio::time::timeout(
+        crate::http::PROXY_DEADLINE,
+        state.replays.clone().acquire_owned(),
+    )
+    .await;
+    match waited {
+        Ok(Ok(permit)) => Ok(permit),
+        // The semaphore is never closed; a timeout is the only refusal.
+        Ok(Err(_)) | Err(_) => Err(busy()),
+    }
 }
 
 fn is_websocket(req: &HttpRequest) -> bool {
@@ -185,6 +214,9 @@ pub struct Connection {
     /// The delivered and writes counters and latency histogram of this connection's
     /// transport, looked up once: a label lookup hashes the label on every call.
     delivery_metrics: std::sync::OnceLock<DeliveryMetrics>,
+    /// A `cursor=earliest` connection's turn among the node's replays, given back
+    /// once its first events are taken for writing.
+    replay_turn: parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl Connection {
@@ -208,6 +240,7 @@ impl Connection {
             connected,
             closes_at,
             delivery_metrics: std::sync::OnceLock::new(),
+            replay_turn: parking_lot::Mutex::new(None),
         }
     }
 
@@ -253,6 +286,9 @@ impl Connection {
             .drain(self.connected.conn, std::time::Instant::now(), max_bytes)
         {
             Drain::Events { gap, mut entries } => {
+                // The replay is read and merged, its first chunk taken: the next
+                // replay may start (dropping the permit gives the turn back).
+                drop(self.replay_turn.lock().take());
                 if let Some(last) = entries.last() {
                     self.read_upto.store(last.seq, Ordering::Relaxed);
                 }
