@@ -222,20 +222,15 @@ async fn publish_all(
             publisher.stats
         }
     });
-    let work = join_all(tasks);
-    tokio::pin!(work);
-    let per_conn = loop {
-        tokio::select! {
-            done = &mut work => break done,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {
-                progress.tick(|| format!(
-                    "{} published  {} deliveries",
-                    published.get(),
-                    shared.deliveries.load(Ordering::Relaxed)
-                ));
-            }
-        }
-    };
+    let per_conn = progress
+        .during(join_all(tasks), || {
+            format!(
+                "{} published  {} deliveries",
+                published.get(),
+                shared.deliveries.load(Ordering::Relaxed)
+            )
+        })
+        .await;
     let mut stats = PublishStats::default();
     for s in &per_conn {
         stats.merge(s);

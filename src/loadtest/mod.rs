@@ -20,6 +20,7 @@ pub mod report;
 pub mod seqtrack;
 pub mod soak;
 pub mod sse;
+pub mod storm;
 pub mod subscriber;
 pub mod target;
 
@@ -139,6 +140,13 @@ pub enum Scenario {
     /// Same server settings as fanout and calls (calls need
     /// `[egress] allow_private_networks = true` and a fast `[sim] time_scale`).
     Soak(SoakArgs),
+    /// Publish latency and refusals while N clients reconnect in a loop asking for
+    /// `cursor=earliest` replays, against the same publisher alone: a quiet phase,
+    /// then a storm phase.
+    ///
+    /// Needs `limits.sessions_per_account` ≥ clients (each keeps its session between
+    /// its connections). Switchboard target only.
+    Storm(StormArgs),
 }
 
 /// `loadtest publish`.
@@ -229,6 +237,23 @@ pub struct SoakArgs {
     pub calls_per_sec: u64,
 }
 
+/// `loadtest storm`.
+#[derive(Debug, Clone, Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Clients reconnecting in the storm phase, each with its own fixed client id.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Published events per second, in both phases (one per request).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Seconds per phase (at most half of --duration).
+    #[arg(long, default_value_t = 5)]
+    pub phase: u64,
+}
+
 impl Scenario {
     fn common(&self) -> &Common {
         match self {
@@ -237,6 +262,7 @@ impl Scenario {
             Scenario::Idle(a) => &a.common,
             Scenario::Calls(a) => &a.common,
             Scenario::Soak(a) => &a.common,
+            Scenario::Storm(a) => &a.common,
         }
     }
 }
@@ -300,6 +326,7 @@ pub async fn run(args: &LoadtestArgs) -> Result<Report, LoadError> {
         Scenario::Idle(a) => ("idle", idle::params(a), idle::run(&ctx, a).await?),
         Scenario::Calls(a) => ("calls", calls::params(a), calls::run(&ctx, a).await?),
         Scenario::Soak(a) => ("soak", soak::params(a), soak::run(&ctx, a).await?),
+        Scenario::Storm(a) => ("storm", storm::params(a), storm::run(&ctx, a).await?),
     };
     if let (Value::Object(params), Value::Object(base)) = (&mut params, base) {
         for (k, v) in base {

@@ -2,7 +2,7 @@
 //! as fast as the server answers. Measures the publish path alone (no subscribers).
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
@@ -62,22 +62,17 @@ pub async fn run(ctx: &Ctx, a: &PublishArgs) -> Result<Value, LoadError> {
             publisher.stats
         }
     });
-    let work = join_all(connections);
-    tokio::pin!(work);
     let mut progress = Progress::new("publish");
-    let per_conn = loop {
-        tokio::select! {
-            done = &mut work => break done,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {
-                let elapsed = start.elapsed().as_secs_f64();
-                progress.tick(|| format!(
-                    "{} requests  {:.0} req/s",
-                    sent.get(),
-                    per_sec(sent.get(), elapsed)
-                ));
-            }
-        }
-    };
+    let per_conn = progress
+        .during(join_all(connections), || {
+            let elapsed = start.elapsed().as_secs_f64();
+            format!(
+                "{} requests  {:.0} req/s",
+                sent.get(),
+                per_sec(sent.get(), elapsed)
+            )
+        })
+        .await;
     progress.finish();
     let seconds = start.elapsed().as_secs_f64();
     let after = ctx.sample()?;

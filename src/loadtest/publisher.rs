@@ -1,5 +1,6 @@
 //! One keep-alive publishing connection and what it saw: answers by status, I/O
-//! failures, and request latency. Shared by the publish, fanout and soak scenarios.
+//! failures, and request latency; and the paced one-tick-per-request loop. Shared by
+//! the publish, fanout, soak and storm scenarios.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -27,6 +28,9 @@ pub struct PublishStats {
     pub io_errors: u64,
     /// Request round-trip times, microseconds.
     pub latency: Histogram,
+    /// How late each paced request was sent against its schedule, microseconds
+    /// ([`Publisher::paced`] only): the tool's own delays and earlier slow answers.
+    pub lag: Histogram,
 }
 
 impl PublishStats {
@@ -39,6 +43,7 @@ impl PublishStats {
         }
         self.io_errors += other.io_errors;
         self.latency.merge(&other.latency);
+        self.lag.merge(&other.lag);
     }
 
     /// The `errors` object: status code (or `"io"`) → count.
@@ -57,6 +62,19 @@ impl PublishStats {
     pub fn error_count(&self) -> u64 {
         self.statuses.values().sum::<u64>() + self.io_errors
     }
+}
+
+/// When paced ticks are due: the `n`-th at `start + n / rate`; none is due at or
+/// after `deadline`, and none is sent after it (a publisher that fell behind does not
+/// catch up in a burst once the phase it measures is over).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// When the first tick is due.
+    pub start: Instant,
+    /// Ticks per second (at least 1).
+    pub rate: u64,
+    /// No tick is sent from then on.
+    pub deadline: Instant,
 }
 
 /// A publishing connection that reconnects after a failure.
@@ -136,6 +154,35 @@ impl<'a> Publisher<'a> {
                 self.conn = None;
                 self.fail().await;
                 false
+            }
+        }
+    }
+
+    /// Publishes the ticks `seqs` one per request, each when `pace` says it is due
+    /// (never before; late if the previous answer was slow, the lateness recorded in
+    /// `stats.lag`), tick `seq` on call number `seq % calls`. After every request
+    /// `each(seq, accepted)` says whether to go on. Stops at the end of `seqs`, at
+    /// `pace.deadline` (ticks still due then are not sent), or when the connection
+    /// gave up.
+    pub async fn paced(
+        &mut self,
+        seqs: Range<u64>,
+        pace: Pace,
+        calls: u64,
+        run: u64,
+        mut each: impl FnMut(u64, bool) -> bool,
+    ) {
+        let rate = pace.rate.max(1) as f64;
+        for seq in seqs.clone() {
+            let due = pace.start + Duration::from_secs_f64((seq - seqs.start) as f64 / rate);
+            if due >= pace.deadline || Instant::now() >= pace.deadline || self.gave_up() {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            self.stats.lag.record(due.elapsed().as_micros() as u64);
+            let accepted = self.publish(seq..seq + 1, seq % calls.max(1), run).await;
+            if !each(seq, accepted) {
+                break;
             }
         }
     }

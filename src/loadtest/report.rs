@@ -10,7 +10,7 @@ use serde_json::Value;
 /// `{"scenario", "target", "params", "results"}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `publish`, `fanout`, `idle`, `calls` or `soak`.
+    /// `publish`, `fanout`, `idle`, `calls`, `soak` or `storm`.
     pub scenario: String,
     /// `switchboard` or `nchan`.
     pub target: String,
@@ -164,6 +164,21 @@ impl Progress {
                 self.start.elapsed().as_secs_f64(),
                 text()
             );
+        }
+    }
+
+    /// Awaits `work`, printing `text()` as [`Progress::tick`] does meanwhile.
+    pub async fn during<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+        mut text: impl FnMut() -> String,
+    ) -> T {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep(Duration::from_millis(200)) => self.tick(&mut text),
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::{watch, Semaphore};
 use super::calls::{CallRig, CallStats};
 use super::fanout::{connect_bound, until_subscribed, OPENING_AT_ONCE};
 use super::histogram::{round3, Histogram};
-use super::publisher::Publisher;
+use super::publisher::{Pace, Publisher};
 use super::report::Progress;
 use super::seqtrack::{SeqTracker, MAX_SEQ};
 use super::subscriber::{open_live, Shared, SoakShared, SubscriberStats};
@@ -186,21 +186,21 @@ pub async fn run(ctx: &Ctx, a: &SoakArgs) -> Result<Value, LoadError> {
         let Some(start) = started.get() else {
             return Default::default();
         };
-        let deadline = start + ctx.duration;
+        let pace = Pace {
+            start,
+            rate: a.rate,
+            deadline: start + ctx.duration,
+        };
         let mut publisher = Publisher::new(&ctx.server);
-        let mut seq = 0;
-        while seq < ticks && publishing.get() && !publisher.gave_up() {
-            let due = start + Duration::from_secs_f64(seq as f64 / a.rate as f64);
-            if due >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
-            if publisher.publish(seq..seq + 1, 0, ctx.run).await {
-                accepted.borrow_mut().record(seq);
-            }
-            seq += 1;
-            next_seq.set(seq);
-        }
+        publisher
+            .paced(0..ticks, pace, 1, ctx.run, |seq, ok| {
+                if ok {
+                    accepted.borrow_mut().record(seq);
+                }
+                next_seq.set(seq + 1);
+                publishing.get()
+            })
+            .await;
         publisher.stats
     };
 

@@ -122,18 +122,43 @@ impl Subscription {
         if target == Target::Nchan {
             return Ok(());
         }
+        match self.wait_frame(within, |_, _| true).await? {
+            true => Ok(()),
+            false => Err(SubscribeError::Timeout),
+        }
+    }
+
+    /// Waits up to `within` for the next event that is not a stream notice (a
+    /// `cursor=earliest` replay or a live one): `true` if one came, `false` if the
+    /// wait ran out first.
+    pub async fn wait_event(&mut self, within: Duration) -> Result<bool, SubscribeError> {
+        self.wait_frame(within, |fields, data| {
+            data.is_some_and(|data| !fields.is_notice(data))
+        })
+        .await
+    }
+
+    /// Reads frames until one satisfies `wanted` (given its data) — `true` — or
+    /// `within` runs out — `false`; the stream ending first is
+    /// [`SubscribeError::Closed`].
+    async fn wait_frame(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Fields, Option<&[u8]>) -> bool,
+    ) -> Result<bool, SubscribeError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self
+            while let Some(frame) = self
                 .reader
                 .next_frame()
                 .map_err(|_| SubscribeError::Malformed)?
-                .is_some()
             {
-                return Ok(());
+                if wanted(&self.fields, frame.data) {
+                    return Ok(true);
+                }
             }
             match tokio::time::timeout_at(deadline, self.read()).await {
-                Err(_) => return Err(SubscribeError::Timeout),
+                Err(_) => return Ok(false),
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => return Err(SubscribeError::Closed),
                 Ok(Err(e)) => return Err(e),

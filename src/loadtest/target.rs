@@ -4,6 +4,7 @@
 //! message body on one channel.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use super::http1::{basic_auth, finish_request, request_head, Endpoint};
 use super::{Common, LoadError, Target};
@@ -119,13 +120,32 @@ impl Server {
     /// a server-assigned client ends with its connection, so a run leaves no sessions
     /// behind to count against `limits.sessions_per_account` or replay into the next.
     pub fn stream_request(&self, types: &str) -> Vec<u8> {
+        self.stream_request_with(types, &[], Duration::from_secs(3600))
+    }
+
+    /// [`Server::stream_request`] with more query parameters in the signed URL
+    /// (`client=…`, `cursor=earliest`; values are sent as given, so URL-safe ones
+    /// only), valid for `valid_for`. A named client's subscription lasts as long as
+    /// the URL, and its session at least that long: keep it short. Switchboard only:
+    /// nchan has no clients or cursors and gets its plain channel URL.
+    pub fn stream_request_with(
+        &self,
+        types: &str,
+        extra: &[(&str, &str)],
+        valid_for: Duration,
+    ) -> Vec<u8> {
         let path = match self.target {
-            Target::Switchboard => crate::auth::sign_url(
-                &self.token,
-                &format!("/v1/Accounts/{}/Stream?types={types}", self.account),
-                3600,
-                crate::clock::unix_now(),
-            ),
+            Target::Switchboard => {
+                let mut query = format!("/v1/Accounts/{}/Stream?types={types}", self.account);
+                for (name, value) in extra {
+                    query.push('&');
+                    query.push_str(name);
+                    query.push('=');
+                    query.push_str(value);
+                }
+                let secs = valid_for.as_secs().max(1);
+                crate::auth::sign_url(&self.token, &query, secs, crate::clock::unix_now())
+            }
             Target::Nchan => format!("/sub?id={NCHAN_CHANNEL}"),
         };
         let mut request = request_head(

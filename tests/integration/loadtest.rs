@@ -308,6 +308,61 @@ async fn soak_reports_every_interval_without_loss() {
 }
 
 #[tokio::test]
+async fn storm_reconnects_with_earliest_while_the_publisher_runs() {
+    let server = server();
+    let report = load_measured(
+        &server,
+        &["storm", "--clients", "20", "--rate", "50", "--phase", "1"],
+    )
+    .await;
+    assert_eq!(report.scenario, "storm");
+    assert_eq!(report.params["clients"], 20, "{}", report.params);
+    let r = &report.results;
+    for phase in ["quiet", "storm"] {
+        let p = &r[phase];
+        assert!(n(p, "published") > 0, "{phase}: {r}");
+        assert_eq!(n(p, "refused"), 0, "{phase}: {r}");
+        assert_eq!(p["errors"], serde_json::json!({}), "{phase}: {r}");
+        for key in ["p50", "p99", "p999", "max"] {
+            assert!(
+                p["latency_ms"][key].as_f64().is_some_and(|v| v > 0.0),
+                "{phase} {key}: {r}"
+            );
+        }
+        assert!(p["server_cpu_secs"].as_f64().is_some(), "{phase}: {r}");
+    }
+    assert!(
+        r["p99_ratio"].as_f64().is_some_and(|v| v > 0.0),
+        "the ratio is a positive number: {r}"
+    );
+    assert!(n(r, "reconnects") > 0, "{r}");
+    assert_eq!(n(r, "stream_refusals"), 0, "{r}");
+    assert_eq!(r["stream_errors"], serde_json::json!({}), "{r}");
+    // Every client asked for a replay after the quiet phase's ticks: its first
+    // connection had one to read.
+    assert!(n(r, "reconnects_without_event") < n(r, "reconnects"), "{r}");
+}
+
+#[tokio::test]
+async fn storm_refuses_the_nchan_target() {
+    let args = LoadtestArgs::try_parse_from([
+        "loadtest",
+        "storm",
+        "--target",
+        "nchan",
+        "--url",
+        "http://127.0.0.1:9",
+    ])
+    .expect("arguments parse");
+    let error = run(&args).await.expect_err("storm is switchboard only");
+    assert!(
+        matches!(error, switchboard::loadtest::LoadError::Options(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("switchboard target"), "{error}");
+}
+
+#[tokio::test]
 async fn nchan_target_refuses_batches_before_sending_anything() {
     let args = LoadtestArgs::try_parse_from([
         "loadtest",
