@@ -1,8 +1,10 @@
-//! The shard supervisor (issue 10, API.md §8 "Scaling inside a node"): with low
-//! marks in the config, bursts of publishing add shards and lulls retire them,
-//! several times over, while a steady stream of sequenced per-call events flows;
-//! every subscriber (SSE, long-poll, WebSocket) gets every event once, in each
-//! call's order, and the changes show in the metrics and the topology.
+//! The shard and proxy supervisors (issue 10, API.md §8 "Scaling inside a node"):
+//! with low marks in the config, bursts of publishing add shards and lulls retire
+//! them, sessions filling a proxy add one and thinning out retire one (its sessions
+//! moving), several times over, with a shard stopped and restarted, while a steady
+//! stream of sequenced per-call events flows; every subscriber (SSE, long-poll,
+//! WebSocket, webhook) gets every event once, in each call's order, and the changes
+//! show in the metrics and the topology.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,18 +257,28 @@ impl Readers {
     }
 }
 
+/// The three readers' sessions.
+const READERS: usize = 3;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_event_once_in_order() {
+async fn shards_and_proxies_scale_up_and_down_under_load_and_every_subscriber_gets_every_event_once_in_order(
+) {
+    let hold = ShardHold::new();
     let server = Arc::new(TestServer::start(|c| {
+        c.shard_hold = Some(hold.clone());
         c.shards = 1;
-        c.proxies = 2;
+        c.proxies = 1;
         c.workers = 2;
         c.admin_token = TOKEN.into();
         c.retention.max_events = 200_000;
+        c.stream.heartbeat_secs = 1;
         c.scaling.shards_min = 1;
         c.scaling.shards_max = SHARDS_MAX;
         c.scaling.shard_high_events_per_sec = 300;
         c.scaling.shard_low_events_per_sec = 100;
+        c.scaling.proxies_min = 1;
+        c.scaling.proxies_max = 2;
+        c.scaling.sessions_per_proxy = sessions_per_proxy(READERS);
         c.scaling.retire_after_secs = 0;
         c.scaling.interval_ms = 100;
         c.limits.publish_per_sec = 1_000_000;
@@ -276,6 +288,13 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
     let mut feeds: Vec<Feed> = (0..FEEDS).map(|_| Feed::new(&server)).collect();
     let most = (SHARDS_MAX - 1) as f64;
     for cycle in 1..=2 {
+        if cycle == 2 {
+            // The one shard left stops after its next batch, at the start of the
+            // burst, and is restarted in place.
+            let only = topology(&server).await["shards"][0]["index"].clone();
+            let id = only.as_u64().expect("a shard id");
+            hold.stop_shard(u16::try_from(id).expect("a shard id"));
+        }
         let cycle = f64::from(cycle);
         feeds = burst(&server, feeds, "shards added for a burst", |s| {
             changes(s, "added") >= cycle * most
@@ -289,10 +308,19 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
             .map(|s| s["slots"].as_u64().unwrap_or(0))
             .sum();
         assert_eq!(slots, 1024, "every slot has one owner: {topology}");
-        lull(&server, &mut feeds, "shards retired in a lull", |s| {
-            changes(s, "retired") >= cycle * most && s.value("switchboard_shards", &[]) == 1.0
-        })
-        .await;
+        // While the lull retires shards, a proxy is added and one retired, the
+        // readers' sessions moving with it.
+        let cycled = AtomicBool::new(false);
+        let lulled = lull(&server, &mut feeds, "shards retired in a lull", |s| {
+            cycled.load(Ordering::Relaxed)
+                && changes(s, "retired") >= cycle * most
+                && s.value("switchboard_shards", &[]) == 1.0
+        });
+        let proxies = async {
+            proxy_cycle(&server, &hold, cycle, READERS).await;
+            cycled.store(true, Ordering::Relaxed);
+        };
+        tokio::join!(lulled, proxies);
     }
     // Every call ends with one last event, then the subscribers must hold it all.
     let mut expected = PerCall::new();
@@ -306,6 +334,14 @@ async fn shards_scale_up_and_down_under_load_and_every_subscriber_gets_every_eve
     let s = scrape(&server).await;
     assert!(changes(&s, "added") >= 2.0 * most);
     assert_eq!(changes(&s, "retired"), 2.0 * most);
+    assert_eq!(proxy_changes(&s, "added"), 2.0);
+    assert_eq!(proxy_changes(&s, "retired"), 2.0);
+    assert!(s.value("switchboard_sessions_moved_total", &[]) >= 2.0 * READERS as f64);
+    let restarts = [("actor", "shard"), ("cause", "stop")];
+    assert_eq!(s.value("switchboard_actor_restarts_total", &restarts), 1.0);
+    let topology = topology(&server).await;
+    assert_eq!(topology["proxies"].as_array().map(Vec::len), Some(1));
+    assert_eq!(topology["totals"]["sessions"], READERS, "{topology}");
 }
 
 /// A bug that panics while a shard routes a batch (replayed with the test hook
@@ -441,14 +477,19 @@ fn by_call(events: &[crate::common::sse::SseEvent]) -> PerCall {
     per_call
 }
 
-/// Sessions the readers hold: `sse`, `ws`, `lp` and a webhook client `hook`.
-const READERS: usize = 4;
-/// Sessions put on a newly added proxy in a cycle: one more than the readers, so
-/// the readers' proxy is the least loaded when the sessions thin out.
-const NEWCOMERS: usize = READERS + 1;
-/// With this, the readers alone on one proxy and the newcomers on the other fit in
-/// one proxy at half: the readers' proxy retires and their sessions move.
-const SESSIONS_PER_PROXY: usize = 2 * (READERS + NEWCOMERS);
+/// Sessions put on a newly added proxy in a proxy cycle over `readers` sessions:
+/// one more than the readers, so the readers' proxy is the least loaded when the
+/// sessions thin out.
+fn newcomers(readers: usize) -> usize {
+    readers + 1
+}
+
+/// `scaling.sessions_per_proxy` for a proxy cycle over `readers` sessions: the
+/// readers alone on one proxy and the newcomers on the other then fit in one proxy
+/// at half, so the readers' proxy retires and their sessions move.
+fn sessions_per_proxy(readers: usize) -> usize {
+    2 * (readers + newcomers(readers))
+}
 
 fn proxy_changes(s: &Scrape, change: &str) -> f64 {
     s.value("switchboard_proxy_changes_total", &[("change", change)])
@@ -465,19 +506,19 @@ async fn fillers(server: &TestServer, n: usize) -> Vec<crate::common::sse::SseSt
     streams
 }
 
-/// One proxy cycle, with the readers' sessions alone on the only proxy: fillers
-/// fill it so a proxy is added, newcomers go to that one, the fillers leave so
-/// the readers' proxy (now the least loaded, and the sessions fit one proxy) is
-/// retired and the readers' sessions move; then the newcomers leave.
-/// The move itself is held at its cut (`hold`) for a while with events flowing,
-/// so both proxies hold events for the moving sessions when it is cut.
-async fn proxy_cycle(server: &TestServer, hold: &ShardHold, cycle: f64) {
-    let full = fillers(server, SESSIONS_PER_PROXY - READERS).await;
+/// One proxy cycle, with the `readers` sessions alone on the only proxy: fillers
+/// fill it so a proxy is added, newcomers go to that one, the fillers leave so the
+/// readers' proxy (now the least loaded, and the sessions fit one proxy) is retired
+/// and the readers' sessions move; then the newcomers leave. The move itself is
+/// held at its cut (`hold`) for a while with events flowing, so both proxies hold
+/// events for the moving sessions when it is cut.
+async fn proxy_cycle(server: &TestServer, hold: &ShardHold, cycle: f64, readers: usize) {
+    let full = fillers(server, sessions_per_proxy(readers) - readers).await;
     eventually_metrics(server, "a proxy added for the full one", |s| {
         proxy_changes(s, "added") >= cycle
     })
     .await;
-    let newcomers = fillers(server, NEWCOMERS).await;
+    let newcomers = fillers(server, newcomers(readers)).await;
     hold.hold_watermarks();
     drop(full);
     let deadline = Instant::now() + WAIT;
@@ -489,12 +530,12 @@ async fn proxy_cycle(server: &TestServer, hold: &ShardHold, cycle: f64) {
     hold.release_watermarks();
     eventually_metrics(server, "the readers' proxy retired, sessions moved", |s| {
         proxy_changes(s, "retired") >= cycle
-            && s.value("switchboard_sessions_moved_total", &[]) >= cycle * READERS as f64
+            && s.value("switchboard_sessions_moved_total", &[]) >= cycle * readers as f64
     })
     .await;
     drop(newcomers);
     eventually_metrics(server, "the readers alone on one proxy", |s| {
-        s.value("switchboard_sessions", &[]) == READERS as f64
+        s.value("switchboard_sessions", &[]) == readers as f64
             && s.value("switchboard_proxies", &[]) == 1.0
     })
     .await;
@@ -514,6 +555,9 @@ fn steady(feeds: Vec<Feed>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Ve
     })
 }
 
+/// Sessions of the readers and the webhook client `hook`.
+const HOOKED: usize = 4;
+
 /// The proxy supervisor (issue 10): proxies are added as sessions fill them, and an
 /// underused one is retired with its sessions moved to another, twice over, while
 /// events flow: every subscriber (SSE, long-poll, WebSocket, webhook) gets every
@@ -529,7 +573,7 @@ async fn a_retired_proxy_moves_its_sessions_streams_and_all() {
         c.stream.heartbeat_secs = 1;
         c.scaling.proxies_min = 1;
         c.scaling.proxies_max = 2;
-        c.scaling.sessions_per_proxy = SESSIONS_PER_PROXY;
+        c.scaling.sessions_per_proxy = sessions_per_proxy(HOOKED);
         c.scaling.retire_after_secs = 0;
         c.scaling.interval_ms = 50;
     }));
@@ -546,7 +590,7 @@ async fn a_retired_proxy_moves_its_sessions_streams_and_all() {
     let feeds = (0..2).map(|_| Feed::new(&server)).collect();
     let publishing = steady(feeds, stop.clone());
     for cycle in 1..=2 {
-        proxy_cycle(&server, &hold, f64::from(cycle)).await;
+        proxy_cycle(&server, &hold, f64::from(cycle), HOOKED).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut feeds = publishing.await.expect("the publisher");
@@ -585,7 +629,7 @@ async fn a_retired_proxy_moves_its_sessions_streams_and_all() {
     let proxies = topology["proxies"].as_array().expect("proxies");
     assert_eq!(proxies.len(), 1, "{topology}");
     assert_eq!(proxies[0]["index"], 2, "the third proxy made: {topology}");
-    assert_eq!(proxies[0]["sessions"], READERS, "{topology}");
+    assert_eq!(proxies[0]["sessions"], HOOKED, "{topology}");
 }
 
 /// The events of every webhook request, in the order they were received.
