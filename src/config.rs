@@ -218,6 +218,9 @@ pub struct ScalingConfig {
     pub sessions_per_proxy: usize,
     /// Events per second of one shard above which a shard is added.
     pub shard_high_events_per_sec: u64,
+    /// Share of its time one shard spends routing (above 0, at most 1) above which
+    /// a shard is added.
+    pub shard_high_busy: f64,
     /// Events per second per shard, counted on one shard fewer, below which the
     /// least busy shard is retired.
     pub shard_low_events_per_sec: u64,
@@ -455,6 +458,7 @@ impl Default for ScalingConfig {
             proxies_max: 0,
             sessions_per_proxy: 10_000,
             shard_high_events_per_sec: 50_000,
+            shard_high_busy: 0.8,
             shard_low_events_per_sec: 5_000,
             retire_after_secs: 60,
             interval_ms: 1000,
@@ -670,6 +674,13 @@ impl Config {
                     "scaling.proxies_max"
                 },
                 message: format!("must be at most {MAX_PROXIES}"),
+            });
+        }
+        let busy = self.scaling.shard_high_busy;
+        if !(busy > 0.0 && busy <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "scaling.shard_high_busy",
+                message: "must be above 0 and at most 1 (a share of the time)".into(),
             });
         }
         if self.scaling.sessions_per_proxy == 0 {
@@ -895,6 +906,34 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("`shards`") && err.contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn scaling_keys_are_checked_and_named() {
+        let refused = |change: fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        let err = refused(|c| c.scaling.shard_high_busy = 1.5);
+        assert!(err.contains("scaling.shard_high_busy"), "{err}");
+        let err = refused(|c| c.scaling.shard_high_busy = f64::NAN);
+        assert!(err.contains("scaling.shard_high_busy"), "{err}");
+        let err = refused(|c| c.scaling.sessions_per_proxy = 0);
+        assert!(err.contains("scaling.sessions_per_proxy"), "{err}");
+        let err = refused(|c| {
+            c.scaling.proxies_min = 3;
+            c.scaling.proxies_max = 2;
+        });
+        assert!(err.contains("scaling.proxies_min"), "{err}");
+        let err = refused(|c| c.scaling.proxies_max = MAX_PROXIES + 1);
+        assert!(err.contains("scaling.proxies_max"), "{err}");
+        let config = Config {
+            proxies: 2,
+            ..Config::default()
+        };
+        assert_eq!(config.proxy_bounds(), (2, 2), "0s mean `proxies`");
+        assert_eq!(config.replays_at_once(3), 3 * REPLAYS_PER_WORKER);
     }
 
     #[test]

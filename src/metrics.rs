@@ -5,8 +5,8 @@
 //! list, and no account, call or client id is ever a label.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 50 µs to 5 s.
@@ -79,6 +79,10 @@ impl Registrar<'_> {
         self.add(IntCounterVec::new(Opts::new(name, help), labels))
     }
 
+    fn float_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        self.add(CounterVec::new(Opts::new(name, help), labels))
+    }
+
     fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels))
     }
@@ -139,6 +143,9 @@ pub struct Metrics {
     pub shard_slots: IntGaugeVec,
     /// Events each shard routed: the load the shard supervisor scales by.
     pub shard_events: IntCounterVec,
+    /// Seconds each shard spent routing: its busy time, which the shard supervisor
+    /// also scales by (an event of many subscribers costs more than one of few).
+    pub shard_busy: CounterVec,
     /// Shards the supervisor added and retired, by change (`added`, `retired`).
     pub shard_changes: IntCounterVec,
     /// Proxies the proxy supervisor added and retired, by change.
@@ -168,6 +175,8 @@ pub struct Metrics {
     pub replays: IntCounterVec,
     /// Events delivered again from a cache or retention by those replays.
     pub replayed_events: IntCounter,
+    /// `cursor=earliest` replays holding one of the `stream.replays_at_once` turns.
+    pub replays_in_progress: IntGauge,
     /// Client events accepted, by how they came (`http`, `ws`).
     pub client_events: IntCounterVec,
     /// Client events refused before publishing, by how they came and why (`scope`,
@@ -310,6 +319,11 @@ impl Metrics {
                 "Virtual call slots (of 1024) owned by each broker shard",
                 &["index"],
             ),
+            shard_busy: reg.float_counter_vec(
+                "switchboard_shard_busy_seconds_total",
+                "Seconds each broker shard spent routing publish batches",
+                &["index"],
+            ),
             shard_events: reg.counter_vec(
                 "switchboard_shard_events_total",
                 "Events each broker shard routed",
@@ -369,6 +383,10 @@ impl Metrics {
             replayed_events: reg.counter(
                 "switchboard_replayed_events_total",
                 "Events delivered from retention by cursor=earliest replays",
+            ),
+            replays_in_progress: reg.gauge(
+                "switchboard_replays_in_progress",
+                "cursor=earliest replays holding one of the stream.replays_at_once turns",
             ),
             client_events: reg.counter_vec(
                 "switchboard_client_events_total",

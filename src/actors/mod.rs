@@ -142,6 +142,7 @@ impl Topology {
                 max: shards_max,
                 high: scaling.shard_high_events_per_sec as f64,
                 queue_high: (config.publish.shard_queue / 2) as i64,
+                busy_high: scaling.shard_high_busy,
                 low: scaling.shard_low_events_per_sec as f64,
                 retire_after,
             });

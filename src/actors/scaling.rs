@@ -2,8 +2,9 @@
 //! feeds it each shard's events per second at every check and does what it says.
 //!
 //! The rule, as autoscalers with hysteresis have it: add a shard as soon as the
-//! busiest one is above the high-water mark, in events per second or in publish
-//! batches queued (a hot or backed-up shard delays every call it owns);
+//! busiest one is above the high-water mark, in events per second, in the share of
+//! its time spent routing, or in publish batches queued (a hot or backed-up shard
+//! delays every call it owns);
 //! retire the least busy only once the whole load would stay below the low-water mark
 //! on one shard fewer, and has stayed so for `retire_after` (a lull between bursts
 //! must not cost two hand-offs). Always within `min..=max` shards.
@@ -25,6 +26,10 @@ pub struct Marks {
     /// Publish batches queued at one shard above which a shard is added (half of
     /// `publish.shard_queue`: a shard that far behind is about to refuse).
     pub queue_high: i64,
+    /// Share of its time one shard spends routing (0 to 1) above which a shard is
+    /// added: events that each match many subscriptions cost more than their rate
+    /// says.
+    pub busy_high: f64,
     /// Events per second per shard, on one shard fewer, below which one is retired.
     pub low: f64,
     /// How long the load must stay low before a shard is retired.
@@ -38,6 +43,8 @@ pub struct Load {
     pub shard: ShardId,
     /// Events it routed per second since the last look.
     pub events_per_sec: f64,
+    /// The share of the time since the last look it spent routing.
+    pub busy: f64,
     /// Publish batches queued for it now.
     pub queued: i64,
 }
@@ -127,9 +134,11 @@ impl Scaler {
             .iter()
             .min_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec))
             .map(|load| load.shard);
-        let hot = loads
-            .iter()
-            .any(|l| l.events_per_sec > self.marks.high || l.queued > self.marks.queue_high);
+        let hot = loads.iter().any(|l| {
+            l.events_per_sec > self.marks.high
+                || l.busy > self.marks.busy_high
+                || l.queued > self.marks.queue_high
+        });
         let total: f64 = loads.iter().map(|l| l.events_per_sec).sum();
         let fits_on_fewer = n > 1 && total / ((n - 1) as f64) < self.marks.low;
         self.hysteresis.decide(n, hot, fits_on_fewer, least, now)
@@ -204,6 +213,7 @@ mod tests {
             max: 3,
             high: 1000.0,
             queue_high: 512,
+            busy_high: 0.8,
             low: 100.0,
             retire_after: Duration::from_secs(10),
         })
@@ -216,6 +226,7 @@ mod tests {
             .map(|&(shard, events_per_sec)| Load {
                 shard,
                 events_per_sec,
+                busy: 0.0,
                 queued: 0,
             })
             .collect()
@@ -267,13 +278,17 @@ mod tests {
     }
 
     #[test]
-    fn a_backed_up_shard_adds_one_whatever_its_rate() {
+    fn a_backed_up_or_busy_shard_adds_one_whatever_its_rate() {
         let mut s = scaler();
         let t = Instant::now();
         let mut loads = at(&[(0, 10.0), (1, 10.0)]);
         loads[1].queued = 600;
         assert_eq!(s.decide(&loads, t), Decision::Add);
         loads[1].queued = 100;
+        assert_eq!(s.decide(&loads, t), Decision::Hold);
+        loads[0].busy = 0.9;
+        assert_eq!(s.decide(&loads, t), Decision::Add, "busy 90% of the time");
+        loads[0].busy = 0.5;
         assert_eq!(s.decide(&loads, t), Decision::Hold);
     }
 

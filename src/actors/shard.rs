@@ -356,6 +356,8 @@ pub struct BrokerShard {
     evaluations: IntCounter,
     /// `switchboard_shard_events_total{index}` of this shard.
     routed: IntCounter,
+    /// `switchboard_shard_busy_seconds_total{index}` of this shard.
+    busy: prometheus::Counter,
     metrics: Metrics,
     scratch: Vec<u64>,
     hold: Option<ShardHold>,
@@ -384,6 +386,7 @@ impl BrokerShard {
             depth,
             evaluations: metrics.filter_evaluations.with_label_values(&["shard"]),
             routed: metrics.shard_events.with_label_values(&[&id.to_string()]),
+            busy: metrics.shard_busy.with_label_values(&[&id.to_string()]),
             _running: Running::new(metrics.shards.clone()),
             metrics,
             scratch: Vec::new(),
@@ -425,7 +428,9 @@ impl Handler<Publish> for BrokerShard {
 
     fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
         if let Some(msg) = self.incoming.admit(msg) {
+            let started = Instant::now();
             self.route_guarded(msg);
+            self.busy.inc_by(started.elapsed().as_secs_f64());
         }
         if self.hold.as_ref().is_some_and(|h| h.take_stop(self.id)) {
             ctx.stop();

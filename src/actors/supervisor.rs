@@ -36,6 +36,13 @@ pub fn export_slots(map: &ShardMap, metrics: &Metrics) {
     }
 }
 
+/// A shard's counters at a look.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    events: u64,
+    busy_secs: f64,
+}
+
 /// What the supervisor works with.
 pub struct ShardSupervisor {
     distributor: Arc<Distributor>,
@@ -45,8 +52,8 @@ pub struct ShardSupervisor {
     scaler: Scaler,
     interval: Duration,
     changes: ChangeLock,
-    /// Each shard's routed-event count at the last look, and when that was.
-    last: (FxHashMap<ShardId, u64>, Instant),
+    /// What each shard had done at the last look, and when that was.
+    last: (FxHashMap<ShardId, Seen>, Instant),
     next_id: ShardId,
     /// A change is under way: the next looks wait for it.
     busy: bool,
@@ -85,41 +92,36 @@ impl ShardSupervisor {
         }
     }
 
-    /// Each shard's events per second since the last look, and its queue now.
+    /// Each shard's events per second and busy fraction since the last look, and its
+    /// queue now.
     fn loads(&mut self) -> Vec<Load> {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.last.1).as_secs_f64();
+        let per_sec = |delta: f64| if elapsed > 0.0 { delta / elapsed } else { 0.0 };
         let map = self.distributor.current();
         let mut counts = FxHashMap::default();
         let loads = map
             .shards
             .iter()
             .map(|shard| {
-                let count = self.routed(shard.id);
-                counts.insert(shard.id, count);
-                let before = self.last.0.get(&shard.id).copied().unwrap_or(count);
-                let rate = if elapsed > 0.0 {
-                    count.saturating_sub(before) as f64 / elapsed
-                } else {
-                    0.0
+                let label = shard.id.to_string();
+                let metrics = &self.factory.metrics;
+                let now_seen = Seen {
+                    events: metrics.shard_events.with_label_values(&[&label]).get(),
+                    busy_secs: metrics.shard_busy.with_label_values(&[&label]).get(),
                 };
+                counts.insert(shard.id, now_seen);
+                let before = self.last.0.get(&shard.id).copied().unwrap_or(now_seen);
                 Load {
                     shard: shard.id,
-                    events_per_sec: rate,
+                    events_per_sec: per_sec(now_seen.events.saturating_sub(before.events) as f64),
+                    busy: per_sec((now_seen.busy_secs - before.busy_secs).max(0.0)),
                     queued: shard.depth.get(),
                 }
             })
             .collect();
         self.last = (counts, now);
         loads
-    }
-
-    fn routed(&self, id: ShardId) -> u64 {
-        self.factory
-            .metrics
-            .shard_events
-            .with_label_values(&[&id.to_string()])
-            .get()
     }
 
     fn look(&mut self, ctx: &mut Context<Self>) {
@@ -230,6 +232,7 @@ async fn retire(distributor: Arc<Distributor>, id: ShardId, metrics: Metrics) {
     let label = id.to_string();
     let _ = metrics.shard_slots.remove_label_values(&[&label]);
     let _ = metrics.shard_events.remove_label_values(&[&label]);
+    let _ = metrics.shard_busy.remove_label_values(&[&label]);
     let _ = metrics
         .mailbox_depth
         .remove_label_values(&["shard", &label]);

@@ -165,23 +165,39 @@ async fn stream(
 }
 
 /// One of the node's `stream.replays_at_once` turns for a `cursor=earliest` replay,
-/// waited for up to [`crate::http::PROXY_DEADLINE`].
-async fn replay_turn(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    let busy = || {
-        ApiError::unavailable(
-            "replays_busy",
-            "stream.replays_at_once replays are in progress; retry shortly",
-        )
-    };
+/// counted in `switchboard_replays_in_progress` until it is dropped.
+pub struct ReplayTurn {
+    _permit: OwnedSemaphorePermit,
+    in_progress: prometheus::IntGauge,
+}
+
+impl Drop for ReplayTurn {
+    fn drop(&mut self) {
+        self.in_progress.dec();
+    }
+}
+
+/// Waits up to [`crate::http::PROXY_DEADLINE`] for a replay turn.
+async fn replay_turn(state: &AppState) -> Result<ReplayTurn, ApiError> {
     let waited = tokio::time::timeout(
         crate::http::PROXY_DEADLINE,
         state.replays.clone().acquire_owned(),
     )
     .await;
     match waited {
-        Ok(Ok(permit)) => Ok(permit),
+        Ok(Ok(permit)) => {
+            let in_progress = state.metrics.replays_in_progress.clone();
+            in_progress.inc();
+            Ok(ReplayTurn {
+                _permit: permit,
+                in_progress,
+            })
+        }
         // The semaphore is never closed; a timeout is the only refusal.
-        Ok(Err(_)) | Err(_) => Err(busy()),
+        Ok(Err(_)) | Err(_) => Err(ApiError::unavailable(
+            "replays_busy",
+            "stream.replays_at_once replays are in progress; retry shortly",
+        )),
     }
 }
 
@@ -216,7 +232,7 @@ pub struct Connection {
     delivery_metrics: std::sync::OnceLock<DeliveryMetrics>,
     /// A `cursor=earliest` connection's turn among the node's replays, given back
     /// once its first events are taken for writing.
-    replay_turn: parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
+    replay_turn: parking_lot::Mutex<Option<ReplayTurn>>,
 }
 
 impl Connection {
