@@ -116,24 +116,28 @@ impl Outbox {
         self.state.lock().epoch
     }
 
-    /// Replaces the retained sequence with `events` (a `cursor=earliest` replay merged
-    /// with what was cached), renumbered from 1 under a new epoch so that no cursor of
-    /// the old numbering can point into the new one, if connection `conn` (the one
-    /// that asked for the replay) is still the current one. That connection stays
-    /// attached and will be sent everything. Returns the change in retained events,
-    /// or `None` when another connection took over meanwhile: it asked for something
+    /// Replaces the retained sequence with what `merge` makes of it (a
+    /// `cursor=earliest` replay merged with what was cached), renumbered from 1
+    /// under a new epoch so that no cursor of the old numbering can point into the
+    /// new one, if connection `conn` (the one that asked for the replay) is still the
+    /// current one. `merge` gets the retained entries themselves, taken out rather
+    /// than copied, and returns the new content and whatever else it found. That
+    /// connection stays attached and will be sent everything. Returns the change in
+    /// retained events with `merge`'s other answer, or `None` (and `merge` is not
+    /// called) when another connection took over meanwhile: it asked for something
     /// else, and renumbering under it would send it again what it was already sent.
-    pub fn rebuild(
+    pub fn rebuild_with<R>(
         &self,
         conn: u64,
-        events: Vec<(SharedEvent, MatchedSubs)>,
         now: Instant,
-    ) -> Option<i64> {
+        merge: impl FnOnce(Vec<Entry>) -> (Vec<(SharedEvent, MatchedSubs)>, R),
+    ) -> Option<(i64, R)> {
         let mut state = self.state.lock();
         if state.conn != conn {
             return None;
         }
         let before = state.ring.len() as i64;
+        let (events, answer) = merge(std::mem::take(&mut state.ring).into());
         state.epoch = new_epoch();
         state.ring = events
             .into_iter()
@@ -149,12 +153,7 @@ impl Outbox {
         state.sent_upto = 0;
         state.gap = 0;
         self.evict(&mut state, now);
-        Some(state.ring.len() as i64 - before)
-    }
-
-    /// A copy of the retained entries (shared events, so cheap), oldest first.
-    pub fn retained(&self) -> Vec<Entry> {
-        self.state.lock().ring.iter().cloned().collect()
+        Some((state.ring.len() as i64 - before, answer))
     }
 
     /// Appends an event. Returns how many retained events were evicted to make room
@@ -385,7 +384,7 @@ mod tests {
                 1 => conn = o.attach(Resume::After(round.saturating_sub(9))).0,
                 2 => conn = o.attach(Resume::After(round * 3)).0,
                 _ if round == 31 => {
-                    o.rebuild(conn, vec![(event(0), MatchedSubs::new()); 3], now);
+                    o.rebuild_with(conn, now, |_| (vec![(event(0), MatchedSubs::new()); 3], ()));
                 }
                 _ => drop(o.drain(conn, now, usize::MAX)),
             }
@@ -456,16 +455,16 @@ mod tests {
         let (conn, _) = o.attach(Resume::Pending);
         o.push(event(9), MatchedSubs::new(), now);
         let old_epoch = o.epoch();
-        let grew = o.rebuild(
-            conn,
-            vec![
+        let grew = o.rebuild_with(conn, now, |cached| {
+            assert_eq!(cached.len(), 1, "the cache is handed over");
+            let merged = vec![
                 (event(1), MatchedSubs::new()),
                 (event(2), MatchedSubs::new()),
-                (event(9), MatchedSubs::new()),
-            ],
-            now,
-        );
-        assert_eq!(grew, Some(2));
+                (cached[0].event.clone(), cached[0].subs.clone()),
+            ];
+            (merged, "answer")
+        });
+        assert_eq!(grew, Some((2, "answer")));
         assert_ne!(o.epoch(), old_epoch);
         assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![1, 2, 3]));
         o.push(event(10), MatchedSubs::new(), now);
@@ -485,7 +484,7 @@ mod tests {
             (event(0), MatchedSubs::new()),
             (event(1), MatchedSubs::new()),
         ];
-        assert_eq!(o.rebuild(asked, replay, now), None);
+        assert_eq!(o.rebuild_with(asked, now, |_| (replay, ())), None);
         assert_eq!(
             o.epoch(),
             epoch,
@@ -507,7 +506,7 @@ mod tests {
         for n in 1..=5 {
             o.push(event(n), MatchedSubs::new(), now);
         }
-        let one = wire::framed_len(&o.retained()[0]);
+        let one = wire::framed_len(&o.state.lock().ring[0]);
         // Room for two events: two come, the rest wait and the writer is re-woken.
         assert_eq!(seqs(o.drain(conn, now, 2 * one + 1)), (0, vec![1, 2]));
         assert!(o.woken().now_or_never().is_some(), "re-woken for the rest");

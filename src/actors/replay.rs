@@ -51,7 +51,8 @@ pub fn merge(replies: Vec<ShardReplay>, cached: Vec<Entry>) -> Merged {
     let mut coverage = ReplayCoverage::default();
     // Ids the server made (random, not a tenant's), so a fast hash is safe: the
     // keyed one was a tenth of a replay's CPU in a reconnect storm.
-    let mut seen = FxHashSet::default();
+    let total = replies.iter().map(|r| r.events.len()).sum::<usize>() + cached.len();
+    let mut seen = FxHashSet::with_capacity_and_hasher(total, Default::default());
     let mut replayed = 0u64;
     let mut lists: Vec<Vec<(SharedEvent, MatchedSubs)>> = Vec::with_capacity(replies.len() + 1);
     for reply in replies {

@@ -43,7 +43,6 @@ impl EventProxy {
             .map(|(_, sub)| sub)
             .filter(|sub| sub.webhook.is_none())
             .collect();
-        let cached = session.outbox.retained();
         let mut matched = Vec::with_capacity(replies.len());
         for reply in replies {
             let Ok(reply) = reply else { continue };
@@ -71,14 +70,18 @@ impl EventProxy {
                 events,
             });
         }
-        let merged = replay::merge(matched, cached);
-        let session = self.sessions.get_mut(slot).expect("checked above");
-        let Some(grew) = session.outbox.rebuild(conn, merged.events, Instant::now()) else {
+        let rebuilt = session.outbox.rebuild_with(conn, Instant::now(), |cached| {
+            let merged = replay::merge(matched, cached);
+            (merged.events, (merged.coverage, merged.replayed))
+        });
+        let Some((grew, (coverage, replayed))) = rebuilt else {
             return;
         };
-        session.replayed = merged.coverage;
         self.metrics.cached_events.add(grew);
-        self.metrics.replayed_events.inc_by(merged.replayed);
+        self.metrics.replayed_events.inc_by(replayed);
+        if let Some(session) = self.sessions.get_mut(slot) {
+            session.replayed = coverage;
+        }
     }
 
     /// What a new connection of session `slot` needs, as things are now.
