@@ -44,8 +44,8 @@ pub enum ConfigError {
 
 /// Replays served at once per worker thread by default (`stream.replays_at_once =
 /// 0`): on one core, 8 kept a storm of 200 clients reconnecting with
-/// `cursor=earliest` at about 570 replays a second with publish p99 near 4 ms, where
-/// no bound let it push publish p99 to 90 ms (docs/loadtest.md, "storm").
+/// `cursor=earliest` at about 590 replays a second with publish p99 near 3 ms, where
+/// no bound let it push publish p99 to 40 ms (docs/loadtest.md, "storm").
 pub const REPLAYS_PER_WORKER: usize = 8;
 
 /// Most proxies at once: each is an actor with its own index and mailbox, and a
