@@ -151,11 +151,14 @@ impl Actor for ProxySupervisor {
 }
 
 /// Restarted in place after a panic: a retirement under way is dropped with the
-/// context's futures (its proxy accepts no new sessions until a later retirement
-/// of it finishes), so the next look may start another.
+/// context's futures, so its proxy takes sessions again (no retirement is under
+/// way any more) and the next look may start another.
 impl Supervised for ProxySupervisor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.busy = false;
+        for proxy in self.directory.proxies() {
+            self.directory.start_accepting(proxy.id);
+        }
     }
 }
 
