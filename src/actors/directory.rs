@@ -176,16 +176,6 @@ impl Directory {
             }
         }
     }
-
-    /// How many clients have an entry.
-    pub fn len(&self) -> usize {
-        self.clients.read().len()
-    }
-
-    /// Whether none has.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
@@ -270,7 +260,7 @@ mod tests {
         directory.moved(A, &c, ProxyId(0), ProxyId(2));
         assert_eq!(directory.owner(A, &c), Some(ProxyId(1)), "a stale move");
         directory.release(A, &c, ProxyId(1));
-        assert!(directory.is_empty());
+        assert_eq!(directory.owner(A, &c), None);
         assert!(directory.remove(ProxyId(0)).is_some());
         assert_eq!(
             directory.proxies().iter().map(|h| h.id).collect::<Vec<_>>(),

@@ -375,19 +375,15 @@ async fn create(
         .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
     let Subscribed { view, created } = state
-        .ask_proxy(
-            request.account,
-            &request.client,
-            Subscribe {
-                account: request.account,
-                client: request.client.clone(),
-                subscription: NewSubscription {
-                    filter: Arc::new(filter),
-                    expires: expires.flatten(),
-                    callback: callback.flatten(),
-                },
+        .ask_proxy(Subscribe {
+            account: request.account,
+            client: request.client.clone(),
+            subscription: NewSubscription {
+                filter: Arc::new(filter),
+                expires: expires.flatten(),
+                callback: callback.flatten(),
             },
-        )
+        })
         .await??;
     let (mut response, outcome) = if created {
         (HttpResponse::Created(), "created")
@@ -404,14 +400,10 @@ async fn create(
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
     state
-        .ask_proxy(
-            request.account,
-            &request.client,
-            ListSubscriptions {
-                account: request.account,
-                client: request.client.clone(),
-            },
-        )
+        .ask_proxy(ListSubscriptions {
+            account: request.account,
+            client: request.client.clone(),
+        })
         .await?
         .map_err(control_error)
 }
@@ -471,20 +463,16 @@ async fn update(
     });
     let Lifetime { expires, callback } = request.checked(&state)?;
     let view = state
-        .ask_proxy(
-            request.account,
-            &request.client,
-            UpdateSubscription {
-                account: request.account,
-                client: request.client.clone(),
-                sid: sub,
-                change: SubscriptionChange {
-                    filter,
-                    expires,
-                    callback,
-                },
+        .ask_proxy(UpdateSubscription {
+            account: request.account,
+            client: request.client.clone(),
+            sid: sub,
+            change: SubscriptionChange {
+                filter,
+                expires,
+                callback,
             },
-        )
+        })
         .await?
         .map_err(control_error)?;
     Ok(HttpResponse::Ok().json(request.render(&state, &view)))
@@ -498,15 +486,11 @@ async fn delete(
     let (sid, client, sub) = path.into_inner();
     let request = Request::read(&req, &sid, &client, None, &state).await?;
     state
-        .ask_proxy(
-            request.account,
-            &request.client,
-            Unsubscribe {
-                account: request.account,
-                client: request.client.clone(),
-                sid: sub,
-            },
-        )
+        .ask_proxy(Unsubscribe {
+            account: request.account,
+            client: request.client.clone(),
+            sid: sub,
+        })
         .await?
         .map_err(control_error)?;
     Ok(HttpResponse::NoContent().finish())

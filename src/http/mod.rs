@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::ask::{ask, AskError};
-use crate::actors::proxy::{EventProxy, Routed};
+use crate::actors::proxy::{EventProxy, ForClient, Routed};
 use crate::actors::Topology;
 use crate::auth::{AuthError, Principal};
 use crate::callrouter::CallRouter;
@@ -105,24 +105,20 @@ impl AppState {
         &self.accounts.get(account).sid
     }
 
-    /// Asks the proxy of `client` of `account`, as the directory says, giving it
+    /// Asks the proxy of the client `msg` is about, as the directory says, giving it
     /// [`PROXY_DEADLINE`] in all: a proxy that is stuck or flooded costs the caller
     /// a 503 with `Retry-After`, never a request that hangs. A proxy that answers
     /// [`Routed::Elsewhere`] (the client is another's, or moving between proxies)
     /// is asked again through the directory after a short pause. Every request a
     /// handler makes of a proxy is safe to repeat (a connect resumes by cursor, a
     /// create is idempotent, and "elsewhere" means nothing was done).
-    pub async fn ask_proxy<M, T>(
-        &self,
-        account: AccountIdx,
-        client: &Arc<str>,
-        msg: M,
-    ) -> Result<T, ApiError>
+    pub async fn ask_proxy<M, T>(&self, msg: M) -> Result<T, ApiError>
     where
         EventProxy: actix::Handler<M>,
-        M: actix::Message<Result = Routed<T>> + Clone + Send + 'static,
+        M: actix::Message<Result = Routed<T>> + ForClient + Clone + Send + 'static,
         T: Send + 'static,
     {
+        let (account, client) = msg.client();
         let draining = || ApiError::unavailable("draining", "the server is shutting down");
         let late = || {
             ApiError::unavailable(

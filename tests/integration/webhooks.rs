@@ -13,22 +13,8 @@ use crate::common::channels::{
 };
 use crate::common::{new_call_sid, TestServer, WAIT};
 
-/// The events of one webhook request (its body must be a JSON array).
-#[track_caller]
-fn batch(req: &HookRequest) -> Vec<Value> {
-    let body: Value = serde_json::from_slice(&req.body).unwrap_or_else(|err| {
-        panic!(
-            "webhook body is not JSON ({err}): {:?}",
-            String::from_utf8_lossy(&req.body)
-        )
-    });
-    body.as_array()
-        .unwrap_or_else(|| panic!("webhook body is not a JSON array: {body}"))
-        .clone()
-}
-
 fn batch_ids(req: &HookRequest) -> Vec<String> {
-    batch(req)
+    req.events()
         .iter()
         .map(|ev| ev["id"].as_str().unwrap_or("").to_string())
         .collect()
@@ -120,7 +106,7 @@ async fn a_webhook_gets_every_event_in_order_signed_and_retried() {
             "X-Switchboard-Signature of a {}-byte body",
             req.body.len()
         );
-        let events = batch(req);
+        let events = req.events();
         assert!(!events.is_empty(), "empty webhook batch");
         assert!(
             events.len() <= 4,

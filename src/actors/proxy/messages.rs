@@ -25,6 +25,32 @@ use crate::outbox::Outbox;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProxyId(pub u32);
 
+/// A request about one client, which goes to the proxy that holds it (see
+/// [`crate::http::AppState::ask_proxy`]): the client it is about.
+pub trait ForClient {
+    /// The client's account and id.
+    fn client(&self) -> (AccountIdx, &Arc<str>);
+}
+
+/// Every client request carries `account` and `client`.
+macro_rules! for_client {
+    ($($request:ty),*) => {
+        $(impl ForClient for $request {
+            fn client(&self) -> (AccountIdx, &Arc<str>) {
+                (self.account, &self.client)
+            }
+        })*
+    };
+}
+
+for_client!(
+    Connect,
+    Subscribe,
+    ListSubscriptions,
+    UpdateSubscription,
+    Unsubscribe
+);
+
 /// A proxy's answer to a request about a client: the answer, or "ask again": the
 /// client is held by another proxy (the directory was read before it changed), or
 /// its session is moving between proxies right now. Callers route the request

@@ -121,33 +121,35 @@ async fn stream(
         _ => None,
     };
     let connected = state
-        .ask_proxy(
+        .ask_proxy(Connect {
             account,
-            &client,
-            Connect {
-                account,
-                client: client.clone(),
-                subscription: params.filter.map(|filter| NewSubscription {
-                    filter: Arc::new(filter),
-                    expires,
-                    callback: None,
-                }),
-                default: NewSubscription {
-                    filter: Arc::new(params.default_filter),
-                    expires,
-                    callback: None,
-                },
-                resume,
-                ephemeral,
+            client: client.clone(),
+            subscription: params.filter.map(|filter| NewSubscription {
+                filter: Arc::new(filter),
+                expires,
+                callback: None,
+            }),
+            default: NewSubscription {
+                filter: Arc::new(params.default_filter),
+                expires,
+                callback: None,
             },
-        )
+            resume,
+            ephemeral,
+        })
         .await??;
     let closes_at = match principal {
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
     };
-    let conn = Connection::new(state.clone(), account, client, grant, connected, closes_at);
-    *conn.replay_turn.lock() = replay_turn;
+    let conn = Connection::new(
+        state.clone(),
+        (account, client),
+        grant,
+        connected,
+        closes_at,
+        replay_turn,
+    );
     if websocket {
         return ws::respond(&req, payload, conn);
     }
@@ -233,16 +235,18 @@ pub struct Connection {
     /// A `cursor=earliest` connection's turn among the node's replays, given back
     /// once its first events are taken for writing.
     replay_turn: parking_lot::Mutex<Option<ReplayTurn>>,
+    /// Whether `replay_turn` holds a turn: every drain reads this, not the lock.
+    replaying: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
     fn new(
         state: web::Data<AppState>,
-        account: AccountIdx,
-        client: Arc<str>,
+        (account, client): (AccountIdx, Arc<str>),
         grant: Arc<Grant>,
         connected: Connected,
         closes_at: Option<u64>,
+        replay_turn: Option<ReplayTurn>,
     ) -> Connection {
         let account_sid: Arc<str> = state.account_sid(account).into();
         Connection {
@@ -256,7 +260,8 @@ impl Connection {
             connected,
             closes_at,
             delivery_metrics: std::sync::OnceLock::new(),
-            replay_turn: parking_lot::Mutex::new(None),
+            replaying: std::sync::atomic::AtomicBool::new(replay_turn.is_some()),
+            replay_turn: parking_lot::Mutex::new(replay_turn),
         }
     }
 
@@ -304,7 +309,10 @@ impl Connection {
             Drain::Events { gap, mut entries } => {
                 // The replay is read and merged, its first chunk taken: the next
                 // replay may start (dropping the permit gives the turn back).
-                drop(self.replay_turn.lock().take());
+                if self.replaying.load(Ordering::Relaxed) {
+                    self.replaying.store(false, Ordering::Relaxed);
+                    drop(self.replay_turn.lock().take());
+                }
                 if let Some(last) = entries.last() {
                     self.read_upto.store(last.seq, Ordering::Relaxed);
                 }

@@ -537,6 +537,20 @@ pub struct HookRequest {
 }
 
 impl HookRequest {
+    /// The events of this request (its body must be a JSON array).
+    #[track_caller]
+    pub fn events(&self) -> Vec<Value> {
+        let body: Value = serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "webhook body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        });
+        body.as_array()
+            .unwrap_or_else(|| panic!("webhook body is not a JSON array: {body}"))
+            .clone()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
