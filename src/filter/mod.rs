@@ -199,16 +199,15 @@ impl Filter {
     /// Whether the event passes: type, then scope, then every `where` (cheapest and
     /// most selective first). A malformed type name matches no filter.
     pub fn matches(&self, ev: &EventFields<'_>) -> bool {
-        // Tokenise once (on the stack) for all patterns; a malformed type yields
-        // `None` and matches nothing, as in the index.
-        let Some(tokens) = types::Tokens::new(ev.type_name) else {
+        // A malformed type matches nothing, as in the index.
+        if !types::well_formed(ev.type_name) {
             return false;
-        };
+        }
         let type_ok = self.types.is_empty()
             || self
                 .types
                 .iter()
-                .any(|t| t.matches_tokens(tokens.as_slice()));
+                .any(|t| t.matches_well_formed(ev.type_name));
         type_ok && self.matches_after_type(ev)
     }
 

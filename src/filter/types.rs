@@ -10,8 +10,9 @@
 //!
 //! Patterns are parsed once at the edge into [`TypePattern`] so that matching never
 //! re-validates text, and so that the canonical text (its `Display`) can be hashed
-//! into aggregation keys. Event types are split into segments by [`Tokens`] on the
-//! stack: types are at most 64 bytes, so matching never touches the heap.
+//! into aggregation keys. A pattern matches a type segment by segment in place; the
+//! trie splits a type into [`Tokens`] on the stack once per walk: types are at most
+//! 64 bytes, so matching never touches the heap.
 
 use std::fmt;
 use std::str::FromStr;
@@ -126,33 +127,34 @@ impl TypePattern {
     /// with an empty segment) matches nothing, not even [`TypePattern::any`]: the
     /// publisher validates types, and the index must agree with this on every input.
     pub fn matches(&self, type_name: &str) -> bool {
-        match Tokens::new(type_name) {
-            Some(tokens) => self.matches_tokens(tokens.as_slice()),
-            None => false,
-        }
+        well_formed(type_name) && self.matches_well_formed(type_name)
     }
 
-    /// Matches an already tokenised type (see [`Tokens`]).
-    pub(crate) fn matches_tokens(&self, tokens: &[&str]) -> bool {
-        let segments = usize::from(self.segments);
+    /// Matches a type already known to be [`well_formed`], segment by segment in
+    /// place: a replay matches every retained event, and splitting each type into a
+    /// [`Tokens`] buffer first (a 33-slot array zeroed per event) was most of a
+    /// replay's matching time.
+    pub(crate) fn matches_well_formed(&self, type_name: &str) -> bool {
+        let mut pattern = self.text.split('.');
+        let mut segments = type_name.split('.');
         match self.kind {
-            PatternKind::Any => !tokens.is_empty(),
-            PatternKind::Exact => {
-                tokens.len() == segments
-                    && self
-                        .text
-                        .split('.')
-                        .zip(tokens)
-                        .all(|(p, t)| p == "*" || p == *t)
-            }
+            PatternKind::Any => true,
+            PatternKind::Exact => loop {
+                match (pattern.next(), segments.next()) {
+                    (Some(p), Some(t)) if p == "*" || p == t => {}
+                    // Both ran out together: every segment matched.
+                    (None, None) => break true,
+                    _ => break false,
+                }
+            },
             PatternKind::Tail => {
                 // The prefix is every segment but the trailing `*`; at least one
                 // further type segment must follow it.
-                tokens.len() >= segments
-                    && self
-                        .prefix_segments()
-                        .zip(tokens)
-                        .all(|(p, t)| p == "*" || p == *t)
+                let prefix = usize::from(self.segments).saturating_sub(1);
+                pattern
+                    .take(prefix)
+                    .all(|p| segments.next().is_some_and(|t| p == "*" || p == t))
+                    && segments.next().is_some()
             }
         }
     }
@@ -185,6 +187,22 @@ impl FromStr for TypePattern {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         TypePattern::parse(s)
+    }
+}
+
+/// Whether `type_name` is a type patterns may match: 1 to [`MAX_TYPE_LEN`] bytes with
+/// no empty segment. Anything else matches nothing, not even [`TypePattern::any`]
+/// (the publisher validates types, and the index must agree with every matcher).
+pub(crate) fn well_formed(type_name: &str) -> bool {
+    let bytes = type_name.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) => {
+            bytes.len() <= MAX_TYPE_LEN
+                && first != b'.'
+                && last != b'.'
+                && !bytes.windows(2).any(|pair| pair == b"..")
+        }
+        _ => false,
     }
 }
 
@@ -361,6 +379,28 @@ mod tests {
             if let Ok(pat) = TypePattern::parse(&s) {
                 prop_assert_eq!(pat.to_string(), s);
                 let _ = pat.matches(&t);
+            }
+        }
+
+        /// The in-place matcher agrees with matching the split segments, and
+        /// `well_formed` with what `Tokens` accepts (what the trie walks).
+        #[test]
+        fn in_place_matching_agrees_with_split_segments(
+            s in "[a-c*]{1,2}(\\.[a-c*]{1,2}){0,3}",
+            t in "[a-c.]{0,9}",
+        ) {
+            prop_assert_eq!(well_formed(&t), Tokens::new(&t).is_some());
+            if let (Ok(pat), Some(tokens)) = (TypePattern::parse(&s), Tokens::new(&t)) {
+                let tokens = tokens.as_slice();
+                let pattern: Vec<&str> = s.split('.').collect();
+                let same = |(p, t): (&&str, &&str)| *p == "*" || p == t;
+                let want = match pat.kind() {
+                    PatternKind::Tail => tokens.len() >= pattern.len()
+                        && pattern[..pattern.len() - 1].iter().zip(tokens).all(same),
+                    _ => tokens.len() == pattern.len()
+                        && pattern.iter().zip(tokens).all(same),
+                };
+                prop_assert_eq!(pat.matches(&t), want, "{} vs {}", s, t);
             }
         }
     }
