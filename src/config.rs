@@ -43,10 +43,12 @@ pub enum ConfigError {
 }
 
 /// Replays served at once per worker thread by default (`stream.replays_at_once =
-/// 0`): on one core, 8 kept a storm of 200 clients reconnecting with
-/// `cursor=earliest` at about 590 replays a second with publish p99 near 3 ms, where
-/// no bound let it push publish p99 to 40 ms (docs/loadtest.md, "storm").
-pub const REPLAYS_PER_WORKER: usize = 8;
+/// 0`). A replay is CPU work on the worker threads with no wait in it, so more at
+/// once only queue a publish behind more of them: on one core, a storm of 200
+/// clients reconnecting with `cursor=earliest` got about 1 550 replays a second at
+/// 1, 2, or 4 at once alike, with publish p99 0.9, 1.5 and 2.6 ms
+/// (docs/loadtest.md, "storm").
+pub const REPLAYS_PER_WORKER: usize = 1;
 
 /// Most proxies at once: each is an actor with its own index and mailbox, and a
 /// proxy per few sessions would cost more than it spreads.

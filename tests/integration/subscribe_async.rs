@@ -125,6 +125,28 @@ async fn a_reconnect_storm_with_earliest_refuses_nothing_and_everyone_gets_every
     );
 }
 
+/// A replay goes out with the `stream.open` notice, not a write interval later: the
+/// interval paces writes of live events, and a replay keeps its turn until its first
+/// chunk is taken, so holding it made every storm replay take 10 ms of idle time.
+/// With an interval longer than the test waits, the replayed events still arrive.
+#[tokio::test]
+async fn a_replay_is_written_with_the_open_notice_not_an_interval_later() {
+    let server = TestServer::start(|c| c.stream.write_interval_ms = 600_000);
+    let call = new_call_sid();
+    for n in 1..=3 {
+        server
+            .publish(0, &marked("call.progress", &call, &n.to_string()))
+            .await;
+    }
+    let pq = format!(
+        "{}?client=reload&types=call.*&cursor=earliest",
+        server.stream_path(0)
+    );
+    let (mut stream, _) = server.stream(&pq, server.creds(0)).await;
+    let got = stream.until_marker("3", WAIT).await;
+    assert_eq!(markers(&got), strings(&["1", "2", "3"]));
+}
+
 /// `stream.replays_at_once` bounds the replays in progress: with one allowed and
 /// one held at its shard, a second `cursor=earliest` waits its turn before it asks
 /// anything of the proxy, then gets its replay.

@@ -44,8 +44,9 @@ pub async fn respond(conn: Connection, timeout: Duration) -> HttpResponse {
                 if gap > 0 {
                     item(&conn.gap_notice(gap), &mut body);
                 }
+                let cursors = conn.cursors();
                 for entry in &entries {
-                    item(&conn.event_with_cursor(entry), &mut body);
+                    item(&Connection::event_with_cursor(entry, &cursors), &mut body);
                 }
                 conn.delivered(TRANSPORT, &entries);
                 break;

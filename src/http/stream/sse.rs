@@ -150,6 +150,15 @@ impl Body {
                     Some(&self.conn.start_cursor()),
                     &self.conn.open_notice(),
                 );
+                // What is already in the outbox (a replay, above all) goes out with
+                // the notice, not a write interval later: a replay keeps its turn
+                // until its first chunk is taken, and holding it 10 ms for nothing
+                // made the turns, not the CPU, what bounded a reconnect storm.
+                match self.flush() {
+                    Ok(Some(events)) => first.put_slice(&events),
+                    Ok(None) => {}
+                    Err(end) => self.phase = Phase::Closing(end),
+                }
                 Some(first.freeze())
             }
             Phase::Streaming => self.stream().await,
@@ -296,8 +305,9 @@ fn render(conn: &Connection, gap: u64, entries: &[Entry]) -> Bytes {
     if gap > 0 {
         frame(&mut chunk, None, &conn.gap_notice(gap));
     }
+    let cursors = conn.cursors();
     for entry in entries {
-        sse_event(&mut chunk, &conn.cursor(entry.seq), entry);
+        sse_event(&mut chunk, &cursors.at(entry.seq), entry);
     }
     chunk.freeze()
 }

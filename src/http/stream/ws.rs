@@ -179,8 +179,9 @@ impl WsConnection {
                     let notice = self.conn.gap_notice(gap);
                     self.send(ctx, notice);
                 }
+                let cursors = self.conn.cursors();
                 for entry in &entries {
-                    let frame = self.conn.event_with_cursor(entry);
+                    let frame = Connection::event_with_cursor(entry, &cursors);
                     self.send(ctx, frame);
                 }
                 self.conn.delivered(TRANSPORT, &entries);
