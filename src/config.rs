@@ -96,6 +96,8 @@ pub struct Config {
     pub drain_grace_secs: u64,
     /// What the router may request on a tenant's behalf (API.md §5).
     pub egress: EgressConfig,
+    /// Cluster mode: several nodes joined through NATS JetStream (API.md §8).
+    pub cluster: ClusterConfig,
     /// The password of the admin endpoints (`GET /v1/Admin/Topology`), with user
     /// `admin` in Basic credentials; empty (the default) turns them off.
     pub admin_token: String,
@@ -275,6 +277,69 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Cluster mode (API.md §8, docs/cluster.md): with a NATS URL, publishes go into a
+/// JetStream stream, acknowledged before `202`, and every node delivers what the
+/// stream holds to its own clients. Without one the node is standalone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server (`nats://host:port`, JetStream on); empty = standalone.
+    pub nats_url: String,
+    /// This node's name in logs, metrics and NATS; empty = `node-` and random hex.
+    pub node_id: String,
+    /// The JetStream stream the nodes share, created if missing: letters, digits,
+    /// `_` and `-`, at most 32. Its subjects are `<stream>.<AccountSid>.<slot>`.
+    pub stream: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: String::new(),
+            node_id: String::new(),
+            stream: "SWITCHBOARD".to_owned(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node joins a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.nats_url.is_empty()
+    }
+
+    /// A stream name JetStream takes and subjects can start with; a node id NATS
+    /// can carry as a client name.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name_ok = |text: &str, max: usize| {
+            !text.is_empty()
+                && text.len() <= max
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !name_ok(&self.stream, 32) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.stream",
+                message: "letters, digits, `_` and `-`, 1 to 32 of them".into(),
+            });
+        }
+        if !self.node_id.is_empty() && !name_ok(&self.node_id, 64) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.node_id",
+                message: "letters, digits, `_` and `-`, at most 64 of them".into(),
+            });
+        }
+        if self.enabled() && !self.nats_url.starts_with("nats://") {
+            return Err(ConfigError::Invalid {
+                key: "cluster.nats_url",
+                message: "a `nats://host:port` URL, or empty for a standalone node".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Egress rules for webhooks and the call router's application requests (API.md §5).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -409,6 +474,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             drain_grace_secs: 0,
             egress: EgressConfig::default(),
+            cluster: ClusterConfig::default(),
             admin_token: String::new(),
             shard_hold: None,
         }
@@ -502,6 +568,10 @@ pub struct ServeArgs {
     /// overriding `call_router.publish_url`.
     #[arg(long, env = "SWITCHBOARD_PUBLISH_URL")]
     pub publish_url: Option<String>,
+    /// Join a cluster through this NATS server (JetStream on), overriding
+    /// `cluster.nats_url`.
+    #[arg(long, env = "SWITCHBOARD_NATS")]
+    pub nats: Option<String>,
 }
 
 impl Config {
@@ -517,6 +587,9 @@ impl Config {
         }
         if let Some(shards) = args.shards {
             config.shards = shards;
+        }
+        if let Some(url) = &args.nats {
+            config.cluster.nats_url = url.clone();
         }
         if let Some(url) = &args.publish_url {
             config.call_router.publish_url = url.clone();
@@ -566,6 +639,7 @@ impl Config {
                 });
             }
         }
+        self.cluster.validate()?;
         let positive = [
             (
                 "retention.max_age_secs",
@@ -813,6 +887,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cluster_settings_are_checked_by_name() {
+        let with = |change: fn(&mut ClusterConfig)| {
+            let mut config = Config::default();
+            change(&mut config.cluster);
+            config.validate()
+        };
+        assert!(with(|_| {}).is_ok(), "standalone by default");
+        assert!(with(|c| c.nats_url = "nats://127.0.0.1:4222".into()).is_ok());
+        for (key, change) in [
+            (
+                "cluster.nats_url",
+                (|c: &mut ClusterConfig| c.nats_url = "http://x".into()) as fn(&mut ClusterConfig),
+            ),
+            ("cluster.stream", |c| c.stream = "a.b".into()),
+            ("cluster.stream", |c| c.stream = String::new()),
+            ("cluster.stream", |c| c.stream = "s".repeat(33)),
+            ("cluster.node_id", |c| c.node_id = "node 1".into()),
+        ] {
+            match with(change) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),
+                other => panic!("{key}: expected an error naming it, got {other:?}"),
+            }
+        }
+    }
+
     /// The README's key table and `Config::default()` must agree, key for key.
     #[test]
     fn readme_documents_every_key_with_its_default() {
@@ -953,9 +1053,12 @@ mod tests {
             listen: Some("127.0.0.1:10".parse().unwrap()),
             shards: None,
             publish_url: None,
+            nats: Some("nats://127.0.0.1:4222".into()),
         };
         let config = Config::load(&args).unwrap();
         assert_eq!(config.listen.port(), 10, "flags override the file");
+        assert_eq!(config.cluster.nats_url, "nats://127.0.0.1:4222");
+        assert!(config.cluster.enabled());
         assert_eq!(config.shards, 3);
         assert_eq!(config.retention.max_events, 5);
         assert_eq!(config.retention.max_age_secs, 300, "defaults fill the rest");

@@ -15,6 +15,7 @@ pub mod actors;
 pub mod auth;
 pub mod callrouter;
 pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod cursor;

@@ -52,7 +52,14 @@ pub const VERBS: &[&str] = &[
 ];
 
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
-pub const REJECT_REASONS: &[&str] = &["invalid", "too_large", "auth", "overload", "draining"];
+pub const REJECT_REASONS: &[&str] = &[
+    "invalid",
+    "too_large",
+    "auth",
+    "overload",
+    "draining",
+    "backbone",
+];
 
 /// Actors run so that they restart in place, the `actor` label of
 /// `switchboard_actor_restarts_total`.
@@ -177,6 +184,21 @@ pub struct Metrics {
     pub replayed_events: IntCounter,
     /// `cursor=earliest` replays holding one of the `stream.replays_at_once` turns.
     pub replays_in_progress: IntGauge,
+    /// Cluster mode: 1 while connected to NATS, 0 while not (0 when standalone).
+    pub backbone_connected: IntGauge,
+    /// Cluster mode: a publish's wait for JetStream's acknowledgement.
+    pub backbone_publish_ack: Histogram,
+    /// Cluster mode: publishes the backbone did not take, by reason (`unavailable`,
+    /// `not_acknowledged`, `too_large`).
+    pub backbone_publish_failures: IntCounterVec,
+    /// Cluster mode: messages this node's consumer read from the stream.
+    pub backbone_consumed: IntCounter,
+    /// Cluster mode: messages stored in the stream that this node's consumer has not
+    /// read yet, as of its last message.
+    pub backbone_lag: IntGauge,
+    /// Cluster mode: messages on the stream this node could not take, by reason
+    /// (`subject`, `unknown_account`, `decode`, `check`).
+    pub backbone_rejected: IntCounterVec,
     /// Client events accepted, by how they came (`http`, `ws`).
     pub client_events: IntCounterVec,
     /// Client events refused before publishing, by how they came and why (`scope`,
@@ -388,6 +410,35 @@ impl Metrics {
                 "switchboard_replays_in_progress",
                 "cursor=earliest replays holding one of the stream.replays_at_once turns",
             ),
+            backbone_connected: reg.gauge(
+                "switchboard_backbone_connected",
+                "Cluster mode: 1 while connected to NATS, 0 while not (0 when standalone)",
+            ),
+            backbone_publish_ack: reg.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_backbone_publish_ack_seconds",
+                    "Cluster mode: a publish's wait for JetStream's acknowledgement",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )),
+            backbone_publish_failures: reg.counter_vec(
+                "switchboard_backbone_publish_failures_total",
+                "Cluster mode: publishes the backbone did not take, by reason",
+                &["reason"],
+            ),
+            backbone_consumed: reg.counter(
+                "switchboard_backbone_consumed_total",
+                "Cluster mode: messages this node's consumer read from the stream",
+            ),
+            backbone_lag: reg.gauge(
+                "switchboard_backbone_consumer_lag",
+                "Cluster mode: messages in the stream this node's consumer has not read yet",
+            ),
+            backbone_rejected: reg.counter_vec(
+                "switchboard_backbone_rejected_total",
+                "Cluster mode: messages on the stream this node could not take, by reason",
+                &["reason"],
+            ),
             client_events: reg.counter_vec(
                 "switchboard_client_events_total",
                 "Client events accepted, by how they came (http, ws)",
@@ -540,6 +591,12 @@ impl Metrics {
         }
         for outcome in ["ok", "error"] {
             self.webhook_requests.with_label_values(&[outcome]);
+        }
+        for reason in ["unavailable", "not_acknowledged", "too_large"] {
+            self.backbone_publish_failures.with_label_values(&[reason]);
+        }
+        for reason in ["subject", "unknown_account", "decode", "check"] {
+            self.backbone_rejected.with_label_values(&[reason]);
         }
         for direction in ["inbound", "outbound-api", "outbound-dial"] {
             self.calls_started.with_label_values(&[direction]);

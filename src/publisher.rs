@@ -87,13 +87,38 @@ impl Publisher {
         drafts: Vec<Draft>,
         limit: i64,
     ) -> Result<Vec<EventId>, PublishError> {
+        let events = self.build(account, drafts);
+        let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        self.route_events(account, events, limit)?;
+        Ok(ids)
+    }
+
+    /// Builds the events of a request, stamped with one acceptance time.
+    pub fn build(&self, account: AccountIdx, drafts: Vec<Draft>) -> Vec<SharedEvent> {
         let timestamp = event::now_rfc3339();
         let sid = &self.accounts.get(account).sid;
-        let events: Vec<SharedEvent> = drafts
+        drafts
             .into_iter()
             .map(|draft| Arc::new(Event::build(account, sid, draft, &timestamp)))
-            .collect();
-        let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+            .collect()
+    }
+
+    /// Routes events built here or by another node of the cluster into this node's
+    /// shards, held to `publish.shard_queue`: all or nothing.
+    pub fn route_built(
+        &self,
+        account: AccountIdx,
+        events: Vec<SharedEvent>,
+    ) -> Result<(), PublishError> {
+        self.route_events(account, events, self.shard_queue)
+    }
+
+    fn route_events(
+        &self,
+        account: AccountIdx,
+        events: Vec<SharedEvent>,
+        limit: i64,
+    ) -> Result<(), PublishError> {
         let families = Families::count(&events);
 
         // Enqueued with the map held, so a hand-off of a slot started after this
@@ -130,7 +155,7 @@ impl Publisher {
         for (f, n) in families.0 {
             self.metrics.published.with_label_values(&[f]).inc_by(n);
         }
-        Ok(ids)
+        Ok(())
     }
 }
 

@@ -39,6 +39,10 @@ pub enum ServeError {
     /// The listener could not be used, or the server failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    /// The cluster's NATS URL or options are unusable (an unreachable server is not
+    /// an error: the node keeps trying).
+    #[error("cluster: {0}")]
+    Cluster(#[from] async_nats::ConnectError),
 }
 
 /// Runs the server until `shutdown` resolves, then drains: readiness fails, publishes
@@ -72,9 +76,29 @@ pub async fn serve(
         metrics.clone(),
         config.publish.shard_queue,
     );
-    let sink = match reqwest::Url::parse(&config.call_router.publish_url) {
-        Ok(base) => EventSink::remote(base, accounts.clone()),
-        Err(_) => EventSink::InProcess(Box::new(publisher.clone())),
+    let backbone = match config.cluster.enabled() {
+        true => Some(
+            crate::cluster::Backbone::start(
+                &config,
+                accounts.clone(),
+                publisher.clone(),
+                metrics.clone(),
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let sink = match (
+        reqwest::Url::parse(&config.call_router.publish_url),
+        &backbone,
+    ) {
+        (Ok(base), _) => EventSink::remote(base, accounts.clone()),
+        (Err(_), Some(backbone)) => EventSink::Cluster {
+            publisher: Box::new(publisher.clone()),
+            backbone: backbone.clone(),
+        },
+        (Err(_), None) => EventSink::InProcess(Box::new(publisher.clone())),
     };
     let call_router = CallRouter::new(
         accounts.clone(),
@@ -105,6 +129,7 @@ pub async fn serve(
         draining: draining.clone(),
         shutdown: shutdown_rx,
         replays,
+        backbone,
     };
     let data = web::Data::new(state);
     let builder = actix_server::Server::build();

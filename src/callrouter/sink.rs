@@ -13,6 +13,14 @@ use crate::account::{AccountIdx, Accounts};
 use crate::event::Draft;
 use crate::publisher::Publisher;
 
+/// Retries of a call event the cluster's stream did not take: with
+/// [`CLUSTER_RETRY`] between them, a call waits out 30 s of a NATS outage before it
+/// gives an event up.
+const CLUSTER_ATTEMPTS: u32 = 150;
+
+/// The pause before each of [`CLUSTER_ATTEMPTS`].
+const CLUSTER_RETRY: Duration = Duration::from_millis(200);
+
 /// Attempts at a remote publish answered 429/503 before the event is given up.
 const REMOTE_ATTEMPTS: u32 = 3;
 
@@ -22,6 +30,9 @@ pub enum SinkError {
     /// The in-process router refused it (overload, shutdown).
     #[error(transparent)]
     Local(#[from] crate::publisher::PublishError),
+    /// The cluster's stream did not take it.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::BackboneError),
     /// The remote router could not be reached or refused it.
     #[error("remote event router: {0}")]
     Remote(String),
@@ -32,6 +43,14 @@ pub enum SinkError {
 pub enum EventSink {
     /// This process's shards.
     InProcess(Box<Publisher>),
+    /// The cluster's stream (cluster mode): every node, this one too, routes the
+    /// event from there.
+    Cluster {
+        /// Builds the event.
+        publisher: Box<Publisher>,
+        /// Stores it.
+        backbone: crate::cluster::Backbone,
+    },
     /// Another Switchboard's publish endpoint.
     Remote {
         /// Its base URL (`http://host:port`).
@@ -63,6 +82,25 @@ impl EventSink {
     pub async fn publish(&self, account: AccountIdx, draft: Draft) -> Result<(), SinkError> {
         match self {
             EventSink::InProcess(publisher) => Ok(publisher.route_call_event(account, draft)?),
+            EventSink::Cluster {
+                publisher,
+                backbone,
+            } => {
+                // Built once, so a retry stores the same id (JetStream drops a
+                // duplicate); the call waits out a short outage of NATS.
+                let events = publisher.build(account, vec![draft]);
+                let mut attempts = 0;
+                loop {
+                    match backbone.publish(account, &events).await {
+                        Ok(()) => return Ok(()),
+                        Err(error) if attempts >= CLUSTER_ATTEMPTS => return Err(error.into()),
+                        Err(_) => {
+                            attempts += 1;
+                            tokio::time::sleep(CLUSTER_RETRY).await;
+                        }
+                    }
+                }
+            }
             EventSink::Remote {
                 base,
                 accounts,

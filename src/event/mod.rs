@@ -116,6 +116,72 @@ impl Event {
         }
     }
 
+    /// What another node needs to rebuild this event (cluster mode): its rendered
+    /// JSON travels as it is, so every node delivers the same bytes.
+    pub fn parts(&self) -> EventParts<'_> {
+        EventParts {
+            id: self.id,
+            type_name: &self.type_name,
+            call_sid: self.call_sid.as_deref(),
+            scope: self.scope.as_deref(),
+            json_open: &self.json_open,
+            data_at: self.data_at,
+        }
+    }
+
+    /// Rebuilds an event another node accepted for `account` (whose sid is
+    /// `account_sid`), checking what the bytes claim: a well-formed type, bounded
+    /// names, the envelope's id and account at its start, and a JSON object for
+    /// `data`. `accepted_at` is when this node got it.
+    pub fn from_parts(
+        account: AccountIdx,
+        account_sid: &str,
+        parts: EventParts<'_>,
+        max_event_bytes: usize,
+        accepted_at: Instant,
+    ) -> Result<Event, PartsError> {
+        let names_ok = crate::filter::well_formed_type(parts.type_name)
+            && [parts.call_sid, parts.scope]
+                .into_iter()
+                .flatten()
+                .all(|name| !name.is_empty() && name.len() <= MAX_NAME_LEN);
+        if !names_ok {
+            return Err(PartsError("type, call_sid or scope"));
+        }
+        let json = parts.json_open;
+        // The envelope's fixed start names this event and this account.
+        let mut start = Vec::with_capacity(64 + account_sid.len());
+        start.extend_from_slice(b"{\"id\":\"");
+        start.extend_from_slice(&parts.id.text());
+        start.extend_from_slice(b"\",\"account_sid\":");
+        push_json_str(&mut start, account_sid);
+        if !json.starts_with(&start) {
+            return Err(PartsError("the envelope's id or account"));
+        }
+        // Room for the envelope around the largest `data` a publish may carry.
+        if json.len() > max_event_bytes.saturating_add(1024) {
+            return Err(PartsError("size"));
+        }
+        let data = json
+            .get(parts.data_at..)
+            .filter(|data| data.first() == Some(&b'{') && parts.data_at >= start.len())
+            .ok_or(PartsError("data's offset"))?;
+        if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
+            return Err(PartsError("data"));
+        }
+        Ok(Event {
+            id: parts.id,
+            account,
+            type_name: parts.type_name.into(),
+            call_sid: parts.call_sid.map(Into::into),
+            scope: parts.scope.map(Into::into),
+            data: OnceLock::new(),
+            json_open: Bytes::copy_from_slice(json),
+            data_at: parts.data_at,
+            accepted_at,
+        })
+    }
+
     /// The fields filters look at.
     pub fn fields(&self) -> EventFields<'_> {
         EventFields {
@@ -140,6 +206,28 @@ impl Event {
         out
     }
 }
+
+/// An event's parts as they cross between nodes (see [`Event::parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EventParts<'a> {
+    /// The event's id.
+    pub id: EventId,
+    /// Its type.
+    pub type_name: &'a str,
+    /// Its call, which decides its shard.
+    pub call_sid: Option<&'a str>,
+    /// Its scope.
+    pub scope: Option<&'a str>,
+    /// The delivered JSON without its closing `}`.
+    pub json_open: &'a [u8],
+    /// Where `data` starts in `json_open`.
+    pub data_at: usize,
+}
+
+/// Why another node's event was not taken: which part did not check out.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("an event from the cluster failed its check: {0}")]
+pub struct PartsError(&'static str);
 
 /// A stream notice (`stream.open`, `stream.gap`, `stream.expired`, `stream.shutdown`):
 /// the same envelope as an event, rendered whole since it goes to one client.

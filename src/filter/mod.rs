@@ -33,6 +33,7 @@ pub use edit::FilterEdit;
 pub use index::{CacheStats, SubscriptionIndex, DEFAULT_CACHE_CAPACITY};
 pub use predicate::{Op, Predicate};
 pub use trie::TypeTrie;
+pub(crate) use types::well_formed as well_formed_type;
 pub use types::{TypePattern, MAX_TYPE_LEN};
 
 /// The parts of an event that filters look at, borrowed from wherever the event

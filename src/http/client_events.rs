@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::publish::{accepted, read_body, route};
+use super::publish::{accept, accepted, read_body};
 use super::stream::cors_policy;
 use super::stream::params::{validate_client, QueryParams};
 use super::{ApiError, AppState};
@@ -111,7 +111,7 @@ pub async fn send(
         .call_router
         .authorize(account, grant, draft)
         .map_err(|e| refused(state, via, e.reason(), e.into()))?;
-    let ids = route(state, account, drafts)?;
+    let ids = accept(state, account, drafts).await?;
     if let Some(steer) = steer {
         state.call_router.steer(account, steer);
     }

@@ -119,6 +119,22 @@ impl From<EventError> for ApiError {
     }
 }
 
+impl From<crate::cluster::BackboneError> for ApiError {
+    fn from(error: crate::cluster::BackboneError) -> ApiError {
+        use crate::cluster::BackboneError;
+        match error {
+            BackboneError::Unavailable | BackboneError::NotAcknowledged => {
+                ApiError::unavailable("backbone_unavailable", error.to_string())
+            }
+            BackboneError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body: {error}"),
+            ),
+        }
+    }
+}
+
 impl From<crate::publisher::PublishError> for ApiError {
     fn from(error: crate::publisher::PublishError) -> ApiError {
         let code = match error {

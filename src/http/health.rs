@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (accepting work; 503 while
-//! draining so load balancers stop sending traffic before the streams close).
+//! draining so load balancers stop sending traffic before the streams close, and in
+//! cluster mode while NATS is unreachable, when publishes are refused).
 
 use actix_web::{web, HttpResponse};
 
@@ -20,6 +21,12 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         return Err(ApiError::unavailable(
             "draining",
             "the server is shutting down",
+        ));
+    }
+    if state.backbone.as_ref().is_some_and(|b| !b.ready()) {
+        return Err(ApiError::unavailable(
+            "backbone_unavailable",
+            "the cluster's NATS server is unreachable, or this node is not reading its stream yet",
         ));
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))

@@ -58,6 +58,8 @@ pub struct AppState {
     /// `stream.replays_at_once` permits, one per `cursor=earliest` replay in
     /// progress (see [`stream`]).
     pub replays: Arc<tokio::sync::Semaphore>,
+    /// Cluster mode's link to NATS JetStream; `None` on a standalone node.
+    pub backbone: Option<crate::cluster::Backbone>,
 }
 
 impl AppState {

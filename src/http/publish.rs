@@ -67,7 +67,18 @@ async fn publish_read(
     };
     let checked = before_body(state, sid, &head)?;
     let body = read_body(payload, state.config.publish.max_body_bytes).await?;
-    publish_body(state, checked, &body)
+    match &state.backbone {
+        // The lane leaves publishes to this route in cluster mode: the 202 waits
+        // for JetStream.
+        Some(backbone) => {
+            let started = Instant::now();
+            let drafts = checked_drafts(state, checked, &body, started)?;
+            let ids = accept_clustered(state, backbone, checked.account, drafts).await?;
+            observe_latency(state, started);
+            Ok(ids)
+        }
+        None => publish_body(state, checked, &body),
+    }
 }
 
 /// The headers a publish reads, as sent (the first of each name).
@@ -142,6 +153,19 @@ fn before_body(
 /// Parses, checks the quota and routes: all or nothing.
 fn publish_body(state: &AppState, checked: Checked, body: &[u8]) -> Result<Vec<EventId>, ApiError> {
     let started = Instant::now();
+    let drafts = checked_drafts(state, checked, body, started)?;
+    let ids = route(state, checked.account, drafts)?;
+    observe_latency(state, started);
+    Ok(ids)
+}
+
+/// The request's events, parsed and held to the account's publish rate.
+fn checked_drafts(
+    state: &AppState,
+    checked: Checked,
+    body: &[u8],
+    started: Instant,
+) -> Result<Vec<Draft>, ApiError> {
     let drafts = event::parse_body(
         body,
         checked.ndjson,
@@ -154,12 +178,14 @@ fn publish_body(state: &AppState, checked: Checked, body: &[u8]) -> Result<Vec<E
         .topology
         .quotas
         .publish(checked.account, drafts.len(), started)?;
-    let ids = route(state, checked.account, drafts)?;
+    Ok(drafts)
+}
+
+fn observe_latency(state: &AppState, started: Instant) {
     state
         .metrics
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
-    Ok(ids)
 }
 
 fn count_rejection(state: &AppState, error: Option<&ApiError>) {
@@ -200,14 +226,39 @@ pub fn accepted_json(ids: &[EventId]) -> Vec<u8> {
     body
 }
 
-/// Routes validated events (see [`crate::publisher::Publisher::route`]); shared by
-/// publishing and client events.
-pub fn route(
+/// Routes validated events into this node's shards (see
+/// [`crate::publisher::Publisher::route`]).
+fn route(
     state: &AppState,
     account: AccountIdx,
     drafts: Vec<Draft>,
 ) -> Result<Vec<EventId>, ApiError> {
     Ok(state.publisher.route(account, drafts)?)
+}
+
+/// Accepts validated events: into this node's shards, or in cluster mode into the
+/// cluster's stream (every node's consumer then routes them, this one's too).
+/// Shared by publishing and client events.
+pub async fn accept(
+    state: &AppState,
+    account: AccountIdx,
+    drafts: Vec<Draft>,
+) -> Result<Vec<EventId>, ApiError> {
+    match &state.backbone {
+        Some(backbone) => accept_clustered(state, backbone, account, drafts).await,
+        None => route(state, account, drafts),
+    }
+}
+
+async fn accept_clustered(
+    state: &AppState,
+    backbone: &crate::cluster::Backbone,
+    account: AccountIdx,
+    drafts: Vec<Draft>,
+) -> Result<Vec<EventId>, ApiError> {
+    let events = state.publisher.build(account, drafts);
+    backbone.publish(account, &events).await?;
+    Ok(events.iter().map(|event| event.id).collect())
 }
 
 /// JSON unless the content type says NDJSON; anything else is 415.
@@ -271,6 +322,7 @@ fn reject_reason(error: &ApiError) -> &'static str {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "auth",
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::SERVICE_UNAVAILABLE if error.code == "draining" => "draining",
+        StatusCode::SERVICE_UNAVAILABLE if error.code == "backbone_unavailable" => "backbone",
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "overload",
         _ => "invalid",
     }

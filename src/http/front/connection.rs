@@ -64,6 +64,11 @@ where
             Ok(head) => head,
             Err(left) => return (left, served),
         };
+        if state.backbone.is_some() && matches!(head.kind, Kind::Publish(_)) {
+            // In cluster mode a publish's answer waits for JetStream, which the
+            // lane's synchronous publish cannot: actix-web's route serves it.
+            return (Left::Handover(std::mem::take(&mut read)), served);
+        }
         if !served {
             served_first.inc();
             served = true;

@@ -1,0 +1,254 @@
+//! Cluster mode: several nodes joined through NATS JetStream (API.md §8,
+//! docs/cluster.md).
+//!
+//! A publish on any node goes into one JetStream stream as one message per request
+//! (so a request is stored all or nothing), subject `<stream>.<AccountSid>.<slot>`,
+//! and is answered `202` only once JetStream has acknowledged it; while NATS is
+//! unreachable publishes answer 503 and nothing is accepted. Every node reads the
+//! stream with one ordered consumer and routes what it reads into its own shards,
+//! exactly as a local publish would be routed, so its proxies, aggregation and
+//! transports work unchanged. The stream's order is the cluster's order: a call's
+//! events reach every node in the order JetStream stored them.
+//!
+//! The NATS connection and the consumer run on the thread that started the server
+//! (the actix `System`'s), not on the HTTP workers; a worker publishing only hands a
+//! message to the connection's queue and awaits its acknowledgement.
+
+mod consumer;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::jetstream;
+use tokio::sync::watch;
+
+use crate::account::{AccountIdx, Accounts};
+use crate::actors::distributor::slot_of;
+use crate::config::{ClusterConfig, Config};
+use crate::event::SharedEvent;
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+
+/// How long a publish waits for JetStream's acknowledgement before it is refused.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a publish was not accepted by the backbone.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    /// Not connected to NATS now: nothing was sent.
+    #[error("the cluster's NATS server is unreachable; retry shortly")]
+    Unavailable,
+    /// Sent, but JetStream did not acknowledge it in time or refused it.
+    #[error("the cluster's NATS server did not acknowledge the events; retry shortly")]
+    NotAcknowledged,
+    /// The encoded request is larger than NATS takes in one message.
+    #[error(
+        "in cluster mode a publish must fit one NATS message: {size} bytes encoded, at most {max}"
+    )]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The server's `max_payload`.
+        max: usize,
+    },
+}
+
+/// The node's link to the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Backbone {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    /// The stream's name, also its subjects' first token.
+    stream: String,
+    accounts: Arc<Accounts>,
+    metrics: Metrics,
+    /// Counts the connections made to NATS: the consumer starts over on each.
+    connections: watch::Sender<u64>,
+    /// Whether the node's consumer is reading the stream now.
+    reading: AtomicBool,
+}
+
+impl Backbone {
+    /// Connects to `config.cluster.nats_url` and starts the node's consumer, which
+    /// routes what it reads through `publisher`. An unreachable NATS is not an
+    /// error: the client keeps trying, publishes answer 503 and `/readyz` fails
+    /// until it connects (a node may start before its NATS server). The consumer
+    /// stops when `shutdown` turns true.
+    pub async fn start(
+        config: &Config,
+        accounts: Arc<Accounts>,
+        publisher: Publisher,
+        metrics: Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Backbone, async_nats::ConnectError> {
+        let cluster = &config.cluster;
+        let gauge = metrics.backbone_connected.clone();
+        let (connections, _) = watch::channel(0u64);
+        let connected = connections.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(node_name(cluster))
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let gauge = gauge.clone();
+                let connected = connected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            gauge.set(1);
+                            connected.send_modify(|count| *count += 1);
+                        }
+                        async_nats::Event::Disconnected => gauge.set(0),
+                        other => tracing::info!(event = %other, "nats"),
+                    }
+                }
+            })
+            .connect(cluster.nats_url.as_str())
+            .await?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(ACK_TIMEOUT);
+        let backbone = Backbone {
+            inner: Arc::new(Inner {
+                client,
+                jetstream,
+                stream: cluster.stream.clone(),
+                accounts,
+                metrics,
+                connections,
+                reading: AtomicBool::new(false),
+            }),
+        };
+        actix_rt::spawn(consumer::run(
+            backbone.clone(),
+            publisher,
+            consumer::Settings {
+                max_age: Duration::from_secs(config.retention.max_age_secs),
+                max_event_bytes: config.publish.max_event_bytes,
+            },
+            shutdown,
+        ));
+        Ok(backbone)
+    }
+
+    /// Whether the node is connected to NATS now: publishes are taken.
+    pub fn connected(&self) -> bool {
+        self.inner.client.connection_state() == State::Connected
+    }
+
+    /// Whether the node is connected and its consumer reads the stream (`/readyz`):
+    /// publishes are taken and delivered here.
+    pub fn ready(&self) -> bool {
+        self.connected() && self.inner.reading.load(Ordering::Relaxed)
+    }
+
+    /// Stores one request's events in the stream, all or nothing, and returns once
+    /// JetStream has acknowledged them. Refused at once, with nothing sent, while
+    /// NATS is unreachable, so a 503 does not leave a message queued in the client
+    /// to be stored later.
+    pub async fn publish(
+        &self,
+        account: AccountIdx,
+        events: &[SharedEvent],
+    ) -> Result<(), BackboneError> {
+        let inner = &self.inner;
+        let failed = |reason: &str| {
+            inner
+                .metrics
+                .backbone_publish_failures
+                .with_label_values(&[reason])
+                .inc();
+        };
+        if !self.connected() {
+            failed("unavailable");
+            return Err(BackboneError::Unavailable);
+        }
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let payload = wire::encode(events);
+        let max = inner.client.server_info().max_payload;
+        if payload.len() > max {
+            failed("too_large");
+            return Err(BackboneError::TooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let sid = &inner.accounts.get(account).sid;
+        let subject = format!(
+            "{}.{sid}.{}",
+            inner.stream,
+            slot_of(account, first.call_sid.as_deref())
+        );
+        // JetStream drops a second message with the same id within its duplicate
+        // window: a message the client resends after a reconnect is stored once.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            first.id.to_string().as_str(),
+        );
+        let started = Instant::now();
+        let acked = match inner
+            .jetstream
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !acked {
+            failed("not_acknowledged");
+            return Err(BackboneError::NotAcknowledged);
+        }
+        inner
+            .metrics
+            .backbone_publish_ack
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// This node's name in NATS: `cluster.node_id`, or `node-` and random hex.
+fn node_name(cluster: &ClusterConfig) -> String {
+    if cluster.node_id.is_empty() {
+        format!("node-{}", &crate::account::random_hex()[..8])
+    } else {
+        cluster.node_id.clone()
+    }
+}
+
+/// The account sid in a subject of `stream`: `<stream>.<AccountSid>.<slot>`.
+fn subject_account<'a>(stream: &str, subject: &'a str) -> Option<&'a str> {
+    let rest = subject.strip_prefix(stream)?.strip_prefix('.')?;
+    let (sid, slot) = rest.split_once('.')?;
+    slot.parse::<u16>().ok().map(|_| sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_names_its_account_only_when_well_formed() {
+        let ok = "SWITCHBOARD.AC00000000000000000000000000000001.17";
+        assert_eq!(
+            subject_account("SWITCHBOARD", ok),
+            Some("AC00000000000000000000000000000001")
+        );
+        for bad in [
+            "SWITCHBOARDX.AC1.17",
+            "OTHER.AC1.17",
+            "SWITCHBOARD.AC1",
+            "SWITCHBOARD.AC1.x",
+            "SWITCHBOARD.AC1.17.9",
+        ] {
+            assert_eq!(subject_account("SWITCHBOARD", bad), None, "{bad}");
+        }
+    }
+}
