@@ -12,6 +12,7 @@ mod call_bounds;
 mod call_records;
 mod calls;
 mod client_events;
+mod cluster;
 mod common;
 mod control;
 mod drain;

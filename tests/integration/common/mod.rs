@@ -8,6 +8,7 @@
 //! server's code.
 
 pub mod channels;
+pub mod nats;
 pub mod scrape;
 pub mod signing;
 pub mod sse;
@@ -130,6 +131,15 @@ impl TestServer {
         let accounts: Vec<(String, String)> = (0..2)
             .map(|_| (format!("AC{}", random_hex(16)), random_hex(16)))
             .collect();
+        TestServer::start_with_accounts(accounts, tweak)
+    }
+
+    /// Like [`TestServer::start`] with given accounts `(sid, token)`, so several
+    /// servers (the nodes of a cluster) can share the same ones.
+    pub fn start_with_accounts(
+        accounts: Vec<(String, String)>,
+        tweak: impl FnOnce(&mut switchboard::Config),
+    ) -> TestServer {
         let mut config = switchboard::Config::default();
         config.workers = 2;
         config.accounts = accounts

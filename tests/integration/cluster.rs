@@ -1,0 +1,590 @@
+//! Cluster mode over NATS JetStream: several nodes on one `nats-server -js` share
+//! one event space. A publish on any node is acknowledged by JetStream before its
+//! 202, every node delivers the stream to its own clients in stream order (so
+//! per-call order holds across nodes), accounts stay apart, and while NATS is away
+//! publishes are refused with 503 `backbone_unavailable` (and `/readyz` says so)
+//! until the node has reconnected by itself, with nothing accepted lost.
+//!
+//! Each test starts its own NATS server and its own nodes. Cursors across nodes,
+//! `cursor=earliest`, the control channel and client events through the cluster
+//! are not covered here.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::channels::{eventually_metrics, marked, markers, scrape};
+use crate::common::nats::NatsServer;
+use crate::common::scrape::Scrape;
+use crate::common::{
+    new_call_sid, random_hex, Reply, SseError, SseEvent, SseStream, TestServer, WAIT,
+};
+
+/// Marker prefix of the warm-up events (`warm_up`), which the checks drop.
+const WARM: &str = "warm-";
+
+/// Two fresh accounts `(sid, token)` for the nodes of one cluster to share.
+fn shared_accounts() -> Vec<(String, String)> {
+    (0..2)
+        .map(|_| (format!("AC{}", random_hex(16)), random_hex(16)))
+        .collect()
+}
+
+/// A node of the cluster on `nats`, with the shared `accounts`.
+fn node(nats: &NatsServer, accounts: &[(String, String)], id: &str) -> TestServer {
+    let url = nats.url();
+    let id = id.to_string();
+    TestServer::start_with_accounts(accounts.to_vec(), move |c| {
+        c.cluster.nats_url = url;
+        c.cluster.node_id = id;
+    })
+}
+
+/// Polls `GET /readyz` until it answers `status` (bounded by `within`).
+async fn readyz_becomes(server: &TestServer, status: u16, within: Duration) -> Reply {
+    let deadline = Instant::now() + within;
+    loop {
+        let reply = server.get("/readyz").await;
+        if reply.status == status {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET /readyz on {} still answers {} {} after {within:?}, expected {status}",
+            server.addr,
+            reply.status,
+            reply.text()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The sum of every series named `name` (whatever its labels) in a scrape.
+fn total(scrape: &Scrape, name: &str) -> f64 {
+    let labelled = format!("{name}{{");
+    scrape
+        .series
+        .iter()
+        .filter(|(key, _)| *key == name || key.starts_with(&labelled))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+fn is_warm(ev: &SseEvent) -> bool {
+    ev.marker().is_some_and(|m| m.starts_with(WARM))
+}
+
+/// A barrier before a test's own events: publishes warm-up events on `via` (one
+/// per round, for each account a subscriber uses) until every subscriber has
+/// received one, bounded by `WAIT`. It proves each subscriber's node consumes the
+/// stream, whatever the moment its consumer started. Warm-up events that come
+/// later are dropped by the checks (`is_warm`); anything else arriving here
+/// fails the test, and so does an event of another account.
+async fn warm_up(via: &TestServer, subs: &mut [(usize, &mut SseStream)]) {
+    let mut accounts: Vec<usize> = subs.iter().map(|(account, _)| *account).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let warm_calls: HashMap<usize, String> =
+        accounts.iter().map(|&a| (a, new_call_sid())).collect();
+    let mut warm = vec![false; subs.len()];
+    let deadline = Instant::now() + WAIT;
+    let mut round = 0;
+    while !warm.iter().all(|w| *w) {
+        assert!(
+            Instant::now() < deadline,
+            "warm-up: subscribers {:?} got none of {round} warm-up rounds within {WAIT:?}",
+            warm.iter()
+                .enumerate()
+                .filter(|(_, w)| !**w)
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        );
+        round += 1;
+        for &account in &accounts {
+            via.publish(
+                account,
+                &marked(
+                    "call.warmup",
+                    &warm_calls[&account],
+                    &format!("{WARM}{round}"),
+                ),
+            )
+            .await;
+        }
+        for (i, (account, stream)) in subs.iter_mut().enumerate() {
+            let sid = via.sid(*account);
+            while !warm[i] {
+                match stream.next_event(Duration::from_millis(250)).await {
+                    Ok(ev) => {
+                        assert_eq!(
+                            ev.data["account_sid"].as_str(),
+                            Some(sid),
+                            "warm-up: subscriber {i} got another account's event: {}",
+                            ev.data
+                        );
+                        assert!(
+                            is_warm(&ev),
+                            "warm-up: subscriber {i} got an unexpected event: {}",
+                            ev.data
+                        );
+                        warm[i] = true;
+                    }
+                    Err(SseError::Timeout(_)) => break,
+                    Err(err) => panic!("warm-up: subscriber {i}: {err}"),
+                }
+            }
+        }
+    }
+}
+
+/// Asserts a 503 `backbone_unavailable` error with a whole-seconds `Retry-After`.
+#[track_caller]
+fn assert_backbone_unavailable(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 503, "{what}: {}", reply.text());
+    reply.assert_error_body("backbone_unavailable");
+    let retry_after: u64 = reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: no whole-seconds Retry-After in {:?}",
+                reply.headers
+            )
+        });
+    assert!(retry_after >= 1, "{what}: Retry-After {retry_after}");
+}
+
+// ---------------------------------------------------------------------------
+// One event space, per-call order
+
+const CALLS: usize = 5;
+const PER_CALL: usize = 20;
+
+/// Event `seq` of call `c`: `call.start`, `call.progress`…, `call.end`, marked
+/// `c-seq`.
+fn call_event(calls: &[String], c: usize, seq: usize) -> Value {
+    let ty = match seq {
+        0 => "call.start",
+        s if s == PER_CALL - 1 => "call.end",
+        _ => "call.progress",
+    };
+    marked(ty, &calls[c], &format!("{c}-{seq}"))
+}
+
+/// Publishes every call's events on `node` as `account`, in order per call, the
+/// calls interleaved (their order rotating per round), as single objects or JSON
+/// arrays; returns the ids of the 202s.
+async fn publish_interleaved(node: &TestServer, account: usize, calls: &[String]) -> Vec<String> {
+    let chunks = [1, 3, 2, 5, 1, 4];
+    let mut ids = Vec::new();
+    let (mut seq, mut round) = (0, 0);
+    while seq < PER_CALL {
+        let chunk = chunks[round % chunks.len()].min(PER_CALL - seq);
+        let order: Vec<usize> = (0..calls.len())
+            .map(|i| (i + round) % calls.len())
+            .collect();
+        if chunk == 1 {
+            for &c in &order {
+                ids.extend(node.publish(account, &call_event(calls, c, seq)).await);
+            }
+        } else {
+            let batch: Vec<Value> = (seq..seq + chunk)
+                .flat_map(|s| order.iter().map(move |&c| call_event(calls, c, s)))
+                .collect();
+            ids.extend(node.publish(account, &Value::Array(batch)).await);
+        }
+        seq += chunk;
+        round += 1;
+    }
+    ids
+}
+
+/// Reads until every call of `calls` has delivered its `call.end` (bounded by
+/// `WAIT`); returns the events of those calls (warm-ups and notices dropped).
+async fn until_calls_end(who: &str, stream: &mut SseStream, calls: &[String]) -> Vec<SseEvent> {
+    let mut pending: HashSet<String> = calls.iter().cloned().collect();
+    let events = stream
+        .collect_until(
+            |e| {
+                if e.ty() == "call.end" {
+                    if let Some(call) = e.data["call_sid"].as_str() {
+                        pending.remove(call);
+                    }
+                }
+                pending.is_empty()
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|inc| panic!("{who}: not every call ended: {inc:?}"));
+    events
+        .into_iter()
+        .filter(|e| {
+            e.data["call_sid"]
+                .as_str()
+                .is_some_and(|call| calls.iter().any(|c| c == call))
+        })
+        .collect()
+}
+
+/// Every published id delivered exactly once, nothing else, and each call's
+/// markers `c-0 … c-(PER_CALL-1)` in order.
+#[track_caller]
+fn assert_each_once_in_call_order(
+    who: &str,
+    events: &[SseEvent],
+    calls: &[String],
+    published: &[String],
+) {
+    let mut seen = HashSet::new();
+    for e in events {
+        let id = e.data["id"].as_str().unwrap_or("").to_string();
+        assert!(seen.insert(id.clone()), "{who}: event {id} delivered twice");
+    }
+    let published: HashSet<String> = published.iter().cloned().collect();
+    assert_eq!(published.len(), CALLS * PER_CALL, "the 202s' ids repeat");
+    let lost: Vec<&String> = published.difference(&seen).collect();
+    let foreign: Vec<&String> = seen.difference(&published).collect();
+    assert!(
+        lost.is_empty() && foreign.is_empty(),
+        "{who}: {} lost, {} not published: lost {lost:?}, foreign {foreign:?}",
+        lost.len(),
+        foreign.len()
+    );
+    for (c, call) in calls.iter().enumerate() {
+        let got: Vec<SseEvent> = events
+            .iter()
+            .filter(|e| e.data["call_sid"].as_str() == Some(call.as_str()))
+            .cloned()
+            .collect();
+        let want: Vec<String> = (0..PER_CALL).map(|s| format!("{c}-{s}")).collect();
+        assert_eq!(markers(&got), want, "{who}: call {c} ({call}) out of order");
+    }
+}
+
+/// Three nodes on one NATS: a sequence published on node 1 (five calls
+/// interleaved, single objects and arrays) reaches subscribers on node 2, node 3
+/// and node 1 itself (its own events come back through the stream), each event
+/// once and every call in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_event_space_in_per_call_order() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let nodes = [
+        node(&nats, &accounts, "n1"),
+        node(&nats, &accounts, "n2"),
+        node(&nats, &accounts, "n3"),
+    ];
+    for n in &nodes {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    let (mut on1, _) = nodes[0].stream_basic(0, "types=call.*").await;
+    let (mut on2, _) = nodes[1].stream_basic(0, "types=call.*").await;
+    let (mut on3, _) = nodes[2].stream_basic(0, "types=call.*").await;
+    warm_up(
+        &nodes[0],
+        &mut [(0, &mut on1), (0, &mut on2), (0, &mut on3)],
+    )
+    .await;
+
+    let calls: Vec<String> = (0..CALLS).map(|_| new_call_sid()).collect();
+    let published = publish_interleaved(&nodes[0], 0, &calls).await;
+    assert_eq!(published.len(), CALLS * PER_CALL);
+
+    for (who, stream) in [
+        ("subscriber on node 2", &mut on2),
+        ("subscriber on node 3", &mut on3),
+        ("subscriber on node 1 (the publishing node)", &mut on1),
+    ] {
+        let events = until_calls_end(who, stream, &calls).await;
+        assert_each_once_in_call_order(who, &events, &calls, &published);
+    }
+}
+
+/// Both accounts publish on node 1, interleaved: account 0's subscriber on node 2
+/// gets account 0's events only, account 1's on node 3 account 1's only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_stay_isolated_across_nodes() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let nodes = [
+        node(&nats, &accounts, "n1"),
+        node(&nats, &accounts, "n2"),
+        node(&nats, &accounts, "n3"),
+    ];
+    for n in &nodes {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    let (mut sub0, _) = nodes[1].stream_basic(0, "types=call.*").await;
+    let (mut sub1, _) = nodes[2].stream_basic(1, "types=call.*").await;
+    warm_up(&nodes[0], &mut [(0, &mut sub0), (1, &mut sub1)]).await;
+
+    let calls = [new_call_sid(), new_call_sid()];
+    let mut want: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for k in 1..=10 {
+        for account in 0..2 {
+            let n = format!("a{account}-{k}");
+            if k % 3 == 0 {
+                // Now and then a JSON array of one.
+                let body = Value::Array(vec![marked("call.progress", &calls[account], &n)]);
+                nodes[0].publish(account, &body).await;
+            } else {
+                nodes[0]
+                    .publish(account, &marked("call.progress", &calls[account], &n))
+                    .await;
+            }
+            want[account].push(n);
+        }
+    }
+    // Every event of the other account is in the stream before either end marker.
+    for account in 0..2 {
+        let n = format!("a{account}-end");
+        nodes[0]
+            .publish(account, &marked("call.end", &calls[account], &n))
+            .await;
+        want[account].push(n);
+    }
+
+    for (account, who, stream) in [
+        (0, "account 0's subscriber on node 2", &mut sub0),
+        (1, "account 1's subscriber on node 3", &mut sub1),
+    ] {
+        let got: Vec<SseEvent> = stream
+            .until_marker(&format!("a{account}-end"), WAIT)
+            .await
+            .into_iter()
+            .filter(|e| !is_warm(e) && e.marker().is_some())
+            .collect();
+        assert_eq!(markers(&got), want[account], "{who}");
+        let sid = nodes[0].sid(account);
+        for e in &got {
+            assert_eq!(
+                e.data["account_sid"].as_str(),
+                Some(sid),
+                "{who}: {}",
+                e.data
+            );
+        }
+    }
+}
+
+/// NATS goes away under two nodes: publishes on node 1 turn into 503
+/// `backbone_unavailable` with `Retry-After`, `/readyz` into 503, the connection
+/// gauge into 0; NATS comes back on the same port and store, the node reconnects
+/// by itself, and node 2's subscriber (connected all along) gets every event that
+/// was answered 202, once and in order, and none that was answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let node1 = node(&nats, &accounts, "n1");
+    let node2 = node(&nats, &accounts, "n2");
+    readyz_becomes(&node1, 200, WAIT).await;
+    readyz_becomes(&node2, 200, WAIT).await;
+    let (mut sub, _) = node2.stream_basic(0, "types=call.*").await;
+    warm_up(&node1, &mut [(0, &mut sub)]).await;
+
+    let call = new_call_sid();
+    let ev = |n: usize| marked("call.progress", &call, &n.to_string());
+    let mut accepted: Vec<String> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    let mut n = 0;
+
+    // Before: accepted.
+    for _ in 0..5 {
+        n += 1;
+        node1.publish(0, &ev(n)).await;
+        accepted.push(n.to_string());
+    }
+
+    nats.stop();
+    // The node notices the loss asynchronously: whatever it still answers 202
+    // meanwhile must be delivered later.
+    let deadline = Instant::now() + 2 * WAIT;
+    loop {
+        n += 1;
+        let reply = node1.try_publish(0, &ev(n)).await;
+        match reply.status {
+            202 => {
+                reply.accepted(1);
+                accepted.push(n.to_string());
+            }
+            503 => {
+                assert_backbone_unavailable(&reply, "publish while NATS is down");
+                refused.push(n.to_string());
+                break;
+            }
+            other => panic!("publish while NATS is down: {other} {}", reply.text()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishes still answered 202 {:?} after NATS stopped",
+            2 * WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // While it is down, every publish is refused, a batch as a whole.
+    n += 1;
+    let reply = node1.try_publish(0, &ev(n)).await;
+    assert_backbone_unavailable(&reply, "a second publish while NATS is down");
+    refused.push(n.to_string());
+    let batch = Value::Array(vec![ev(n + 1), ev(n + 2)]);
+    n += 2;
+    let reply = node1.try_publish(0, &batch).await;
+    assert_backbone_unavailable(&reply, "a batch while NATS is down");
+    refused.extend([(n - 1).to_string(), n.to_string()]);
+
+    let ready = readyz_becomes(&node1, 503, WAIT).await;
+    assert_eq!(
+        ready.json()["code"],
+        "backbone_unavailable",
+        "GET /readyz while NATS is down: {}",
+        ready.text()
+    );
+    eventually_metrics(
+        &node1,
+        "switchboard_backbone_connected 0 while NATS is down",
+        |s| {
+            s.has("switchboard_backbone_connected")
+                && total(s, "switchboard_backbone_connected") == 0.0
+        },
+    )
+    .await;
+
+    nats.restart();
+    // The client reconnects with its own backoff: bounded, but longer than one WAIT.
+    let deadline = Instant::now() + 3 * WAIT;
+    loop {
+        n += 1;
+        let reply = node1.try_publish(0, &ev(n)).await;
+        match reply.status {
+            202 => {
+                reply.accepted(1);
+                accepted.push(n.to_string());
+                break;
+            }
+            503 => {
+                assert_backbone_unavailable(&reply, "publish while the node reconnects");
+                refused.push(n.to_string());
+            }
+            other => panic!("publish after NATS restarted: {other} {}", reply.text()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishes still refused {:?} after NATS restarted; NATS log:\n{}",
+            3 * WAIT,
+            nats.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both nodes are back: node 1 publishes, node 2 consumes again (`/readyz` is 200
+    // only once the node's consumer reads the stream).
+    for server in [&node1, &node2] {
+        readyz_becomes(server, 200, WAIT).await;
+        eventually_metrics(
+            server,
+            "switchboard_backbone_connected 1 after the restart",
+            |s| total(s, "switchboard_backbone_connected") == 1.0,
+        )
+        .await;
+    }
+
+    // After: accepted again.
+    for _ in 0..5 {
+        n += 1;
+        node1.publish(0, &ev(n)).await;
+        accepted.push(n.to_string());
+    }
+
+    // `/readyz` said node 2's consumer reads the stream again (made anew from
+    // where it stopped as soon as NATS was back).
+    let last = accepted.last().expect("accepted events").clone();
+    let got: Vec<SseEvent> = sub
+        .collect_until(|e| e.marker().as_deref() == Some(last.as_str()), WAIT)
+        .await
+        .unwrap_or_else(|inc| {
+            panic!(
+                "node 2's subscriber never got marker {last}: accepted {accepted:?}, \
+                 refused {refused:?}; {inc:?}"
+            )
+        })
+        .into_iter()
+        .filter(|e| e.data["call_sid"].as_str() == Some(call.as_str()))
+        .collect();
+    assert_eq!(
+        markers(&got),
+        accepted,
+        "node 2's subscriber: every 202 once and in order, none of the 503s {refused:?}"
+    );
+}
+
+/// `/metrics` of a cluster node: the connection gauge is 1, and after publishes
+/// the ack histogram has observations on the publishing node and both nodes count
+/// consumed events (node 2 consumed what it never published).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backbone_metrics_show_the_connection_and_the_acks() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let node1 = node(&nats, &accounts, "n1");
+    let node2 = node(&nats, &accounts, "n2");
+    for n in [&node1, &node2] {
+        eventually_metrics(n, "switchboard_backbone_connected 1", |s| {
+            s.has("switchboard_backbone_connected")
+                && total(s, "switchboard_backbone_connected") == 1.0
+        })
+        .await;
+    }
+    let (mut sub, _) = node2.stream_basic(0, "types=call.*").await;
+    warm_up(&node1, &mut [(0, &mut sub)]).await;
+
+    let call = new_call_sid();
+    let batch = Value::Array(vec![
+        marked("call.start", &call, "1"),
+        marked("call.progress", &call, "2"),
+        marked("call.end", &call, "3"),
+    ]);
+    node1.publish(0, &batch).await;
+    let got: Vec<SseEvent> = sub
+        .until_marker("3", WAIT)
+        .await
+        .into_iter()
+        .filter(|e| e.data["call_sid"].as_str() == Some(call.as_str()))
+        .collect();
+    assert_eq!(markers(&got), ["1", "2", "3"]);
+
+    let s = eventually_metrics(&node1, "an observed publish ack on node 1", |s| {
+        total(s, "switchboard_backbone_publish_ack_seconds_count") >= 1.0
+            && total(s, "switchboard_backbone_consumed_total") >= 1.0
+    })
+    .await;
+    assert!(
+        s.has("switchboard_backbone_publish_ack_seconds_bucket"),
+        "the ack histogram has buckets: {:?}",
+        s.series
+            .keys()
+            .filter(|k| k.contains("backbone"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        s.has("switchboard_backbone_publish_ack_seconds_sum"),
+        "the ack histogram has a sum"
+    );
+    eventually_metrics(&node2, "consumed events counted on node 2", |s| {
+        total(s, "switchboard_backbone_consumed_total") >= 1.0
+    })
+    .await;
+    // Still connected after the traffic.
+    let s = scrape(&node1).await;
+    assert_eq!(total(&s, "switchboard_backbone_connected"), 1.0);
+}
