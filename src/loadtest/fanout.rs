@@ -32,6 +32,7 @@ pub fn params(a: &FanoutArgs) -> Value {
         "messages": a.messages,
         "rate": a.rate,
         "publishers": a.publishers,
+        "subscribe_urls": a.subscribe_urls,
     })
 }
 
@@ -69,7 +70,21 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Value, LoadError> {
             super::seqtrack::MAX_SEQ
         )));
     }
-    let request = ctx.server.stream_request("load.*");
+    // The servers subscribers connect to, in turn, each with its own signed request
+    // (the request names its host).
+    let mut servers = Vec::new();
+    for url in &a.subscribe_urls {
+        let common = super::Common {
+            url: url.clone(),
+            ..a.common.clone()
+        };
+        servers.push(super::target::Server::new(&common).await?);
+    }
+    let servers: Vec<&super::target::Server> = match servers.is_empty() {
+        true => vec![&ctx.server],
+        false => servers.iter().collect(),
+    };
+    let requests: Vec<Vec<u8>> = servers.iter().map(|s| s.stream_request("load.*")).collect();
     let shared = Shared {
         streams: a.publishers,
         deliveries: AtomicU64::new(0),
@@ -82,14 +97,15 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> Result<Value, LoadError> {
     let finished = Cell::new(0usize);
     let within = connect_bound(a.subscribers);
 
-    let subscribers = (0..a.subscribers).map(|_| {
+    let subscribers = (0..a.subscribers).map(|i| {
         let stop = stop_rx.clone();
-        let (gate, request, shared) = (&gate, &request, &shared);
+        let (server, request) = (servers[i % servers.len()], &requests[i % servers.len()]);
+        let (gate, shared) = (&gate, &shared);
         let (connected, failed, finished) = (&connected, &failed, &finished);
         async move {
             let opened = {
                 let _permit = gate.acquire().await;
-                open_live(&ctx.server, request, None, BUFFER, within).await
+                open_live(server, request, None, BUFFER, within).await
             };
             let result = match opened {
                 Ok(sub) => {

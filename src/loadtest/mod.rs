@@ -184,6 +184,10 @@ pub struct FanoutArgs {
     /// Keep-alive publishing connections.
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
+    /// Servers the subscribers connect to, in turn (repeatable): other nodes of a
+    /// cluster than the one `--url` publishes to. Default: `--url`.
+    #[arg(long = "subscribe-url")]
+    pub subscribe_urls: Vec<String>,
 }
 
 /// `loadtest idle`.

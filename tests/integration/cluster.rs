@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::Value;
 
 use crate::common::channels::{eventually_metrics, marked, markers, scrape};
@@ -39,6 +40,19 @@ fn node(nats: &NatsServer, accounts: &[(String, String)], id: &str) -> TestServe
         c.cluster.nats_url = url;
         c.cluster.node_id = id;
     })
+}
+
+/// Three nodes of the cluster on `nats`, each ready (its consumer reads the stream).
+async fn three_nodes(nats: &NatsServer, accounts: &[(String, String)]) -> [TestServer; 3] {
+    let nodes = [
+        node(nats, accounts, "n1"),
+        node(nats, accounts, "n2"),
+        node(nats, accounts, "n3"),
+    ];
+    for n in &nodes {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    nodes
 }
 
 /// Polls `GET /readyz` until it answers `status` (bounded by `within`).
@@ -205,19 +219,8 @@ async fn publish_interleaved(node: &TestServer, account: usize, calls: &[String]
 /// Reads until every call of `calls` has delivered its `call.end` (bounded by
 /// `WAIT`); returns the events of those calls (warm-ups and notices dropped).
 async fn until_calls_end(who: &str, stream: &mut SseStream, calls: &[String]) -> Vec<SseEvent> {
-    let mut pending: HashSet<String> = calls.iter().cloned().collect();
     let events = stream
-        .collect_until(
-            |e| {
-                if e.ty() == "call.end" {
-                    if let Some(call) = e.data["call_sid"].as_str() {
-                        pending.remove(call);
-                    }
-                }
-                pending.is_empty()
-            },
-            WAIT,
-        )
+        .until_calls_end(calls, WAIT)
         .await
         .unwrap_or_else(|inc| panic!("{who}: not every call ended: {inc:?}"));
     events
@@ -275,14 +278,7 @@ async fn three_nodes_share_one_event_space_in_per_call_order() {
         return;
     };
     let accounts = shared_accounts();
-    let nodes = [
-        node(&nats, &accounts, "n1"),
-        node(&nats, &accounts, "n2"),
-        node(&nats, &accounts, "n3"),
-    ];
-    for n in &nodes {
-        readyz_becomes(n, 200, WAIT).await;
-    }
+    let nodes = three_nodes(&nats, &accounts).await;
     let (mut on1, _) = nodes[0].stream_basic(0, "types=call.*").await;
     let (mut on2, _) = nodes[1].stream_basic(0, "types=call.*").await;
     let (mut on3, _) = nodes[2].stream_basic(0, "types=call.*").await;
@@ -314,14 +310,7 @@ async fn accounts_stay_isolated_across_nodes() {
         return;
     };
     let accounts = shared_accounts();
-    let nodes = [
-        node(&nats, &accounts, "n1"),
-        node(&nats, &accounts, "n2"),
-        node(&nats, &accounts, "n3"),
-    ];
-    for n in &nodes {
-        readyz_becomes(n, 200, WAIT).await;
-    }
+    let nodes = three_nodes(&nats, &accounts).await;
     let (mut sub0, _) = nodes[1].stream_basic(0, "types=call.*").await;
     let (mut sub1, _) = nodes[2].stream_basic(1, "types=call.*").await;
     warm_up(&nodes[0], &mut [(0, &mut sub0), (1, &mut sub1)]).await;
@@ -375,6 +364,51 @@ async fn accounts_stay_isolated_across_nodes() {
     }
 }
 
+/// What an outage test has published so far: the markers answered 202 and 503,
+/// and the last marker used.
+struct Outcomes {
+    accepted: Vec<String>,
+    refused: Vec<String>,
+    n: usize,
+}
+
+/// Publishes one event after another on `node` until one is answered `until`
+/// (202 or 503), recording each answer, within `within`; any other status fails.
+async fn publish_until(
+    node: &TestServer,
+    ev: &impl Fn(usize) -> Value,
+    until: u16,
+    within: Duration,
+    outcomes: &mut Outcomes,
+    what: &str,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        outcomes.n += 1;
+        let marker = outcomes.n.to_string();
+        let reply = node.try_publish(0, &ev(outcomes.n)).await;
+        match reply.status {
+            202 => {
+                reply.accepted(1);
+                outcomes.accepted.push(marker);
+            }
+            503 => {
+                assert_backbone_unavailable(&reply, &format!("publish {what}"));
+                outcomes.refused.push(marker);
+            }
+            other => panic!("publish {what}: {other} {}", reply.text()),
+        }
+        if reply.status == until {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishes {what} not yet answered {until} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// NATS goes away under two nodes: publishes on node 1 turn into 503
 /// `backbone_unavailable` with `Retry-After`, `/readyz` into 503, the connection
 /// gauge into 0; NATS comes back on the same port and store, the node reconnects
@@ -395,53 +429,34 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
 
     let call = new_call_sid();
     let ev = |n: usize| marked("call.progress", &call, &n.to_string());
-    let mut accepted: Vec<String> = Vec::new();
-    let mut refused: Vec<String> = Vec::new();
-    let mut n = 0;
+    let mut out = Outcomes {
+        accepted: Vec::new(),
+        refused: Vec::new(),
+        n: 0,
+    };
 
     // Before: accepted.
     for _ in 0..5 {
-        n += 1;
-        node1.publish(0, &ev(n)).await;
-        accepted.push(n.to_string());
+        out.n += 1;
+        node1.publish(0, &ev(out.n)).await;
+        out.accepted.push(out.n.to_string());
     }
 
     nats.stop();
     // The node notices the loss asynchronously: whatever it still answers 202
     // meanwhile must be delivered later.
-    let deadline = Instant::now() + 2 * WAIT;
-    loop {
-        n += 1;
-        let reply = node1.try_publish(0, &ev(n)).await;
-        match reply.status {
-            202 => {
-                reply.accepted(1);
-                accepted.push(n.to_string());
-            }
-            503 => {
-                assert_backbone_unavailable(&reply, "publish while NATS is down");
-                refused.push(n.to_string());
-                break;
-            }
-            other => panic!("publish while NATS is down: {other} {}", reply.text()),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "publishes still answered 202 {:?} after NATS stopped",
-            2 * WAIT
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    publish_until(&node1, &ev, 503, 2 * WAIT, &mut out, "while NATS is down").await;
     // While it is down, every publish is refused, a batch as a whole.
-    n += 1;
-    let reply = node1.try_publish(0, &ev(n)).await;
+    out.n += 1;
+    let reply = node1.try_publish(0, &ev(out.n)).await;
     assert_backbone_unavailable(&reply, "a second publish while NATS is down");
-    refused.push(n.to_string());
-    let batch = Value::Array(vec![ev(n + 1), ev(n + 2)]);
-    n += 2;
+    out.refused.push(out.n.to_string());
+    let batch = Value::Array(vec![ev(out.n + 1), ev(out.n + 2)]);
+    out.n += 2;
     let reply = node1.try_publish(0, &batch).await;
     assert_backbone_unavailable(&reply, "a batch while NATS is down");
-    refused.extend([(n - 1).to_string(), n.to_string()]);
+    out.refused
+        .extend([(out.n - 1).to_string(), out.n.to_string()]);
 
     let ready = readyz_becomes(&node1, 503, WAIT).await;
     assert_eq!(
@@ -462,30 +477,7 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
 
     nats.restart();
     // The client reconnects with its own backoff: bounded, but longer than one WAIT.
-    let deadline = Instant::now() + 3 * WAIT;
-    loop {
-        n += 1;
-        let reply = node1.try_publish(0, &ev(n)).await;
-        match reply.status {
-            202 => {
-                reply.accepted(1);
-                accepted.push(n.to_string());
-                break;
-            }
-            503 => {
-                assert_backbone_unavailable(&reply, "publish while the node reconnects");
-                refused.push(n.to_string());
-            }
-            other => panic!("publish after NATS restarted: {other} {}", reply.text()),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "publishes still refused {:?} after NATS restarted; NATS log:\n{}",
-            3 * WAIT,
-            nats.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    publish_until(&node1, &ev, 202, 3 * WAIT, &mut out, "after NATS restarted").await;
     // Both nodes are back: node 1 publishes, node 2 consumes again (`/readyz` is 200
     // only once the node's consumer reads the stream).
     for server in [&node1, &node2] {
@@ -500,13 +492,16 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
 
     // After: accepted again.
     for _ in 0..5 {
-        n += 1;
-        node1.publish(0, &ev(n)).await;
-        accepted.push(n.to_string());
+        out.n += 1;
+        node1.publish(0, &ev(out.n)).await;
+        out.accepted.push(out.n.to_string());
     }
 
     // `/readyz` said node 2's consumer reads the stream again (made anew from
     // where it stopped as soon as NATS was back).
+    let Outcomes {
+        accepted, refused, ..
+    } = out;
     let last = accepted.last().expect("accepted events").clone();
     let got: Vec<SseEvent> = sub
         .collect_until(|e| e.marker().as_deref() == Some(last.as_str()), WAIT)
@@ -587,4 +582,66 @@ async fn backbone_metrics_show_the_connection_and_the_acks() {
     // Still connected after the traffic.
     let s = scrape(&node1).await;
     assert_eq!(total(&s, "switchboard_backbone_connected"), 1.0);
+}
+
+/// The load tool's fan-out across a cluster (docs/cluster.md, "Measured"): ticks
+/// published on node 1 reach subscribers opened on nodes 2 and 3 in turn, every
+/// one once and in order per publisher, and the tool counts them as such.
+#[tokio::test]
+async fn the_load_tool_counts_a_fanout_published_on_one_node_and_read_on_two_others() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let nodes = three_nodes(&nats, &accounts).await;
+    let (node1, node2, node3) = (
+        nodes[0].base_url(),
+        nodes[1].base_url(),
+        nodes[2].base_url(),
+    );
+    let argv = [
+        "loadtest",
+        "fanout",
+        "--subscribers",
+        "20",
+        "--messages",
+        "60",
+        "--publishers",
+        "3",
+        "--url",
+        &node1,
+        "--subscribe-url",
+        &node2,
+        "--subscribe-url",
+        &node3,
+        "--account",
+        &accounts[0].0,
+        "--token",
+        &accounts[0].1,
+        "--duration",
+        "20",
+    ];
+    let args = switchboard::loadtest::LoadtestArgs::try_parse_from(argv).expect("arguments parse");
+    let report = switchboard::loadtest::run(&args)
+        .await
+        .expect("the load test runs");
+    let r = &report.results;
+    let count = |key: &str| r[key].as_u64().unwrap_or_else(|| panic!("{key} in {r}"));
+    assert_eq!(count("published"), 60, "{r}");
+    assert_eq!(count("subscribers_connected"), 20, "{r}");
+    assert_eq!(count("deliveries"), 1200, "{r}");
+    assert_eq!(count("lost"), 0, "{r}");
+    assert_eq!(count("duplicated"), 0, "{r}");
+    assert_eq!(count("out_of_order"), 0, "{r}");
+    // Only nodes 2 and 3 had subscribers; node 1 held none of them.
+    for (server, holds) in [(&nodes[0], false), (&nodes[1], true), (&nodes[2], true)] {
+        let s = scrape(server).await;
+        let delivered = total(&s, "switchboard_events_delivered_total");
+        assert_eq!(
+            delivered > 0.0,
+            holds,
+            "{}: {delivered} delivered",
+            server.addr
+        );
+    }
 }
