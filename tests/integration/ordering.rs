@@ -54,23 +54,10 @@ async fn concurrent_publishers_keep_per_call_order_with_no_loss_or_duplicate() {
     let calls: Vec<String> = (0..CALLS).map(|_| new_call_sid()).collect();
     let (mut stream, _) = server.stream_basic(0, "types=call.*").await;
 
-    let terminators: HashSet<String> = calls.iter().cloned().collect();
-    let reader = tokio::spawn(async move {
-        let mut pending = terminators;
-        stream
-            .collect_until(
-                |e| {
-                    if e.ty() == "call.end" {
-                        if let Some(call) = e.data["call_sid"].as_str() {
-                            pending.remove(call);
-                        }
-                    }
-                    pending.is_empty()
-                },
-                WAIT * 6,
-            )
-            .await
-    });
+    let reader = {
+        let calls = calls.clone();
+        tokio::spawn(async move { stream.until_calls_end(&calls, WAIT * 6).await })
+    };
 
     let mut tasks = Vec::new();
     for task in 0..TASKS {

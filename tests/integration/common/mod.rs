@@ -395,10 +395,19 @@ fn wait_until_healthy(addr: SocketAddr, done: &std::sync::mpsc::Receiver<String>
 }
 
 fn healthz_once(addr: SocketAddr) -> std::io::Result<String> {
+    status_line(addr, "/healthz")
+}
+
+/// The status line of `GET path` on `addr` over a raw socket, for checks that run
+/// outside any runtime (a server or a tool starting up), every step bounded.
+pub fn status_line(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     sock.set_read_timeout(Some(Duration::from_secs(1)))?;
     sock.set_write_timeout(Some(Duration::from_secs(1)))?;
-    sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {

@@ -7,7 +7,7 @@
 //! the test is skipped (`start` answers `None`), missing under CI it fails.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -206,32 +206,7 @@ fn two_free_ports() -> (u16, u16) {
     ports
 }
 
-/// The status line of `GET path` on `127.0.0.1:port`, over a raw socket (the
-/// checks run outside any runtime), every step bounded.
+/// The status line of `GET path` on `127.0.0.1:port`.
 fn http_status(port: u16, path: &str) -> std::io::Result<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
-    sock.set_write_timeout(Some(Duration::from_secs(1)))?;
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = sock.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(2).any(|w| w == b"\r\n") {
-            break;
-        }
-    }
-    Ok(String::from_utf8_lossy(&buf)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string())
+    super::status_line(SocketAddr::from(([127, 0, 0, 1], port)), path)
 }

@@ -193,6 +193,29 @@ impl SseStream {
         }
     }
 
+    /// Reads events until every call of `calls` has delivered its `call.end`,
+    /// within `timeout` overall; returns everything read.
+    pub async fn until_calls_end(
+        &mut self,
+        calls: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<SseEvent>, Incomplete> {
+        let mut pending: std::collections::HashSet<&str> =
+            calls.iter().map(String::as_str).collect();
+        self.collect_until(
+            |e| {
+                if e.ty() == "call.end" {
+                    if let Some(call) = e.data["call_sid"].as_str() {
+                        pending.remove(call);
+                    }
+                }
+                pending.is_empty()
+            },
+            timeout,
+        )
+        .await
+    }
+
     /// Reads events until one satisfies `pred` (included in the result),
     /// within `timeout` overall.
     pub async fn collect_until(
