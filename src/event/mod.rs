@@ -149,22 +149,25 @@ impl Event {
             return Err(PartsError("type, call_sid or scope"));
         }
         let json = parts.json_open;
-        // The envelope's fixed start names this event and this account.
-        let mut start = Vec::with_capacity(64 + account_sid.len());
-        start.extend_from_slice(b"{\"id\":\"");
-        start.extend_from_slice(&parts.id.text());
-        start.extend_from_slice(b"\",\"account_sid\":");
-        push_json_str(&mut start, account_sid);
-        if !json.starts_with(&start) {
-            return Err(PartsError("the envelope's id or account"));
-        }
+        // The envelope's fixed start names this event and this account, checked
+        // piece by piece rather than rendered (every node does this for every
+        // event). An account sid is `AC` and hex, which JSON writes unescaped.
+        let id = parts.id.text();
+        let rest = json
+            .strip_prefix(b"{\"id\":\"")
+            .and_then(|rest| rest.strip_prefix(&id[..]))
+            .and_then(|rest| rest.strip_prefix(b"\",\"account_sid\":\""))
+            .and_then(|rest| rest.strip_prefix(account_sid.as_bytes()))
+            .and_then(|rest| rest.strip_prefix(b"\""))
+            .ok_or(PartsError("the envelope's id or account"))?;
+        let start = json.len() - rest.len();
         // Room for the envelope around the largest `data` a publish may carry.
         if json.len() > max_event_bytes.saturating_add(1024) {
             return Err(PartsError("size"));
         }
         let data = json
             .get(parts.data_at..)
-            .filter(|data| data.first() == Some(&b'{') && parts.data_at >= start.len())
+            .filter(|data| data.first() == Some(&b'{') && parts.data_at >= start)
             .ok_or(PartsError("data's offset"))?;
         if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
             return Err(PartsError("data"));
