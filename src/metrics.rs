@@ -197,8 +197,13 @@ pub struct Metrics {
     /// read yet, as of its last message.
     pub backbone_lag: IntGauge,
     /// Cluster mode: messages on the stream this node could not take, by reason
-    /// (`subject`, `unknown_account`, `decode`, `check`).
+    /// (`subject`, `unknown_account`, `decode`, `check`, `info`).
     pub backbone_rejected: IntCounterVec,
+    /// Cluster mode: messages the stream sent this node's consumer again (a delivery
+    /// count above one, or a sequence already routed), skipped.
+    pub backbone_redelivered: IntCounter,
+    /// Cluster mode: events read back from the stream for clients resuming here.
+    pub backbone_history_events: IntCounter,
     /// Client events accepted, by how they came (`http`, `ws`).
     pub client_events: IntCounterVec,
     /// Client events refused before publishing, by how they came and why (`scope`,
@@ -399,7 +404,7 @@ impl Metrics {
             ),
             replays: reg.counter_vec(
                 "switchboard_replays_total",
-                "Streams resumed from a cursor or from the earliest retained event, by kind",
+                "Streams resumed from a cursor or from the earliest retained event, by kind (cursor, earliest; stream: history read from the cluster's stream)",
                 &["kind"],
             ),
             replayed_events: reg.counter(
@@ -438,6 +443,14 @@ impl Metrics {
                 "switchboard_backbone_rejected_total",
                 "Cluster mode: messages on the stream this node could not take, by reason",
                 &["reason"],
+            ),
+            backbone_redelivered: reg.counter(
+                "switchboard_backbone_redelivered_total",
+                "Cluster mode: messages the stream sent this node's consumer again, skipped",
+            ),
+            backbone_history_events: reg.counter(
+                "switchboard_backbone_history_events_total",
+                "Cluster mode: events read back from the stream for clients resuming on this node",
             ),
             client_events: reg.counter_vec(
                 "switchboard_client_events_total",

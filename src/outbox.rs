@@ -6,9 +6,14 @@
 //! limits (count and age) push them out, so a reconnect with a cursor can resume
 //! exactly after the last event it saw. An event evicted before it was written is
 //! counted and reported to the next writer as a gap: never lost silently.
+//!
+//! In cluster mode an outbox numbers its events by their cluster-wide positions
+//! instead ([`Outbox::in_cluster_order`]): events wait in `held` until everything
+//! before them has landed on this node ([`crate::cluster::order`]), and are then
+//! released in position order, so a cursor is a position any node can resume from.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +21,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::Notify;
 
+use crate::cluster::order::Landed;
 use crate::event::SharedEvent;
 use crate::wire;
 
@@ -29,7 +35,8 @@ pub type MatchedSubs = SmallVec<[Arc<str>; 2]>;
 /// One retained event with the client's sequence number.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Position in this outbox's sequence (from 1); the cursor's `seq`.
+    /// Position in this outbox's sequence (from 1), or in cluster mode the event's
+    /// cluster-wide position; the cursor's `seq`.
     pub seq: u64,
     /// The shared event.
     pub event: SharedEvent,
@@ -82,6 +89,11 @@ struct State {
     sent_upto: u64,
     gap: u64,
     conn: u64,
+    /// Cluster mode: events above the landed watermark, by position.
+    held: BTreeMap<u64, Entry>,
+    /// Cluster mode: positions at or below this are released or were replayed, so
+    /// a live delivery of one is a duplicate.
+    covered: u64,
 }
 
 /// The bounded outbox shared by a proxy (producer) and a writer (consumer).
@@ -91,29 +103,58 @@ pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
     next_conn: AtomicU64,
+    /// Cluster mode: the node's landed watermark, which releases held events.
+    landed: Option<Arc<Landed>>,
+    /// Cluster mode: already listed to be woken when the watermark moves.
+    waiting: AtomicBool,
 }
 
 impl Outbox {
     /// A new, empty outbox with a random epoch.
     pub fn new(limits: Limits) -> Arc<Outbox> {
+        Outbox::make(limits, None, 0)
+    }
+
+    /// A new, empty outbox in the cluster's order: its entries are numbered by
+    /// position and released once `landed` has passed them. A first connection
+    /// starts after what has landed now.
+    pub fn in_cluster_order(limits: Limits, landed: Arc<Landed>) -> Arc<Outbox> {
+        let upto = landed.upto();
+        Outbox::make(limits, Some(landed), upto)
+    }
+
+    fn make(limits: Limits, landed: Option<Arc<Landed>>, start: u64) -> Arc<Outbox> {
         Arc::new(Outbox {
             limits,
             state: Mutex::new(State {
                 epoch: new_epoch(),
                 ring: VecDeque::new(),
                 next_seq: 1,
-                sent_upto: 0,
+                sent_upto: start,
                 gap: 0,
                 conn: 0,
+                held: BTreeMap::new(),
+                covered: start,
             }),
             notify: Notify::new(),
             next_conn: AtomicU64::new(1),
+            landed,
+            waiting: AtomicBool::new(false),
         })
     }
 
-    /// This outbox's epoch, part of every cursor it hands out.
+    /// This outbox's epoch, part of every cursor it hands out: in cluster mode the
+    /// stream's, so that every node reads the cursor alike.
     pub fn epoch(&self) -> u64 {
-        self.state.lock().epoch
+        match &self.landed {
+            Some(landed) => landed.epoch(),
+            None => self.state.lock().epoch,
+        }
+    }
+
+    /// Whether entries are numbered by cluster position.
+    pub fn in_positions(&self) -> bool {
+        self.landed.is_some()
     }
 
     /// Replaces the retained sequence with what `merge` makes of it (a
@@ -158,8 +199,15 @@ impl Outbox {
 
     /// Appends an event. Returns how many retained events were evicted to make room
     /// or by age, and how many of those had not been written yet (a gap). Does not
-    /// wake the writer: the proxy calls [`Outbox::wake`] once per batch.
-    pub fn push(&self, event: SharedEvent, subs: MatchedSubs, now: Instant) -> Evicted {
+    /// wake the writer: the proxy calls [`Outbox::pushed`] once per batch.
+    ///
+    /// In cluster mode the event waits in `held` until it has landed (the watermark
+    /// wakes the writer then), and an event at a position already released or
+    /// replayed is a duplicate and dropped (counted in `total`, as if evicted).
+    pub fn push(self: &Arc<Self>, event: SharedEvent, subs: MatchedSubs, now: Instant) -> Evicted {
+        if self.landed.is_some() {
+            return self.hold(event, subs, now);
+        }
         let mut state = self.state.lock();
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -172,9 +220,94 @@ impl Outbox {
         self.evict(&mut state, now)
     }
 
+    fn hold(self: &Arc<Self>, event: SharedEvent, subs: MatchedSubs, now: Instant) -> Evicted {
+        let position = event.position;
+        let mut state = self.state.lock();
+        if position <= state.covered || state.held.contains_key(&position) {
+            return Evicted {
+                total: 1,
+                unsent: 0,
+            };
+        }
+        let entry = Entry {
+            seq: position,
+            event,
+            subs,
+            at: now,
+        };
+        state.held.insert(position, entry);
+        drop(state);
+        self.wait_for_landing();
+        Evicted::default()
+    }
+
     /// Wakes the writer of the open connection, if any (a stored permit otherwise).
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// Wakes the writer after a batch of pushes. In cluster mode the pushes have
+    /// nothing to release yet: the watermark wakes the writer once they have.
+    pub fn pushed(&self) {
+        if self.landed.is_none() {
+            self.wake();
+        }
+    }
+
+    /// Cluster mode: the watermark moved. Releases what has landed and wakes the
+    /// writer if anything was.
+    pub fn landed(self: &Arc<Self>) {
+        self.waiting.store(false, Ordering::Release);
+        let mut state = self.state.lock();
+        let released = self.release(&mut state);
+        let more = !state.held.is_empty();
+        if released {
+            self.evict(&mut state, Instant::now());
+        }
+        drop(state);
+        if released {
+            self.notify.notify_one();
+        }
+        if more {
+            self.wait_for_landing();
+        }
+    }
+
+    /// Moves the held events that have landed into the ring, in position order.
+    fn release(&self, state: &mut State) -> bool {
+        let Some(landed) = &self.landed else {
+            return false;
+        };
+        let upto = landed.upto();
+        let mut released = false;
+        while let Some(entry) = state.held.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            let entry = entry.remove();
+            state.covered = state.covered.max(entry.seq);
+            state.ring.push_back(entry);
+            released = true;
+        }
+        released
+    }
+
+    /// Asks the watermark to wake this outbox when it moves, once.
+    fn wait_for_landing(self: &Arc<Self>) {
+        let Some(landed) = &self.landed else { return };
+        if !self.waiting.swap(true, Ordering::AcqRel) {
+            landed.wake_on_landing(Arc::downgrade(self));
+        }
+        // It may have moved between the last release and the listing.
+        let ready = self
+            .state
+            .lock()
+            .held
+            .first_key_value()
+            .is_some_and(|(position, _)| *position <= landed.upto());
+        if ready {
+            self.landed();
+        }
     }
 
     /// Waits until the outbox is woken.
@@ -203,6 +336,7 @@ impl Outbox {
 
     /// Starts a new connection, superseding any other, and positions it.
     /// Returns the connection id and the last sequence number before its first event.
+    /// In cluster mode `After` takes a position this outbox [covers](Outbox::covers).
     pub fn attach(&self, resume: Resume) -> (u64, u64) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
@@ -210,6 +344,10 @@ impl Outbox {
         let first_retained = state.ring.front().map_or(state.next_seq, |e| e.seq);
         match resume {
             Resume::Pending => {}
+            Resume::After(position) if self.landed.is_some() => {
+                state.gap = 0;
+                state.sent_upto = position;
+            }
             Resume::After(seq) => {
                 let seq = seq.min(state.next_seq - 1);
                 if seq + 1 < first_retained {
@@ -233,6 +371,74 @@ impl Outbox {
         (conn, position)
     }
 
+    /// Cluster mode: whether this outbox has everything its client wants after
+    /// `position`, so a connection resuming there needs nothing from the stream:
+    /// it handed out that very cursor (an event it retains, or where its last
+    /// connection stood), and has been filled since.
+    pub fn covers(&self, position: u64) -> bool {
+        let state = self.state.lock();
+        position == state.sent_upto
+            || state
+                .ring
+                .binary_search_by_key(&position, |entry| entry.seq)
+                .is_ok()
+    }
+
+    /// Cluster mode: merges what the stream holds for the client after `after` (0:
+    /// from its start), read up to position `end`, with what this outbox holds, if
+    /// connection `conn` (the one that asked) is still the current one. The
+    /// connection is then positioned at `after`, with `gap` events (or
+    /// [`GAP_UNKNOWN`]) reported missing before the history. Each position is kept
+    /// once, and a later live delivery of a position up to `end` is a duplicate.
+    /// Returns the change in events held and retained, or `None` when another
+    /// connection took over meanwhile.
+    pub fn merge_history(
+        self: &Arc<Self>,
+        conn: u64,
+        after: u64,
+        history: Vec<(SharedEvent, MatchedSubs)>,
+        end: u64,
+        gap: u64,
+        now: Instant,
+    ) -> Option<i64> {
+        let mut state = self.state.lock();
+        if state.conn != conn {
+            return None;
+        }
+        let before = (state.ring.len() + state.held.len()) as i64;
+        // What the ring holds after the cursor is released again, in order with
+        // the history.
+        let keep = state.ring.partition_point(|entry| entry.seq <= after);
+        let later = state.ring.split_off(keep);
+        for entry in later {
+            state.held.insert(entry.seq, entry);
+        }
+        for (event, subs) in history {
+            let position = event.position;
+            if position > after {
+                state.held.entry(position).or_insert(Entry {
+                    seq: position,
+                    event,
+                    subs,
+                    at: now,
+                });
+            }
+        }
+        let released_upto = state.ring.back().map_or(after, |entry| entry.seq);
+        state.covered = end.max(released_upto);
+        state.sent_upto = after;
+        state.gap = gap;
+        self.release(&mut state);
+        self.evict(&mut state, now);
+        let grew = (state.ring.len() + state.held.len()) as i64 - before;
+        let waiting = !state.held.is_empty();
+        drop(state);
+        if waiting {
+            self.wait_for_landing();
+        }
+        Some(grew)
+    }
+
     /// Takes what the connection has not been sent yet, oldest first, up to
     /// `max_bytes` as measured by [`wire::framed_len`] but always at least one event,
     /// so a slow reader is bounded in bytes rather than in events and an event larger
@@ -244,8 +450,16 @@ impl Outbox {
         if state.conn != conn {
             return Drain::Superseded;
         }
+        self.release(&mut state);
         self.evict(&mut state, now);
-        let start = first_unsent(&state);
+        let start = if self.landed.is_some() {
+            // Positions are sparse: search.
+            state
+                .ring
+                .partition_point(|entry| entry.seq <= state.sent_upto)
+        } else {
+            first_unsent(&state)
+        };
         let mut budget = max_bytes;
         let taken = state
             .ring
@@ -516,6 +730,125 @@ mod tests {
         assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![4, 5]));
         assert!(o.woken().now_or_never().is_none(), "nothing left, no wake");
         assert_eq!(seqs(o.drain(conn, now, 1)), (0, vec![]));
+    }
+
+    /// An event at cluster position `position`.
+    fn at(position: u64) -> SharedEvent {
+        let mut event = Arc::try_unwrap(event(position)).expect("fresh");
+        event.position = position;
+        Arc::new(event)
+    }
+
+    fn in_order(landed: &Arc<Landed>) -> Arc<Outbox> {
+        Outbox::in_cluster_order(
+            Limits {
+                max_events: 100,
+                max_age: Duration::from_secs(60),
+            },
+            landed.clone(),
+        )
+    }
+
+    use crate::cluster::order::position;
+
+    #[test]
+    fn in_cluster_order_events_wait_until_everything_before_them_has_landed() {
+        use futures_util::FutureExt;
+        let landed = Landed::new();
+        landed.start_after(9, 0);
+        let o = in_order(&landed);
+        let now = Instant::now();
+        let (conn, start) = o.attach(Resume::Pending);
+        assert_eq!(
+            start,
+            position(9, 1023),
+            "a first connection starts after what landed"
+        );
+        let _ = o.woken().now_or_never();
+        // Messages 10 and 11 are read; 11's event reaches the outbox first (another
+        // shard was quicker).
+        let ten = landed.read(10);
+        let eleven = landed.read(11);
+        o.push(at(position(11, 0)), MatchedSubs::new(), now);
+        o.pushed();
+        assert_eq!(
+            seqs(o.drain(conn, now, usize::MAX)),
+            (0, vec![]),
+            "11 waits for 10"
+        );
+        drop(eleven);
+        assert!(
+            o.woken().now_or_never().is_none(),
+            "10 has not landed: nothing to wake for"
+        );
+        o.push(at(position(10, 2)), MatchedSubs::new(), now);
+        drop(ten);
+        assert!(
+            o.woken().now_or_never().is_some(),
+            "landing wakes the writer"
+        );
+        assert_eq!(
+            seqs(o.drain(conn, now, usize::MAX)),
+            (0, vec![position(10, 2), position(11, 0)]),
+            "released in position order, numbered by position"
+        );
+        // A late copy of a released position is a duplicate.
+        let evicted = o.push(at(position(10, 2)), MatchedSubs::new(), now);
+        assert_eq!(evicted.total, 1);
+        assert_eq!(seqs(o.drain(conn, now, usize::MAX)), (0, vec![]));
+        assert!(o.covers(position(10, 2)) && o.covers(position(11, 0)));
+        assert!(!o.covers(position(10, 3)), "never handed out");
+    }
+
+    #[test]
+    fn a_history_merges_with_what_was_held_each_position_once() {
+        let landed = Landed::new();
+        landed.start_after(1, 0);
+        let o = in_order(&landed);
+        let now = Instant::now();
+        let (conn, _) = o.attach(Resume::Pending);
+        // Live: 5 landed, 7 on its way.
+        drop(landed.read(5));
+        let seven = landed.read(7);
+        o.push(at(position(5, 0)), MatchedSubs::new(), now);
+        o.push(at(position(7, 0)), MatchedSubs::new(), now);
+        // The stream had 3, 5 and 6 after the cursor at 2 (read up to 7's end),
+        // and 2 itself (the cursor's own) which is not sent again.
+        let history = [
+            position(2, 0),
+            position(3, 0),
+            position(5, 0),
+            position(6, 0),
+        ]
+        .into_iter()
+        .map(|p| (at(p), MatchedSubs::new()))
+        .collect();
+        let grew = o.merge_history(conn, position(2, 0), history, position(7, 1023), 0, now);
+        assert_eq!(
+            grew,
+            Some(2),
+            "3 and 6 are new; 5 was there, 2 is before the cursor"
+        );
+        assert_eq!(o.position(), position(2, 0));
+        assert_eq!(
+            seqs(o.drain(conn, now, usize::MAX)),
+            (0, vec![position(3, 0), position(5, 0)]),
+            "6 and 7 wait for 7 to land"
+        );
+        // 6 arrives live too, after the history had it: once.
+        o.push(at(position(6, 0)), MatchedSubs::new(), now);
+        drop(seven);
+        assert_eq!(
+            seqs(o.drain(conn, now, usize::MAX)),
+            (0, vec![position(6, 0), position(7, 0)])
+        );
+        // A read for a connection superseded meanwhile changes nothing.
+        let (current, _) = o.attach(Resume::Pending);
+        assert_eq!(
+            o.merge_history(conn, 0, Vec::new(), 0, GAP_UNKNOWN, now),
+            None
+        );
+        assert_eq!(seqs(o.drain(current, now, usize::MAX)), (0, vec![]));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::distributor::{Distributor, ShardMap};
 use crate::actors::shard::Publish;
+use crate::cluster::order::Ticket;
 use crate::event::{self, Draft, Event, EventId, SharedEvent};
 use crate::limits::fair_share::{share_of, ShardShares, ShareSlot};
 use crate::limits::{record_refusal, Limit};
@@ -89,7 +90,7 @@ impl Publisher {
     ) -> Result<Vec<EventId>, PublishError> {
         let events = self.build(account, drafts);
         let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-        self.route_events(account, events, limit)?;
+        self.route_events(account, events, limit, None)?;
         Ok(ids)
     }
 
@@ -109,8 +110,9 @@ impl Publisher {
         &self,
         account: AccountIdx,
         events: Vec<SharedEvent>,
+        ticket: Option<Arc<Ticket>>,
     ) -> Result<(), PublishError> {
-        self.route_events(account, events, self.shard_queue)
+        self.route_events(account, events, self.shard_queue, ticket)
     }
 
     fn route_events(
@@ -118,6 +120,7 @@ impl Publisher {
         account: AccountIdx,
         events: Vec<SharedEvent>,
         limit: i64,
+        ticket: Option<Arc<Ticket>>,
     ) -> Result<(), PublishError> {
         let families = Families::count(&events);
 
@@ -148,7 +151,11 @@ impl Publisher {
                 .zip(slots);
             for ((shard, events), slot) in sends {
                 // Queued even above the mailbox's capacity hint: `reserve` is the bound.
-                map.shards[shard].addr.do_send(Publish { events, slot });
+                map.shards[shard].addr.do_send(Publish {
+                    events,
+                    slot,
+                    ticket: ticket.clone(),
+                });
             }
             Ok(())
         })?;

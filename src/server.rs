@@ -16,6 +16,7 @@ use crate::account::Accounts;
 use crate::actors::Topology;
 use crate::callrouter::sink::EventSink;
 use crate::callrouter::{CallRouter, RouterSettings};
+use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::egress::Egress;
 use crate::http::{self, AppState};
@@ -64,8 +65,14 @@ pub async fn serve(
         metrics.clone(),
     );
     let workers = Config::resolve_count(config.workers);
+    let cluster = config.cluster.enabled().then(ClusterLink::default);
     let topology = Arc::new(Topology::start(
-        &config, &accounts, &metrics, &egress, workers,
+        &config,
+        &accounts,
+        &metrics,
+        &egress,
+        workers,
+        cluster.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
@@ -76,10 +83,11 @@ pub async fn serve(
         metrics.clone(),
         config.publish.shard_queue,
     );
-    let backbone = match config.cluster.enabled() {
-        true => Some(
+    let backbone = match &cluster {
+        Some(link) => Some(
             crate::cluster::Backbone::start(
                 &config,
+                link,
                 accounts.clone(),
                 publisher.clone(),
                 metrics.clone(),
@@ -87,7 +95,7 @@ pub async fn serve(
             )
             .await?,
         ),
-        false => None,
+        None => None,
     };
     let sink = match (
         reqwest::Url::parse(&config.call_router.publish_url),

@@ -19,7 +19,7 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     };
     for event in &batch.events {
-        let Ok(rebuilt) = Event::from_parts(AccountIdx(0), SID, event.parts(), 65536, Instant::now())
+        let Ok(rebuilt) = Event::from_parts(AccountIdx(0), SID, event.parts(), 65536, Instant::now(), 0)
         else {
             continue;
         };

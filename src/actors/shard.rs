@@ -30,6 +30,7 @@ use super::proxy::{Deliver, EventProxy, ProxyId};
 use super::restart::Running;
 use super::slots::ShardId;
 use crate::account::AccountIdx;
+use crate::cluster::order::Ticket;
 use crate::event::SharedEvent;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::limits::fair_share::ShareSlot;
@@ -46,9 +47,12 @@ pub struct Publish {
     /// The publishing account's slot of its share of this shard's queue, held until
     /// the batch is handed on, like the shard's own `depth` slot.
     pub slot: ShareSlot,
+    /// Cluster mode: the stream message these events came in, held until every
+    /// proxy has taken them (then the message may have landed).
+    pub ticket: Option<Arc<Ticket>>,
 }
 
-const _: () = assert!(std::mem::size_of::<Publish>() <= 32);
+const _: () = assert!(std::mem::size_of::<Publish>() <= 40);
 
 /// A proxy's filter went from 0 to 1 local subscription: start forwarding matches.
 /// `ack` is answered once the filter is in the index (sent with `do_send`, so it is
@@ -514,6 +518,7 @@ impl BrokerShard {
         }
         let depth = self.depth.clone();
         let slot = msg.slot;
+        let ticket = msg.ticket;
         let hold = self.hold.clone();
         actix::spawn(async move {
             if join_all(acks).await.iter().any(Result::is_err) {
@@ -524,6 +529,7 @@ impl BrokerShard {
             }
             depth.dec();
             drop(slot);
+            drop(ticket);
         });
     }
 

@@ -15,10 +15,12 @@
 //! message to the connection's queue and awaits its acknowledgement.
 
 mod consumer;
+pub mod history;
+pub mod order;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
@@ -73,6 +75,42 @@ struct Inner {
     connections: watch::Sender<u64>,
     /// Whether the node's consumer is reading the stream now.
     reading: AtomicBool,
+    /// How far this node has landed the stream.
+    landed: Arc<order::Landed>,
+    /// What the consumer checks messages against.
+    settings: consumer::Settings,
+    /// The thread the connection and the consumer run on: reads of the stream for
+    /// the proxies run there too.
+    arbiter: actix_rt::ArbiterHandle,
+}
+
+/// What the node's proxies need of cluster mode: the landed watermark their
+/// outboxes release by, and the backbone to read a resuming client's history from
+/// (set once the backbone has started: the proxies start first).
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// How far this node has landed the stream.
+    pub landed: Arc<order::Landed>,
+    backbone: Arc<OnceLock<Backbone>>,
+}
+
+impl Default for ClusterLink {
+    fn default() -> Self {
+        ClusterLink {
+            landed: order::Landed::new(),
+            backbone: Arc::default(),
+        }
+    }
+}
+
+impl ClusterLink {
+    /// Reads a client's history from the stream ([`Backbone::history`]).
+    pub async fn history(&self, query: history::Query) -> Result<history::History, BackboneError> {
+        match self.backbone.get() {
+            Some(backbone) => backbone.history(query).await,
+            None => Err(BackboneError::Unavailable),
+        }
+    }
 }
 
 impl Backbone {
@@ -83,6 +121,7 @@ impl Backbone {
     /// stops when `shutdown` turns true.
     pub async fn start(
         config: &Config,
+        link: &ClusterLink,
         accounts: Arc<Accounts>,
         publisher: Publisher,
         metrics: Metrics,
@@ -122,17 +161,16 @@ impl Backbone {
                 metrics,
                 connections,
                 reading: AtomicBool::new(false),
+                landed: link.landed.clone(),
+                settings: consumer::Settings {
+                    max_age: Duration::from_secs(config.retention.max_age_secs),
+                    max_event_bytes: config.publish.max_event_bytes,
+                },
+                arbiter: actix_rt::Arbiter::current(),
             }),
         };
-        actix_rt::spawn(consumer::run(
-            backbone.clone(),
-            publisher,
-            consumer::Settings {
-                max_age: Duration::from_secs(config.retention.max_age_secs),
-                max_event_bytes: config.publish.max_event_bytes,
-            },
-            shutdown,
-        ));
+        let _ = link.backbone.set(backbone.clone());
+        actix_rt::spawn(consumer::run(backbone.clone(), publisher, shutdown));
         Ok(backbone)
     }
 

@@ -105,7 +105,7 @@ mod tests {
     }
 
     fn rebuilt(wire: &WireEvent) -> Result<Event, PartsError> {
-        Event::from_parts(AccountIdx(3), SID, wire.parts(), 65536, Instant::now())
+        Event::from_parts(AccountIdx(3), SID, wire.parts(), 65536, Instant::now(), 0)
     }
 
     #[test]
@@ -132,6 +132,7 @@ mod tests {
             wire.parts(),
             65536,
             Instant::now(),
+            0,
         );
         assert!(elsewhere.is_err(), "the JSON names another account");
         let mut other_id = wire.clone();

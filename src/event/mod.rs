@@ -84,6 +84,9 @@ pub struct Event {
     data_at: usize,
     /// When the publish was accepted, for end-to-end latency.
     pub accepted_at: Instant,
+    /// Cluster mode: the event's place in the cluster's order
+    /// ([`crate::cluster::order`]); 0 on a standalone node.
+    pub position: u64,
 }
 
 /// The event as it travels: one allocation shared by every subscriber.
@@ -113,6 +116,7 @@ impl Event {
             json_open,
             data_at,
             accepted_at: Instant::now(),
+            position: 0,
         }
     }
 
@@ -139,6 +143,7 @@ impl Event {
         parts: EventParts<'_>,
         max_event_bytes: usize,
         accepted_at: Instant,
+        position: u64,
     ) -> Result<Event, PartsError> {
         let names_ok = crate::filter::well_formed_type(parts.type_name)
             && [parts.call_sid, parts.scope]
@@ -182,6 +187,7 @@ impl Event {
             json_open: Bytes::copy_from_slice(json),
             data_at: parts.data_at,
             accepted_at,
+            position,
         })
     }
 

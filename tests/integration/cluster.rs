@@ -5,9 +5,11 @@
 //! publishes are refused with 503 `backbone_unavailable` (and `/readyz` says so)
 //! until the node has reconnected by itself, with nothing accepted lost.
 //!
-//! Each test starts its own NATS server and its own nodes. Cursors across nodes,
-//! `cursor=earliest`, the control channel and client events through the cluster
-//! are not covered here.
+//! Cursors are cluster-wide: a client of a node killed outright resumes on another
+//! with its `Last-Event-ID`, and `cursor=earliest` replays the stream on a node
+//! that started after the events.
+//!
+//! Each test starts its own NATS server and its own nodes.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -15,12 +17,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 
-use crate::common::channels::{eventually_metrics, marked, markers, scrape};
+use crate::common::channels::{eventually_metrics, marked, markers, open_sse_with, scrape};
 use crate::common::nats::NatsServer;
 use crate::common::scrape::Scrape;
 use crate::common::{
-    new_call_sid, random_hex, Reply, SseError, SseEvent, SseStream, TestServer, WAIT,
+    http_client, new_call_sid, random_hex, Reply, SseError, SseEvent, SseStream, TestServer, WAIT,
 };
+use crate::process;
 
 /// Marker prefix of the warm-up events (`warm_up`), which the checks drop.
 const WARM: &str = "warm-";
@@ -248,7 +251,11 @@ fn assert_each_once_in_call_order(
         assert!(seen.insert(id.clone()), "{who}: event {id} delivered twice");
     }
     let published: HashSet<String> = published.iter().cloned().collect();
-    assert_eq!(published.len(), CALLS * PER_CALL, "the 202s' ids repeat");
+    assert_eq!(
+        published.len(),
+        calls.len() * PER_CALL,
+        "the 202s' ids repeat"
+    );
     let lost: Vec<&String> = published.difference(&seen).collect();
     let foreign: Vec<&String> = seen.difference(&published).collect();
     assert!(
@@ -644,4 +651,245 @@ async fn the_load_tool_counts_a_fanout_published_on_one_node_and_read_on_two_oth
             server.addr
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Cluster-wide cursors
+
+/// Publishes calls' events `from..to` on `node` as account 0, one event a request,
+/// the calls interleaved; returns the ids of the 202s.
+async fn publish_calls(node: &TestServer, calls: &[String], from: usize, to: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for seq in from..to {
+        for c in 0..calls.len() {
+            ids.extend(node.publish(0, &call_event(calls, c, seq)).await);
+        }
+    }
+    ids
+}
+
+/// Reads `n` events of `calls` (warm-ups dropped) within `WAIT`.
+async fn read_calls(
+    who: &str,
+    stream: &mut SseStream,
+    calls: &[String],
+    n: usize,
+) -> Vec<SseEvent> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = stream
+            .next_event(left)
+            .await
+            .unwrap_or_else(|err| panic!("{who}: {} of {n} events, then {err}", got.len()));
+        if ev.data["call_sid"]
+            .as_str()
+            .is_some_and(|call| calls.iter().any(|c| c == call))
+        {
+            got.push(ev);
+        }
+    }
+    got
+}
+
+/// The cursor of the last event read.
+fn last_cursor(events: &[SseEvent]) -> String {
+    events
+        .last()
+        .and_then(|e| e.id.clone())
+        .expect("every event carries its cursor in `id:`")
+}
+
+/// Node 2 is a real `switchboard serve` process. Its client has read part of what
+/// was published when node 2 is killed (SIGKILL, with events still on their way
+/// to the client); publishing goes on through node 1. The client reconnects to
+/// node 3, which never had a session for it, with `Last-Event-ID` set to the last
+/// cursor it read: it gets exactly what it missed, read back from the stream, then
+/// the live rest, each event once and every call in order. Reconnecting to node 3
+/// again with its newest cursor repeats nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_killed_node_resumes_on_another_with_its_last_event_id() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let n1 = node(&nats, &accounts, "n1");
+    let n3 = node(&nats, &accounts, "n3");
+    let (sid, token) = &accounts[0];
+    let cluster = format!(
+        "[cluster]\nnats_url = \"{}\"\nnode_id = \"n2\"\n",
+        nats.url()
+    );
+    let mut n2 = process::spawn_with(
+        sid,
+        token,
+        &process::Options {
+            config: &cluster,
+            ..Default::default()
+        },
+    );
+    let h2 = n2.handle();
+    process::wait_ready(&http_client(), &n2.base).await;
+    for n in [&n1, &h2, &n3] {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    let query = "client=survivor&types=call.*";
+    let (mut on2, _) = h2.stream_basic(0, query).await;
+    warm_up(&n1, &mut [(0, &mut on2)]).await;
+
+    let calls: Vec<String> = (0..CALLS).map(|_| new_call_sid()).collect();
+    let half = PER_CALL / 2;
+    let mut published = publish_calls(&n1, &calls, 0, half).await;
+    // Part of the first half, not all of it: the rest is in flight when node 2 dies.
+    let before = read_calls("client on node 2", &mut on2, &calls, CALLS * half / 2 + 1).await;
+    let cursor = last_cursor(&before);
+    n2.kill();
+    drop(on2);
+    published.extend(publish_calls(&n1, &calls, half, PER_CALL).await);
+
+    let path = format!("{}?{query}", n3.stream_path(0));
+    let mut on3 = open_sse_with(&n3, &path, n3.creds(0), &[("Last-Event-ID", &cursor)])
+        .await
+        .unwrap_or_else(|reply| panic!("resume on node 3: {} {}", reply.status, reply.text()));
+    on3.expect_open().await;
+    let after = until_calls_end("client resumed on node 3", &mut on3, &calls).await;
+    let mut all = before.clone();
+    all.extend(after.iter().cloned());
+    assert_each_once_in_call_order("client across nodes 2 and 3", &all, &calls, &published);
+
+    // Once more on node 3, from its own newest cursor: nothing again, then what
+    // is new.
+    drop(on3);
+    let cursor = last_cursor(&after);
+    let mut again = open_sse_with(&n3, &path, n3.creds(0), &[("Last-Event-ID", &cursor)])
+        .await
+        .unwrap_or_else(|reply| panic!("second resume: {} {}", reply.status, reply.text()));
+    again.expect_open().await;
+    let tail = new_call_sid();
+    n1.publish(0, &marked("call.end", &tail, "tail")).await;
+    let got: Vec<SseEvent> = again
+        .until_marker("tail", WAIT)
+        .await
+        .into_iter()
+        .filter(|e| !is_warm(e))
+        .collect();
+    assert_eq!(
+        markers(&got),
+        ["tail"],
+        "a resume from the newest cursor repeats nothing"
+    );
+}
+
+/// `cursor=earliest` on a node started after the events were published (so its
+/// own shards never saw them) replays them from the stream, each once and every
+/// call in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_earliest_replays_the_stream_on_a_node_started_after_the_events() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let n1 = node(&nats, &accounts, "n1");
+    readyz_becomes(&n1, 200, WAIT).await;
+    let calls: Vec<String> = (0..CALLS).map(|_| new_call_sid()).collect();
+    let published = publish_interleaved(&n1, 0, &calls).await;
+    // Another account's events are in the stream too, and must not show.
+    n1.publish(1, &marked("call.start", &new_call_sid(), "other"))
+        .await;
+
+    let late = node(&nats, &accounts, "late");
+    readyz_becomes(&late, 200, WAIT).await;
+    let (mut stream, _) = late.stream_basic(0, "types=call.*&cursor=earliest").await;
+    let everything = stream
+        .until_calls_end(&calls, WAIT)
+        .await
+        .unwrap_or_else(|inc| panic!("earliest on the late node: not every call ended: {inc:?}"));
+    let sid = late.sid(0);
+    for e in &everything {
+        assert_eq!(
+            e.data["account_sid"].as_str(),
+            Some(sid),
+            "another account's event: {}",
+            e.data
+        );
+    }
+    let events: Vec<SseEvent> = everything
+        .into_iter()
+        .filter(|e| {
+            e.data["call_sid"]
+                .as_str()
+                .is_some_and(|c| calls.contains(&c.to_string()))
+        })
+        .collect();
+    assert_each_once_in_call_order("earliest on the late node", &events, &calls, &published);
+}
+
+/// A client hops between two nodes (each with several shards on two workers)
+/// while two publishers send batches that mix calls: it reads a stretch on one
+/// node, then resumes on the other with the last cursor it read, four times.
+/// Shards route in parallel, so a node may route a later position before an
+/// earlier one; cursors still resume exactly after what was read: every event
+/// once, every call in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hopping_between_nodes_mid_stream_misses_and_repeats_nothing() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let parallel = |id: &'static str| {
+        let url = nats.url();
+        TestServer::start_with_accounts(accounts.clone(), move |c| {
+            c.cluster.nats_url = url;
+            c.cluster.node_id = id.into();
+            c.shards = 4;
+        })
+    };
+    let nodes = [parallel("a"), parallel("b")];
+    for n in &nodes {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    let query = "client=hopper&types=call.*";
+    let (mut stream, _) = nodes[0].stream_basic(0, query).await;
+    warm_up(&nodes[0], &mut [(0, &mut stream)]).await;
+
+    let calls: Vec<String> = (0..20).map(|_| new_call_sid()).collect();
+    let publishers: Vec<_> = [0..10, 10..20]
+        .into_iter()
+        .map(|range| {
+            let node = TestServer::attach(nodes[1].addr, accounts.clone());
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for seq in (0..PER_CALL).step_by(2) {
+                    // Two events of every call a request: ten calls mixed.
+                    let batch: Vec<Value> = (seq..seq + 2)
+                        .flat_map(|s| range.clone().map(move |c| (c, s)))
+                        .map(|(c, s)| call_event(&calls, c, s))
+                        .collect();
+                    ids.extend(node.publish(0, &Value::Array(batch)).await);
+                }
+                ids
+            })
+        })
+        .collect();
+
+    let path = format!("{}?{query}", nodes[0].stream_path(0));
+    let mut read = Vec::new();
+    for (hop, stretch) in [37, 53, 41].into_iter().enumerate() {
+        read.extend(read_calls(&format!("hop {hop}"), &mut stream, &calls, stretch).await);
+        let cursor = last_cursor(&read);
+        drop(stream);
+        let to = &nodes[(hop + 1) % 2];
+        stream = open_sse_with(to, &path, to.creds(0), &[("Last-Event-ID", &cursor)])
+            .await
+            .unwrap_or_else(|reply| panic!("hop {hop}: {} {}", reply.status, reply.text()));
+        stream.expect_open().await;
+    }
+    let mut published = Vec::new();
+    for publisher in publishers {
+        published.extend(publisher.await.expect("publisher"));
+    }
+    read.extend(until_calls_end("after the last hop", &mut stream, &calls).await);
+    assert_each_once_in_call_order("the hopping client", &read, &calls, &published);
 }

@@ -96,6 +96,12 @@ impl Server {
         TestServer::attach(self.addr, vec![self.account.clone()])
     }
 
+    /// Kills the child at once (SIGKILL) and reaps it: a crash, not a drain.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM (the drain of API.md §8).
     pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")

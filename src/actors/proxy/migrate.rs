@@ -2,6 +2,7 @@
 //! [`super::moving`], each a message, so a move needs no wait in a proxy's context
 //! (a proxy restarted in place mid-move carries on with the next message).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -17,7 +18,7 @@ use crate::outbox::{MatchedSubs, Outbox};
 impl EventProxy {
     /// Pushes events held for a moving session into its outbox and webhooks, in
     /// the order they came, and wakes its writer.
-    fn deliver_held(&self, outbox: &Outbox, held: Vec<Held>, now: Instant) {
+    fn deliver_held(&self, outbox: &Arc<Outbox>, held: Vec<Held>, now: Instant) {
         let mut pushed = 0i64;
         for held in held {
             for (sid, webhook) in held.webhooks {
@@ -30,7 +31,7 @@ impl EventProxy {
             }
         }
         self.metrics.cached_events.add(pushed);
-        outbox.wake();
+        outbox.pushed();
     }
 }
 

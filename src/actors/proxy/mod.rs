@@ -46,13 +46,14 @@ use super::restart::Running;
 use super::session::{ClientSession, EndSession, TrackExpiry};
 use super::shard::{AddUpstream, BrokerShard, RemoveUpstream};
 use crate::account::{AccountIdx, Accounts};
+use crate::cluster::ClusterLink;
 use crate::config::WebhookConfig;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::limits::{QuotaError, Quotas};
 use crate::metrics::Metrics;
 use crate::outbox::{self, MatchedSubs, Outbox};
 use crate::webhook::Webhook;
-use moving::{Held, Moving};
+use moving::{Held, Moving, Taken};
 use sessions::{SessionTable, Sub};
 use upstreams::{FilterKey, Registration, Upstreams, UPSTREAM_GRACE};
 
@@ -81,6 +82,9 @@ pub struct ProxySettings {
     pub quotas: Arc<Quotas>,
     /// Which proxy holds which client.
     pub directory: Arc<Directory>,
+    /// Cluster mode: outboxes release events in the cluster's order, and a client
+    /// resuming from a position this node lacks is read back from the stream.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Where a moved session's actor's messages go until it writes to its new proxy.
@@ -236,7 +240,10 @@ impl EventProxy {
             self.settings.directory.release(account, client, self.id);
             return Err(SlotError::Quota(error));
         }
-        let outbox = Outbox::new(self.settings.limits);
+        let outbox = match &self.settings.cluster {
+            Some(cluster) => Outbox::in_cluster_order(self.settings.limits, cluster.landed.clone()),
+            None => Outbox::new(self.settings.limits),
+        };
         let idle_ttl = if ephemeral {
             Duration::ZERO
         } else {
@@ -543,6 +550,8 @@ impl Handler<Deliver> for EventProxy {
         let mut evaluated = 0;
         let mut filters = std::mem::take(&mut self.matched_filters);
         let mut gathered = std::mem::take(&mut self.gathered);
+        let mut taken = Some(msg.taken);
+        let mut shared_taken: Option<Arc<Taken>> = None;
         for stamped in &msg.events {
             let event = &stamped.event;
             filters.clear();
@@ -563,12 +572,15 @@ impl Handler<Deliver> for EventProxy {
                 }
                 if session.moving.is_some() {
                     let (subs, webhooks) = self.sessions.matched(group);
+                    let taken = shared_taken
+                        .get_or_insert_with(|| Taken::new(taken.take().expect("taken once")));
                     let held = Held {
                         shard: msg.shard,
                         seq: stamped.seq,
                         event: event.clone(),
                         subs,
                         webhooks,
+                        taken: taken.clone(),
                     };
                     // Fields apart: the members borrow the upstreams.
                     let moving = self.sessions.get_mut(slot).and_then(|s| s.moving.as_mut());
@@ -597,10 +609,14 @@ impl Handler<Deliver> for EventProxy {
         self.touched.dedup();
         for slot in self.touched.drain(..) {
             if let Some(session) = self.sessions.get(slot) {
-                session.outbox.wake();
+                session.outbox.pushed();
             }
         }
-        let _ = msg.taken.send(());
+        // Told now, or once the last held event is pushed.
+        if let Some(taken) = taken {
+            let _ = taken.send(());
+        }
+        drop(shared_taken);
     }
 }
 

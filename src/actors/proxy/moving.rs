@@ -28,6 +28,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
 
 use super::sessions::WebhookTargets;
 use crate::event::SharedEvent;
@@ -45,6 +46,29 @@ pub struct Held {
     pub subs: MatchedSubs,
     /// The session's webhook subscriptions it matched.
     pub webhooks: WebhookTargets,
+    /// The acknowledgement of the delivery it came in, sent once it is pushed.
+    pub taken: Arc<Taken>,
+}
+
+/// A delivery's acknowledgement to its shard, sent when the last clone drops: the
+/// events a moving session holds carry one until they are pushed, so a shard's
+/// batch is "taken" only once every event of it is in an outbox (cluster mode's
+/// landed watermark counts on that).
+pub struct Taken(Option<oneshot::Sender<()>>);
+
+impl Taken {
+    /// Wraps a delivery's acknowledgement.
+    pub fn new(ack: oneshot::Sender<()>) -> Arc<Taken> {
+        Arc::new(Taken(Some(ack)))
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(ack) = self.0.take() {
+            let _ = ack.send(());
+        }
+    }
 }
 
 /// What a session holds while it moves, on either side.
@@ -117,6 +141,7 @@ mod tests {
             event: Arc::new(Event::build(AccountIdx(0), "AC0", draft, "t")),
             subs: MatchedSubs::new(),
             webhooks: Vec::new(),
+            taken: Taken::new(oneshot::channel().0),
         }
     }
 

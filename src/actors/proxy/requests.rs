@@ -25,8 +25,11 @@ use super::{
     Connect, Connected, ControlError, EventProxy, ListSubscriptions, Local, ResumeFrom, Routed,
     SlotError, Subscribe, Subscribed, SubscriptionView, Unsubscribe, UpdateSubscription,
 };
+use crate::cluster::history::{History, Query};
+use crate::cluster::BackboneError;
+use crate::event::SharedEvent;
 use crate::limits::QuotaError;
-use crate::outbox::{MatchedSubs, Resume};
+use crate::outbox::{MatchedSubs, Outbox, Resume, GAP_UNKNOWN};
 
 impl EventProxy {
     /// Merges a `cursor=earliest` replay with the client's cache into its outbox,
@@ -48,18 +51,7 @@ impl EventProxy {
             let Ok(reply) = reply else { continue };
             let mut events = Vec::with_capacity(reply.events.len());
             for stamped in reply.events {
-                // The shard matched these against the same filters: with one
-                // subscription there is nothing left to tell apart.
-                let sids: MatchedSubs = match subs.as_slice() {
-                    [only] => MatchedSubs::from_iter([only.sid.clone()]),
-                    _ => {
-                        let fields = stamped.event.fields();
-                        subs.iter()
-                            .filter(|sub| sub.filter.matches(&fields))
-                            .map(|sub| sub.sid.clone())
-                            .collect()
-                    }
-                };
+                let sids = matched_sids(&subs, &stamped.event);
                 if !sids.is_empty() {
                     events.push((stamped.event, sids));
                 }
@@ -84,6 +76,54 @@ impl EventProxy {
         }
     }
 
+    /// Cluster mode: merges what the stream held for the client after `after` into
+    /// its outbox, unless connection `conn` has been superseded meanwhile. A read
+    /// that failed (NATS unreachable) leaves the connection at `after` with a gap
+    /// of unknown size: the client is told, never left to believe it has it all.
+    fn apply_history(
+        &mut self,
+        slot: u32,
+        conn: u64,
+        after: u64,
+        read: Result<History, BackboneError>,
+    ) {
+        let Some(session) = self.sessions.get(slot) else {
+            return;
+        };
+        let subs: Vec<&Sub> = self
+            .sessions
+            .subs_of(slot)
+            .map(|(_, sub)| sub)
+            .filter(|sub| sub.webhook.is_none())
+            .collect();
+        let history = read.unwrap_or(History {
+            events: Vec::new(),
+            end: after,
+            gap: GAP_UNKNOWN,
+        });
+        let read = history.events.len() as u64;
+        let events = history
+            .events
+            .into_iter()
+            .filter_map(|event| {
+                let sids = matched_sids(&subs, &event);
+                (!sids.is_empty()).then_some((event, sids))
+            })
+            .collect();
+        let merged = session.outbox.merge_history(
+            conn,
+            after,
+            events,
+            history.end,
+            history.gap,
+            Instant::now(),
+        );
+        if let Some(grew) = merged {
+            self.metrics.cached_events.add(grew);
+            self.metrics.replayed_events.inc_by(read);
+        }
+    }
+
     /// What a new connection of session `slot` needs, as things are now.
     fn connected(&self, slot: u32, conn: u64) -> Connected {
         let session = self.sessions.get(slot).expect("a connected session");
@@ -94,6 +134,41 @@ impl EventProxy {
             position: session.outbox.position(),
             subscriptions: self.sessions.views(slot),
         }
+    }
+}
+
+/// Which of a client's stream subscriptions `event` matched. The events come
+/// matched against the same filters (by a shard, or a read of the stream): with one
+/// subscription there is nothing left to tell apart.
+fn matched_sids(subs: &[&Sub], event: &SharedEvent) -> MatchedSubs {
+    match subs {
+        [only] => MatchedSubs::from_iter([only.sid.clone()]),
+        _ => {
+            let fields = event.fields();
+            subs.iter()
+                .filter(|sub| sub.filter.matches(&fields))
+                .map(|sub| sub.sid.clone())
+                .collect()
+        }
+    }
+}
+
+/// Cluster mode: after which position a connection must read the stream, if at
+/// all: from the start of retention for `cursor=earliest`, and after a cursor of
+/// this cluster that the client's outbox here does not cover (it was handed out
+/// by another node, or before this outbox existed). A cursor at 0 was handed out
+/// before its node had read the stream: there is nothing before it to resume.
+fn from_the_stream(outbox: &Outbox, resume: ResumeFrom) -> Option<u64> {
+    if !outbox.in_positions() {
+        return None;
+    }
+    match resume {
+        ResumeFrom::Earliest => Some(0),
+        ResumeFrom::Cursor(epoch, position) => {
+            (epoch == outbox.epoch() && position != 0 && !outbox.covers(position))
+                .then_some(position)
+        }
+        ResumeFrom::Pending => None,
     }
 }
 
@@ -144,8 +219,13 @@ impl Handler<Connect> for EventProxy {
             }
         }
         let outbox = self.sessions.get(slot).expect("made above").outbox.clone();
+        let history =
+            self.settings.cluster.clone().and_then(|cluster| {
+                from_the_stream(&outbox, msg.resume).map(|after| (cluster, after))
+            });
         // Attach before anything waits, so the session never looks idle meanwhile.
         let resume = match msg.resume {
+            _ if history.is_some() => Resume::Pending, // positioned by the read
             ResumeFrom::Pending | ResumeFrom::Earliest => Resume::Pending,
             ResumeFrom::Cursor(epoch, seq) if epoch == outbox.epoch() => Resume::After(seq),
             ResumeFrom::Cursor(..) => Resume::Unknown,
@@ -157,6 +237,34 @@ impl Handler<Connect> for EventProxy {
         let connected = self.connected(slot, conn);
         let registered = self.register(registrations, ctx);
         self.pending(slot, 1);
+        if let Some((cluster, after)) = history {
+            // Cluster mode: once the filters are registered everywhere, what the
+            // outbox lacks is read back from the stream, up to a position the
+            // live deliveries meanwhile reach; the merge keeps each position once.
+            self.metrics.replays.with_label_values(&["stream"]).inc();
+            let query = Query {
+                account: msg.account,
+                after,
+                filters: self.sessions.stream_filters(slot),
+                limit: self.settings.limits.max_events,
+            };
+            return Box::pin(
+                async move {
+                    registered.await;
+                    cluster.history(query).await
+                }
+                .into_actor(self)
+                .map(move |read, proxy, _| {
+                    proxy.apply_history(slot, conn, after, read);
+                    proxy.pending(slot, -1);
+                    let position = connected.outbox.position();
+                    Routed::Here(Ok(Connected {
+                        position,
+                        ..connected
+                    }))
+                }),
+            );
+        }
         if msg.resume != ResumeFrom::Earliest {
             return Box::pin(registered.into_actor(self).map(move |(), proxy, _| {
                 proxy.pending(slot, -1);
