@@ -197,13 +197,16 @@ pub struct Metrics {
     /// read yet, as of its last message.
     pub backbone_lag: IntGauge,
     /// Cluster mode: messages on the stream this node could not take, by reason
-    /// (`subject`, `unknown_account`, `decode`, `check`, `info`).
+    /// (`subject`, `unknown_account`, `decode`, `check`, `info`; `client_entry`:
+    /// a shared client entry).
     pub backbone_rejected: IntCounterVec,
     /// Cluster mode: messages the stream sent this node's consumer again (a delivery
     /// count above one, or a sequence already routed), skipped.
     pub backbone_redelivered: IntCounter,
     /// Cluster mode: events read back from the stream for clients resuming here.
     pub backbone_history_events: IntCounter,
+    /// Cluster mode: writes of shared client sessions, by outcome (`ok`, `failed`).
+    pub backbone_shared_writes: IntCounterVec,
     /// Client events accepted, by how they came (`http`, `ws`).
     pub client_events: IntCounterVec,
     /// Client events refused before publishing, by how they came and why (`scope`,
@@ -452,6 +455,11 @@ impl Metrics {
                 "switchboard_backbone_history_events_total",
                 "Cluster mode: events read back from the stream for clients resuming on this node",
             ),
+            backbone_shared_writes: reg.counter_vec(
+                "switchboard_backbone_shared_client_writes_total",
+                "Cluster mode: writes of a client's shared subscriptions, by outcome",
+                &["outcome"],
+            ),
             client_events: reg.counter_vec(
                 "switchboard_client_events_total",
                 "Client events accepted, by how they came (http, ws)",
@@ -608,7 +616,17 @@ impl Metrics {
         for reason in ["unavailable", "not_acknowledged", "too_large"] {
             self.backbone_publish_failures.with_label_values(&[reason]);
         }
-        for reason in ["subject", "unknown_account", "decode", "check"] {
+        for outcome in ["ok", "failed"] {
+            self.backbone_shared_writes.with_label_values(&[outcome]);
+        }
+        for reason in [
+            "subject",
+            "unknown_account",
+            "decode",
+            "check",
+            "info",
+            "client_entry",
+        ] {
             self.backbone_rejected.with_label_values(&[reason]);
         }
         for direction in ["inbound", "outbound-api", "outbound-dial"] {

@@ -140,6 +140,15 @@ pub async fn serve(
         backbone,
     };
     let data = web::Data::new(state);
+    if let Some(backbone) = &data.backbone {
+        // Another node changed a client's subscriptions: the same here, if this
+        // node holds the client.
+        let state = data.clone();
+        backbone.watch_clients(data.shutdown.clone(), move |account, client, shared| {
+            let state = state.clone();
+            async move { http::control::shared::adopt(&state, account, client, shared, false).await }
+        });
+    }
     let builder = actix_server::Server::build();
     let graceful = builder.graceful_shutdown_signal();
     let server = builder

@@ -33,13 +33,16 @@ const RETRY: Duration = Duration::from_secs(1);
 /// passes on.
 const SHARD_FULL_PAUSE: Duration = Duration::from_millis(2);
 
-/// What the consumer needs from the configuration.
+/// What the backbone needs from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
     /// The stream's `max_age` (the retention window, `retention.max_age_secs`).
     pub max_age: Duration,
     /// Largest event another node may send (`publish.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// How long a shared client entry outlives its last change
+    /// (`auth.max_url_lifetime_secs`).
+    pub clients_max_age: Duration,
 }
 
 /// Reads the stream until the server stops (`shutdown` turns true).

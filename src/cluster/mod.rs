@@ -14,6 +14,7 @@
 //! (the actix `System`'s), not on the HTTP workers; a worker publishing only hands a
 //! message to the connection's queue and awaits its acknowledgement.
 
+pub mod clients;
 mod consumer;
 pub mod history;
 pub mod order;
@@ -82,6 +83,8 @@ struct Inner {
     /// The thread the connection and the consumer run on: reads of the stream for
     /// the proxies run there too.
     arbiter: actix_rt::ArbiterHandle,
+    /// The bucket of shared client sessions, once made.
+    clients: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 /// What the node's proxies need of cluster mode: the landed watermark their
@@ -165,8 +168,10 @@ impl Backbone {
                 settings: consumer::Settings {
                     max_age: Duration::from_secs(config.retention.max_age_secs),
                     max_event_bytes: config.publish.max_event_bytes,
+                    clients_max_age: Duration::from_secs(config.auth.max_url_lifetime_secs),
                 },
                 arbiter: actix_rt::Arbiter::current(),
+                clients: tokio::sync::OnceCell::new(),
             }),
         };
         let _ = link.backbone.set(backbone.clone());

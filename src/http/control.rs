@@ -11,6 +11,7 @@
 //! [`signed_method`]), and a create equal to a subscription the client already has
 //! returns that one with 200, so replaying a signed create URL adds nothing.
 
+pub mod shared;
 mod signed_method;
 
 use std::sync::Arc;
@@ -346,6 +347,20 @@ fn json_list(field: &str, value: Value) -> Result<Vec<String>, ApiError> {
     }
 }
 
+/// Cluster mode: a change is refused while NATS is unreachable (503
+/// `backbone_unavailable`, like a publish), or the other nodes would never hear
+/// of it. Before it, the client's subscriptions shared by other nodes are made
+/// here if this node does not hold the client yet.
+async fn before_change(request: &Request, state: &AppState) -> Result<(), ApiError> {
+    if let Some(backbone) = &state.backbone {
+        if !backbone.connected() {
+            return Err(crate::cluster::BackboneError::Unavailable.into());
+        }
+    }
+    shared::import(state, request.account, &request.client).await;
+    Ok(())
+}
+
 fn control_error(error: ControlError) -> ApiError {
     match error {
         ControlError::Quota(quota) => quota.into(),
@@ -374,6 +389,7 @@ async fn create(
         .quotas
         .check_filter(request.account, &filter)?;
     let Lifetime { expires, callback } = request.checked(&state)?;
+    before_change(&request, &state).await?;
     let Subscribed { view, created } = state
         .ask_proxy(Subscribe {
             account: request.account,
@@ -383,8 +399,12 @@ async fn create(
                 expires: expires.flatten(),
                 callback: callback.flatten(),
             },
+            sid: None,
         })
         .await??;
+    if created {
+        shared::share_current(&state, request.account, &request.client).await;
+    }
     let (mut response, outcome) = if created {
         (HttpResponse::Created(), "created")
     } else {
@@ -399,6 +419,7 @@ async fn create(
 }
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
+    shared::import(state, request.account, &request.client).await;
     state
         .ask_proxy(ListSubscriptions {
             account: request.account,
@@ -462,6 +483,7 @@ async fn update(
         signed: matches!(request.principal, Principal::SignedUrl { .. }),
     });
     let Lifetime { expires, callback } = request.checked(&state)?;
+    before_change(&request, &state).await?;
     let view = state
         .ask_proxy(UpdateSubscription {
             account: request.account,
@@ -475,6 +497,7 @@ async fn update(
         })
         .await?
         .map_err(control_error)?;
+    shared::share_current(&state, request.account, &request.client).await;
     Ok(HttpResponse::Ok().json(request.render(&state, &view)))
 }
 
@@ -485,6 +508,7 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let (sid, client, sub) = path.into_inner();
     let request = Request::read(&req, &sid, &client, None, &state).await?;
+    before_change(&request, &state).await?;
     state
         .ask_proxy(Unsubscribe {
             account: request.account,
@@ -493,6 +517,7 @@ async fn delete(
         })
         .await?
         .map_err(control_error)?;
+    shared::share_current(&state, request.account, &request.client).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

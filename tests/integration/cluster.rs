@@ -17,11 +17,15 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 
-use crate::common::channels::{eventually_metrics, marked, markers, open_sse_with, scrape};
+use crate::common::channels::{
+    create_sub, eventually_metrics, marked, markers, open_sse_with, post_form, scrape, send_json,
+    sid_of, subs_path,
+};
 use crate::common::nats::NatsServer;
 use crate::common::scrape::Scrape;
 use crate::common::{
-    http_client, new_call_sid, random_hex, Reply, SseError, SseEvent, SseStream, TestServer, WAIT,
+    http_client, new_call_sid, open_subscription_sids, random_hex, string_list, Reply, SseError,
+    SseEvent, SseStream, TestServer, WAIT,
 };
 use crate::process;
 
@@ -420,7 +424,8 @@ async fn publish_until(
 /// `backbone_unavailable` with `Retry-After`, `/readyz` into 503, the connection
 /// gauge into 0; NATS comes back on the same port and store, the node reconnects
 /// by itself, and node 2's subscriber (connected all along) gets every event that
-/// was answered 202, once and in order, and none that was answered 503.
+/// was answered 202, once and in order, and none that was answered 503. A
+/// control-channel change is refused with the same 503 meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
     let Some(mut nats) = NatsServer::start() else {
@@ -481,6 +486,15 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
         },
     )
     .await;
+    // A control-channel change could not reach the other nodes: refused too.
+    let refused = post_form(
+        &node1,
+        &subs_path(&node1, 0, "offline"),
+        node1.creds(0),
+        &[("types", "call.*")],
+    )
+    .await;
+    assert_backbone_unavailable(&refused, "a control-channel create while NATS is down");
 
     nats.restart();
     // The client reconnects with its own backoff: bounded, but longer than one WAIT.
@@ -892,4 +906,159 @@ async fn a_client_hopping_between_nodes_mid_stream_misses_and_repeats_nothing() 
     }
     read.extend(until_calls_end("after the last hop", &mut stream, &calls).await);
     assert_each_once_in_call_order("the hopping client", &read, &calls, &published);
+}
+
+// ---------------------------------------------------------------------------
+// Client sessions shared by the nodes
+
+/// Publishes `probe(k)` on `via` round after round until `stream` receives an
+/// event that `done` accepts (bounded by `WAIT`); returns every event read.
+async fn publish_until_seen(
+    via: &TestServer,
+    stream: &mut SseStream,
+    probe: impl Fn(usize) -> Vec<Value>,
+    done: impl Fn(&SseEvent) -> bool,
+    what: &str,
+) -> Vec<SseEvent> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    for k in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {WAIT:?}; read {:?}",
+            markers(&seen)
+        );
+        for event in probe(k) {
+            via.publish(0, &event).await;
+        }
+        while let Ok(ev) = stream.next_event(Duration::from_millis(100)).await {
+            let finished = done(&ev);
+            seen.push(ev);
+            if finished {
+                return seen;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// The control channel of one node reaches a client's stream on another: a
+/// subscription added on node 1 delivers to the client's open stream on node 3
+/// (no reconnect), node 2 lists it, and once deleted on node 2 node 3 stops
+/// delivering it. A subscription made on node 1 for a client with no session
+/// anywhere is found by its stream opened on node 3 without filters, sid and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_channel_subscription_made_on_node_1_delivers_on_node_3() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let nodes = three_nodes(&nats, &accounts).await;
+    let (mut watcher, open) = nodes[2]
+        .stream_basic(0, "client=watcher&types=call.start,call.warmup")
+        .await;
+    let url_sub = open_subscription_sids(&open);
+    warm_up(&nodes[0], &mut [(0, &mut watcher)]).await;
+
+    let added = create_sub(&nodes[0], 0, "watcher", &[("types", "call.end")]).await;
+    let end_sid = sid_of(&added);
+    let listed = send_json(
+        &nodes[1],
+        reqwest::Method::GET,
+        &subs_path(&nodes[1], 0, "watcher"),
+        nodes[1].creds(0),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "list on node 2: {}", listed.text());
+    let mut sids: Vec<String> = listed.json()["subscriptions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(sid_of)
+        .collect();
+    sids.sort();
+    let mut want = vec![end_sid.clone(), url_sub[0].clone()];
+    want.sort();
+    assert_eq!(
+        sids, want,
+        "node 2 lists the URL's subscription and node 1's"
+    );
+
+    let call = new_call_sid();
+    let seen = publish_until_seen(
+        &nodes[1],
+        &mut watcher,
+        |k| vec![marked("call.end", &call, &format!("end-{k}"))],
+        |ev| ev.ty() == "call.end",
+        "node 1's subscription delivering on node 3",
+    )
+    .await;
+    let end = seen.last().expect("seen");
+    assert_eq!(
+        string_list(&end.data["subscriptions"]),
+        std::slice::from_ref(&end_sid),
+        "delivered for node 1's subscription"
+    );
+
+    let deleted = send_json(
+        &nodes[1],
+        reqwest::Method::DELETE,
+        &format!("{}/{end_sid}", subs_path(&nodes[1], 0, "watcher")),
+        nodes[1].creds(0),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "delete on node 2: {}", deleted.text());
+    // Round k: an end, then a start. Once node 3 has the delete, a round's start
+    // comes without its end.
+    let seen = publish_until_seen(
+        &nodes[0],
+        &mut watcher,
+        |k| {
+            vec![
+                marked("call.end", &call, &format!("gone-{k}")),
+                marked("call.start", &call, &format!("probe-{k}")),
+            ]
+        },
+        |ev| ev.ty() == "call.start",
+        "the delete reaching node 3",
+    )
+    .await;
+    assert!(seen
+        .iter()
+        .all(|ev| ev.ty() != "call.end" || ev.marker().is_some_and(|m| m.starts_with("gone-"))));
+    let probe = new_call_sid();
+    nodes[0]
+        .publish(0, &marked("call.end", &probe, "late-end"))
+        .await;
+    nodes[0]
+        .publish(0, &marked("call.start", &probe, "last"))
+        .await;
+    let tail: Vec<String> = markers(&watcher.until_marker("last", WAIT).await)
+        .into_iter()
+        .filter(|m| !m.starts_with(WARM) && !m.starts_with("gone-") && !m.starts_with("probe-"))
+        .collect();
+    assert_eq!(tail, ["last"], "no call.end once the delete reached node 3");
+
+    let later = create_sub(&nodes[0], 0, "later", &[("types", "call.progress")]).await;
+    let (mut stream, open) = nodes[2].stream_basic(0, "client=later").await;
+    assert_eq!(
+        open_subscription_sids(&open),
+        [sid_of(&later)],
+        "the stream attaches to node 1's subscription"
+    );
+    let call = new_call_sid();
+    nodes[0]
+        .publish(0, &marked("call.start", &call, "not-this"))
+        .await;
+    nodes[0]
+        .publish(0, &marked("call.progress", &call, "this"))
+        .await;
+    let got = stream.until_marker("this", WAIT).await;
+    assert_eq!(
+        markers(&got),
+        ["this"],
+        "only what node 1's subscription asks for"
+    );
 }

@@ -160,6 +160,8 @@ pub struct Connected {
     pub position: u64,
     /// The client's subscriptions after this connect, for `stream.open` (taken by it).
     pub subscriptions: Vec<SubscriptionView>,
+    /// This connect added a subscription (the URL's own, new to the client).
+    pub subscribed: bool,
 }
 
 /// Why a control-channel request found nothing to act on.
@@ -201,6 +203,8 @@ pub struct Subscribe {
     pub client: Arc<str>,
     /// The subscription.
     pub subscription: NewSubscription,
+    /// Its sid when another node made it (cluster mode); `None`: a new one.
+    pub sid: Option<Arc<str>>,
 }
 
 /// List a client's subscriptions.

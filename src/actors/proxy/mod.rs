@@ -312,12 +312,13 @@ impl EventProxy {
         account: AccountIdx,
         slot: u32,
         new: NewSubscription,
+        sid: Option<Arc<str>>,
     ) -> (u64, Option<Registration>) {
         let key = self
             .sessions
             .next_sub_key(slot)
             .expect("add_sub is called with a live slot");
-        let sid: Arc<str> = format!("SU{}", crate::account::random_hex()).into();
+        let sid = sid.unwrap_or_else(|| format!("SU{}", crate::account::random_hex()).into());
         if let Some(expires) = new.expires {
             self.track_expiry(slot, &sid, expires);
         }

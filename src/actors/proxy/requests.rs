@@ -133,6 +133,7 @@ impl EventProxy {
             conn,
             position: session.outbox.position(),
             subscriptions: self.sessions.views(slot),
+            subscribed: false,
         }
     }
 }
@@ -194,6 +195,7 @@ impl Handler<Connect> for EventProxy {
             .subscription
             .or_else(|| (!has_stream_subs).then_some(msg.default));
         let mut registrations = Vec::new();
+        let mut subscribed = false;
         if let Some(new) = wanted {
             match self.sessions.find_stream_sub(slot, &new.filter) {
                 // The same URL again (a reconnect): keep the subscription, take the
@@ -214,7 +216,8 @@ impl Handler<Connect> for EventProxy {
                     {
                         return ready(Routed::Here(Err(error)));
                     }
-                    registrations.extend(self.add_sub(msg.account, slot, new).1)
+                    subscribed = true;
+                    registrations.extend(self.add_sub(msg.account, slot, new, None).1)
                 }
             }
         }
@@ -234,7 +237,10 @@ impl Handler<Connect> for EventProxy {
         if matches!(msg.resume, ResumeFrom::Cursor(..)) {
             self.metrics.replays.with_label_values(&["cursor"]).inc();
         }
-        let connected = self.connected(slot, conn);
+        let connected = Connected {
+            subscribed,
+            ..self.connected(slot, conn)
+        };
         let registered = self.register(registrations, ctx);
         self.pending(slot, 1);
         if let Some((cluster, after)) = history {
@@ -336,7 +342,7 @@ impl Handler<Subscribe> for EventProxy {
             Err(SlotError::Quota(error)) => return ready(Routed::Here(Err(error))),
             Err(SlotError::Elsewhere) => return ready(Routed::Elsewhere),
         };
-        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription);
+        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, msg.sid);
         let subscribed = Subscribed {
             view: self.sessions.view(key).expect("just added"),
             created: true,

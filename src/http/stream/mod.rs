@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{ApiError, AppState};
+use super::{control, ApiError, AppState};
 use crate::account::AccountIdx;
 use crate::actors::proxy::{Connect, Connected, NewSubscription, ResumeFrom};
 use crate::actors::session::Detached;
@@ -120,6 +120,9 @@ async fn stream(
         ResumeFrom::Earliest => Some(replay_turn(&state).await?),
         _ => None,
     };
+    if !ephemeral {
+        control::shared::import(&state, account, &client).await;
+    }
     let connected = state
         .ask_proxy(Connect {
             account,
@@ -138,6 +141,9 @@ async fn stream(
             ephemeral,
         })
         .await??;
+    if connected.subscribed && !ephemeral {
+        control::shared::share(&state, account, &client, &connected.subscriptions).await;
+    }
     let closes_at = match principal {
         Principal::SignedUrl { expires, .. } => Some(expires),
         Principal::Account(_) => None,
