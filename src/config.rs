@@ -290,6 +290,10 @@ pub struct ClusterConfig {
     /// The JetStream stream the nodes share, created if missing: letters, digits,
     /// `_` and `-`, at most 32. Its subjects are `<stream>.<AccountSid>.<slot>`.
     pub stream: String,
+    /// How long a node keeps reading an account after its last client session
+    /// there ended, so a client that reconnects at once finds it reading (1 to
+    /// 3600).
+    pub consumer_grace_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -298,6 +302,7 @@ impl Default for ClusterConfig {
             nats_url: String::new(),
             node_id: String::new(),
             stream: "SWITCHBOARD".to_owned(),
+            consumer_grace_secs: 30,
         }
     }
 }
@@ -328,6 +333,12 @@ impl ClusterConfig {
             return Err(ConfigError::Invalid {
                 key: "cluster.node_id",
                 message: "letters, digits, `_` and `-`, at most 64 of them".into(),
+            });
+        }
+        if !(1..=3600).contains(&self.consumer_grace_secs) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.consumer_grace_secs",
+                message: "from 1 to 3600 seconds".into(),
             });
         }
         if self.enabled() && !self.nats_url.starts_with("nats://") {
@@ -905,6 +916,10 @@ mod tests {
             ("cluster.stream", |c| c.stream = String::new()),
             ("cluster.stream", |c| c.stream = "s".repeat(33)),
             ("cluster.node_id", |c| c.node_id = "node 1".into()),
+            ("cluster.consumer_grace_secs", |c| c.consumer_grace_secs = 0),
+            ("cluster.consumer_grace_secs", |c| {
+                c.consumer_grace_secs = 3601
+            }),
         ] {
             match with(change) {
                 Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key),

@@ -205,6 +205,8 @@ pub struct Metrics {
     pub backbone_redelivered: IntCounter,
     /// Cluster mode: events read back from the stream for clients resuming here.
     pub backbone_history_events: IntCounter,
+    /// Cluster mode: accounts this node reads (one consumer each).
+    pub backbone_consumers: IntGauge,
     /// Cluster mode: writes of shared client sessions, by outcome (`ok`, `failed`).
     pub backbone_shared_writes: IntCounterVec,
     /// Client events accepted, by how they came (`http`, `ws`).
@@ -454,6 +456,10 @@ impl Metrics {
             backbone_history_events: reg.counter(
                 "switchboard_backbone_history_events_total",
                 "Cluster mode: events read back from the stream for clients resuming on this node",
+            ),
+            backbone_consumers: reg.gauge(
+                "switchboard_backbone_consumers",
+                "Cluster mode: accounts this node reads from the stream, one consumer each",
             ),
             backbone_shared_writes: reg.counter_vec(
                 "switchboard_backbone_shared_client_writes_total",

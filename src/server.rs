@@ -65,7 +65,10 @@ pub async fn serve(
         metrics.clone(),
     );
     let workers = Config::resolve_count(config.workers);
-    let cluster = config.cluster.enabled().then(ClusterLink::default);
+    let cluster = config
+        .cluster
+        .enabled()
+        .then(|| ClusterLink::new(&accounts));
     let topology = Arc::new(Topology::start(
         &config,
         &accounts,
@@ -89,6 +92,7 @@ pub async fn serve(
                 &config,
                 link,
                 accounts.clone(),
+                topology.quotas.clone(),
                 publisher.clone(),
                 metrics.clone(),
                 shutdown_rx.clone(),

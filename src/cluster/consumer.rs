@@ -1,27 +1,28 @@
-//! The node's reader of the stream: one ordered consumer from the node's start,
+//! The node's reader of one account's messages: an ordered consumer on the
+//! account's subjects from when the manager started it ([`super::demand`]),
 //! routing each message's events into this node's shards in stream order, each
-//! event with its position and each message with a ticket of the landed watermark
-//! ([`super::order`]).
+//! event with its position and each message with a ticket of the account's landed
+//! watermark ([`super::order`]).
 //!
 //! After a reconnect the consumer is made again at once from the stream sequence
 //! after the last one delivered (a restarted NATS server has forgotten it, and
 //! async-nats would only notice by missed heartbeats, about 10 s later), so an
 //! outage of NATS loses nothing and repeats nothing here. When the stream cannot be
-//! reached (NATS down at start, or the stream's creation failed), the loop waits and
-//! tries again. It stops when the server does, inside the runtime: a NATS
-//! subscription dropped outside one panics.
+//! reached, the loop waits and tries again. It stops when the manager says so,
+//! inside the runtime: a NATS subscription dropped outside one panics.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::demand::Unready;
 use super::order::{self, Ticket};
 use super::{subject_account, wire, Backbone};
+use crate::account::{random_hex, AccountIdx};
 use crate::event::{Event, SharedEvent};
 use crate::publisher::{PublishError, Publisher};
 
@@ -43,20 +44,64 @@ pub struct Settings {
     /// How long a shared client entry outlives its last change
     /// (`auth.max_url_lifetime_secs`).
     pub clients_max_age: Duration,
+    /// How long an account's consumer outlives its last session here
+    /// (`cluster.consumer_grace_secs`).
+    pub consumer_grace: Duration,
 }
 
-/// Reads the stream until the server stops (`shutdown` turns true).
-pub async fn run(backbone: Backbone, publisher: Publisher, mut shutdown: watch::Receiver<bool>) {
+/// What a consumer hears from the manager, and tells it.
+pub struct Signals {
+    /// Turns true when the account's consumer is no longer needed, or the server
+    /// stops.
+    pub stop: watch::Receiver<bool>,
+    /// What it tells.
+    pub report: Report,
+}
+
+/// What a consumer tells the manager.
+pub struct Report {
+    /// Whether the consumer reads now.
+    pub reading: watch::Sender<bool>,
+    /// Messages of the account stored and not read yet, as of the last one read.
+    pub lag: Arc<AtomicU64>,
+}
+
+/// Reads `account`'s messages until the manager stops it (see [`super::demand`]).
+pub async fn run(
+    backbone: Backbone,
+    publisher: Publisher,
+    account: AccountIdx,
+    mut signals: Signals,
+) {
     // The stream sequence to read from; none yet: from the messages stored after
-    // the node started, as its clients subscribe from then on.
+    // the consumer started, as the account's sessions here are made from then on.
     let mut resume = None;
     let mut connections = backbone.inner.connections.subscribe();
+    let mut unready = Some(Unready::new(&backbone.inner.unready));
     loop {
-        let outcome = tokio::select! {
-            outcome = read(&backbone, &publisher, resume, &mut connections) => outcome,
-            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        // Named, so that it can be deleted at once when no longer needed (NATS
+        // would keep an ordered consumer 30 s after its reader left).
+        let name = format!(
+            "{}-{}",
+            backbone.inner.accounts.get(account).sid,
+            &random_hex()[..12]
+        );
+        let reader = Reader {
+            backbone: &backbone,
+            publisher: &publisher,
+            account,
+            report: &signals.report,
         };
-        backbone.inner.reading.store(false, Ordering::Relaxed);
+        let outcome = tokio::select! {
+            outcome = reader.read(&name, resume, &mut connections, &mut unready) => outcome,
+            _ = signals.stop.wait_for(|stop| *stop) => {
+                delete(&backbone, &name).await;
+                return;
+            }
+        };
+        delete(&backbone, &name).await;
+        signals.report.reading.send_replace(false);
+        unready.get_or_insert_with(|| Unready::new(&backbone.inner.unready));
         let (next, pause) = match outcome {
             Ok(Stop::Stopped) => return,
             Ok(Stop::Reconnected(next)) => (next, Duration::ZERO),
@@ -65,8 +110,23 @@ pub async fn run(backbone: Backbone, publisher: Publisher, mut shutdown: watch::
         resume = next.or(resume);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.wait_for(|stopping| *stopping) => return,
+            _ = signals.stop.wait_for(|stop| *stop) => return,
         }
+    }
+}
+
+/// Deletes a consumer this node made, if NATS still has it (best effort, bounded).
+async fn delete(backbone: &Backbone, name: &str) {
+    let inner = &backbone.inner;
+    let deleted = tokio::time::timeout(
+        RETRY,
+        inner
+            .jetstream
+            .delete_consumer_from_stream(name, &inner.stream),
+    )
+    .await;
+    if !matches!(deleted, Ok(Ok(_))) {
+        tracing::debug!(consumer = name, "a consumer is left to expire");
     }
 }
 
@@ -83,93 +143,106 @@ enum Stop {
 /// A read failed; carry on from this sequence.
 struct Failed(Option<u64>);
 
-async fn read(
-    backbone: &Backbone,
-    publisher: &Publisher,
-    resume: Option<u64>,
-    connections: &mut watch::Receiver<u64>,
-) -> Result<Stop, Failed> {
-    let inner = &backbone.inner;
-    let mut next = resume;
-    let stream = inner
-        .jetstream
-        .get_or_create_stream(stream::Config {
-            name: inner.stream.clone(),
-            subjects: vec![format!("{}.>", inner.stream)],
-            max_age: inner.settings.max_age,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, stream = %inner.stream, "cannot reach the cluster's stream");
-            Failed(next)
-        })?;
-    let info = stream.cached_info();
-    let last_stored = match next {
-        Some(next) => next.saturating_sub(1),
-        None => info.state.last_sequence,
-    };
-    next = Some(last_stored.saturating_add(1));
-    inner.landed.start_after(
-        last_stored,
-        stream_identity(&inner.stream, info.created.unix_timestamp_nanos()),
-    );
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: format!("{}.>", inner.stream),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: last_stored.saturating_add(1),
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "cannot create the node's consumer");
-            Failed(next)
-        })?;
-    let mut messages = consumer.messages().await.map_err(|error| {
-        tracing::warn!(%error, "cannot read the node's consumer");
-        Failed(next)
-    })?;
-    tracing::info!(stream = %inner.stream, "reading the cluster's stream");
-    // Connections made before this consumer need nothing more of it.
-    connections.mark_unchanged();
-    inner.reading.store(true, Ordering::Relaxed);
-    loop {
-        let message = tokio::select! {
-            message = messages.next() => message,
-            _ = connections.changed() => return Ok(Stop::Reconnected(next)),
-        };
-        let Some(message) = message else { break };
-        let message = message.map_err(|error| {
-            tracing::warn!(%error, "the node's consumer failed");
-            Failed(next)
-        })?;
-        let Ok(info) = message.info() else {
-            rejected(backbone, &message, "info");
-            continue;
-        };
-        if info.delivered > 1 || next.is_some_and(|next| info.stream_sequence < next) {
-            // Routed already: a client must not get it twice.
-            inner.metrics.backbone_redelivered.inc();
-            continue;
-        }
-        next = Some(info.stream_sequence.saturating_add(1));
-        inner.metrics.backbone_lag.set(clamp(info.pending));
-        inner.metrics.backbone_consumed.inc();
-        let ticket = Arc::new(inner.landed.read(info.stream_sequence));
-        if let Some((account, events)) = take(backbone, &message, info.stream_sequence) {
-            if deliver(publisher, account, events, ticket).await.is_err() {
-                return Ok(Stop::Stopped);
-            }
-        }
-    }
-    Ok(Stop::Ended(next))
+/// What stays the same across one account consumer's reads.
+struct Reader<'a> {
+    backbone: &'a Backbone,
+    publisher: &'a Publisher,
+    account: AccountIdx,
+    report: &'a Report,
 }
 
-fn clamp(pending: u64) -> i64 {
-    i64::try_from(pending).unwrap_or(i64::MAX)
+impl<'a> Reader<'a> {
+    /// Reads with a consumer named `name` from `resume` (or from the messages
+    /// stored from now on) until it ends, fails or NATS reconnects.
+    async fn read(
+        &self,
+        name: &str,
+        resume: Option<u64>,
+        connections: &mut watch::Receiver<u64>,
+        unready: &mut Option<Unready<'a>>,
+    ) -> Result<Stop, Failed> {
+        let Reader {
+            backbone,
+            publisher,
+            account,
+            report,
+        } = *self;
+        let inner = &backbone.inner;
+        let sid = &inner.accounts.get(account).sid;
+        let mut next = resume;
+        let stream = inner
+            .jetstream
+            .get_stream(&inner.stream)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, stream = %inner.stream, "cannot reach the cluster's stream");
+                Failed(next)
+            })?;
+        let info = stream.cached_info();
+        let last_stored = match next {
+            Some(next) => next.saturating_sub(1),
+            None => info.state.last_sequence,
+        };
+        next = Some(last_stored.saturating_add(1));
+        let landed = inner.landed.of(account);
+        landed.start_after(
+            last_stored,
+            stream_identity(&inner.stream, info.created.unix_timestamp_nanos()),
+        );
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(name.to_owned()),
+                filter_subject: format!("{}.{sid}.*", inner.stream),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: last_stored.saturating_add(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot create an account's consumer");
+                Failed(next)
+            })?;
+        let mut messages = consumer.messages().await.map_err(|error| {
+            tracing::warn!(%error, "cannot read an account's consumer");
+            Failed(next)
+        })?;
+        tracing::info!(stream = %inner.stream, account = %sid, "reading the account's messages");
+        // Connections made before this consumer need nothing more of it.
+        connections.mark_unchanged();
+        *unready = None;
+        report.reading.send_replace(true);
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message,
+                _ = connections.changed() => return Ok(Stop::Reconnected(next)),
+            };
+            let Some(message) = message else { break };
+            let message = message.map_err(|error| {
+                tracing::warn!(%error, "an account's consumer failed");
+                Failed(next)
+            })?;
+            let Ok(info) = message.info() else {
+                rejected(backbone, &message, "info");
+                continue;
+            };
+            if info.delivered > 1 || next.is_some_and(|next| info.stream_sequence < next) {
+                // Routed already: a client must not get it twice.
+                inner.metrics.backbone_redelivered.inc();
+                continue;
+            }
+            next = Some(info.stream_sequence.saturating_add(1));
+            report.lag.store(info.pending, Ordering::Relaxed);
+            inner.metrics.backbone_consumed.inc();
+            let ticket = Arc::new(landed.read(info.stream_sequence));
+            if let Some((account, events)) = take(backbone, &message, info.stream_sequence) {
+                if deliver(publisher, account, events, ticket).await.is_err() {
+                    return Ok(Stop::Stopped);
+                }
+            }
+        }
+        Ok(Stop::Ended(next))
+    }
 }
 
 /// The stream's identity in cursors: its name and creation time, so a cursor of a
@@ -199,7 +272,7 @@ pub(super) fn take(
     backbone: &Backbone,
     message: &async_nats::jetstream::Message,
     stream_seq: u64,
-) -> Option<(crate::account::AccountIdx, Vec<SharedEvent>)> {
+) -> Option<(AccountIdx, Vec<SharedEvent>)> {
     let inner = &backbone.inner;
     let rejected = |reason: &str| rejected(backbone, message, reason);
     let Some(sid) = subject_account(&inner.stream, &message.subject) else {
@@ -244,7 +317,7 @@ pub(super) fn take(
 /// (never dropping them); `Err` once the shards are gone.
 async fn deliver(
     publisher: &Publisher,
-    account: crate::account::AccountIdx,
+    account: AccountIdx,
     events: Vec<SharedEvent>,
     ticket: Arc<Ticket>,
 ) -> Result<(), PublishError> {

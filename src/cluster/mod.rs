@@ -16,22 +16,24 @@
 
 pub mod clients;
 mod consumer;
+mod demand;
 pub mod history;
 pub mod order;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::jetstream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::account::{AccountIdx, Accounts};
 use crate::actors::distributor::slot_of;
 use crate::config::{ClusterConfig, Config};
 use crate::event::SharedEvent;
+use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
 
@@ -72,13 +74,17 @@ struct Inner {
     stream: String,
     accounts: Arc<Accounts>,
     metrics: Metrics,
-    /// Counts the connections made to NATS: the consumer starts over on each.
+    /// Counts the connections made to NATS: the consumers start over on each.
     connections: watch::Sender<u64>,
-    /// Whether the node's consumer is reading the stream now.
-    reading: AtomicBool,
-    /// How far this node has landed the stream.
-    landed: Arc<order::Landed>,
-    /// What the consumer checks messages against.
+    /// Whether the stream is known to exist since the last connection.
+    stream_ready: AtomicBool,
+    /// Running consumers that do not read now.
+    unready: AtomicUsize,
+    /// Requests for an account's consumer, to the manager.
+    demand: mpsc::UnboundedSender<demand::Need>,
+    /// How far this node has landed each account's messages.
+    landed: Landings,
+    /// What the consumers check messages against.
     settings: consumer::Settings,
     /// The thread the connection and the consumer run on: reads of the stream for
     /// the proxies run there too.
@@ -87,26 +93,37 @@ struct Inner {
     clients: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
-/// What the node's proxies need of cluster mode: the landed watermark their
+/// Each account's landed watermark: an account's messages are read by its own
+/// consumer, in stream order, and its clients' cursors only ever name its events.
+#[derive(Clone)]
+pub struct Landings(Arc<[Arc<order::Landed>]>);
+
+impl Landings {
+    /// The watermark of `account`.
+    pub fn of(&self, account: AccountIdx) -> Arc<order::Landed> {
+        self.0[account.0 as usize].clone()
+    }
+}
+
+/// What the node's proxies need of cluster mode: the landed watermarks their
 /// outboxes release by, and the backbone to read a resuming client's history from
 /// (set once the backbone has started: the proxies start first).
 #[derive(Clone)]
 pub struct ClusterLink {
-    /// How far this node has landed the stream.
-    pub landed: Arc<order::Landed>,
+    /// How far this node has landed each account's messages.
+    pub landed: Landings,
     backbone: Arc<OnceLock<Backbone>>,
 }
 
-impl Default for ClusterLink {
-    fn default() -> Self {
+impl ClusterLink {
+    /// A link for a node serving `accounts`.
+    pub fn new(accounts: &Accounts) -> ClusterLink {
         ClusterLink {
-            landed: order::Landed::new(),
+            landed: Landings(accounts.iter().map(|_| order::Landed::new()).collect()),
             backbone: Arc::default(),
         }
     }
-}
 
-impl ClusterLink {
     /// Reads a client's history from the stream ([`Backbone::history`]).
     pub async fn history(&self, query: history::Query) -> Result<history::History, BackboneError> {
         match self.backbone.get() {
@@ -126,6 +143,7 @@ impl Backbone {
         config: &Config,
         link: &ClusterLink,
         accounts: Arc<Accounts>,
+        quotas: Arc<Quotas>,
         publisher: Publisher,
         metrics: Metrics,
         shutdown: watch::Receiver<bool>,
@@ -155,6 +173,7 @@ impl Backbone {
             .await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(ACK_TIMEOUT);
+        let (demand, needs) = mpsc::unbounded_channel();
         let backbone = Backbone {
             inner: Arc::new(Inner {
                 client,
@@ -163,19 +182,28 @@ impl Backbone {
                 accounts,
                 metrics,
                 connections,
-                reading: AtomicBool::new(false),
+                stream_ready: AtomicBool::new(false),
+                unready: AtomicUsize::new(0),
+                demand,
                 landed: link.landed.clone(),
                 settings: consumer::Settings {
                     max_age: Duration::from_secs(config.retention.max_age_secs),
                     max_event_bytes: config.publish.max_event_bytes,
                     clients_max_age: Duration::from_secs(config.auth.max_url_lifetime_secs),
+                    consumer_grace: Duration::from_secs(cluster.consumer_grace_secs),
                 },
                 arbiter: actix_rt::Arbiter::current(),
                 clients: tokio::sync::OnceCell::new(),
             }),
         };
         let _ = link.backbone.set(backbone.clone());
-        actix_rt::spawn(consumer::run(backbone.clone(), publisher, shutdown));
+        actix_rt::spawn(demand::manage(
+            backbone.clone(),
+            publisher,
+            quotas,
+            needs,
+            shutdown,
+        ));
         Ok(backbone)
     }
 
@@ -184,10 +212,12 @@ impl Backbone {
         self.inner.client.connection_state() == State::Connected
     }
 
-    /// Whether the node is connected and its consumer reads the stream (`/readyz`):
-    /// publishes are taken and delivered here.
+    /// Whether the node is connected, the stream exists and every consumer the
+    /// node runs reads (`/readyz`): publishes are taken and delivered here.
     pub fn ready(&self) -> bool {
-        self.connected() && self.inner.reading.load(Ordering::Relaxed)
+        self.connected()
+            && self.inner.stream_ready.load(Ordering::Relaxed)
+            && self.inner.unready.load(Ordering::Relaxed) == 0
     }
 
     /// Stores one request's events in the stream, all or nothing, and returns once

@@ -357,7 +357,7 @@ async fn before_change(request: &Request, state: &AppState) -> Result<(), ApiErr
             return Err(crate::cluster::BackboneError::Unavailable.into());
         }
     }
-    shared::import(state, request.account, &request.client).await;
+    shared::arrive(state, request.account, Some(&request.client)).await;
     Ok(())
 }
 
@@ -419,7 +419,7 @@ async fn create(
 }
 
 async fn views(request: &Request, state: &AppState) -> Result<Vec<SubscriptionView>, ApiError> {
-    shared::import(state, request.account, &request.client).await;
+    shared::arrive(state, request.account, Some(&request.client)).await;
     state
         .ask_proxy(ListSubscriptions {
             account: request.account,

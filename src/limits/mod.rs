@@ -181,6 +181,12 @@ impl Quotas {
         self.sessions.release(account);
     }
 
+    /// Sessions of the account held now (cluster mode reads its messages while
+    /// there are any).
+    pub fn sessions_held(&self, account: AccountIdx) -> usize {
+        self.sessions.held(account)
+    }
+
     /// Takes a webhook slot of the account; give it back with [`Quotas::release_webhook`].
     pub fn acquire_webhook(&self, account: AccountIdx) -> Result<(), QuotaError> {
         let limit = self.config.webhooks_per_account;

@@ -544,8 +544,9 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
 }
 
 /// `/metrics` of a cluster node: the connection gauge is 1, and after publishes
-/// the ack histogram has observations on the publishing node and both nodes count
-/// consumed events (node 2 consumed what it never published).
+/// the ack histogram has observations on the publishing node, and node 2 (where
+/// the client is) counts consumed events it never published, while node 1 (no
+/// client) reads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backbone_metrics_show_the_connection_and_the_acks() {
     let Some(nats) = NatsServer::start() else {
@@ -579,11 +580,21 @@ async fn backbone_metrics_show_the_connection_and_the_acks() {
         .collect();
     assert_eq!(markers(&got), ["1", "2", "3"]);
 
+    // Node 1 has no client: it stores publishes and reads nothing.
     let s = eventually_metrics(&node1, "an observed publish ack on node 1", |s| {
         total(s, "switchboard_backbone_publish_ack_seconds_count") >= 1.0
-            && total(s, "switchboard_backbone_consumed_total") >= 1.0
     })
     .await;
+    assert_eq!(
+        total(&s, "switchboard_backbone_consumed_total"),
+        0.0,
+        "node 1 reads nothing"
+    );
+    assert_eq!(
+        total(&s, "switchboard_backbone_consumers"),
+        0.0,
+        "node 1 runs no consumer"
+    );
     assert!(
         s.has("switchboard_backbone_publish_ack_seconds_bucket"),
         "the ack histogram has buckets: {:?}",
@@ -603,6 +614,115 @@ async fn backbone_metrics_show_the_connection_and_the_acks() {
     // Still connected after the traffic.
     let s = scrape(&node1).await;
     assert_eq!(total(&s, "switchboard_backbone_connected"), 1.0);
+}
+
+/// Consumers on the cluster's stream as NATS itself counts them (its monitoring
+/// endpoint `/jsz`), within `WAIT` of being `want`.
+async fn nats_consumers_become(nats: &NatsServer, want: u64, what: &str) {
+    let url = format!(
+        "http://127.0.0.1:{}/jsz?streams=true&consumers=true",
+        nats.monitor_port
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let jsz: Value = http_client()
+            .get(&url)
+            .send()
+            .await
+            .expect("GET /jsz")
+            .json()
+            .await
+            .expect("/jsz is JSON");
+        let count = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .filter(|stream| stream["name"] == "SWITCHBOARD")
+            .map(|stream| stream["state"]["consumer_count"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if count == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: NATS counts {count} consumers on the stream, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each node reads only the accounts its clients need, one consumer per account
+/// however many clients: node 1 has none, node 2 five clients of account 0, node
+/// 3 two of account 0 and one of account 1: three consumers on the stream as NATS
+/// counts them, and the nodes' `switchboard_backbone_consumers` say 0, 1 and 2.
+/// Every client still gets what was published on node 1. Once account 1's only
+/// client leaves, its consumer stops after `cluster.consumer_grace_secs` (1 here);
+/// once every client has left, none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_reads_only_the_accounts_its_clients_need() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let nodes = ["n1", "n2", "n3"].map(|id| {
+        let url = nats.url();
+        TestServer::start_with_accounts(accounts.clone(), move |c| {
+            c.cluster.nats_url = url;
+            c.cluster.node_id = id.into();
+            c.cluster.consumer_grace_secs = 1;
+        })
+    });
+    for n in &nodes {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    nats_consumers_become(&nats, 0, "no client anywhere").await;
+    let mut clients = Vec::new();
+    for (node, account) in [
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (1, 0),
+        (2, 0),
+        (2, 0),
+        (2, 1),
+    ] {
+        let (stream, _) = nodes[node].stream_basic(account, "types=call.*").await;
+        clients.push((account, stream));
+    }
+    nats_consumers_become(&nats, 3, "eight clients of two accounts on two nodes").await;
+    for (n, want) in [(0, 0.0), (1, 1.0), (2, 2.0)] {
+        let s = scrape(&nodes[n]).await;
+        assert_eq!(
+            total(&s, "switchboard_backbone_consumers"),
+            want,
+            "consumers of node {}",
+            n + 1
+        );
+    }
+    let mut subs: Vec<(usize, &mut SseStream)> = clients.iter_mut().map(|(a, s)| (*a, s)).collect();
+    warm_up(&nodes[0], &mut subs).await;
+    let call = new_call_sid();
+    for account in 0..2 {
+        nodes[0]
+            .publish(
+                account,
+                &marked("call.end", &call, &format!("end-{account}")),
+            )
+            .await;
+    }
+    for (i, (account, stream)) in clients.iter_mut().enumerate() {
+        let got: Vec<String> = markers(&stream.until_marker(&format!("end-{account}"), WAIT).await)
+            .into_iter()
+            .filter(|m| !m.starts_with(WARM))
+            .collect();
+        assert_eq!(got, [format!("end-{account}")], "client {i}");
+    }
+    drop(clients.pop());
+    nats_consumers_become(&nats, 2, "account 1's only client gone").await;
+    drop(clients);
+    nats_consumers_become(&nats, 0, "every client gone").await;
 }
 
 /// The load tool's fan-out across a cluster (docs/cluster.md, "Measured"): ticks

@@ -241,7 +241,9 @@ impl EventProxy {
             return Err(SlotError::Quota(error));
         }
         let outbox = match &self.settings.cluster {
-            Some(cluster) => Outbox::in_cluster_order(self.settings.limits, cluster.landed.clone()),
+            Some(cluster) => {
+                Outbox::in_cluster_order(self.settings.limits, cluster.landed.of(account))
+            }
             None => Outbox::new(self.settings.limits),
         };
         let idle_ttl = if ephemeral {

@@ -1,9 +1,11 @@
 //! Cluster mode: a client's stream subscriptions the same on every node
 //! ([`crate::cluster::clients`]). Standalone, every function here does nothing.
 //!
-//! - Before a request about a client this node does not hold (a stream connect,
-//!   a control-channel request), the client's shared entry is read and its
-//!   subscriptions made here, with their sids, so the client finds them.
+//! - Before a request that may make a client's session here (a stream connect, a
+//!   control-channel request), this node starts reading the client's account if
+//!   it does not yet; and if it does not hold the client, the client's shared
+//!   entry is read and its subscriptions made here, with their sids, so the
+//!   client finds them.
 //! - After a request changed them here, the client's whole list is written.
 //! - When another node writes a client this node holds, the list here is made
 //!   equal to it: its open stream follows without reconnecting.
@@ -24,11 +26,17 @@ use crate::cluster::clients::SharedSub;
 use crate::filter::{FilterEdit, ScopeGrant};
 use crate::http::AppState;
 
-/// Makes the client's shared subscriptions here before a request about it, if
-/// this node does not hold it yet. An entry that cannot be read is logged: the
-/// request goes on with what this node has.
-pub async fn import(state: &AppState, account: AccountIdx, client: &Arc<str>) {
+/// Before a request that may make a session of `client` here: makes sure this
+/// node reads the account's messages, then makes the client's shared
+/// subscriptions here if this node does not hold it yet (`None`: a client the
+/// server named, which nobody comes back to). An entry that cannot be read is
+/// logged: the request goes on with what this node has.
+pub async fn arrive(state: &AppState, account: AccountIdx, client: Option<&Arc<str>>) {
     let Some(backbone) = &state.backbone else {
+        return;
+    };
+    backbone.need(account).await;
+    let Some(client) = client else {
         return;
     };
     if state.topology.directory.owner(account, client).is_some() {

@@ -120,9 +120,7 @@ async fn stream(
         ResumeFrom::Earliest => Some(replay_turn(&state).await?),
         _ => None,
     };
-    if !ephemeral {
-        control::shared::import(&state, account, &client).await;
-    }
+    control::shared::arrive(&state, account, (!ephemeral).then_some(&client)).await;
     let connected = state
         .ask_proxy(Connect {
             account,
