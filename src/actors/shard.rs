@@ -47,8 +47,9 @@ pub struct Publish {
     /// The publishing account's slot of its share of this shard's queue, held until
     /// the batch is handed on, like the shard's own `depth` slot.
     pub slot: ShareSlot,
-    /// Cluster mode: the stream message these events came in, held until every
-    /// proxy has taken them (then the message may have landed).
+    /// Cluster mode: the stream message these events came in, passed on to every
+    /// proxy that takes some and dropped here once routed (then, once every
+    /// proxy has pushed its part, the message has landed).
     pub ticket: Option<Arc<Ticket>>,
 }
 
@@ -512,13 +513,13 @@ impl BrokerShard {
                     shard: self.id,
                     events,
                     taken,
+                    ticket: msg.ticket.clone(),
                 });
                 acks.push(ack);
             }
         }
         let depth = self.depth.clone();
         let slot = msg.slot;
-        let ticket = msg.ticket;
         let hold = self.hold.clone();
         actix::spawn(async move {
             if join_all(acks).await.iter().any(Result::is_err) {
@@ -529,7 +530,6 @@ impl BrokerShard {
             }
             depth.dec();
             drop(slot);
-            drop(ticket);
         });
     }
 

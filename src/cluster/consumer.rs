@@ -288,20 +288,25 @@ pub(super) fn take(
         return None;
     };
     let now = Instant::now();
+    let one_call = batch
+        .events
+        .windows(2)
+        .all(|pair| pair[0].parts().call_sid == pair[1].parts().call_sid);
     let events: Result<Vec<SharedEvent>, _> = batch
         .events
         .iter()
         .enumerate()
         .map(|(index, wire)| {
-            Event::from_parts(
+            let mut event = Event::from_parts(
                 account,
                 sid,
                 wire.parts(),
                 inner.settings.max_event_bytes,
                 now,
                 order::position(stream_seq, index),
-            )
-            .map(Arc::new)
+            )?;
+            event.one_call_message = one_call;
+            Ok::<_, crate::event::PartsError>(Arc::new(event))
         })
         .collect();
     match events {

@@ -99,11 +99,12 @@ impl Landed {
 
     /// The consumer starts reading after `last_stored` of the stream identified by
     /// `identity` (its name and creation time): messages up to there will never be
-    /// routed here, so they count as landed.
+    /// routed here, so they count as landed (an empty stream: everything before
+    /// its first message).
     pub fn start_after(&self, last_stored: u64, identity: u64) {
         self.epoch.store(identity & !1, Ordering::Relaxed);
         let mut state = self.state.lock();
-        if state.open.is_empty() && state.last < last_stored {
+        if state.open.is_empty() && state.last <= last_stored {
             state.last = last_stored;
             self.advance(state);
         }
@@ -149,9 +150,6 @@ impl Landed {
             Some((oldest, _)) => oldest.saturating_sub(1),
             None => state.last,
         };
-        if landed == 0 {
-            return;
-        }
         self.upto.fetch_max(last_of(landed), Ordering::AcqRel);
         let waiters = std::mem::take(&mut state.waiters);
         drop(state);
@@ -188,6 +186,18 @@ mod tests {
         assert_eq!(landed.upto(), last_of(4), "5 still in one shard");
         drop(five_elsewhere);
         assert_eq!(landed.upto(), last_of(6), "5 and 6 both landed");
+    }
+
+    #[test]
+    fn a_consumer_starting_on_an_empty_stream_knows_where_it_stands() {
+        let landed = Landed::new();
+        assert_eq!(landed.upto(), 0, "not started: no position to hand out");
+        landed.start_after(0, 7);
+        assert_eq!(landed.upto(), last_of(0), "everything before message 1");
+        let first = landed.read(1);
+        assert_eq!(landed.upto(), last_of(0));
+        drop(first);
+        assert_eq!(landed.upto(), last_of(1));
     }
 
     #[test]

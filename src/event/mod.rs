@@ -87,6 +87,10 @@ pub struct Event {
     /// Cluster mode: the event's place in the cluster's order
     /// ([`crate::cluster::order`]); 0 on a standalone node.
     pub position: u64,
+    /// Cluster mode: every event of its stream message is of this event's call, so
+    /// one shard routes them all in one batch (an outbox may then release it as
+    /// soon as the messages before it have landed).
+    pub one_call_message: bool,
 }
 
 /// The event as it travels: one allocation shared by every subscriber.
@@ -117,6 +121,7 @@ impl Event {
             data_at,
             accepted_at: Instant::now(),
             position: 0,
+            one_call_message: false,
         }
     }
 
@@ -188,6 +193,7 @@ impl Event {
             data_at: parts.data_at,
             accepted_at,
             position,
+            one_call_message: false,
         })
     }
 

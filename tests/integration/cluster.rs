@@ -41,11 +41,23 @@ fn shared_accounts() -> Vec<(String, String)> {
 
 /// A node of the cluster on `nats`, with the shared `accounts`.
 fn node(nats: &NatsServer, accounts: &[(String, String)], id: &str) -> TestServer {
+    node_with(nats, accounts, id, |_| {})
+}
+
+/// A node of the cluster on `nats`, with the shared `accounts` and whatever
+/// `tweak` changes.
+fn node_with(
+    nats: &NatsServer,
+    accounts: &[(String, String)],
+    id: &str,
+    tweak: impl FnOnce(&mut switchboard::Config),
+) -> TestServer {
     let url = nats.url();
     let id = id.to_string();
     TestServer::start_with_accounts(accounts.to_vec(), move |c| {
         c.cluster.nats_url = url;
         c.cluster.node_id = id;
+        tweak(c);
     })
 }
 
@@ -665,14 +677,8 @@ async fn each_node_reads_only_the_accounts_its_clients_need() {
         return;
     };
     let accounts = shared_accounts();
-    let nodes = ["n1", "n2", "n3"].map(|id| {
-        let url = nats.url();
-        TestServer::start_with_accounts(accounts.clone(), move |c| {
-            c.cluster.nats_url = url;
-            c.cluster.node_id = id.into();
-            c.cluster.consumer_grace_secs = 1;
-        })
-    });
+    let nodes = ["n1", "n2", "n3"]
+        .map(|id| node_with(&nats, &accounts, id, |c| c.cluster.consumer_grace_secs = 1));
     for n in &nodes {
         readyz_becomes(n, 200, WAIT).await;
     }
@@ -971,15 +977,7 @@ async fn a_client_hopping_between_nodes_mid_stream_misses_and_repeats_nothing() 
         return;
     };
     let accounts = shared_accounts();
-    let parallel = |id: &'static str| {
-        let url = nats.url();
-        TestServer::start_with_accounts(accounts.clone(), move |c| {
-            c.cluster.nats_url = url;
-            c.cluster.node_id = id.into();
-            c.shards = 4;
-        })
-    };
-    let nodes = [parallel("a"), parallel("b")];
+    let nodes = ["a", "b"].map(|id| node_with(&nats, &accounts, id, |c| c.shards = 4));
     for n in &nodes {
         readyz_becomes(n, 200, WAIT).await;
     }
@@ -1180,5 +1178,38 @@ async fn a_control_channel_subscription_made_on_node_1_delivers_on_node_3() {
         markers(&got),
         ["this"],
         "only what node 1's subscription asks for"
+    );
+}
+
+/// The first client of a fresh cluster (its stream still empty) leaves before any
+/// event, with only its `stream.open` cursor; what is published meanwhile comes
+/// to it on another node, all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_handed_out_on_an_empty_stream_resumes_on_another_node() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let accounts = shared_accounts();
+    let n1 = node(&nats, &accounts, "n1");
+    let n2 = node(&nats, &accounts, "n2");
+    for n in [&n1, &n2] {
+        readyz_becomes(n, 200, WAIT).await;
+    }
+    let query = "client=early&types=call.*";
+    let (stream, open) = n1.stream_basic(0, query).await;
+    let cursor = open.id.clone().expect("stream.open carries a cursor");
+    drop(stream);
+    let call = new_call_sid();
+    for n in ["1", "2", "3"] {
+        n1.publish(0, &marked("call.progress", &call, n)).await;
+    }
+    let path = format!("{}?{query}", n2.stream_path(0));
+    let mut resumed = open_sse_with(&n2, &path, n2.creds(0), &[("Last-Event-ID", &cursor)])
+        .await
+        .unwrap_or_else(|reply| panic!("resume on node 2: {} {}", reply.status, reply.text()));
+    resumed.expect_open().await;
+    assert_eq!(
+        markers(&resumed.until_marker("3", WAIT).await),
+        ["1", "2", "3"]
     );
 }

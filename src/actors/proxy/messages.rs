@@ -7,6 +7,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::account::AccountIdx;
+use crate::cluster::order::Ticket;
 use crate::filter::{Filter, FilterEdit, ParseError};
 use crate::limits::QuotaError;
 use crate::retention::Stamped;
@@ -78,10 +79,13 @@ pub struct Deliver {
     /// Told once the proxy has taken the batch: the shard's queue slot is held
     /// until every proxy has.
     pub taken: oneshot::Sender<()>,
+    /// Cluster mode: the stream message the events came in, dropped once they
+    /// are in their outboxes (see [`crate::cluster::order`]).
+    pub ticket: Option<Arc<Ticket>>,
 }
 
 // Data-plane messages stay small and cheap to move: shared events, no owned text.
-const _: () = assert!(std::mem::size_of::<Deliver>() <= 40);
+const _: () = assert!(std::mem::size_of::<Deliver>() <= 48);
 
 /// A subscription asked for by a stream URL or the control channel.
 ///

@@ -31,7 +31,7 @@ impl EventProxy {
             }
         }
         self.metrics.cached_events.add(pushed);
-        outbox.pushed();
+        outbox.wake();
     }
 }
 

@@ -553,7 +553,7 @@ impl Handler<Deliver> for EventProxy {
         let mut evaluated = 0;
         let mut filters = std::mem::take(&mut self.matched_filters);
         let mut gathered = std::mem::take(&mut self.gathered);
-        let mut taken = Some(msg.taken);
+        let mut taken = Some((msg.taken, msg.ticket));
         let mut shared_taken: Option<Arc<Taken>> = None;
         for stamped in &msg.events {
             let event = &stamped.event;
@@ -575,8 +575,10 @@ impl Handler<Deliver> for EventProxy {
                 }
                 if session.moving.is_some() {
                     let (subs, webhooks) = self.sessions.matched(group);
-                    let taken = shared_taken
-                        .get_or_insert_with(|| Taken::new(taken.take().expect("taken once")));
+                    let taken = shared_taken.get_or_insert_with(|| {
+                        let (ack, ticket) = taken.take().expect("taken once");
+                        Taken::new(ack, ticket)
+                    });
                     let held = Held {
                         shard: msg.shard,
                         seq: stamped.seq,
@@ -612,12 +614,13 @@ impl Handler<Deliver> for EventProxy {
         self.touched.dedup();
         for slot in self.touched.drain(..) {
             if let Some(session) = self.sessions.get(slot) {
-                session.outbox.pushed();
+                session.outbox.wake();
             }
         }
-        // Told now, or once the last held event is pushed.
-        if let Some(taken) = taken {
-            let _ = taken.send(());
+        // Told (and the ticket dropped) now, or once the last held event is pushed.
+        if let Some((ack, ticket)) = taken {
+            let _ = ack.send(());
+            drop(ticket);
         }
         drop(shared_taken);
     }

@@ -31,6 +31,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::oneshot;
 
 use super::sessions::WebhookTargets;
+use crate::cluster::order::Ticket;
 use crate::event::SharedEvent;
 use crate::outbox::MatchedSubs;
 
@@ -50,22 +51,28 @@ pub struct Held {
     pub taken: Arc<Taken>,
 }
 
-/// A delivery's acknowledgement to its shard, sent when the last clone drops: the
-/// events a moving session holds carry one until they are pushed, so a shard's
-/// batch is "taken" only once every event of it is in an outbox (cluster mode's
-/// landed watermark counts on that).
-pub struct Taken(Option<oneshot::Sender<()>>);
+/// A delivery's acknowledgement to its shard, sent when the last clone drops, and
+/// its stream message's ticket (cluster mode): the events a moving session holds
+/// carry one until they are pushed, so a batch is "taken", and its message may
+/// have landed, only once every event of it is in an outbox.
+pub struct Taken {
+    ack: Option<oneshot::Sender<()>>,
+    _ticket: Option<Arc<Ticket>>,
+}
 
 impl Taken {
-    /// Wraps a delivery's acknowledgement.
-    pub fn new(ack: oneshot::Sender<()>) -> Arc<Taken> {
-        Arc::new(Taken(Some(ack)))
+    /// Wraps a delivery's acknowledgement and ticket.
+    pub fn new(ack: oneshot::Sender<()>, ticket: Option<Arc<Ticket>>) -> Arc<Taken> {
+        Arc::new(Taken {
+            ack: Some(ack),
+            _ticket: ticket,
+        })
     }
 }
 
 impl Drop for Taken {
     fn drop(&mut self) {
-        if let Some(ack) = self.0.take() {
+        if let Some(ack) = self.ack.take() {
             let _ = ack.send(());
         }
     }
@@ -141,7 +148,7 @@ mod tests {
             event: Arc::new(Event::build(AccountIdx(0), "AC0", draft, "t")),
             subs: MatchedSubs::new(),
             webhooks: Vec::new(),
-            taken: Taken::new(oneshot::channel().0),
+            taken: Taken::new(oneshot::channel().0, None),
         }
     }
 

@@ -40,12 +40,7 @@ impl EventProxy {
         };
         // Only this client's stream subscriptions, checked directly: a few filters,
         // against events the shards already matched to them.
-        let subs: Vec<&Sub> = self
-            .sessions
-            .subs_of(slot)
-            .map(|(_, sub)| sub)
-            .filter(|sub| sub.webhook.is_none())
-            .collect();
+        let subs: Vec<&Sub> = self.sessions.stream_subs(slot).collect();
         let mut matched = Vec::with_capacity(replies.len());
         for reply in replies {
             let Ok(reply) = reply else { continue };
@@ -90,12 +85,7 @@ impl EventProxy {
         let Some(session) = self.sessions.get(slot) else {
             return;
         };
-        let subs: Vec<&Sub> = self
-            .sessions
-            .subs_of(slot)
-            .map(|(_, sub)| sub)
-            .filter(|sub| sub.webhook.is_none())
-            .collect();
+        let subs: Vec<&Sub> = self.sessions.stream_subs(slot).collect();
         let history = read.unwrap_or(History {
             events: Vec::new(),
             end: after,

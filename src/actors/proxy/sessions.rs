@@ -308,10 +308,16 @@ impl SessionTable {
 
     /// The filters of the client's stream subscriptions.
     pub fn stream_filters(&self, slot: u32) -> Vec<Arc<Filter>> {
-        self.subs_of(slot)
-            .filter(|(_, sub)| sub.webhook.is_none())
-            .map(|(_, sub)| sub.filter.clone())
+        self.stream_subs(slot)
+            .map(|sub| sub.filter.clone())
             .collect()
+    }
+
+    /// The client's stream subscriptions (its webhooks apart).
+    pub fn stream_subs(&self, slot: u32) -> impl Iterator<Item = &Sub> {
+        self.subs_of(slot)
+            .map(|(_, sub)| sub)
+            .filter(|sub| sub.webhook.is_none())
     }
 
     /// A subscription as the client sees it.
