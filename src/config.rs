@@ -98,6 +98,9 @@ pub struct Config {
     pub egress: EgressConfig,
     /// Cluster mode: several nodes joined through NATS JetStream (API.md §8).
     pub cluster: ClusterConfig,
+    /// Where the node keeps what must survive a restart (docs/durability.md);
+    /// empty (the default): nothing is kept.
+    pub data_dir: String,
     /// The password of the admin endpoints (`GET /v1/Admin/Topology`), with user
     /// `admin` in Basic credentials; empty (the default) turns them off.
     pub admin_token: String,
@@ -487,6 +490,7 @@ impl Default for Config {
             egress: EgressConfig::default(),
             cluster: ClusterConfig::default(),
             admin_token: String::new(),
+            data_dir: String::new(),
             shard_hold: None,
         }
     }
@@ -583,6 +587,9 @@ pub struct ServeArgs {
     /// `cluster.nats_url`.
     #[arg(long, env = "SWITCHBOARD_NATS")]
     pub nats: Option<String>,
+    /// Keep what must survive a restart in this directory, overriding `data_dir`.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<String>,
 }
 
 impl Config {
@@ -601,6 +608,9 @@ impl Config {
         }
         if let Some(url) = &args.nats {
             config.cluster.nats_url = url.clone();
+        }
+        if let Some(dir) = &args.data_dir {
+            config.data_dir = dir.clone();
         }
         if let Some(url) = &args.publish_url {
             config.call_router.publish_url = url.clone();
@@ -1069,9 +1079,11 @@ mod tests {
             shards: None,
             publish_url: None,
             nats: Some("nats://127.0.0.1:4222".into()),
+            data_dir: Some("/var/lib/switchboard".into()),
         };
         let config = Config::load(&args).unwrap();
         assert_eq!(config.listen.port(), 10, "flags override the file");
+        assert_eq!(config.data_dir, "/var/lib/switchboard");
         assert_eq!(config.cluster.nats_url, "nats://127.0.0.1:4222");
         assert!(config.cluster.enabled());
         assert_eq!(config.shards, 3);

@@ -32,6 +32,7 @@ pub mod outbox;
 pub mod publisher;
 pub mod retention;
 pub mod server;
+pub mod store;
 pub mod twiml;
 pub mod webhook;
 pub mod wire;

@@ -44,6 +44,9 @@ pub enum ServeError {
     /// an error: the node keeps trying).
     #[error("cluster: {0}")]
     Cluster(#[from] async_nats::ConnectError),
+    /// The data directory's store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Runs the server until `shutdown` resolves, then drains: readiness fails, publishes
@@ -64,6 +67,12 @@ pub async fn serve(
         config.egress.private_networks_allowed(),
         metrics.clone(),
     );
+    let store = match config.data_dir.as_str() {
+        "" => None,
+        dir => Some(Arc::new(crate::store::Store::open(std::path::Path::new(
+            dir,
+        ))?)),
+    };
     let workers = Config::resolve_count(config.workers);
     let cluster = config
         .cluster
@@ -124,8 +133,13 @@ pub async fn serve(
             keep_ended: config.call_router.keep_ended,
             max_call_secs: config.call_router.max_call_secs,
             start: crate::actors::call::start,
+            store: store.clone(),
         },
     );
+    let restored = call_router.restore_numbers()?;
+    if store.is_some() {
+        tracing::info!(numbers = restored, data_dir = %config.data_dir, "restored from the data directory");
+    }
     let calls = call_router.clone();
     let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
     let webhook_metrics = metrics.clone();

@@ -32,6 +32,7 @@ use crate::egress::Egress;
 use crate::event::Draft;
 use crate::limits::Quotas;
 use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 use crate::twiml::Method;
 use app::AppClient;
 use hops::Hop;
@@ -72,6 +73,15 @@ impl RouterError {
             code: 20429,
             status: 429,
             message: error.to_string(),
+        }
+    }
+
+    /// A 503 (Twilio 20503, Service Unavailable): nothing was done.
+    pub fn unavailable(message: impl Into<String>) -> RouterError {
+        RouterError {
+            code: 20503,
+            status: 503,
+            message: message.into(),
         }
     }
 
@@ -173,6 +183,8 @@ pub struct CallRouter {
     stopping: AtomicBool,
     /// Starts a call's actor (`actors::call::start`).
     start: StartCall,
+    /// With `data_dir`: where provisioned numbers are kept.
+    store: Option<Arc<Store>>,
 }
 
 /// How the router starts a call: the actor lives in `actors::call`, which depends on
@@ -191,6 +203,8 @@ pub struct RouterSettings {
     pub max_call_secs: u64,
     /// Starts a call's actor.
     pub start: StartCall,
+    /// With `data_dir`: where provisioned numbers are kept.
+    pub store: Option<Arc<Store>>,
 }
 
 impl CallRouter {
@@ -211,6 +225,7 @@ impl CallRouter {
             keep_ended,
             max_call_secs,
             start,
+            store,
         } = settings;
         Arc::new(CallRouter {
             accounts,
@@ -225,7 +240,29 @@ impl CallRouter {
             live: LiveCalls::new(),
             stopping: AtomicBool::new(false),
             start,
+            store,
         })
+    }
+
+    /// Loads the numbers kept in the store (with `data_dir`), before the node
+    /// serves. A number of an account the configuration no longer lists is left
+    /// in the store, unrouted, and logged.
+    pub fn restore_numbers(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut registry = self.registry.lock();
+        let mut restored = 0;
+        for kept in store.numbers()? {
+            let Some(account) = self.accounts.lookup(&kept.account_sid) else {
+                tracing::warn!(number = %kept.sid, "a kept number's account is not configured: not routed");
+                continue;
+            };
+            let record = NumberRecord::from_stored(account, kept);
+            registry.numbers.insert(record.phone_number.clone(), record);
+            restored += 1;
+        }
+        Ok(restored)
     }
 
     /// Signed requests to applications.
@@ -380,6 +417,17 @@ impl CallRouter {
             status_callback: new.status_callback,
             created: Utc::now(),
         };
+        // Kept before it is routed or answered: a 201 means it survives a crash.
+        // Provisioning is rare, so waiting for the commit under the lock is fine.
+        if let Some(store) = &self.store {
+            let account_sid = &self.accounts.get(account).sid;
+            store
+                .put_number(&record.stored(account_sid))
+                .map_err(|error| {
+                    tracing::error!(%error, "a number could not be kept");
+                    RouterError::unavailable("the number could not be stored; retry shortly")
+                })?;
+        }
         registry
             .numbers
             .insert(record.phone_number.clone(), record.clone());

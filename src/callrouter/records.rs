@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::account::AccountIdx;
+use crate::store::StoredNumber;
 use crate::twiml::Method;
 
 /// Twilio's API version, in paths and webhook parameters.
@@ -81,6 +82,55 @@ pub struct NumberRecord {
 }
 
 impl NumberRecord {
+    /// The number as the store keeps it (its account by sid).
+    pub fn stored(&self, account_sid: &str) -> StoredNumber {
+        let app = |url: &Option<String>, method: Method| {
+            url.as_ref()
+                .map(|url| (url.clone(), method.as_str().to_owned()))
+        };
+        StoredNumber {
+            sid: self.sid.clone(),
+            account_sid: account_sid.to_owned(),
+            phone_number: self.phone_number.clone(),
+            friendly_name: self.friendly_name.clone(),
+            voice: app(&self.voice_url, self.voice_method),
+            sms: app(&self.sms_url, self.sms_method),
+            status_callback: self.status_callback.clone(),
+            created_ms: self.created.timestamp_millis(),
+        }
+    }
+
+    /// A kept number again, for `account`.
+    pub fn from_stored(account: AccountIdx, kept: StoredNumber) -> NumberRecord {
+        let method = |name: &str| {
+            if name == "GET" {
+                Method::Get
+            } else {
+                Method::Post
+            }
+        };
+        let (voice_url, voice_method) = match kept.voice {
+            Some((url, m)) => (Some(url), method(&m)),
+            None => (None, Method::Post),
+        };
+        let (sms_url, sms_method) = match kept.sms {
+            Some((url, m)) => (Some(url), method(&m)),
+            None => (None, Method::Post),
+        };
+        NumberRecord {
+            sid: kept.sid,
+            account,
+            phone_number: kept.phone_number,
+            friendly_name: kept.friendly_name,
+            voice_url,
+            voice_method,
+            sms_url,
+            sms_method,
+            status_callback: kept.status_callback,
+            created: DateTime::from_timestamp_millis(kept.created_ms).unwrap_or_default(),
+        }
+    }
+
     /// Twilio's JSON for an IncomingPhoneNumber.
     pub fn json(&self, account_sid: &str) -> Value {
         json!({

@@ -16,6 +16,7 @@ mod cluster;
 mod common;
 mod control;
 mod drain;
+mod durability;
 mod earliest;
 mod egress;
 mod filters;

@@ -1,0 +1,173 @@
+//! The node's durable store, with `data_dir` (API.md §8 "Durability", issue 12,
+//! docs/durability.md): an embedded redb database, `switchboard.redb` in the data
+//! directory. redb is ACID and crash-safe: a commit that returned is on disk, and
+//! a `kill -9` at any moment leaves the last committed state.
+//!
+//! What is kept so far: provisioned numbers, written before the create is
+//! answered and loaded back when the node starts. Events, sessions, cursors and
+//! webhook queues are not kept yet (docs/durability.md says what a restart
+//! loses).
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::codec::{self, Decode, Encode};
+
+/// Numbers by phone number: a [`StoredNumber`], codec-encoded.
+const NUMBERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("numbers");
+
+/// The database file in `data_dir`.
+pub const FILE: &str = "switchboard.redb";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory or the database could not be opened or made.
+    #[error("data_dir {path}: {message}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A read or a commit failed.
+    #[error("the store failed: {0}")]
+    Io(String),
+    /// A stored record does not decode (written by another version).
+    #[error("a stored {0} does not decode")]
+    Corrupt(&'static str),
+}
+
+fn io(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+/// A provisioned number as it is kept: its account by sid, so a node whose
+/// configuration lists its accounts in another order still finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct StoredNumber {
+    /// `PN` + 32 hex.
+    pub sid: String,
+    /// The owning account's sid.
+    pub account_sid: String,
+    /// E.164.
+    pub phone_number: String,
+    /// Display name.
+    pub friendly_name: String,
+    /// The voice application and its method (`GET`, `POST`).
+    pub voice: Option<(String, String)>,
+    /// The SMS application and its method.
+    pub sms: Option<(String, String)>,
+    /// Called when a call to this number ends.
+    pub status_callback: Option<String>,
+    /// Created, Unix milliseconds.
+    pub created_ms: i64,
+}
+
+/// The open store of one node.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or makes) the store in `dir`, making the directory if missing.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join(FILE);
+        let failed = |message: String| StoreError::Open {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| failed(e.to_string()))?;
+        let store = Store { db };
+        // Every table exists from the start, so reads never meet a missing one.
+        let txn = store.db.begin_write().map_err(io)?;
+        txn.open_table(NUMBERS).map_err(io)?;
+        txn.commit().map_err(io)?;
+        Ok(store)
+    }
+
+    /// Keeps a number; on disk when this returns.
+    pub fn put_number(&self, number: &StoredNumber) -> Result<(), StoreError> {
+        let bytes = codec::encode(number);
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(NUMBERS).map_err(io)?;
+            table
+                .insert(number.phone_number.as_str(), bytes.as_slice())
+                .map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// Every kept number.
+    pub fn numbers(&self) -> Result<Vec<StoredNumber>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(NUMBERS).map_err(io)?;
+        let mut numbers = Vec::new();
+        for row in table.iter().map_err(io)? {
+            let (_, value) = row.map_err(io)?;
+            let number: StoredNumber =
+                codec::decode(value.value()).map_err(|_| StoreError::Corrupt("number"))?;
+            numbers.push(number);
+        }
+        Ok(numbers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(phone: &str) -> StoredNumber {
+        StoredNumber {
+            sid: format!("PN{:032x}", 7),
+            account_sid: "AC00000000000000000000000000000001".into(),
+            phone_number: phone.into(),
+            friendly_name: "front desk".into(),
+            voice: Some(("http://app.example/voice".into(), "POST".into())),
+            sms: None,
+            status_callback: None,
+            created_ms: 1_765_000_000_000,
+        }
+    }
+
+    #[test]
+    fn numbers_outlive_the_store_that_wrote_them() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", crate::account::random_hex()));
+        {
+            let store = Store::open(&dir).expect("opens");
+            store.put_number(&number("+14155550100")).expect("kept");
+            store.put_number(&number("+14155550101")).expect("kept");
+        }
+        let store = Store::open(&dir).expect("opens again");
+        let mut phones: Vec<String> = store
+            .numbers()
+            .expect("reads")
+            .into_iter()
+            .map(|n| n.phone_number)
+            .collect();
+        phones.sort();
+        assert_eq!(phones, ["+14155550100", "+14155550101"]);
+        assert_eq!(store.numbers().unwrap()[0], number("+14155550100"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_a_clear_error() {
+        let file =
+            std::env::temp_dir().join(format!("sb-store-file-{}", crate::account::random_hex()));
+        std::fs::write(&file, b"not a directory").unwrap();
+        let error = Store::open(&file).expect_err("refused");
+        assert!(error.to_string().starts_with("data_dir "), "{error}");
+        let _ = std::fs::remove_file(&file);
+    }
+}
