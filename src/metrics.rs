@@ -186,6 +186,10 @@ pub struct Metrics {
     pub replays_in_progress: IntGauge,
     /// Cluster mode: 1 while connected to NATS, 0 while not (0 when standalone).
     pub backbone_connected: IntGauge,
+    /// With `data_dir`: the size of the store's file on disk.
+    pub store_bytes: IntGauge,
+    /// With `data_dir`: the store's commits, by outcome (`ok`, `failed`).
+    pub store_commits: IntCounterVec,
     /// Cluster mode: a publish's wait for JetStream's acknowledgement.
     pub backbone_publish_ack: Histogram,
     /// Cluster mode: publishes the backbone did not take, by reason (`unavailable`,
@@ -424,6 +428,15 @@ impl Metrics {
                 "switchboard_backbone_connected",
                 "Cluster mode: 1 while connected to NATS, 0 while not (0 when standalone)",
             ),
+            store_bytes: reg.gauge(
+                "switchboard_store_bytes",
+                "With data_dir: the size of the store's file on disk (0 without)",
+            ),
+            store_commits: reg.counter_vec(
+                "switchboard_store_commits_total",
+                "With data_dir: the store's commits, by outcome",
+                &["outcome"],
+            ),
             backbone_publish_ack: reg.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "switchboard_backbone_publish_ack_seconds",
@@ -624,6 +637,7 @@ impl Metrics {
         }
         for outcome in ["ok", "failed"] {
             self.backbone_shared_writes.with_label_values(&[outcome]);
+            self.store_commits.with_label_values(&[outcome]);
         }
         for reason in [
             "subject",

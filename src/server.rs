@@ -69,9 +69,10 @@ pub async fn serve(
     );
     let store = match config.data_dir.as_str() {
         "" => None,
-        dir => Some(Arc::new(crate::store::Store::open(std::path::Path::new(
-            dir,
-        ))?)),
+        dir => Some(Arc::new(crate::store::Store::open(
+            std::path::Path::new(dir),
+            metrics.clone(),
+        )?)),
     };
     let workers = Config::resolve_count(config.workers);
     let cluster = config

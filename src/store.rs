@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::codec::{self, Decode, Encode};
+use crate::metrics::Metrics;
 
 /// Numbers by phone number: a [`StoredNumber`], codec-encoded.
 const NUMBERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("numbers");
@@ -68,6 +69,8 @@ pub struct StoredNumber {
 /// The open store of one node.
 pub struct Store {
     db: Database,
+    path: PathBuf,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,7 +81,7 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or makes) the store in `dir`, making the directory if missing.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
         let path = dir.join(FILE);
         let failed = |message: String| StoreError::Open {
             path: path.clone(),
@@ -86,12 +89,28 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| failed(e.to_string()))?;
-        let store = Store { db };
+        let store = Store { db, path, metrics };
         // Every table exists from the start, so reads never meet a missing one.
         let txn = store.db.begin_write().map_err(io)?;
         txn.open_table(NUMBERS).map_err(io)?;
-        txn.commit().map_err(io)?;
+        store.commit(txn)?;
         Ok(store)
+    }
+
+    /// Commits, counting it and measuring the file after.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        let committed = txn.commit().map_err(io);
+        let outcome = if committed.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .store_commits
+            .with_label_values(&[outcome])
+            .inc();
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            self.metrics
+                .store_bytes
+                .set(i64::try_from(meta.len()).unwrap_or(i64::MAX));
+        }
+        committed
     }
 
     /// Keeps a number; on disk when this returns.
@@ -104,7 +123,7 @@ impl Store {
                 .insert(number.phone_number.as_str(), bytes.as_slice())
                 .map_err(io)?;
         }
-        txn.commit().map_err(io)
+        self.commit(txn)
     }
 
     /// Every kept number.
@@ -143,11 +162,11 @@ mod tests {
     fn numbers_outlive_the_store_that_wrote_them() {
         let dir = std::env::temp_dir().join(format!("sb-store-{}", crate::account::random_hex()));
         {
-            let store = Store::open(&dir).expect("opens");
+            let store = Store::open(&dir, Metrics::new()).expect("opens");
             store.put_number(&number("+14155550100")).expect("kept");
             store.put_number(&number("+14155550101")).expect("kept");
         }
-        let store = Store::open(&dir).expect("opens again");
+        let store = Store::open(&dir, Metrics::new()).expect("opens again");
         let mut phones: Vec<String> = store
             .numbers()
             .expect("reads")
@@ -157,6 +176,10 @@ mod tests {
         phones.sort();
         assert_eq!(phones, ["+14155550100", "+14155550101"]);
         assert_eq!(store.numbers().unwrap()[0], number("+14155550100"));
+        assert!(
+            store.metrics.store_bytes.get() > 0,
+            "the file's size is measured"
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -166,7 +189,7 @@ mod tests {
         let file =
             std::env::temp_dir().join(format!("sb-store-file-{}", crate::account::random_hex()));
         std::fs::write(&file, b"not a directory").unwrap();
-        let error = Store::open(&file).expect_err("refused");
+        let error = Store::open(&file, Metrics::new()).expect_err("refused");
         assert!(error.to_string().starts_with("data_dir "), "{error}");
         let _ = std::fs::remove_file(&file);
     }

@@ -2,10 +2,11 @@
 //! with `data_dir`, what a node keeps survives `kill -9`. So far that is its
 //! provisioned numbers: the real binary, killed outright after a number was
 //! provisioned, starts again on the same directory and the number still routes
-//! calls to its application, with the same sid.
+//! calls to its application, with the same sid; the store's size is exported.
 
 use serde_json::Value;
 
+use crate::common::channels::scrape;
 use crate::common::twilio::{fresh_number, Api, AppServer};
 use crate::common::{http_client, random_hex};
 use crate::process::{self, Options};
@@ -56,6 +57,13 @@ async fn a_provisioned_number_survives_kill_9_and_still_routes_calls() {
     let request = app.first_request("/voice").await;
     request.assert_param("CallSid", &call);
     request.assert_param("To", &number);
+    let metrics = scrape(&handle).await;
+    let bytes = metrics
+        .series
+        .get("switchboard_store_bytes")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(bytes > 0.0, "the store's size is exported: {bytes}");
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
