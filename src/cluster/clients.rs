@@ -231,8 +231,9 @@ impl Backbone {
 
     /// Watches the bucket until `shutdown`, calling `changed` with each client's
     /// new list, in the order written (an entry deleted or expired: an empty
-    /// list). Runs on the calling thread (the server's). After a failure the
-    /// watch starts again after the last revision seen.
+    /// list), from what is written after the node started. Runs on the calling
+    /// thread (the server's). After a failure or a reconnect the watch starts
+    /// again after the last revision seen.
     pub fn watch_clients<F, Fut>(&self, mut shutdown: watch::Receiver<bool>, changed: F)
     where
         F: Fn(AccountIdx, Arc<str>, Vec<SharedSub>) -> Fut + 'static,
@@ -259,13 +260,23 @@ impl Backbone {
         F: Fn(AccountIdx, Arc<str>, Vec<SharedSub>) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
+        // A reconnect starts the watch again at once (a restarted NATS forgets it,
+        // and the watch would only notice by missed heartbeats).
+        let mut connections = self.inner.connections.subscribe();
+        connections.mark_unchanged();
         let Ok(store) = self.clients().await else {
             return;
         };
-        let watched = match *next {
-            Some(revision) => store.watch_from_revision(">", revision).await,
-            None => store.watch_all().await,
-        };
+        if next.is_none() {
+            // From now on: remember where "now" is, so that a watch made again
+            // after a failure misses nothing written in between.
+            let Ok(status) = store.status().await else {
+                return;
+            };
+            *next = Some(status.info.state.last_sequence.saturating_add(1));
+        }
+        let revision = next.unwrap_or(1);
+        let watched = store.watch_from_revision(">", revision).await;
         let mut entries = match watched {
             Ok(entries) => entries,
             Err(error) => {
@@ -273,8 +284,12 @@ impl Backbone {
                 return;
             }
         };
-        while let Some(entry) = entries.next().await {
-            let Ok(entry) = entry else { return };
+        loop {
+            let entry = tokio::select! {
+                entry = entries.next() => entry,
+                _ = connections.changed() => return,
+            };
+            let Some(Ok(entry)) = entry else { return };
             *next = Some(entry.revision.saturating_add(1));
             let Some((sid, client)) = parse_key(&entry.key) else {
                 self.shared_rejected(&EntryError::Malformed);

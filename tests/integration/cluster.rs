@@ -437,7 +437,8 @@ async fn publish_until(
 /// gauge into 0; NATS comes back on the same port and store, the node reconnects
 /// by itself, and node 2's subscriber (connected all along) gets every event that
 /// was answered 202, once and in order, and none that was answered 503. A
-/// control-channel change is refused with the same 503 meanwhile.
+/// control-channel change is refused with the same 503 meanwhile, and one made
+/// afterwards reaches a named client that stayed on node 2 throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
     let Some(mut nats) = NatsServer::start() else {
@@ -450,6 +451,10 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
     readyz_becomes(&node2, 200, WAIT).await;
     let (mut sub, _) = node2.stream_basic(0, "types=call.*").await;
     warm_up(&node1, &mut [(0, &mut sub)]).await;
+    // A named client on node 2 through the outage, for the shared sessions' watch.
+    let (mut named, _) = node2
+        .stream_basic(0, "client=through&types=call.start")
+        .await;
 
     let call = new_call_sid();
     let ev = |n: usize| marked("call.progress", &call, &n.to_string());
@@ -552,6 +557,24 @@ async fn nats_outage_refuses_publishes_and_nothing_accepted_is_lost() {
         markers(&got),
         accepted,
         "node 2's subscriber: every 202 once and in order, none of the 503s {refused:?}"
+    );
+
+    // Node 2 watches the shared client sessions again: a subscription made on
+    // node 1 after the outage reaches the named client's open stream there.
+    let added = create_sub(&node1, 0, "through", &[("types", "call.end")]).await;
+    let ended = new_call_sid();
+    let seen = publish_until_seen(
+        &node1,
+        &mut named,
+        |k| vec![marked("call.end", &ended, &format!("after-{k}"))],
+        |ev| ev.ty() == "call.end",
+        "a subscription made after the outage reaching node 2",
+    )
+    .await;
+    let end = seen.last().expect("seen");
+    assert_eq!(
+        string_list(&end.data["subscriptions"]),
+        std::slice::from_ref(&sid_of(&added))
     );
 }
 
