@@ -150,6 +150,9 @@ pub struct RetentionConfig {
     pub max_events: usize,
     /// Most events each broker shard keeps for `cursor=earliest` replays.
     pub shard_max_events: usize,
+    /// With `data_dir`: most events the node's event log keeps on disk (the
+    /// oldest go first; `max_age_secs` holds too).
+    pub store_max_events: usize,
 }
 
 /// Streaming connection settings.
@@ -502,6 +505,7 @@ impl Default for RetentionConfig {
             max_age_secs: 300,
             max_events: 10_000,
             shard_max_events: 100_000,
+            store_max_events: 1_000_000,
         }
     }
 }
@@ -674,6 +678,10 @@ impl Config {
             (
                 "retention.shard_max_events",
                 self.retention.shard_max_events,
+            ),
+            (
+                "retention.store_max_events",
+                self.retention.store_max_events,
             ),
             (
                 "webhook.initial_backoff_ms",

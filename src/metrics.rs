@@ -190,6 +190,14 @@ pub struct Metrics {
     pub store_bytes: IntGauge,
     /// With `data_dir`: the store's commits, by outcome (`ok`, `failed`).
     pub store_commits: IntCounterVec,
+    /// With `data_dir`: events the event log keeps on disk.
+    pub store_events: IntGauge,
+    /// With `data_dir`: publish requests kept by one group commit.
+    pub store_group_size: Histogram,
+    /// With `data_dir`: messages retention dropped from the event log.
+    pub store_pruned: IntCounter,
+    /// With `data_dir`: events read back from the event log for resuming clients.
+    pub store_history_events: IntCounter,
     /// Cluster mode: a publish's wait for JetStream's acknowledgement.
     pub backbone_publish_ack: Histogram,
     /// Cluster mode: publishes the backbone did not take, by reason (`unavailable`,
@@ -436,6 +444,25 @@ impl Metrics {
                 "switchboard_store_commits_total",
                 "With data_dir: the store's commits, by outcome",
                 &["outcome"],
+            ),
+            store_events: reg.gauge(
+                "switchboard_store_events",
+                "With data_dir: events the event log keeps on disk",
+            ),
+            store_group_size: reg.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "switchboard_store_group_size",
+                    "With data_dir: publish requests kept by one group commit (one fsync)",
+                )
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]),
+            )),
+            store_pruned: reg.counter(
+                "switchboard_store_pruned_total",
+                "With data_dir: messages retention dropped from the event log",
+            ),
+            store_history_events: reg.counter(
+                "switchboard_store_history_events_total",
+                "With data_dir: events read back from the event log for resuming clients",
             ),
             backbone_publish_ack: reg.add(Histogram::with_opts(
                 HistogramOpts::new(

@@ -13,6 +13,9 @@ use crate::limits::fair_share::{share_of, ShardShares, ShareSlot};
 use crate::limits::{record_refusal, Limit};
 use crate::metrics::{family, Metrics};
 
+/// Pause before offering accepted events again to a shard whose queue is full.
+const SHARD_FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Why events were not routed. Nothing of the request was published in either case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -96,23 +99,85 @@ impl Publisher {
 
     /// Builds the events of a request, stamped with one acceptance time.
     pub fn build(&self, account: AccountIdx, drafts: Vec<Draft>) -> Vec<SharedEvent> {
+        self.build_owned(account, drafts)
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    /// [`Publisher::build`], before the events are shared: a durable node gives
+    /// them their positions once they are kept.
+    pub fn build_owned(&self, account: AccountIdx, drafts: Vec<Draft>) -> Vec<Event> {
         let timestamp = event::now_rfc3339();
         let sid = &self.accounts.get(account).sid;
         drafts
             .into_iter()
-            .map(|draft| Arc::new(Event::build(account, sid, draft, &timestamp)))
+            .map(|draft| Event::build(account, sid, draft, &timestamp))
             .collect()
     }
 
-    /// Routes events built here or by another node of the cluster into this node's
-    /// shards, held to `publish.shard_queue`: all or nothing.
-    pub fn route_built(
+    /// Whether the shards of `events` would take them now, held to
+    /// `publish.shard_queue` as [`Publisher::route`] is; nothing is held after.
+    /// A durable node asks before it keeps a request, so one it would refuse is
+    /// never kept (and replayed after a restart to a publisher told 503).
+    pub fn check_room(&self, account: AccountIdx, events: &[Event]) -> Result<(), PublishError> {
+        self.distributor.with_map(|map| {
+            let mut targets: Vec<usize> = events
+                .iter()
+                .map(|event| map.shard_for(account, event.call_sid.as_deref()))
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            let slots = reserve(
+                map,
+                &targets,
+                self.shard_queue,
+                self.distributor.shares(),
+                account,
+            )
+            .inspect_err(|error| {
+                if matches!(error, PublishError::AccountShare { .. }) {
+                    record_refusal(&self.metrics, account, Limit::ShardShare);
+                }
+            })?;
+            for &shard in &targets {
+                map.shards[shard].depth.dec();
+            }
+            drop(slots);
+            Ok(())
+        })
+    }
+
+    /// Routes events a durable node has kept, with their message's ticket. Not
+    /// held to `publish.shard_queue`: the request was checked against it before it
+    /// was kept ([`Publisher::check_room`]), and a kept event must not be refused.
+    pub fn route_kept(
         &self,
         account: AccountIdx,
         events: Vec<SharedEvent>,
-        ticket: Option<Arc<Ticket>>,
+        ticket: Arc<Ticket>,
     ) -> Result<(), PublishError> {
-        self.route_events(account, events, self.shard_queue, ticket)
+        self.route_events(account, events, i64::MAX, Some(ticket))
+    }
+
+    /// Routes events read from the cluster's stream, held to
+    /// `publish.shard_queue` but waiting while a target shard's queue is full
+    /// rather than dropping them; `Err` only once the shards are gone.
+    pub async fn route_accepted(
+        &self,
+        account: AccountIdx,
+        events: Vec<SharedEvent>,
+        ticket: Arc<Ticket>,
+    ) -> Result<(), PublishError> {
+        loop {
+            let ticket = Some(ticket.clone());
+            match self.route_events(account, events.clone(), self.shard_queue, ticket) {
+                Err(PublishError::Overloaded | PublishError::AccountShare { .. }) => {
+                    tokio::time::sleep(SHARD_FULL_PAUSE).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     fn route_events(
@@ -138,7 +203,10 @@ impl Publisher {
             {
                 return Err(PublishError::Stopped);
             }
-            let slots = reserve(map, &batches, limit, self.distributor.shares(), account)
+            let targets: Vec<usize> = (0..batches.len())
+                .filter(|&i| !batches[i].is_empty())
+                .collect();
+            let slots = reserve(map, &targets, limit, self.distributor.shares(), account)
                 .inspect_err(|error| {
                     if matches!(error, PublishError::AccountShare { .. }) {
                         record_refusal(&self.metrics, account, Limit::ShardShare);
@@ -200,14 +268,11 @@ fn split_by_shard(map: &ShardMap, events: Vec<SharedEvent>) -> Vec<Vec<SharedEve
 /// so a batch is never half published. Returns the share slots in target order.
 fn reserve(
     map: &ShardMap,
-    batches: &[Vec<SharedEvent>],
+    targets: &[usize],
     limit: i64,
     shares: &ShardShares,
     account: AccountIdx,
 ) -> Result<Vec<ShareSlot>, PublishError> {
-    let targets: Vec<usize> = (0..batches.len())
-        .filter(|&i| !batches[i].is_empty())
-        .collect();
     let mut slots = Vec::with_capacity(targets.len());
     for (n, &shard) in targets.iter().enumerate() {
         // The account's share first: a refused account never touches the shard's
@@ -259,22 +324,6 @@ mod tests {
         ShardMap::new(shards)
     }
 
-    /// One event for each of `shards` (an empty batch for the others).
-    fn batches(n: usize, shards: &[usize]) -> Vec<Vec<SharedEvent>> {
-        let mut batches = vec![Vec::new(); n];
-        for &shard in shards {
-            let draft = Draft {
-                type_name: "call.progress".into(),
-                call_sid: None,
-                scope: None,
-                data: serde_json::Map::new().into(),
-            };
-            let event = Event::build(A, "AC0", draft, "t");
-            batches[shard].push(Arc::new(event));
-        }
-        batches
-    }
-
     fn depths(map: &ShardMap) -> Vec<i64> {
         map.shards.iter().map(|s| s.depth.get()).collect()
     }
@@ -283,11 +332,10 @@ mod tests {
     fn a_full_shard_refuses_the_whole_request_and_gives_every_slot_back() {
         let (map, shares) = (shard_map(3), ShardShares::default());
         // Two other accounts fill shard 2's queue of 2 (a share is 1 slot of it).
-        let held = [B, AccountIdx(2)]
-            .map(|other| reserve(&map, &batches(3, &[2]), 2, &shares, other).unwrap());
+        let held = [B, AccountIdx(2)].map(|other| reserve(&map, &[2], 2, &shares, other).unwrap());
         assert_eq!(depths(&map), [0, 0, 2]);
 
-        let refused = reserve(&map, &batches(3, &[0, 1, 2]), 2, &shares, A);
+        let refused = reserve(&map, &[0, 1, 2], 2, &shares, A);
         assert_eq!(refused.unwrap_err(), PublishError::Overloaded);
         assert_eq!(
             depths(&map),
@@ -296,7 +344,7 @@ mod tests {
         );
         // A's share slots of shards 0 and 1 came back too: it can take its whole
         // share (1 of 2) on each again.
-        let again = reserve(&map, &batches(3, &[0, 1]), 2, &shares, A).unwrap();
+        let again = reserve(&map, &[0, 1], 2, &shares, A).unwrap();
         assert_eq!(again.len(), 2);
         assert_eq!(depths(&map), [1, 1, 2]);
         drop(held);
@@ -307,11 +355,11 @@ mod tests {
         let (map, shares) = (shard_map(2), ShardShares::default());
         // A holds its share (2 of a queue of 4) of shard 1.
         let held: Vec<_> = (0..2)
-            .map(|_| reserve(&map, &batches(2, &[1]), 4, &shares, A).unwrap())
+            .map(|_| reserve(&map, &[1], 4, &shares, A).unwrap())
             .collect();
         assert_eq!(depths(&map), [0, 2]);
 
-        let refused = reserve(&map, &batches(2, &[0, 1]), 4, &shares, A);
+        let refused = reserve(&map, &[0, 1], 4, &shares, A);
         assert_eq!(
             refused.unwrap_err(),
             PublishError::AccountShare { share: 2 }
@@ -323,8 +371,8 @@ mod tests {
         );
         // The share slot taken on shard 0 went back with it, and B still finds
         // room on shard 1.
-        reserve(&map, &batches(2, &[0]), 4, &shares, A).unwrap();
-        reserve(&map, &batches(2, &[1]), 4, &shares, B).unwrap();
+        reserve(&map, &[0], 4, &shares, A).unwrap();
+        reserve(&map, &[1], 4, &shares, B).unwrap();
         assert_eq!(depths(&map), [1, 3]);
         drop(held);
     }
@@ -332,7 +380,7 @@ mod tests {
     #[test]
     fn an_accepted_request_takes_one_slot_per_target_shard_only() {
         let (map, shares) = (shard_map(3), ShardShares::default());
-        let slots = reserve(&map, &batches(3, &[0, 0, 2]), 4, &shares, A).unwrap();
+        let slots = reserve(&map, &[0, 2], 4, &shares, A).unwrap();
         assert_eq!(slots.len(), 2, "one share slot per target shard");
         assert_eq!(depths(&map), [1, 0, 1], "shard 1 has no batch and no slot");
         // Share slots go back with the batch; the depth is the shard's to release
@@ -340,7 +388,7 @@ mod tests {
         drop(slots);
         assert_eq!(depths(&map), [1, 0, 1]);
         let slots: Vec<_> = (0..2)
-            .map(|_| reserve(&map, &batches(3, &[0]), 4, &shares, A).unwrap())
+            .map(|_| reserve(&map, &[0], 4, &shares, A).unwrap())
             .collect();
         assert_eq!(depths(&map), [3, 0, 1]);
         drop(slots);

@@ -16,12 +16,14 @@ use crate::account::Accounts;
 use crate::actors::Topology;
 use crate::callrouter::sink::EventSink;
 use crate::callrouter::{CallRouter, RouterSettings};
-use crate::cluster::ClusterLink;
+use crate::cluster::order::{OrderLink, Source};
 use crate::config::Config;
 use crate::egress::Egress;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::store::events::Bounds;
+use crate::store::log::{EventLog, LogSettings};
 
 /// How long open connections get to finish after streams were told to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,17 +77,17 @@ pub async fn serve(
         )?)),
     };
     let workers = Config::resolve_count(config.workers);
-    let cluster = config
-        .cluster
-        .enabled()
-        .then(|| ClusterLink::new(&accounts));
+    let clustered = config.cluster.enabled();
+    // Events carry positions in cluster mode (the stream's) and on a durable
+    // single node (its event log's).
+    let order = (clustered || store.is_some()).then(|| OrderLink::new(&accounts));
     let topology = Arc::new(Topology::start(
         &config,
         &accounts,
         &metrics,
         &egress,
         workers,
-        cluster.clone(),
+        order.clone(),
     ));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
@@ -96,7 +98,7 @@ pub async fn serve(
         metrics.clone(),
         config.publish.shard_queue,
     );
-    let backbone = match &cluster {
+    let backbone = match order.as_ref().filter(|_| clustered) {
         Some(link) => Some(
             crate::cluster::Backbone::start(
                 &config,
@@ -111,16 +113,43 @@ pub async fn serve(
         ),
         None => None,
     };
+    // In cluster mode JetStream keeps the events; the store keeps the rest.
+    let log = match (&store, &order) {
+        (Some(store), Some(link)) if !clustered => {
+            let log = EventLog::start(
+                store.clone(),
+                link.landed.clone(),
+                accounts.clone(),
+                publisher.clone(),
+                LogSettings {
+                    bounds: Bounds {
+                        max_age_ms: config.retention.max_age_secs.saturating_mul(1000),
+                        max_events: config.retention.store_max_events as u64,
+                    },
+                    max_event_bytes: config.publish.max_event_bytes,
+                },
+                metrics.clone(),
+            )?;
+            link.read_history_from(Source::Store(log.clone()));
+            Some(log)
+        }
+        _ => None,
+    };
     let sink = match (
         reqwest::Url::parse(&config.call_router.publish_url),
         &backbone,
+        &log,
     ) {
-        (Ok(base), _) => EventSink::remote(base, accounts.clone()),
-        (Err(_), Some(backbone)) => EventSink::Cluster {
+        (Ok(base), _, _) => EventSink::remote(base, accounts.clone()),
+        (Err(_), Some(backbone), _) => EventSink::Cluster {
             publisher: Box::new(publisher.clone()),
             backbone: backbone.clone(),
         },
-        (Err(_), None) => EventSink::InProcess(Box::new(publisher.clone())),
+        (Err(_), None, Some(log)) => EventSink::Kept {
+            publisher: Box::new(publisher.clone()),
+            log: log.clone(),
+        },
+        (Err(_), None, None) => EventSink::InProcess(Box::new(publisher.clone())),
     };
     let call_router = CallRouter::new(
         accounts.clone(),
@@ -157,6 +186,7 @@ pub async fn serve(
         shutdown: shutdown_rx,
         replays,
         backbone,
+        log,
     };
     let data = web::Data::new(state);
     if let Some(backbone) = &data.backbone {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::account::Accounts;
-use crate::cluster::ClusterLink;
+use crate::cluster::order::OrderLink;
 use crate::config::Config;
 use crate::egress::Egress;
 use crate::limits::Quotas;
@@ -67,7 +67,7 @@ impl Topology {
         metrics: &Metrics,
         egress: &Egress,
         threads: usize,
-        cluster: Option<ClusterLink>,
+        order: Option<OrderLink>,
     ) -> Topology {
         // One per core, or as configured, within the supervisor's bounds.
         let (shards_min, shards_max) = config.shard_bounds();
@@ -103,7 +103,7 @@ impl Topology {
         ));
         let directory = Arc::new(Directory::default());
         let settings = ProxySettings {
-            cluster,
+            order,
             directory: directory.clone(),
             quotas: quotas.clone(),
             limits: outbox::Limits {

@@ -30,6 +30,9 @@ pub enum SinkError {
     /// The in-process router refused it (overload, shutdown).
     #[error(transparent)]
     Local(#[from] crate::publisher::PublishError),
+    /// The node's event log did not keep it.
+    #[error(transparent)]
+    Kept(#[from] crate::store::StoreError),
     /// The cluster's stream did not take it.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::BackboneError),
@@ -50,6 +53,13 @@ pub enum EventSink {
         publisher: Box<Publisher>,
         /// Stores it.
         backbone: crate::cluster::Backbone,
+    },
+    /// This process's event log (`data_dir`), then its shards.
+    Kept {
+        /// Builds the event.
+        publisher: Box<Publisher>,
+        /// Keeps and routes it.
+        log: crate::store::log::EventLog,
     },
     /// Another Switchboard's publish endpoint.
     Remote {
@@ -82,6 +92,10 @@ impl EventSink {
     pub async fn publish(&self, account: AccountIdx, draft: Draft) -> Result<(), SinkError> {
         match self {
             EventSink::InProcess(publisher) => Ok(publisher.route_call_event(account, draft)?),
+            EventSink::Kept { publisher, log } => {
+                let events = publisher.build_owned(account, vec![draft]);
+                Ok(log.append(account, events).await?)
+            }
             EventSink::Cluster {
                 publisher,
                 backbone,

@@ -13,26 +13,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::demand::Unready;
-use super::order::{self, Ticket};
 use super::{subject_account, wire, Backbone};
 use crate::account::{random_hex, AccountIdx};
-use crate::event::{Event, SharedEvent};
-use crate::publisher::{PublishError, Publisher};
+use crate::event::SharedEvent;
+use crate::publisher::Publisher;
 
 /// Pause before trying the stream again after it failed.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// Pause before offering events again to a shard whose queue is full: the consumer
-/// stops reading meanwhile, which is the back-pressure JetStream's flow control
-/// passes on.
-const SHARD_FULL_PAUSE: Duration = Duration::from_millis(2);
 
 /// What the backbone needs from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -236,7 +230,10 @@ impl<'a> Reader<'a> {
             inner.metrics.backbone_consumed.inc();
             let ticket = Arc::new(landed.read(info.stream_sequence));
             if let Some((account, events)) = take(backbone, &message, info.stream_sequence) {
-                if deliver(publisher, account, events, ticket).await.is_err() {
+                // While a shard's queue is full the consumer stops reading: the
+                // back-pressure JetStream's flow control passes on.
+                let routed = publisher.route_accepted(account, events, ticket).await;
+                if routed.is_err() {
                     return Ok(Stop::Stopped);
                 }
             }
@@ -283,56 +280,17 @@ pub(super) fn take(
         rejected("unknown_account");
         return None;
     };
-    let Ok(batch) = wire::decode(&message.payload) else {
-        rejected("decode");
-        return None;
-    };
-    let now = Instant::now();
-    let one_call = batch
-        .events
-        .windows(2)
-        .all(|pair| pair[0].parts().call_sid == pair[1].parts().call_sid);
-    let events: Result<Vec<SharedEvent>, _> = batch
-        .events
-        .iter()
-        .enumerate()
-        .map(|(index, wire)| {
-            let mut event = Event::from_parts(
-                account,
-                sid,
-                wire.parts(),
-                inner.settings.max_event_bytes,
-                now,
-                order::position(stream_seq, index),
-            )?;
-            event.one_call_message = one_call;
-            Ok::<_, crate::event::PartsError>(Arc::new(event))
-        })
-        .collect();
-    match events {
-        Ok(events) if !events.is_empty() => Some((account, events)),
-        _ => {
-            rejected("check");
+    match wire::events_at(
+        account,
+        sid,
+        &message.payload,
+        inner.settings.max_event_bytes,
+        stream_seq,
+    ) {
+        Ok(events) => Some((account, events)),
+        Err(reason) => {
+            rejected(reason.label());
             None
-        }
-    }
-}
-
-/// Routes a message's events into the shards, waiting while a shard's queue is full
-/// (never dropping them); `Err` once the shards are gone.
-async fn deliver(
-    publisher: &Publisher,
-    account: AccountIdx,
-    events: Vec<SharedEvent>,
-    ticket: Arc<Ticket>,
-) -> Result<(), PublishError> {
-    loop {
-        match publisher.route_built(account, events.clone(), Some(ticket.clone())) {
-            Ok(()) => return Ok(()),
-            Err(PublishError::Stopped) => return Err(PublishError::Stopped),
-            Err(PublishError::Overloaded | PublishError::AccountShare { .. }) => {
-                tokio::time::sleep(SHARD_FULL_PAUSE).await;
-            }
         }
     }
 }

@@ -88,7 +88,7 @@ impl Backbone {
             after => message_of(after).max(state.first_sequence),
         };
         // Messages after the cursor's own that the stream no longer has.
-        let mut gap = match query.after {
+        let gap = match query.after {
             0 => 0,
             after if message_of(after).saturating_add(1) < state.first_sequence => GAP_UNKNOWN,
             _ => 0,
@@ -115,8 +115,7 @@ impl Backbone {
             })
             .await
             .map_err(|e| failed(&e))?;
-        let mut kept: VecDeque<SharedEvent> = VecDeque::new();
-        let mut dropped = 0u64;
+        let mut kept = Collect::new(&query);
         'read: loop {
             let mut batch = consumer
                 .fetch()
@@ -133,19 +132,8 @@ impl Backbone {
                 if seq > state.last_sequence {
                     break 'read;
                 }
-                let events = take(self, &message, seq).map(|(_, events)| events);
-                for event in events.into_iter().flatten() {
-                    let fields = event.fields();
-                    if event.position <= query.after
-                        || !query.filters.iter().any(|f| f.matches(&fields))
-                    {
-                        continue;
-                    }
-                    kept.push_back(event);
-                    if kept.len() > query.limit {
-                        kept.pop_front();
-                        dropped += 1;
-                    }
+                if let Some((_, events)) = take(self, &message, seq) {
+                    kept.offer(events);
                 }
                 if pending == 0 || seq == state.last_sequence {
                     break 'read;
@@ -159,17 +147,58 @@ impl Backbone {
         if let Err(error) = stream.delete_consumer(&name).await {
             tracing::debug!(%error, "a history consumer is left to expire");
         }
-        if dropped > 0 {
-            gap = gap.saturating_add(dropped);
-        }
+        let history = kept.finish(end, gap);
         inner
             .metrics
             .backbone_history_events
-            .inc_by(kept.len() as u64);
-        Ok(History {
-            events: kept.into(),
+            .inc_by(history.events.len() as u64);
+        Ok(history)
+    }
+}
+
+/// Keeps the newest [`Query::limit`] events after the query's position that match
+/// one of its filters, counting the older ones it lets go: what a read of a
+/// client's history keeps, from the stream or from a node's store.
+pub struct Collect<'q> {
+    query: &'q Query,
+    kept: VecDeque<SharedEvent>,
+    dropped: u64,
+}
+
+impl<'q> Collect<'q> {
+    /// Nothing kept yet.
+    pub fn new(query: &'q Query) -> Collect<'q> {
+        Collect {
+            query,
+            kept: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Offers a message's events, in order.
+    pub fn offer(&mut self, events: Vec<SharedEvent>) {
+        for event in events {
+            let fields = event.fields();
+            if event.position <= self.query.after
+                || !self.query.filters.iter().any(|f| f.matches(&fields))
+            {
+                continue;
+            }
+            self.kept.push_back(event);
+            if self.kept.len() > self.query.limit {
+                self.kept.pop_front();
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// The history read up to position `end`; `gap` counts events known missing
+    /// before the first (to which the ones let go here are added).
+    pub fn finish(self, end: u64, gap: u64) -> History {
+        History {
+            events: self.kept.into(),
             end,
-            gap,
-        })
+            gap: gap.saturating_add(self.dropped),
+        }
     }
 }

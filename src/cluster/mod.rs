@@ -22,7 +22,7 @@ pub mod order;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
@@ -36,6 +36,7 @@ use crate::event::SharedEvent;
 use crate::limits::Quotas;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use order::OrderLink;
 
 /// How long a publish waits for JetStream's acknowledgement before it is refused.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +84,7 @@ struct Inner {
     /// Requests for an account's consumer, to the manager.
     demand: mpsc::UnboundedSender<demand::Need>,
     /// How far this node has landed each account's messages.
-    landed: Landings,
+    landed: order::Landings,
     /// What the consumers check messages against.
     settings: consumer::Settings,
     /// The thread the connection and the consumer run on: reads of the stream for
@@ -91,46 +92,6 @@ struct Inner {
     arbiter: actix_rt::ArbiterHandle,
     /// The bucket of shared client sessions, once made.
     clients: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
-}
-
-/// Each account's landed watermark: an account's messages are read by its own
-/// consumer, in stream order, and its clients' cursors only ever name its events.
-#[derive(Clone)]
-pub struct Landings(Arc<[Arc<order::Landed>]>);
-
-impl Landings {
-    /// The watermark of `account`.
-    pub fn of(&self, account: AccountIdx) -> Arc<order::Landed> {
-        self.0[account.0 as usize].clone()
-    }
-}
-
-/// What the node's proxies need of cluster mode: the landed watermarks their
-/// outboxes release by, and the backbone to read a resuming client's history from
-/// (set once the backbone has started: the proxies start first).
-#[derive(Clone)]
-pub struct ClusterLink {
-    /// How far this node has landed each account's messages.
-    pub landed: Landings,
-    backbone: Arc<OnceLock<Backbone>>,
-}
-
-impl ClusterLink {
-    /// A link for a node serving `accounts`.
-    pub fn new(accounts: &Accounts) -> ClusterLink {
-        ClusterLink {
-            landed: Landings(accounts.iter().map(|_| order::Landed::new()).collect()),
-            backbone: Arc::default(),
-        }
-    }
-
-    /// Reads a client's history from the stream ([`Backbone::history`]).
-    pub async fn history(&self, query: history::Query) -> Result<history::History, BackboneError> {
-        match self.backbone.get() {
-            Some(backbone) => backbone.history(query).await,
-            None => Err(BackboneError::Unavailable),
-        }
-    }
 }
 
 impl Backbone {
@@ -141,7 +102,7 @@ impl Backbone {
     /// stops when `shutdown` turns true.
     pub async fn start(
         config: &Config,
-        link: &ClusterLink,
+        link: &OrderLink,
         accounts: Arc<Accounts>,
         quotas: Arc<Quotas>,
         publisher: Publisher,
@@ -196,7 +157,7 @@ impl Backbone {
                 clients: tokio::sync::OnceCell::new(),
             }),
         };
-        let _ = link.backbone.set(backbone.clone());
+        link.read_history_from(order::Source::Stream(backbone.clone()));
         actix_rt::spawn(demand::manage(
             backbone.clone(),
             publisher,
@@ -244,7 +205,7 @@ impl Backbone {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let payload = wire::encode(events);
+        let payload = wire::encode(events.iter().map(|e| &**e));
         let max = inner.client.server_info().max_payload;
         if payload.len() > max {
             failed("too_large");

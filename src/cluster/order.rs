@@ -19,10 +19,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::Mutex;
 
+use super::history::{History, Query};
+use crate::account::{AccountIdx, Accounts};
 use crate::outbox::Outbox;
 
 /// Positions per stream message: above the most events a request may carry.
@@ -43,6 +45,73 @@ pub fn message_of(position: u64) -> u64 {
 /// The last position of the message stored at `stream_seq`.
 fn last_of(stream_seq: u64) -> u64 {
     position(stream_seq, (PER_MESSAGE - 1) as usize)
+}
+
+/// Each account's landed watermark: an account's messages are read (or, on a
+/// durable single node, kept) in sequence order, and its clients' cursors only
+/// ever name its events.
+#[derive(Clone)]
+pub struct Landings(Arc<[Arc<Landed>]>);
+
+impl Landings {
+    /// The watermark of `account`.
+    pub fn of(&self, account: AccountIdx) -> Arc<Landed> {
+        self.0[account.0 as usize].clone()
+    }
+}
+
+/// Where a client's history is read back from when its outbox here does not
+/// reach back to its cursor.
+#[derive(Clone)]
+pub enum Source {
+    /// Cluster mode: the JetStream stream.
+    Stream(super::Backbone),
+    /// A durable single node: its store (`data_dir`).
+    Store(crate::store::log::EventLog),
+}
+
+/// What the node's proxies need when events carry positions (cluster mode, or a
+/// single node with `data_dir`): the landed watermarks their outboxes release by,
+/// and where a resuming client's history is read from (set once that has started:
+/// the proxies start first).
+#[derive(Clone)]
+pub struct OrderLink {
+    /// How far this node has landed each account's events.
+    pub landed: Landings,
+    source: Arc<OnceLock<Source>>,
+}
+
+impl OrderLink {
+    /// A link for a node serving `accounts`.
+    pub fn new(accounts: &Accounts) -> OrderLink {
+        OrderLink {
+            landed: Landings(accounts.iter().map(|_| Landed::new()).collect()),
+            source: Arc::default(),
+        }
+    }
+
+    /// Histories are read from `source` from now on (set once; later calls do
+    /// nothing).
+    pub fn read_history_from(&self, source: Source) {
+        let _ = self.source.set(source);
+    }
+
+    /// Where histories are read from, as the `replays_total` label.
+    pub fn history_label(&self) -> &'static str {
+        match self.source.get() {
+            Some(Source::Store(_)) => "store",
+            _ => "stream",
+        }
+    }
+
+    /// Reads a client's history; `None` when it cannot be read now (the client is
+    /// then told of a gap of unknown size).
+    pub async fn history(&self, query: Query) -> Option<History> {
+        match self.source.get()? {
+            Source::Stream(backbone) => backbone.history(query).await.ok(),
+            Source::Store(log) => log.history(query).await,
+        }
+    }
 }
 
 /// How far this node has landed the stream (see the module docs). Shared by the

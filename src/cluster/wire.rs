@@ -44,11 +44,74 @@ impl WireEvent {
 }
 
 /// Encodes a request's events.
-pub fn encode(events: &[crate::event::SharedEvent]) -> Vec<u8> {
+pub fn encode<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     let batch = WireBatch {
-        events: events.iter().map(|event| wire_event(event)).collect(),
+        events: events.into_iter().map(wire_event).collect(),
     };
     codec::encode(&batch)
+}
+
+/// Whether every event of a message is of one call (or of none), so one shard
+/// routes them all in one batch ([`Event::one_call_message`]).
+pub fn one_call<'a>(mut call_sids: impl Iterator<Item = Option<&'a str>>) -> bool {
+    let first = call_sids.next();
+    call_sids.all(|sid| Some(sid) == first)
+}
+
+/// Why a kept or received message's events were not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The bytes do not decode.
+    Decode,
+    /// An event's parts do not check out, or the message is empty.
+    Check,
+}
+
+impl Unreadable {
+    /// The reason, as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Unreadable::Decode => "decode",
+            Unreadable::Check => "check",
+        }
+    }
+}
+
+/// Rebuilds the events of the message numbered `seq` (a stream or store sequence)
+/// for `account` (sid `sid`), each with its position, checking each as
+/// [`Event::from_parts`] does.
+pub fn events_at(
+    account: crate::account::AccountIdx,
+    sid: &str,
+    payload: &[u8],
+    max_event_bytes: usize,
+    seq: u64,
+) -> Result<Vec<crate::event::SharedEvent>, Unreadable> {
+    let batch = decode(payload).map_err(|_| Unreadable::Decode)?;
+    let now = std::time::Instant::now();
+    let one_call = one_call(batch.events.iter().map(|e| e.call_sid.as_deref()));
+    let events: Vec<_> = batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, wire)| {
+            let mut event = Event::from_parts(
+                account,
+                sid,
+                wire.parts(),
+                max_event_bytes,
+                now,
+                super::order::position(seq, index),
+            )
+            .map_err(|_| Unreadable::Check)?;
+            event.one_call_message = one_call;
+            Ok(std::sync::Arc::new(event))
+        })
+        .collect::<Result<_, _>>()?;
+    if events.is_empty() {
+        return Err(Unreadable::Check);
+    }
+    Ok(events)
 }
 
 fn wire_event(event: &Event) -> WireEvent {
@@ -111,7 +174,7 @@ mod tests {
     #[test]
     fn a_batch_crosses_whole_and_rebuilds_byte_for_byte() {
         let events = vec![event(1, Some("CA1")), event(2, None)];
-        let batch = decode(&encode(&events)).expect("decodes");
+        let batch = decode(&encode(events.iter().map(|e| &**e))).expect("decodes");
         assert_eq!(batch.events.len(), 2);
         for (wire, original) in batch.events.iter().zip(&events) {
             let copy = rebuilt(wire).expect("checks out");
@@ -124,8 +187,10 @@ mod tests {
 
     #[test]
     fn an_event_claiming_another_account_or_id_is_refused() {
-        let events = vec![event(1, Some("CA1"))];
-        let wire = &decode(&encode(&events)).expect("decodes").events[0];
+        let events = [event(1, Some("CA1"))];
+        let wire = &decode(&encode(events.iter().map(|e| &**e)))
+            .expect("decodes")
+            .events[0];
         let elsewhere = Event::from_parts(
             AccountIdx(3),
             "AC00000000000000000000000000000002",
@@ -142,7 +207,7 @@ mod tests {
 
     #[test]
     fn malformed_parts_are_refused_not_trusted() {
-        let wire = decode(&encode(&[event(1, Some("CA1"))]))
+        let wire = decode(&encode([&*event(1, Some("CA1"))]))
             .expect("decodes")
             .events[0]
             .clone();

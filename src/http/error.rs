@@ -135,6 +135,22 @@ impl From<crate::cluster::BackboneError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> ApiError {
+        match error {
+            crate::store::StoreError::Stopped => {
+                ApiError::unavailable("draining", "the server is shutting down")
+            }
+            // The cause is logged where it happened; the client learns only that
+            // nothing was kept.
+            _ => ApiError::unavailable(
+                "store_unavailable",
+                "the events could not be kept on disk; nothing was published, retry shortly",
+            ),
+        }
+    }
+}
+
 impl From<crate::publisher::PublishError> for ApiError {
     fn from(error: crate::publisher::PublishError) -> ApiError {
         let code = match error {

@@ -60,9 +60,19 @@ pub struct AppState {
     pub replays: Arc<tokio::sync::Semaphore>,
     /// Cluster mode's link to NATS JetStream; `None` on a standalone node.
     pub backbone: Option<crate::cluster::Backbone>,
+    /// A durable single node's event log (`data_dir`); `None` without one and in
+    /// cluster mode (where JetStream keeps the events).
+    pub log: Option<crate::store::log::EventLog>,
 }
 
 impl AppState {
+    /// Whether a publish waits for its events to be kept before its `202` (in
+    /// JetStream, or in the node's event log), so it is served by actix-web's
+    /// route rather than the front door's synchronous lane.
+    pub fn publish_waits(&self) -> bool {
+        self.backbone.is_some() || self.log.is_some()
+    }
+
     /// Whether the server is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)

@@ -67,18 +67,16 @@ async fn publish_read(
     };
     let checked = before_body(state, sid, &head)?;
     let body = read_body(payload, state.config.publish.max_body_bytes).await?;
-    match &state.backbone {
-        // The lane leaves publishes to this route in cluster mode: the 202 waits
-        // for JetStream.
-        Some(backbone) => {
-            let started = Instant::now();
-            let drafts = checked_drafts(state, checked, &body, started)?;
-            let ids = accept_clustered(state, backbone, checked.account, drafts).await?;
-            observe_latency(state, started);
-            Ok(ids)
-        }
-        None => publish_body(state, checked, &body),
+    if !state.publish_waits() {
+        return publish_body(state, checked, &body);
     }
+    // The lane leaves these publishes to this route: the 202 waits for JetStream
+    // or the event log.
+    let started = Instant::now();
+    let drafts = checked_drafts(state, checked, &body, started)?;
+    let ids = accept(state, checked.account, drafts).await?;
+    observe_latency(state, started);
+    Ok(ids)
 }
 
 /// The headers a publish reads, as sent (the first of each name).
@@ -236,18 +234,35 @@ fn route(
     Ok(state.publisher.route(account, drafts)?)
 }
 
-/// Accepts validated events: into this node's shards, or in cluster mode into the
-/// cluster's stream (every node's consumer then routes them, this one's too).
-/// Shared by publishing and client events.
+/// Accepts validated events: into this node's shards; with `data_dir` into its
+/// event log first; in cluster mode into the cluster's stream (every node's
+/// consumer then routes them, this one's too). Shared by publishing and client
+/// events.
 pub async fn accept(
     state: &AppState,
     account: AccountIdx,
     drafts: Vec<Draft>,
 ) -> Result<Vec<EventId>, ApiError> {
-    match &state.backbone {
-        Some(backbone) => accept_clustered(state, backbone, account, drafts).await,
-        None => route(state, account, drafts),
+    match (&state.backbone, &state.log) {
+        (Some(backbone), _) => accept_clustered(state, backbone, account, drafts).await,
+        (None, Some(log)) => accept_kept(state, log, account, drafts).await,
+        (None, None) => route(state, account, drafts),
     }
+}
+
+/// Keeps a request in the event log, then routes it: refused before it is kept
+/// when its shards have no room, so a 503 never leaves a kept event behind.
+async fn accept_kept(
+    state: &AppState,
+    log: &crate::store::log::EventLog,
+    account: AccountIdx,
+    drafts: Vec<Draft>,
+) -> Result<Vec<EventId>, ApiError> {
+    let events = state.publisher.build_owned(account, drafts);
+    state.publisher.check_room(account, &events)?;
+    let ids = events.iter().map(|event| event.id).collect();
+    log.append(account, events).await?;
+    Ok(ids)
 }
 
 async fn accept_clustered(
@@ -323,6 +338,7 @@ fn reject_reason(error: &ApiError) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::SERVICE_UNAVAILABLE if error.code == "draining" => "draining",
         StatusCode::SERVICE_UNAVAILABLE if error.code == "backbone_unavailable" => "backbone",
+        StatusCode::SERVICE_UNAVAILABLE if error.code == "store_unavailable" => "store",
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => "overload",
         _ => "invalid",
     }

@@ -11,12 +11,16 @@
 //!
 //! Each test starts its own NATS server and its own nodes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::Value;
 
+use crate::common::call_sequences::{
+    assert_each_once_in_call_order, call_event, last_cursor, publish_calls, read_calls,
+    until_calls_end, CALLS, PER_CALL,
+};
 use crate::common::channels::{
     create_sub, eventually_metrics, marked, markers, open_sse_with, post_form, scrape, send_json,
     sid_of, subs_path,
@@ -193,20 +197,6 @@ fn assert_backbone_unavailable(reply: &Reply, what: &str) {
 // ---------------------------------------------------------------------------
 // One event space, per-call order
 
-const CALLS: usize = 5;
-const PER_CALL: usize = 20;
-
-/// Event `seq` of call `c`: `call.start`, `call.progress`…, `call.end`, marked
-/// `c-seq`.
-fn call_event(calls: &[String], c: usize, seq: usize) -> Value {
-    let ty = match seq {
-        0 => "call.start",
-        s if s == PER_CALL - 1 => "call.end",
-        _ => "call.progress",
-    };
-    marked(ty, &calls[c], &format!("{c}-{seq}"))
-}
-
 /// Publishes every call's events on `node` as `account`, in order per call, the
 /// calls interleaved (their order rotating per round), as single objects or JSON
 /// arrays; returns the ids of the 202s.
@@ -233,62 +223,6 @@ async fn publish_interleaved(node: &TestServer, account: usize, calls: &[String]
         round += 1;
     }
     ids
-}
-
-/// Reads until every call of `calls` has delivered its `call.end` (bounded by
-/// `WAIT`); returns the events of those calls (warm-ups and notices dropped).
-async fn until_calls_end(who: &str, stream: &mut SseStream, calls: &[String]) -> Vec<SseEvent> {
-    let events = stream
-        .until_calls_end(calls, WAIT)
-        .await
-        .unwrap_or_else(|inc| panic!("{who}: not every call ended: {inc:?}"));
-    events
-        .into_iter()
-        .filter(|e| {
-            e.data["call_sid"]
-                .as_str()
-                .is_some_and(|call| calls.iter().any(|c| c == call))
-        })
-        .collect()
-}
-
-/// Every published id delivered exactly once, nothing else, and each call's
-/// markers `c-0 … c-(PER_CALL-1)` in order.
-#[track_caller]
-fn assert_each_once_in_call_order(
-    who: &str,
-    events: &[SseEvent],
-    calls: &[String],
-    published: &[String],
-) {
-    let mut seen = HashSet::new();
-    for e in events {
-        let id = e.data["id"].as_str().unwrap_or("").to_string();
-        assert!(seen.insert(id.clone()), "{who}: event {id} delivered twice");
-    }
-    let published: HashSet<String> = published.iter().cloned().collect();
-    assert_eq!(
-        published.len(),
-        calls.len() * PER_CALL,
-        "the 202s' ids repeat"
-    );
-    let lost: Vec<&String> = published.difference(&seen).collect();
-    let foreign: Vec<&String> = seen.difference(&published).collect();
-    assert!(
-        lost.is_empty() && foreign.is_empty(),
-        "{who}: {} lost, {} not published: lost {lost:?}, foreign {foreign:?}",
-        lost.len(),
-        foreign.len()
-    );
-    for (c, call) in calls.iter().enumerate() {
-        let got: Vec<SseEvent> = events
-            .iter()
-            .filter(|e| e.data["call_sid"].as_str() == Some(call.as_str()))
-            .cloned()
-            .collect();
-        let want: Vec<String> = (0..PER_CALL).map(|s| format!("{c}-{s}")).collect();
-        assert_eq!(markers(&got), want, "{who}: call {c} ({call}) out of order");
-    }
 }
 
 /// Three nodes on one NATS: a sequence published on node 1 (five calls
@@ -818,51 +752,6 @@ async fn the_load_tool_counts_a_fanout_published_on_one_node_and_read_on_two_oth
 
 // ---------------------------------------------------------------------------
 // Cluster-wide cursors
-
-/// Publishes calls' events `from..to` on `node` as account 0, one event a request,
-/// the calls interleaved; returns the ids of the 202s.
-async fn publish_calls(node: &TestServer, calls: &[String], from: usize, to: usize) -> Vec<String> {
-    let mut ids = Vec::new();
-    for seq in from..to {
-        for c in 0..calls.len() {
-            ids.extend(node.publish(0, &call_event(calls, c, seq)).await);
-        }
-    }
-    ids
-}
-
-/// Reads `n` events of `calls` (warm-ups dropped) within `WAIT`.
-async fn read_calls(
-    who: &str,
-    stream: &mut SseStream,
-    calls: &[String],
-    n: usize,
-) -> Vec<SseEvent> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ev = stream
-            .next_event(left)
-            .await
-            .unwrap_or_else(|err| panic!("{who}: {} of {n} events, then {err}", got.len()));
-        if ev.data["call_sid"]
-            .as_str()
-            .is_some_and(|call| calls.iter().any(|c| c == call))
-        {
-            got.push(ev);
-        }
-    }
-    got
-}
-
-/// The cursor of the last event read.
-fn last_cursor(events: &[SseEvent]) -> String {
-    events
-        .last()
-        .and_then(|e| e.id.clone())
-        .expect("every event carries its cursor in `id:`")
-}
 
 /// Node 2 is a real `switchboard serve` process. Its client has read part of what
 /// was published when node 2 is killed (SIGKILL, with events still on their way

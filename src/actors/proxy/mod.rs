@@ -46,7 +46,7 @@ use super::restart::Running;
 use super::session::{ClientSession, EndSession, TrackExpiry};
 use super::shard::{AddUpstream, BrokerShard, RemoveUpstream};
 use crate::account::{AccountIdx, Accounts};
-use crate::cluster::ClusterLink;
+use crate::cluster::order::OrderLink;
 use crate::config::WebhookConfig;
 use crate::filter::{Filter, SubscriptionIndex};
 use crate::limits::{QuotaError, Quotas};
@@ -82,9 +82,10 @@ pub struct ProxySettings {
     pub quotas: Arc<Quotas>,
     /// Which proxy holds which client.
     pub directory: Arc<Directory>,
-    /// Cluster mode: outboxes release events in the cluster's order, and a client
-    /// resuming from a position this node lacks is read back from the stream.
-    pub cluster: Option<ClusterLink>,
+    /// Cluster mode, or a single node with `data_dir`: outboxes release events in
+    /// position order, and a client resuming from a position its outbox here
+    /// lacks has its history read back (from the stream, or from the store).
+    pub order: Option<OrderLink>,
 }
 
 /// Where a moved session's actor's messages go until it writes to its new proxy.
@@ -240,7 +241,7 @@ impl EventProxy {
             self.settings.directory.release(account, client, self.id);
             return Err(SlotError::Quota(error));
         }
-        let outbox = match &self.settings.cluster {
+        let outbox = match &self.settings.order {
             Some(cluster) => {
                 Outbox::in_cluster_order(self.settings.limits, cluster.landed.of(account))
             }

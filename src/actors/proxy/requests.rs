@@ -26,7 +26,6 @@ use super::{
     SlotError, Subscribe, Subscribed, SubscriptionView, Unsubscribe, UpdateSubscription,
 };
 use crate::cluster::history::{History, Query};
-use crate::cluster::BackboneError;
 use crate::event::SharedEvent;
 use crate::limits::QuotaError;
 use crate::outbox::{MatchedSubs, Outbox, Resume, GAP_UNKNOWN};
@@ -75,13 +74,7 @@ impl EventProxy {
     /// its outbox, unless connection `conn` has been superseded meanwhile. A read
     /// that failed (NATS unreachable) leaves the connection at `after` with a gap
     /// of unknown size: the client is told, never left to believe it has it all.
-    fn apply_history(
-        &mut self,
-        slot: u32,
-        conn: u64,
-        after: u64,
-        read: Result<History, BackboneError>,
-    ) {
+    fn apply_history(&mut self, slot: u32, conn: u64, after: u64, read: Option<History>) {
         let Some(session) = self.sessions.get(slot) else {
             return;
         };
@@ -144,12 +137,14 @@ fn matched_sids(subs: &[&Sub], event: &SharedEvent) -> MatchedSubs {
     }
 }
 
-/// Cluster mode: after which position a connection must read the stream, if at
-/// all: from the start of retention for `cursor=earliest`, and after a cursor of
-/// this cluster that the client's outbox here does not cover (it was handed out
-/// by another node, or before this outbox existed). A cursor at 0 was handed out
-/// before its node had read the stream: there is nothing before it to resume.
-fn from_the_stream(outbox: &Outbox, resume: ResumeFrom) -> Option<u64> {
+/// With positions (cluster mode, or `data_dir`): after which position a
+/// connection must read its history, if at all: from the start of retention for
+/// `cursor=earliest`, and after a cursor of this cluster (or store) that the
+/// client's outbox here does not cover (it was handed out by another node, or
+/// before this outbox existed: before a restart, say). A cursor at 0 was handed
+/// out before its node knew where the log stood: there is nothing before it to
+/// resume.
+fn from_the_log(outbox: &Outbox, resume: ResumeFrom) -> Option<u64> {
     if !outbox.in_positions() {
         return None;
     }
@@ -212,10 +207,11 @@ impl Handler<Connect> for EventProxy {
             }
         }
         let outbox = self.sessions.get(slot).expect("made above").outbox.clone();
-        let history =
-            self.settings.cluster.clone().and_then(|cluster| {
-                from_the_stream(&outbox, msg.resume).map(|after| (cluster, after))
-            });
+        let history = self
+            .settings
+            .order
+            .clone()
+            .and_then(|link| from_the_log(&outbox, msg.resume).map(|after| (link, after)));
         // Attach before anything waits, so the session never looks idle meanwhile.
         let resume = match msg.resume {
             _ if history.is_some() => Resume::Pending, // positioned by the read
@@ -233,11 +229,15 @@ impl Handler<Connect> for EventProxy {
         };
         let registered = self.register(registrations, ctx);
         self.pending(slot, 1);
-        if let Some((cluster, after)) = history {
-            // Cluster mode: once the filters are registered everywhere, what the
-            // outbox lacks is read back from the stream, up to a position the
-            // live deliveries meanwhile reach; the merge keeps each position once.
-            self.metrics.replays.with_label_values(&["stream"]).inc();
+        if let Some((link, after)) = history {
+            // With positions: once the filters are registered everywhere, what the
+            // outbox lacks is read back from the stream or the store, up to a
+            // position the live deliveries meanwhile reach; the merge keeps each
+            // position once.
+            self.metrics
+                .replays
+                .with_label_values(&[link.history_label()])
+                .inc();
             let query = Query {
                 account: msg.account,
                 after,
@@ -247,7 +247,7 @@ impl Handler<Connect> for EventProxy {
             return Box::pin(
                 async move {
                     registered.await;
-                    cluster.history(query).await
+                    link.history(query).await
                 }
                 .into_actor(self)
                 .map(move |read, proxy, _| {

@@ -64,7 +64,7 @@ where
             Ok(head) => head,
             Err(left) => return (left, served),
         };
-        if state.backbone.is_some() && matches!(head.kind, Kind::Publish(_)) {
+        if state.publish_waits() && matches!(head.kind, Kind::Publish(_)) {
             // In cluster mode a publish's answer waits for JetStream, which the
             // lane's synchronous publish cannot: actix-web's route serves it.
             return (Left::Handover(std::mem::take(&mut read)), served);

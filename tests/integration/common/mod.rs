@@ -7,6 +7,7 @@
 //! written contract, so the helpers are written from the spec, not from the
 //! server's code.
 
+pub mod call_sequences;
 pub mod channels;
 pub mod nats;
 pub mod scrape;

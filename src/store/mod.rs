@@ -4,9 +4,12 @@
 //! a `kill -9` at any moment leaves the last committed state.
 //!
 //! What is kept so far: provisioned numbers, written before the create is
-//! answered and loaded back when the node starts. Events, sessions, cursors and
-//! webhook queues are not kept yet (docs/durability.md says what a restart
-//! loses).
+//! answered and loaded back when the node starts, and accepted events
+//! ([`events`], written by [`log`] before their `202`). Sessions and webhook
+//! queues are not kept yet (docs/durability.md says what a restart loses).
+
+pub mod events;
+pub mod log;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +41,12 @@ pub enum StoreError {
     /// A stored record does not decode (written by another version).
     #[error("a stored {0} does not decode")]
     Corrupt(&'static str),
+    /// The event log's sequence would pass `u64::MAX`.
+    #[error("the event log's sequence is exhausted")]
+    Full,
+    /// The log's writer thread is gone: the node is stopping.
+    #[error("the event log is stopped")]
+    Stopped,
 }
 
 fn io(error: impl std::fmt::Display) -> StoreError {
