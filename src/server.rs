@@ -164,11 +164,18 @@ pub async fn serve(
             max_call_secs: config.call_router.max_call_secs,
             start: crate::actors::call::start,
             store: store.clone(),
+            log: log.clone(),
         },
     );
     let restored = call_router.restore_numbers()?;
+    let interrupted = call_router.restore_records()?;
     if store.is_some() {
-        tracing::info!(numbers = restored, data_dir = %config.data_dir, "restored from the data directory");
+        tracing::info!(
+            numbers = restored,
+            interrupted_calls = interrupted.len(),
+            data_dir = %config.data_dir,
+            "restored from the data directory"
+        );
     }
     let calls = call_router.clone();
     let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
@@ -186,8 +193,10 @@ pub async fn serve(
         shutdown: shutdown_rx,
         replays,
         backbone,
-        log,
+        log: log.clone(),
+        restored: Arc::new(AtomicBool::new(log.is_none())),
     };
+    let data_log = log;
     let data = web::Data::new(state);
     if let Some(backbone) = &data.backbone {
         // Another node changed a client's subscriptions: the same here, if this
@@ -198,6 +207,7 @@ pub async fn serve(
             async move { http::control::shared::adopt(&state, account, client, shared, false).await }
         });
     }
+    let restoring = data.clone();
     let builder = actix_server::Server::build();
     let graceful = builder.graceful_shutdown_signal();
     let server = builder
@@ -223,7 +233,22 @@ pub async fn serve(
             )
         })?
         .run();
+    // Kept webhooks need the proxies, which start with the worker threads:
+    // `/readyz` answers 503 until they are back.
+    actix_web::rt::spawn(async move {
+        let clients = http::control::shared::restore_webhooks(&restoring).await;
+        if clients > 0 {
+            tracing::info!(clients, "restored kept webhook subscriptions");
+        }
+        // Once subscriptions are back, so the restored webhooks hear of it too.
+        restoring
+            .call_router
+            .announce_interrupted(interrupted)
+            .await;
+        restoring.restored.store(true, Ordering::Relaxed);
+    });
     let handle = server.handle();
+    let flush_log = data_log;
     actix_web::rt::spawn(async move {
         shutdown.await;
         tracing::info!(grace_secs = grace.as_secs(), "draining");
@@ -240,6 +265,12 @@ pub async fn serve(
                 given_up,
                 "webhook events still undelivered at the end of the drain are given up"
             );
+        }
+        // Webhooks' delivered cursors are on disk before the process ends.
+        if let Some(log) = flush_log {
+            if let Err(error) = log.flush().await {
+                tracing::warn!(%error, "cannot keep the webhooks' last cursors");
+            }
         }
         handle.stop(true).await;
     });

@@ -36,7 +36,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -51,6 +51,7 @@ use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::metrics::Metrics;
 use crate::outbox::{Entry, MatchedSubs};
+use crate::store::log::DeliveredCursor;
 use crate::wire;
 
 /// The header carrying the callback signature (API.md §5).
@@ -108,6 +109,8 @@ struct Inner {
     wake: Notify,
     /// Becomes `true` once, on close: ends the worker wherever it waits.
     closed: watch::Sender<bool>,
+    /// With `data_dir`: where acknowledged deliveries are kept ([`Webhook::keep`]).
+    kept: OnceLock<Arc<DeliveredCursor>>,
     metrics: Metrics,
 }
 
@@ -122,6 +125,9 @@ struct State {
     expires: Option<u64>,
     /// Closed or given up: nothing is queued any more.
     closed: bool,
+    /// Waiting for the events a restarted node owes it ([`Webhook::prefill`]):
+    /// nothing is sent meanwhile, so they go first.
+    held: bool,
 }
 
 impl Webhook {
@@ -157,9 +163,11 @@ impl Webhook {
                 next_seq: 1,
                 expires,
                 closed: false,
+                held: false,
             }),
             wake: Notify::new(),
             closed,
+            kept: OnceLock::new(),
             metrics,
         });
         let span = tracing::info_span!("webhook", callback = %inner.target);
@@ -193,6 +201,9 @@ impl Webhook {
             }
             let seq = state.next_seq;
             state.next_seq += 1;
+            if let Some(cursor) = inner.kept.get() {
+                cursor.lower_head(event.position);
+            }
             state.queue.push_back(Entry {
                 seq,
                 event,
@@ -206,6 +217,64 @@ impl Webhook {
             }
             metrics.webhook_pending.inc();
         }
+        inner.wake.notify_one();
+    }
+
+    /// With `data_dir`: keeps how far the callback has acknowledged the event
+    /// log in `cursor`; `held`, the webhook waits for [`Webhook::prefill`] before
+    /// it sends anything. Called right after [`Webhook::start`], before any push.
+    pub fn keep(&self, cursor: Arc<DeliveredCursor>, held: bool) {
+        let mut state = self.inner.state.lock();
+        state.held = held;
+        if !held {
+            // A new webhook owes nothing from before now.
+            cursor.set_head(lowest_position(&state.queue));
+        }
+        let _ = self.inner.kept.set(cursor);
+    }
+
+    /// The events a restarted node owes this webhook (read back from the event
+    /// log, oldest first), merged with those pushed meanwhile by position, each
+    /// once; then delivery starts. Bounded like [`Webhook::push`].
+    pub fn prefill(&self, owed: Vec<SharedEvent>, sid: Arc<str>) {
+        let inner = &self.inner;
+        let metrics = &inner.metrics;
+        let mut state = inner.state.lock();
+        state.held = false;
+        if state.closed {
+            drop(state);
+            metrics.webhook_giveups.inc_by(owed.len() as u64);
+            return;
+        }
+        let before = state.queue.len();
+        let mut all: Vec<(SharedEvent, MatchedSubs)> = owed
+            .into_iter()
+            .map(|event| (event, MatchedSubs::from_iter([sid.clone()])))
+            .chain(state.queue.drain(..).map(|entry| (entry.event, entry.subs)))
+            .collect();
+        // Stable: of two copies of a position, the owed one (first) is kept.
+        all.sort_by_key(|(event, _)| event.position);
+        all.dedup_by_key(|(event, _)| event.position);
+        let dropped = all.len().saturating_sub(inner.max_events);
+        for (event, subs) in all.into_iter().skip(dropped) {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.queue.push_back(Entry {
+                seq,
+                event,
+                subs,
+                at: Instant::now(),
+            });
+        }
+        let after = state.queue.len();
+        if let Some(cursor) = inner.kept.get() {
+            cursor.set_head(lowest_position(&state.queue));
+        }
+        drop(state);
+        metrics.events_dropped.inc_by(dropped as u64);
+        metrics
+            .webhook_pending
+            .add(gauge_delta(after as u64) - gauge_delta(before as u64));
         inner.wake.notify_one();
     }
 
@@ -273,6 +342,9 @@ impl Inner {
         if state.closed {
             return None;
         }
+        if state.held {
+            return Some(Vec::new());
+        }
         Some(state.queue.iter().take(self.max_batch).cloned().collect())
     }
 
@@ -288,6 +360,9 @@ impl Inner {
             while state.queue.front().is_some_and(|entry| entry.seq <= last) {
                 state.queue.pop_front();
                 removed += 1;
+            }
+            if let Some(cursor) = self.kept.get() {
+                cursor.set_head(lowest_position(&state.queue));
             }
             removed
         };
@@ -389,6 +464,12 @@ async fn run(inner: Arc<Inner>, client: reqwest::Client) {
             }
         }
     }
+}
+
+/// The lowest position queued: the queue is in arrival order, and events of
+/// different shards arrive out of position order.
+fn lowest_position(queue: &VecDeque<Entry>) -> Option<u64> {
+    queue.iter().map(|entry| entry.event.position).min()
 }
 
 /// On drain (API.md §8), waits until every webhook queue is empty — the workers go on

@@ -32,6 +32,8 @@ use crate::egress::Egress;
 use crate::event::Draft;
 use crate::limits::Quotas;
 use crate::metrics::Metrics;
+use crate::store::log::EventLog;
+use crate::store::records::RecordWrite;
 use crate::store::{Store, StoreError};
 use crate::twiml::Method;
 use app::AppClient;
@@ -185,6 +187,8 @@ pub struct CallRouter {
     start: StartCall,
     /// With `data_dir`: where provisioned numbers are kept.
     store: Option<Arc<Store>>,
+    /// With `data_dir` on a single node: where calls and messages are kept.
+    log: Option<EventLog>,
 }
 
 /// How the router starts a call: the actor lives in `actors::call`, which depends on
@@ -205,6 +209,8 @@ pub struct RouterSettings {
     pub start: StartCall,
     /// With `data_dir`: where provisioned numbers are kept.
     pub store: Option<Arc<Store>>,
+    /// With `data_dir` on a single node: where calls and messages are kept.
+    pub log: Option<EventLog>,
 }
 
 impl CallRouter {
@@ -226,6 +232,7 @@ impl CallRouter {
             max_call_secs,
             start,
             store,
+            log,
         } = settings;
         Arc::new(CallRouter {
             accounts,
@@ -241,6 +248,7 @@ impl CallRouter {
             stopping: AtomicBool::new(false),
             start,
             store,
+            log,
         })
     }
 
@@ -263,6 +271,94 @@ impl CallRouter {
             restored += 1;
         }
         Ok(restored)
+    }
+
+    /// With `data_dir`: the kept calls and messages back, within
+    /// `call_router.keep_ended` per account, before the node serves. A call that
+    /// was live when the node stopped without a drain (a crash) is recorded
+    /// `failed` and returned, so its `call.end` can be published
+    /// ([`CallRouter::announce_interrupted`]).
+    pub fn restore_records(&self) -> Result<Vec<CallRecord>, StoreError> {
+        let Some(log) = &self.log else {
+            return Ok(Vec::new());
+        };
+        let (calls, messages) = log.store().records()?;
+        let mut records: Vec<CallRecord> = calls
+            .into_iter()
+            .filter_map(|kept| {
+                let account = self.accounts.lookup(&kept.account_sid)?;
+                CallRecord::from_kept(account, kept)
+            })
+            .collect();
+        let now = Utc::now();
+        let mut interrupted = Vec::new();
+        for record in records.iter_mut().filter(|r| !r.status.is_final()) {
+            record.status = CallStatus::Failed;
+            record.updated = now;
+            record.end = Some(now);
+            record.duration = Some(0);
+            self.keep_call(record);
+            interrupted.push(record.clone());
+        }
+        // Oldest end first, so the newest are the ones kept.
+        records.sort_by_key(|r| r.end);
+        let mut messages: Vec<MessageRecord> = messages
+            .into_iter()
+            .filter_map(|kept| {
+                let account = self.accounts.lookup(&kept.account_sid)?;
+                MessageRecord::from_kept(account, kept)
+            })
+            .collect();
+        messages.sort_by_key(|m| m.created);
+        for record in records {
+            let (account, sid) = (record.account, record.sid.clone());
+            let mut registry = self.registry.lock();
+            registry.calls.insert(
+                sid.clone(),
+                CallEntry {
+                    record,
+                    addr: None,
+                    start: None,
+                    watchers: Vec::new(),
+                },
+            );
+            if let Some(old) = registry.ended_calls.push(account, sid) {
+                registry.calls.remove(&old);
+                drop(registry);
+                self.keep_record(RecordWrite::DropCall(old));
+            }
+        }
+        for record in messages {
+            self.remember_message(record);
+        }
+        Ok(interrupted)
+    }
+
+    /// Publishes `call.end` for calls a crash interrupted (`data.status`
+    /// `failed`, `data.interrupted` true). No status callback is requested: the
+    /// application's call ended with the node, long before.
+    pub async fn announce_interrupted(&self, calls: Vec<CallRecord>) {
+        for call in calls {
+            let mut data = Map::new();
+            data.insert("status".into(), call.status.as_str().into());
+            data.insert("duration".into(), 0.into());
+            data.insert("direction".into(), call.direction.as_str().into());
+            data.insert("interrupted".into(), true.into());
+            self.emit(call.account, "call.end", Some(&call.sid), data)
+                .await;
+        }
+    }
+
+    /// Keeps a call's record as it is now (with `data_dir`).
+    fn keep_call(&self, record: &CallRecord) {
+        let sid = &self.accounts.get(record.account).sid;
+        self.keep_record(RecordWrite::Call(record.kept(sid)));
+    }
+
+    fn keep_record(&self, write: RecordWrite) {
+        if let Some(log) = &self.log {
+            log.keep_record(write);
+        }
     }
 
     /// Signed requests to applications.
@@ -496,6 +592,7 @@ impl CallRouter {
             end: None,
             duration: None,
         };
+        self.keep_call(&record);
         self.registry.lock().calls.insert(
             sid.clone(),
             CallEntry {
@@ -625,6 +722,7 @@ impl CallRouter {
             if status == CallStatus::InProgress && entry.record.start.is_none() {
                 entry.record.start = Some(now);
             }
+            self.keep_call(&entry.record);
         }
     }
 
@@ -655,8 +753,10 @@ impl CallRouter {
             .with_label_values(&[outcome.status.as_str()])
             .inc();
         let account = entry.record.account;
+        self.keep_call(&entry.record);
         if let Some(old) = registry.ended_calls.push(account, sid.to_owned()) {
             registry.calls.remove(&old);
+            self.keep_record(RecordWrite::DropCall(old));
         }
     }
 
@@ -778,6 +878,13 @@ impl CallRouter {
     // ---- messages ----
 
     fn store_message(&self, record: MessageRecord) {
+        let sid = &self.accounts.get(record.account).sid;
+        self.keep_record(RecordWrite::Message(record.kept(sid)));
+        self.remember_message(record);
+    }
+
+    /// Lists a message, letting the account's oldest go past `keep_ended`.
+    fn remember_message(&self, record: MessageRecord) {
         let mut registry = self.registry.lock();
         let pushed_out = registry
             .message_order
@@ -785,6 +892,7 @@ impl CallRouter {
         registry.messages.insert(record.sid.clone(), record);
         if let Some(old) = pushed_out {
             registry.messages.remove(&old);
+            self.keep_record(RecordWrite::DropMessage(old));
         }
     }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::account::AccountIdx;
+use crate::store::records::{KeptCall, KeptMessage};
 use crate::store::StoredNumber;
 use crate::twiml::Method;
 
@@ -174,6 +175,19 @@ impl Direction {
     }
 }
 
+impl Direction {
+    /// The direction Twilio names `name`.
+    pub fn from_name(name: &str) -> Option<Direction> {
+        [
+            Direction::Inbound,
+            Direction::OutboundApi,
+            Direction::OutboundDial,
+        ]
+        .into_iter()
+        .find(|direction| direction.as_str() == name)
+    }
+}
+
 /// A call's state, as Twilio names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
@@ -208,6 +222,22 @@ impl CallStatus {
             CallStatus::Failed => "failed",
             CallStatus::Canceled => "canceled",
         }
+    }
+
+    /// The status Twilio names `name`.
+    pub fn from_name(name: &str) -> Option<CallStatus> {
+        [
+            CallStatus::Queued,
+            CallStatus::Ringing,
+            CallStatus::InProgress,
+            CallStatus::Completed,
+            CallStatus::Busy,
+            CallStatus::NoAnswer,
+            CallStatus::Failed,
+            CallStatus::Canceled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == name)
     }
 
     /// Whether the call is over.
@@ -248,7 +278,52 @@ pub struct CallRecord {
     pub duration: Option<u64>,
 }
 
+fn ms(at: &DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 impl CallRecord {
+    /// The call as the store keeps it (its account by sid).
+    pub fn kept(&self, account_sid: &str) -> KeptCall {
+        KeptCall {
+            sid: self.sid.clone(),
+            account_sid: account_sid.to_owned(),
+            parent: self.parent.clone(),
+            to: self.to.clone(),
+            from: self.from.clone(),
+            status: self.status.as_str().to_owned(),
+            direction: self.direction.as_str().to_owned(),
+            created_ms: ms(&self.created),
+            updated_ms: ms(&self.updated),
+            start_ms: self.start.as_ref().map(ms),
+            end_ms: self.end.as_ref().map(ms),
+            duration: self.duration,
+        }
+    }
+
+    /// A kept call again, for `account`; `None` when its status or direction
+    /// is not one this version knows.
+    pub fn from_kept(account: AccountIdx, kept: KeptCall) -> Option<CallRecord> {
+        Some(CallRecord {
+            status: CallStatus::from_name(&kept.status)?,
+            direction: Direction::from_name(&kept.direction)?,
+            sid: kept.sid,
+            account,
+            parent: kept.parent,
+            to: kept.to,
+            from: kept.from,
+            created: from_ms(kept.created_ms),
+            updated: from_ms(kept.updated_ms),
+            start: kept.start_ms.map(from_ms),
+            end: kept.end_ms.map(from_ms),
+            duration: kept.duration,
+        })
+    }
+
     /// Twilio's JSON for a Call.
     pub fn json(&self, account_sid: &str) -> Value {
         json!({
@@ -300,6 +375,41 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// The message as the store keeps it (its account by sid).
+    pub fn kept(&self, account_sid: &str) -> KeptMessage {
+        KeptMessage {
+            sid: self.sid.clone(),
+            account_sid: account_sid.to_owned(),
+            to: self.to.clone(),
+            from: self.from.clone(),
+            body: self.body.clone(),
+            status: self.status.to_owned(),
+            direction: self.direction.to_owned(),
+            created_ms: ms(&self.created),
+            error_code: self.error_code,
+        }
+    }
+
+    /// A kept message again, for `account`; `None` when its status or direction
+    /// is not one this version knows.
+    pub fn from_kept(account: AccountIdx, kept: KeptMessage) -> Option<MessageRecord> {
+        let known = |name: &str, names: &[&'static str]| names.iter().copied().find(|n| *n == name);
+        Some(MessageRecord {
+            status: known(&kept.status, &["sent", "received", "failed"])?,
+            direction: known(
+                &kept.direction,
+                &["outbound-api", "inbound", "outbound-reply"],
+            )?,
+            sid: kept.sid,
+            account,
+            to: kept.to,
+            from: kept.from,
+            body: kept.body,
+            created: from_ms(kept.created_ms),
+            error_code: kept.error_code,
+        })
+    }
+
     /// Twilio's JSON for a Message.
     pub fn json(&self, account_sid: &str) -> Value {
         json!({

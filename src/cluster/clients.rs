@@ -67,13 +67,18 @@ pub enum EntryError {
 impl SharedSub {
     /// The shared form of a stream subscription; `None` for a webhook's.
     pub fn of(view: &SubscriptionView) -> Option<SharedSub> {
-        view.callback.is_none().then(|| SharedSub {
+        view.callback.is_none().then(|| SharedSub::from_view(view))
+    }
+
+    /// A subscription's sid, filter and expiry, webhook or not.
+    pub fn from_view(view: &SubscriptionView) -> SharedSub {
+        SharedSub {
             sid: view.sid.to_string(),
             types: view.types.clone().unwrap_or_default(),
             wheres: view.wheres.clone(),
             scopes: view.scopes.clone(),
             expires: view.expires,
-        })
+        }
     }
 
     /// The subscription again, its filter checked as a control-channel request's.

@@ -96,6 +96,14 @@ impl OrderLink {
         let _ = self.source.set(source);
     }
 
+    /// The node's event log, on a durable single node.
+    pub fn log(&self) -> Option<&crate::store::log::EventLog> {
+        match self.source.get()? {
+            Source::Store(log) => Some(log),
+            Source::Stream(_) => None,
+        }
+    }
+
     /// Where histories are read from, as the `replays_total` label.
     pub fn history_label(&self) -> &'static str {
         match self.source.get() {

@@ -400,6 +400,7 @@ async fn create(
                 callback: callback.flatten(),
             },
             sid: None,
+            delivered: None,
         })
         .await??;
     if created {

@@ -23,6 +23,12 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             "the server is shutting down",
         ));
     }
+    if !state.restored.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::unavailable(
+            "restoring",
+            "the node is restoring what its data directory keeps",
+        ));
+    }
     if state.backbone.as_ref().is_some_and(|b| !b.ready()) {
         return Err(ApiError::unavailable(
             "backbone_unavailable",

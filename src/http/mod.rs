@@ -63,6 +63,9 @@ pub struct AppState {
     /// A durable single node's event log (`data_dir`); `None` without one and in
     /// cluster mode (where JetStream keeps the events).
     pub log: Option<crate::store::log::EventLog>,
+    /// Whether what the node keeps is back (with `data_dir`, its webhooks are
+    /// made again once the proxies run); `/readyz` answers 503 until then.
+    pub restored: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {

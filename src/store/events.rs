@@ -42,6 +42,17 @@ pub struct StoredMessage {
     pub batch: Vec<u8>,
 }
 
+/// What one group commit writes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Writes<'a> {
+    /// Accepted requests, in the order they get their sequences.
+    pub messages: &'a [&'a StoredMessage],
+    /// Clients' subscriptions and webhooks' cursors.
+    pub clients: &'a [super::clients::ClientWrite],
+    /// The call router's records.
+    pub records: &'a [super::records::RecordWrite],
+}
+
 /// Where the log stands: read when the store opens, then kept by the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogState {
@@ -91,24 +102,20 @@ impl Store {
         Ok(state)
     }
 
-    /// Keeps `messages` in one transaction (one `fsync`), numbered from
-    /// `state.last_seq + 1` in order; returns their sequences. `state` moves only
-    /// once the commit has returned.
-    pub fn append<'m>(
-        &self,
-        state: &mut LogState,
-        messages: impl IntoIterator<Item = &'m StoredMessage>,
-    ) -> Result<Vec<u64>, StoreError> {
+    /// Commits `writes` in one transaction (one `fsync`): the messages numbered
+    /// from `state.last_seq + 1` in order, and the clients' writes. Returns the
+    /// messages' sequences. `state` moves only once the commit has returned.
+    pub fn write(&self, state: &mut LogState, writes: Writes<'_>) -> Result<Vec<u64>, StoreError> {
         let mut next = *state;
-        let mut seqs = Vec::new();
+        let mut seqs = Vec::with_capacity(writes.messages.len());
         let txn = self.db.begin_write().map_err(io)?;
-        {
+        if !writes.messages.is_empty() {
             let mut rows = txn.open_table(MESSAGES).map_err(io)?;
             let mut index = txn.open_table(BY_ACCOUNT).map_err(io)?;
-            for message in messages {
+            for message in writes.messages {
                 next.last_seq = next.last_seq.checked_add(1).ok_or(StoreError::Full)?;
                 next.events = next.events.saturating_add(u64::from(message.events));
-                rows.insert(next.last_seq, codec::encode(message).as_slice())
+                rows.insert(next.last_seq, codec::encode(*message).as_slice())
                     .map_err(io)?;
                 index
                     .insert(
@@ -122,6 +129,8 @@ impl Store {
             meta.insert(LAST_SEQ, next.last_seq).map_err(io)?;
             meta.insert(EVENTS, next.events).map_err(io)?;
         }
+        super::clients::apply(&txn, writes.clients)?;
+        super::records::apply(&txn, writes.records)?;
         self.commit(txn)?;
         *state = next;
         Ok(seqs)
@@ -244,6 +253,15 @@ mod tests {
         std::env::temp_dir().join(format!("sb-events-{}", crate::account::random_hex()))
     }
 
+    fn append(store: &Store, state: &mut LogState, messages: &[StoredMessage]) -> Vec<u64> {
+        let messages: Vec<&StoredMessage> = messages.iter().collect();
+        let writes = Writes {
+            messages: &messages,
+            ..Writes::default()
+        };
+        store.write(state, writes).expect("kept")
+    }
+
     fn read(store: &Store, account: &str, from: u64) -> (Vec<u64>, Span) {
         let mut seqs = Vec::new();
         let span = store
@@ -259,11 +277,9 @@ mod tests {
             let store = Store::open(&dir, Metrics::new()).expect("opens");
             let mut state = store.log_state().expect("state");
             assert_eq!((state.last_seq, state.events), (0, 0));
-            let seqs = store
-                .append(&mut state, &[message(A, 1, 2), message(B, 1, 1)])
-                .expect("kept");
+            let seqs = append(&store, &mut state, &[message(A, 1, 2), message(B, 1, 1)]);
             assert_eq!(seqs, [1, 2]);
-            let seqs = store.append(&mut state, &[message(A, 2, 1)]).unwrap();
+            let seqs = append(&store, &mut state, &[message(A, 2, 1)]);
             assert_eq!(seqs, [3]);
             state.identity
         };
@@ -290,7 +306,7 @@ mod tests {
         let store = Store::open(&dir, Metrics::new()).expect("opens");
         let mut state = store.log_state().unwrap();
         let batch: Vec<_> = (0..6).map(|n| message(A, 1000 + n * 100, 2)).collect();
-        store.append(&mut state, &batch).unwrap();
+        append(&store, &mut state, &batch);
         assert_eq!(state.events, 12);
         let bounds = Bounds {
             max_age_ms: 250,

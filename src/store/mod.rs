@@ -5,11 +5,15 @@
 //!
 //! What is kept so far: provisioned numbers, written before the create is
 //! answered and loaded back when the node starts, and accepted events
-//! ([`events`], written by [`log`] before their `202`). Sessions and webhook
-//! queues are not kept yet (docs/durability.md says what a restart loses).
+//! ([`events`], written by [`log`] before their `202`), clients' subscriptions
+//! and webhooks' delivery cursors ([`clients`]), and the call router's calls
+//! and messages ([`records`]). docs/durability.md says what a
+//! restart still loses.
 
+pub mod clients;
 pub mod events;
 pub mod log;
+pub mod records;
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +106,8 @@ impl Store {
         // Every table exists from the start, so reads never meet a missing one.
         let txn = store.db.begin_write().map_err(io)?;
         txn.open_table(NUMBERS).map_err(io)?;
+        clients::create_tables(&txn)?;
+        records::create_tables(&txn)?;
         store.commit(txn)?;
         Ok(store)
     }

@@ -7,7 +7,12 @@
 //!   `cursor=earliest` replays what was kept;
 //! - twenty kills at random points of a steady publish lose no acknowledged
 //!   event;
-//! - a provisioned number keeps routing calls to its application, with its sid.
+//! - a webhook subscription's queued events are delivered after the restart,
+//!   and those its callback had acknowledged are not sent again; a client's
+//!   control-channel subscription is found by a stream URL without filters;
+//! - a provisioned number keeps routing calls to its application, with its sid;
+//! - ended calls and messages are listed as before; a call the kill interrupted
+//!   is `failed`, with a `call.end` saying so.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -19,7 +24,10 @@ use crate::common::call_sequences::{
     assert_each_once_in_call_order, last_cursor, publish_calls, read_calls, until_calls_end, CALLS,
     PER_CALL,
 };
-use crate::common::channels::{marked, markers, open_sse_with, scrape};
+use crate::common::channels::{
+    create_sub, eventually_metrics, marked, markers, open_sse_with, request, scrape, sid_of,
+    subs_path, HookReceiver, HookRequest,
+};
 use crate::common::twilio::{fresh_number, Api, AppServer};
 use crate::common::{http_client, new_call_sid, random_hex, SseEvent, WAIT};
 use crate::process::{self, Options};
@@ -142,6 +150,107 @@ async fn accepted_events_survive_kill_9_and_a_client_resumes_with_its_last_event
         Some((CALLS * PER_CALL + 1) as f64),
         "the log's size is exported"
     );
+}
+
+/// The events' markers of the requests a webhook receiver answered 200, in order.
+fn acked_markers(requests: &[HookRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.answered == 200)
+        .flat_map(|r| r.events())
+        .map(|e| e["data"]["n"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A webhook's callback acknowledges three events, then fails; four more
+/// are queued, retried, when the node is killed outright. The node and the
+/// callback come back: the four are delivered in order, then what is published
+/// next, and none of the three acknowledged ones again. A client's stream
+/// subscription made on the control channel is kept too: after the restart the
+/// control channel lists it, with its sid, and a stream URL naming only the
+/// client gets its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_with_queued_events_and_a_control_channel_subscription_survive_kill_9() {
+    let node = Durable::new();
+    let config = "[egress]\nallow_private_networks = true\n[webhook]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\n";
+    let mut first = node.start(config).await;
+    let h1 = first.handle();
+    let receiver = HookReceiver::start(0).await;
+    let port = receiver.port;
+    let hook = create_sub(
+        &h1,
+        0,
+        "api",
+        &[("types", "call.*"), ("callback", &receiver.url("/hook"))],
+    )
+    .await;
+    let desk = create_sub(&h1, 0, "desk", &[("types", "call.*")]).await;
+    let call = new_call_sid();
+    for n in 0..3 {
+        h1.publish(0, &marked("call.progress", &call, &format!("a{n}")))
+            .await;
+    }
+    receiver
+        .wait_for(WAIT, "acknowledged a0..a2", |r| acked_markers(r).len() == 3)
+        .await;
+    // The acknowledgement is taken (and its cursor queued for the store) before
+    // the pending gauge drops.
+    eventually_metrics(&h1, "no webhook event pending", |m| {
+        m.value("switchboard_webhook_pending_events", &[]) == 0.0
+    })
+    .await;
+    receiver.fail_from_now();
+    for n in 0..4 {
+        h1.publish(0, &marked("call.progress", &call, &format!("b{n}")))
+            .await;
+    }
+    receiver
+        .wait_for(WAIT, "refused b0 at least once", |r| {
+            r.iter().any(|r| r.answered == 500)
+        })
+        .await;
+    first.kill();
+    drop(receiver);
+
+    let receiver = HookReceiver::start_on(port, 0).await;
+    let second = node.start(config).await;
+    let h2 = second.handle();
+    h2.publish(0, &marked("call.end", &call, "c0")).await;
+    let got = receiver
+        .wait_for(WAIT, "delivered b0..b3 and c0", |r| {
+            acked_markers(r).last().map(String::as_str) == Some("c0")
+        })
+        .await;
+    assert_eq!(
+        acked_markers(&got),
+        ["b0", "b1", "b2", "b3", "c0"],
+        "what was queued, in order, then the new event; nothing acknowledged before"
+    );
+
+    let listed = request(
+        &h2,
+        reqwest::Method::GET,
+        &subs_path(&h2, 0, "api"),
+        h2.creds(0),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["subscriptions"][0]["sid"], hook["sid"]);
+    let path = format!("{}?client=desk", h2.stream_path(0));
+    let mut stream = open_sse_with(&h2, &path, h2.creds(0), &[])
+        .await
+        .unwrap_or_else(|reply| panic!("desk: {} {}", reply.status, reply.text()));
+    let open = stream.expect_open().await;
+    let subscriptions = open.data["data"]["subscriptions"].to_string();
+    assert!(
+        subscriptions.contains(&sid_of(&desk)),
+        "the kept subscription, with its sid: {subscriptions}"
+    );
+    h2.publish(0, &marked("call.start", &new_call_sid(), "d0"))
+        .await;
+    let events = stream.until_marker("d0", WAIT).await;
+    assert_eq!(markers(&events), ["d0"]);
 }
 
 /// Rounds of the kill test.
@@ -321,4 +430,138 @@ async fn a_provisioned_number_survives_kill_9_and_still_routes_calls() {
         .copied()
         .unwrap_or(0.0);
     assert!(bytes > 0.0, "the store's size is exported: {bytes}");
+}
+
+/// A completed call, a call still live and an SMS, then `kill -9`. After the
+/// restart the completed call and the message read back as they were, and the
+/// live call is `failed`, its `call.end` (published at the restart, marked
+/// `interrupted`) on the event stream after the first call's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_and_interrupted_calls_and_messages_survive_kill_9() {
+    let node = Durable::new();
+    let config = "[egress]\nallow_private_networks = true\n";
+    let app = AppServer::start(&node.token);
+    app.twiml("/short", "<Response><Hangup/></Response>");
+    app.twiml("/hold", r#"<Response><Pause length="3600"/></Response>"#);
+    let mut first = node.start(config).await;
+    let h1 = first.handle();
+    let api = Api::new(&h1, 0);
+    let short = api.voice_number(&app.url("/short")).await;
+    let hold = api.voice_number(&app.url("/hold")).await;
+    let ended = api.sim_call("+14155550100", &short).await;
+    let ended_before = api.final_call(&ended).await;
+    let live = api.sim_call("+14155550101", &hold).await;
+    app.first_request("/hold").await;
+    let sms = api.sim_message("+14155550102", &short, "hello").await;
+    first.kill();
+
+    let second = node.start(config).await;
+    let h2 = second.handle();
+    let api = Api::new(&h2, 0);
+    let ended_after = api.call(&ended).await;
+    for field in ["status", "start_time", "end_time", "duration", "from", "to"] {
+        assert_eq!(ended_after[field], ended_before[field], "{field}");
+    }
+    assert_eq!(ended_after["status"], "completed");
+    let live_after = api.call(&live).await;
+    assert_eq!(live_after["status"], "failed", "{live_after}");
+    assert!(live_after["end_time"].is_string(), "{live_after}");
+    let message = api.get(&format!("Messages/{sms}.json")).await;
+    assert_eq!(message.status, 200, "{}", message.text());
+    assert_eq!(message.json()["body"], "hello");
+
+    let path = format!(
+        "{}?client=audit&types=call.end&cursor=earliest",
+        h2.stream_path(0)
+    );
+    let mut audit = open_sse_with(&h2, &path, h2.creds(0), &[])
+        .await
+        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
+    audit.expect_open().await;
+    let mut ends = Vec::new();
+    while ends.len() < 2 {
+        let event = audit.next_event(WAIT).await.expect("two call.end events");
+        if event.data["type"] == "call.end" {
+            ends.push(event.data);
+        }
+    }
+    assert_eq!(ends[0]["call_sid"], json!(ended));
+    assert_eq!(ends[1]["call_sid"], json!(live));
+    assert_eq!(ends[1]["data"]["status"], "failed");
+    assert_eq!(ends[1]["data"]["interrupted"], true);
+}
+
+/// A webhook whose callback is down during a drain (SIGTERM): the drain gives
+/// its queue up in memory and exits 0, and the restarted node delivers it, in
+/// order: what a drain cannot deliver is kept, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_keeps_what_a_webhook_could_not_deliver() {
+    let node = Durable::new();
+    let config = "[egress]\nallow_private_networks = true\n[webhook]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\ndrain_secs = 1\n";
+    let mut first = node.start(config).await;
+    let h1 = first.handle();
+    let port = crate::common::free_port();
+    let callback = format!("http://127.0.0.1:{port}/hook");
+    create_sub(
+        &h1,
+        0,
+        "api",
+        &[("types", "call.*"), ("callback", &callback)],
+    )
+    .await;
+    let call = new_call_sid();
+    for n in 0..3 {
+        h1.publish(0, &marked("call.progress", &call, &format!("q{n}")))
+            .await;
+    }
+    first.sigterm();
+    let status = first.wait_exit(WAIT).await;
+    assert!(status.success(), "a drain exits 0: {status:?}");
+
+    let receiver = HookReceiver::start_on(port, 0).await;
+    let _second = node.start(config).await;
+    let got = receiver
+        .wait_for(WAIT, "delivered q0..q2", |r| acked_markers(r).len() >= 3)
+        .await;
+    assert_eq!(acked_markers(&got), ["q0", "q1", "q2"]);
+}
+
+/// Retention holds on disk: with `retention.store_max_events = 10`, fifty
+/// events published leave at most ten kept once the writer has pruned (within
+/// a second or so), the pruned ones counted; `cursor=earliest` replays only the
+/// newest ten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_prunes_to_its_retention_on_disk() {
+    let node = Durable::new();
+    let server = node.start("[retention]\nstore_max_events = 10\n").await;
+    let handle = server.handle();
+    let call = new_call_sid();
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        ids.extend(
+            handle
+                .publish(0, &marked("call.progress", &call, &n.to_string()))
+                .await,
+        );
+    }
+    eventually_metrics(&handle, "the log pruned to ten events", |m| {
+        m.value("switchboard_store_events", &[]) <= 10.0
+            && m.value("switchboard_store_pruned_total", &[]) >= 40.0
+    })
+    .await;
+    let path = format!(
+        "{}?client=late&types=call.*&cursor=earliest",
+        handle.stream_path(0)
+    );
+    let mut late = open_sse_with(&handle, &path, handle.creds(0), &[])
+        .await
+        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
+    late.expect_open().await;
+    let got = late.until_marker("49", WAIT).await;
+    let replayed: Vec<String> = got
+        .iter()
+        .filter(|e| e.data["type"] == "call.progress")
+        .filter_map(|e| e.data["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(replayed, ids[40..], "the newest ten, in order");
 }

@@ -207,8 +207,13 @@ pub struct Subscribe {
     pub client: Arc<str>,
     /// The subscription.
     pub subscription: NewSubscription,
-    /// Its sid when another node made it (cluster mode); `None`: a new one.
+    /// Its sid when another node made it (cluster mode) or it is restored from
+    /// the store (`data_dir`); `None`: a new one.
     pub sid: Option<Arc<str>>,
+    /// A webhook restored from the store: its callback had acknowledged every
+    /// event up to this position, and what the event log holds after it is
+    /// delivered first. `None` otherwise.
+    pub delivered: Option<u64>,
 }
 
 /// List a client's subscriptions.

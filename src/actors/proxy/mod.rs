@@ -290,14 +290,20 @@ impl EventProxy {
             })
     }
 
+    /// Starts subscription `sid`'s webhook. With `data_dir` its deliveries are
+    /// kept; `delivered` is set for a webhook restored after a restart, which
+    /// waits for what it is owed after that position (see
+    /// [`EventProxy::prefill_webhook`]).
     fn start_webhook(
         &self,
         account: AccountIdx,
+        sid: &Arc<str>,
         url: &Arc<str>,
         expires: Option<u64>,
+        delivered: Option<u64>,
     ) -> Arc<Webhook> {
         let webhooks = &self.settings.webhooks;
-        Webhook::start(
+        let webhook = Webhook::start(
             webhooks.client.clone(),
             url.clone(),
             webhooks.accounts.get(account).auth_token.clone().into(),
@@ -305,7 +311,15 @@ impl EventProxy {
             &webhooks.config,
             self.settings.limits.max_events,
             self.metrics.clone(),
-        )
+        );
+        if let Some(link) = &self.settings.order {
+            if let Some(log) = link.log() {
+                let cursor =
+                    log.delivered_cursor(sid, link.landed.of(account), delivered.unwrap_or(0));
+                webhook.keep(cursor, delivered.is_some());
+            }
+        }
+        webhook
     }
 
     /// Adds a subscription under a new key; returns its key and the upstream
@@ -316,6 +330,7 @@ impl EventProxy {
         slot: u32,
         new: NewSubscription,
         sid: Option<Arc<str>>,
+        delivered: Option<u64>,
     ) -> (u64, Option<Registration>) {
         let key = self
             .sessions
@@ -328,7 +343,7 @@ impl EventProxy {
         let webhook = new
             .callback
             .as_ref()
-            .map(|url| self.start_webhook(account, url, new.expires));
+            .map(|url| self.start_webhook(account, &sid, url, new.expires, delivered));
         self.transport_gauge(webhook.is_some()).inc();
         let (upstream, registration) = self.hold_filter(account, &new.filter, key);
         self.sessions.insert_sub(

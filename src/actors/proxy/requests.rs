@@ -202,7 +202,7 @@ impl Handler<Connect> for EventProxy {
                         return ready(Routed::Here(Err(error)));
                     }
                     subscribed = true;
-                    registrations.extend(self.add_sub(msg.account, slot, new, None).1)
+                    registrations.extend(self.add_sub(msg.account, slot, new, None, None).1)
                 }
             }
         }
@@ -332,17 +332,68 @@ impl Handler<Subscribe> for EventProxy {
             Err(SlotError::Quota(error)) => return ready(Routed::Here(Err(error))),
             Err(SlotError::Elsewhere) => return ready(Routed::Elsewhere),
         };
-        let (key, registration) = self.add_sub(msg.account, slot, msg.subscription, msg.sid);
+        let filter = msg.subscription.filter.clone();
+        let (key, registration) =
+            self.add_sub(msg.account, slot, msg.subscription, msg.sid, msg.delivered);
         let subscribed = Subscribed {
             view: self.sessions.view(key).expect("just added"),
             created: true,
         };
         let registered = self.register(registration.into_iter().collect(), ctx);
         self.pending(slot, 1);
-        Box::pin(registered.into_actor(self).map(move |(), proxy, _| {
-            proxy.pending(slot, -1);
-            Routed::Here(Ok(subscribed))
-        }))
+        // A webhook restored after a restart: once its filter is registered, what
+        // the event log holds after its cursor is read back and queued first.
+        let owed = msg
+            .delivered
+            .filter(|_| webhook)
+            .zip(self.settings.order.clone())
+            .map(|(after, link)| {
+                let query = Query {
+                    account: msg.account,
+                    after,
+                    filters: vec![filter],
+                    limit: self.settings.limits.max_events,
+                };
+                (link, query)
+            });
+        Box::pin(
+            async move {
+                registered.await;
+                match owed {
+                    Some((link, query)) => Some(link.history(query).await),
+                    None => None,
+                }
+            }
+            .into_actor(self)
+            .map(move |owed, proxy, _| {
+                if let Some(owed) = owed {
+                    proxy.prefill_webhook(key, owed);
+                }
+                proxy.pending(slot, -1);
+                Routed::Here(Ok(subscribed))
+            }),
+        )
+    }
+}
+
+impl EventProxy {
+    /// Queues what a restored webhook is owed (`None`: the log could not be read,
+    /// logged), then lets it deliver.
+    fn prefill_webhook(&self, key: u64, owed: Option<History>) {
+        let Some(sub) = self.sessions.sub(key) else {
+            return;
+        };
+        let Some(webhook) = &sub.webhook else {
+            return;
+        };
+        let events = match owed {
+            Some(history) => history.events,
+            None => {
+                tracing::warn!(sid = %sub.sid, "what a webhook was owed could not be read back; it delivers from now on");
+                Vec::new()
+            }
+        };
+        webhook.prefill(events, sub.sid.clone());
     }
 }
 
@@ -443,7 +494,9 @@ impl EventProxy {
                 old.close();
             }
             sub.callback = callback.clone();
-            let webhook = callback.map(|url| self.start_webhook(msg.account, &url, expires));
+            let sid = sub.sid.clone();
+            let webhook =
+                callback.map(|url| self.start_webhook(msg.account, &sid, &url, expires, None));
             if was_webhook && webhook.is_none() {
                 self.settings.quotas.release_webhook(msg.account);
             }

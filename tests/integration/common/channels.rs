@@ -564,6 +564,8 @@ impl HookRequest {
 pub struct HookReceiver {
     pub port: u16,
     pub requests: Arc<Mutex<Vec<HookRequest>>>,
+    /// Set: every request is answered `500` (a callback gone bad).
+    failing: Arc<std::sync::atomic::AtomicBool>,
     notify: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -580,32 +582,55 @@ impl HookReceiver {
     }
 
     /// Like [`HookReceiver::start`], on a chosen port (a receiver that was down
-    /// comes up).
+    /// comes up). A port still held by a receiver just dropped (its listener
+    /// goes when its aborted task is next polled) is tried again, within `WAIT`.
     pub async fn start_on(port: u16, fail_first: usize) -> HookReceiver {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind hook receiver");
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => break listener,
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => panic!("bind hook receiver: {error}"),
+            }
+        };
         let port = listener.local_addr().expect("local_addr").port();
         let requests: Arc<Mutex<Vec<HookRequest>>> = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(tokio::sync::Notify::new());
-        let (reqs, note) = (requests.clone(), notify.clone());
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reqs, note, fails) = (requests.clone(), notify.clone(), failing.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (reqs, note) = (reqs.clone(), note.clone());
+                let (reqs, note, fails) = (reqs.clone(), note.clone(), fails.clone());
                 tokio::spawn(async move {
-                    let _ = serve_hook_connection(sock, reqs, note, fail_first).await;
+                    let fail = Fail {
+                        first: fail_first,
+                        from_now: fails,
+                    };
+                    let _ = serve_hook_connection(sock, reqs, note, fail).await;
                 });
             }
         });
         HookReceiver {
             port,
             requests,
+            failing,
             notify,
             task,
         }
+    }
+
+    /// Every request from now on is answered `500`, on open connections too.
+    pub fn fail_from_now(&self) {
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -655,11 +680,19 @@ impl HookReceiver {
     }
 }
 
+/// When a `HookReceiver` answers `500`.
+struct Fail {
+    /// The first this many requests.
+    first: usize,
+    /// Everything once set.
+    from_now: Arc<std::sync::atomic::AtomicBool>,
+}
+
 async fn serve_hook_connection(
     sock: TcpStream,
     requests: Arc<Mutex<Vec<HookRequest>>>,
     notify: Arc<tokio::sync::Notify>,
-    fail_first: usize,
+    fail: Fail,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(sock);
     loop {
@@ -722,7 +755,12 @@ async fn serve_hook_connection(
         }
         let answered = {
             let mut reqs = requests.lock();
-            let answered = if reqs.len() < fail_first { 500 } else { 200 };
+            let failing = fail.from_now.load(std::sync::atomic::Ordering::Relaxed);
+            let answered = if failing || reqs.len() < fail.first {
+                500
+            } else {
+                200
+            };
             reqs.push(HookRequest {
                 method,
                 target,
