@@ -199,17 +199,10 @@ impl Webhook {
                 }
                 dropped += 1;
             }
-            let seq = state.next_seq;
-            state.next_seq += 1;
             if let Some(cursor) = inner.kept.get() {
                 cursor.lower_head(event.position);
             }
-            state.queue.push_back(Entry {
-                seq,
-                event,
-                subs,
-                at: Instant::now(),
-            });
+            state.enqueue(event, subs);
             drop(state);
             if dropped > 0 {
                 metrics.events_dropped.inc_by(dropped);
@@ -257,14 +250,7 @@ impl Webhook {
         all.dedup_by_key(|(event, _)| event.position);
         let dropped = all.len().saturating_sub(inner.max_events);
         for (event, subs) in all.into_iter().skip(dropped) {
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            state.queue.push_back(Entry {
-                seq,
-                event,
-                subs,
-                at: Instant::now(),
-            });
+            state.enqueue(event, subs);
         }
         let after = state.queue.len();
         if let Some(cursor) = inner.kept.get() {
@@ -315,6 +301,20 @@ impl fmt::Debug for Webhook {
             .field("callback", &self.inner.target)
             .field("pending", &self.pending())
             .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Queues an event at the back, with the next sequence number.
+    fn enqueue(&mut self, event: SharedEvent, subs: MatchedSubs) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back(Entry {
+            seq,
+            event,
+            subs,
+            at: Instant::now(),
+        });
     }
 }
 

@@ -197,29 +197,31 @@ mod tests {
         }
     }
 
+    fn write(store: &Store, clients: &[ClientWrite]) {
+        let mut state = store.log_state().expect("state");
+        let writes = Writes {
+            clients,
+            ..Writes::default()
+        };
+        store.write(&mut state, writes).expect("kept");
+    }
+
     #[test]
     fn clients_and_webhook_cursors_outlive_the_store_and_go_with_their_subscription() {
         let dir = std::env::temp_dir().join(format!("sb-clients-{}", crate::account::random_hex()));
         let hook = sub(2, Some("https://hooks.example/in"));
         {
             let store = Store::open(&dir, Metrics::new()).expect("opens");
-            let mut state = store.log_state().unwrap();
-            let writes = vec![
-                client_write("desk", vec![sub(1, None), hook.clone()]),
-                ClientWrite::Delivered {
-                    sid: hook.sub.sid.clone(),
-                    position: 4096,
-                },
-            ];
-            store
-                .write(
-                    &mut state,
-                    Writes {
-                        clients: &writes,
-                        ..Writes::default()
+            write(
+                &store,
+                &[
+                    client_write("desk", vec![sub(1, None), hook.clone()]),
+                    ClientWrite::Delivered {
+                        sid: hook.sub.sid.clone(),
+                        position: 4096,
                     },
-                )
-                .expect("kept");
+                ],
+            );
         }
         let store = Store::open(&dir, Metrics::new()).expect("opens again");
         let rows = store.kept_clients().expect("reads");
@@ -230,29 +232,10 @@ mod tests {
         assert!(store.kept_client(A, "other").unwrap().is_none());
 
         // The webhook is deleted: its cursor goes too; an empty list, the row.
-        let mut state = store.log_state().unwrap();
-        let writes = [client_write("desk", vec![sub(1, None)])];
-        store
-            .write(
-                &mut state,
-                Writes {
-                    clients: &writes,
-                    ..Writes::default()
-                },
-            )
-            .unwrap();
+        write(&store, &[client_write("desk", vec![sub(1, None)])]);
         assert_eq!(store.webhook_cursor(&hook.sub.sid).unwrap(), None);
         assert_eq!(store.kept_client(A, "desk").unwrap().unwrap().subs.len(), 1);
-        let writes = [client_write("desk", Vec::new())];
-        store
-            .write(
-                &mut state,
-                Writes {
-                    clients: &writes,
-                    ..Writes::default()
-                },
-            )
-            .unwrap();
+        write(&store, &[client_write("desk", Vec::new())]);
         assert!(store.kept_clients().unwrap().is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);

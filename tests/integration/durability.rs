@@ -29,7 +29,7 @@ use crate::common::channels::{
     subs_path, HookReceiver, HookRequest,
 };
 use crate::common::twilio::{fresh_number, Api, AppServer};
-use crate::common::{http_client, new_call_sid, random_hex, SseEvent, WAIT};
+use crate::common::{http_client, new_call_sid, random_hex, SseEvent, SseStream, TestServer, WAIT};
 use crate::process::{self, Options};
 
 /// A fresh account and data directory for one test; the directory is removed
@@ -105,10 +105,7 @@ async fn accepted_events_survive_kill_9_and_a_client_resumes_with_its_last_event
     let second = node.start("").await;
     let h2 = second.handle();
     let path = format!("{}?{query}", h2.stream_path(0));
-    let mut back = open_sse_with(&h2, &path, h2.creds(0), &[("Last-Event-ID", &cursor)])
-        .await
-        .unwrap_or_else(|reply| panic!("resume: {} {}", reply.status, reply.text()));
-    back.expect_open().await;
+    let (mut back, _) = stream(&h2, &path, Some(&cursor)).await;
     let after = until_calls_end("client after the restart", &mut back, &calls).await;
     let mut all = before.clone();
     all.extend(after.iter().cloned());
@@ -118,23 +115,12 @@ async fn accepted_events_survive_kill_9_and_a_client_resumes_with_its_last_event
         "{}?client=late&types=call.*&cursor=earliest",
         h2.stream_path(0)
     );
-    let mut late = open_sse_with(&h2, &earliest, h2.creds(0), &[])
-        .await
-        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
-    late.expect_open().await;
+    let (mut late, _) = stream(&h2, &earliest, None).await;
     let replayed = until_calls_end("cursor=earliest", &mut late, &calls).await;
     assert_each_once_in_call_order("cursor=earliest", &replayed, &calls, &published);
 
     drop(back);
-    let mut again = open_sse_with(
-        &h2,
-        &path,
-        h2.creds(0),
-        &[("Last-Event-ID", &last_cursor(&after))],
-    )
-    .await
-    .unwrap_or_else(|reply| panic!("second resume: {} {}", reply.status, reply.text()));
-    again.expect_open().await;
+    let (mut again, _) = stream(&h2, &path, Some(&last_cursor(&after))).await;
     h2.publish(0, &marked("call.end", &new_call_sid(), "tail"))
         .await;
     let got = again.until_marker("tail", WAIT).await;
@@ -238,10 +224,7 @@ async fn a_webhook_with_queued_events_and_a_control_channel_subscription_survive
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert_eq!(listed.json()["subscriptions"][0]["sid"], hook["sid"]);
     let path = format!("{}?client=desk", h2.stream_path(0));
-    let mut stream = open_sse_with(&h2, &path, h2.creds(0), &[])
-        .await
-        .unwrap_or_else(|reply| panic!("desk: {} {}", reply.status, reply.text()));
-    let open = stream.expect_open().await;
+    let (mut stream, open) = stream(&h2, &path, None).await;
     let subscriptions = open.data["data"]["subscriptions"].to_string();
     assert!(
         subscriptions.contains(&sid_of(&desk)),
@@ -251,6 +234,24 @@ async fn a_webhook_with_queued_events_and_a_control_channel_subscription_survive
         .await;
     let events = stream.until_marker("d0", WAIT).await;
     assert_eq!(markers(&events), ["d0"]);
+}
+
+/// An open stream of account 0 at `path` (with `Last-Event-ID` when given),
+/// and its `stream.open`.
+async fn stream(
+    server: &TestServer,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> (SseStream, SseEvent) {
+    let headers: Vec<(&str, &str)> = last_event_id
+        .map(|id| ("Last-Event-ID", id))
+        .into_iter()
+        .collect();
+    let mut stream = open_sse_with(server, path, server.creds(0), &headers)
+        .await
+        .unwrap_or_else(|reply| panic!("{path}: {} {}", reply.status, reply.text()));
+    let open = stream.expect_open().await;
+    (stream, open)
 }
 
 /// Rounds of the kill test.
@@ -345,10 +346,7 @@ async fn no_acknowledged_event_is_missing_after_twenty_kills_at_random_points() 
         "{}?client=audit&types=call.*&cursor=earliest",
         handle.stream_path(0)
     );
-    let mut audit = open_sse_with(&handle, &path, handle.creds(0), &[])
-        .await
-        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
-    audit.expect_open().await;
+    let (mut audit, _) = stream(&handle, &path, None).await;
     let mut missing: HashSet<&str> = acked.iter().flatten().map(|(id, _)| id.as_str()).collect();
     let mut seen: Vec<SseEvent> = Vec::new();
     let deadline = Instant::now() + WAIT * 3;
@@ -474,10 +472,7 @@ async fn ended_and_interrupted_calls_and_messages_survive_kill_9() {
         "{}?client=audit&types=call.end&cursor=earliest",
         h2.stream_path(0)
     );
-    let mut audit = open_sse_with(&h2, &path, h2.creds(0), &[])
-        .await
-        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
-    audit.expect_open().await;
+    let (mut audit, _) = stream(&h2, &path, None).await;
     let mut ends = Vec::new();
     while ends.len() < 2 {
         let event = audit.next_event(WAIT).await.expect("two call.end events");
@@ -553,10 +548,7 @@ async fn the_event_log_prunes_to_its_retention_on_disk() {
         "{}?client=late&types=call.*&cursor=earliest",
         handle.stream_path(0)
     );
-    let mut late = open_sse_with(&handle, &path, handle.creds(0), &[])
-        .await
-        .unwrap_or_else(|reply| panic!("earliest: {} {}", reply.status, reply.text()));
-    late.expect_open().await;
+    let (mut late, _) = stream(&handle, &path, None).await;
     let got = late.until_marker("49", WAIT).await;
     let replayed: Vec<String> = got
         .iter()
