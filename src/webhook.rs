@@ -33,6 +33,12 @@
 //!
 //! **Drain**: on SIGTERM the server waits ([`flush`]) up to `webhook.drain_secs` for
 //! the workers to empty their queues before the proxies stop and close the webhooks.
+//!
+//! **With `data_dir`** ([`Webhook::keep`]): the worker keeps the lowest position it
+//! still holds in a [`DeliveredCursor`], which the event log writes with its
+//! commits; a webhook made again after a restart waits for what it is owed after
+//! that position ([`Webhook::prefill`]), so what a crash or a drain left queued is
+//! delivered by the next process (docs/durability.md).
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -76,8 +76,14 @@ impl Topology {
         let proxy_count = Config::resolve_count(config.proxies).clamp(proxies_min, proxies_max);
         let placement = Arc::new(Placement::new(threads, metrics.actor_restarts.clone()));
         let factory = ShardFactory {
+            // With positions (cluster mode, `data_dir`) `cursor=earliest` reads the
+            // stream or the event log, never the shards' rings: they keep nothing.
             retention: (
-                config.retention.shard_max_events,
+                if order.is_some() {
+                    0
+                } else {
+                    config.retention.shard_max_events
+                },
                 Duration::from_secs(config.retention.max_age_secs),
             ),
             metrics: metrics.clone(),

@@ -4,7 +4,7 @@
 //! Each call is an actor (`actors::call`) running its [`program::Program`];
 //! this registry is what the REST API, the simulator and client events look calls up
 //! in, and how calls find each other (a `<Dial>` leg, a conference room). Events go
-//! into the event router in-process through the [`Publisher`].
+//! into the event router in-process through the [`Publisher`](crate::publisher::Publisher).
 
 pub mod app;
 pub mod call_limits;
