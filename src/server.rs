@@ -127,6 +127,7 @@ pub async fn serve(
                         max_events: config.retention.store_max_events as u64,
                     },
                     max_event_bytes: config.publish.max_event_bytes,
+                    clients_max_age_ms: config.auth.max_url_lifetime_secs.saturating_mul(1000),
                 },
                 metrics.clone(),
             )?;

@@ -138,7 +138,7 @@ impl From<crate::cluster::BackboneError> for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> ApiError {
         match error {
-            crate::store::StoreError::Stopped => {
+            crate::store::StoreError::ShuttingDown => {
                 ApiError::unavailable("draining", "the server is shutting down")
             }
             // The cause is logged where it happened; the client learns only that

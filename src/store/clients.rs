@@ -105,6 +105,51 @@ impl Store {
         value.map(|v| decode_row(v.value())).transpose()
     }
 
+    /// Forgets at most `budget` clients whose row holds no webhook and was last
+    /// written more than `max_age_ms` before `now_ms`: no signed URL of them can
+    /// still be valid, and they would not be restored (clients come and go, and
+    /// their rows must not pile up). Returns how many went.
+    pub fn prune_clients(
+        &self,
+        now_ms: u64,
+        max_age_ms: u64,
+        budget: usize,
+    ) -> Result<usize, StoreError> {
+        let oldest_kept = now_ms.saturating_sub(max_age_ms);
+        let txn = self.db.begin_write().map_err(io)?;
+        let stale: Vec<(String, String)> = {
+            let table = txn.open_table(CLIENTS).map_err(io)?;
+            let mut stale = Vec::new();
+            for row in table.iter().map_err(io)? {
+                let (key, value) = row.map_err(io)?;
+                let gone = decode_row(value.value()).map_or(true, |kept| {
+                    kept.written_ms < oldest_kept && kept.subs.iter().all(|s| s.callback.is_none())
+                });
+                if gone {
+                    let (account, client) = key.value();
+                    stale.push((account.to_owned(), client.to_owned()));
+                    if stale.len() >= budget {
+                        break;
+                    }
+                }
+            }
+            stale
+        };
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut table = txn.open_table(CLIENTS).map_err(io)?;
+            for (account, client) in &stale {
+                table
+                    .remove((account.as_str(), client.as_str()))
+                    .map_err(io)?;
+            }
+        }
+        self.commit(txn)?;
+        Ok(stale.len())
+    }
+
     /// The position a webhook's callback has acknowledged everything up to.
     pub fn webhook_cursor(&self, sid: &str) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
@@ -237,6 +282,41 @@ mod tests {
         assert_eq!(store.kept_client(A, "desk").unwrap().unwrap().subs.len(), 1);
         write(&store, &[client_write("desk", Vec::new())]);
         assert!(store.kept_clients().unwrap().is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_clients_without_webhooks_are_forgotten_within_the_budget() {
+        let dir = std::env::temp_dir().join(format!("sb-clients-{}", crate::account::random_hex()));
+        let store = Store::open(&dir, Metrics::new()).expect("opens");
+        // Written at 7 ms: "old" and "older" hold stream subscriptions only.
+        write(
+            &store,
+            &[
+                client_write("old", vec![sub(1, None)]),
+                client_write("older", vec![sub(2, None)]),
+                client_write("hooked", vec![sub(3, Some("https://hooks.example/in"))]),
+            ],
+        );
+        assert_eq!(
+            store.prune_clients(100, 1000, 10).unwrap(),
+            0,
+            "not stale yet"
+        );
+        assert_eq!(
+            store.prune_clients(2000, 1000, 1).unwrap(),
+            1,
+            "the budget holds"
+        );
+        assert_eq!(store.prune_clients(2000, 1000, 10).unwrap(), 1);
+        let left: Vec<String> = store
+            .kept_clients()
+            .unwrap()
+            .into_iter()
+            .map(|(_, client, _)| client)
+            .collect();
+        assert_eq!(left, ["hooked"], "a webhook is kept until it is deleted");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

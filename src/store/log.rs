@@ -46,6 +46,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// Most messages one pruning transaction drops.
 const PRUNE_BUDGET: usize = 4096;
 
+/// How often the writer looks for clients no signed URL can bring back.
+const PRUNE_CLIENTS_EVERY: Duration = Duration::from_secs(60);
+
 /// What the log needs from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct LogSettings {
@@ -53,6 +56,9 @@ pub struct LogSettings {
     pub bounds: Bounds,
     /// Largest event a kept message may hold (`publish.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// How long a client's row without a webhook outlives its last change
+    /// (`auth.max_url_lifetime_secs`), in milliseconds.
+    pub clients_max_age_ms: u64,
 }
 
 /// The node's event log. Cheap to clone.
@@ -356,6 +362,7 @@ impl Writer {
     /// writing webhooks' cursors and pruning every [`PRUNE_EVERY`].
     fn run(mut self, queue: mpsc::Receiver<Op>) {
         let mut ticked = Instant::now();
+        let mut clients_pruned = Instant::now();
         loop {
             match queue.recv_timeout(PRUNE_EVERY.saturating_sub(ticked.elapsed())) {
                 Ok(first) => {
@@ -372,6 +379,17 @@ impl Writer {
                 ticked = Instant::now();
                 self.commit(Vec::new(), true);
                 self.prune();
+            }
+            if clients_pruned.elapsed() >= PRUNE_CLIENTS_EVERY {
+                clients_pruned = Instant::now();
+                let pruned = self.store.prune_clients(
+                    now_ms(),
+                    self.settings.clients_max_age_ms,
+                    PRUNE_BUDGET,
+                );
+                if let Err(error) = pruned {
+                    tracing::warn!(%error, "cannot forget stale clients");
+                }
             }
         }
     }
@@ -488,7 +506,7 @@ impl Writer {
         // Not held to a queue's bound, so only stopped shards refuse.
         self.publisher
             .route_kept(account, events, ticket)
-            .map_err(|_| StoreError::Stopped)
+            .map_err(|_| StoreError::ShuttingDown)
     }
 
     fn prune(&mut self) {

@@ -48,9 +48,13 @@ pub enum StoreError {
     /// The event log's sequence would pass `u64::MAX`.
     #[error("the event log's sequence is exhausted")]
     Full,
-    /// The log's writer thread is gone: the node is stopping.
+    /// The log's writer thread is gone: nothing more can be kept.
     #[error("the event log is stopped")]
     Stopped,
+    /// Kept, but not routed: the shards are gone, the node is stopping (the
+    /// events are delivered after the restart).
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 fn io(error: impl std::fmt::Display) -> StoreError {
