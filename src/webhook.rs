@@ -57,7 +57,7 @@ use crate::config::WebhookConfig;
 use crate::event::SharedEvent;
 use crate::metrics::Metrics;
 use crate::outbox::{Entry, MatchedSubs};
-use crate::store::log::DeliveredCursor;
+use crate::store::delivered::DeliveredCursor;
 use crate::wire;
 
 /// The header carrying the callback signature (API.md §5).

@@ -11,9 +11,11 @@
 //! restart still loses.
 
 pub mod clients;
+pub mod delivered;
 pub mod events;
 pub mod log;
 pub mod records;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 
