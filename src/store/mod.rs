@@ -27,6 +27,11 @@ use crate::metrics::Metrics;
 /// Numbers by phone number: a [`StoredNumber`], codec-encoded.
 const NUMBERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("numbers");
 
+/// redb's page cache: 64 MiB rather than its default 1 GiB, so a node's memory
+/// does not grow with its log. The log is written once and read back only for
+/// resuming clients, and the operating system's page cache holds the file too.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The database file in `data_dir`.
 pub const FILE: &str = "switchboard.redb";
 
@@ -107,7 +112,10 @@ impl Store {
             message,
         };
         std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| failed(e.to_string()))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| failed(e.to_string()))?;
         let store = Store { db, path, metrics };
         // Every table exists from the start, so reads never meet a missing one.
         let txn = store.db.begin_write().map_err(io)?;
