@@ -94,6 +94,10 @@ pub struct Config {
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
     /// for load balancers to see `/readyz` fail while the server still answers.
     pub drain_grace_secs: u64,
+    /// Longest the rest of a drain takes after `drain_grace_secs` (calls ending,
+    /// streams flushing, webhooks delivering): then the process exits 0 anyway,
+    /// what was not delivered dropped (or, with `data_dir`, kept).
+    pub drain_timeout_secs: u64,
     /// What the router may request on a tenant's behalf (API.md §5).
     pub egress: EgressConfig,
     /// Cluster mode: several nodes joined through NATS JetStream (API.md §8).
@@ -490,6 +494,7 @@ impl Default for Config {
             call_router: CallRouterConfig::default(),
             limits: LimitsConfig::default(),
             drain_grace_secs: 0,
+            drain_timeout_secs: 30,
             egress: EgressConfig::default(),
             cluster: ClusterConfig::default(),
             admin_token: String::new(),

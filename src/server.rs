@@ -180,6 +180,7 @@ pub async fn serve(
     }
     let calls = call_router.clone();
     let webhook_drain = Duration::from_secs(config.webhook.drain_secs);
+    let drain_timeout = Duration::from_secs(config.drain_timeout_secs);
     let webhook_metrics = metrics.clone();
     let replays = Arc::new(tokio::sync::Semaphore::new(config.replays_at_once(workers)));
     let state = AppState {
@@ -255,17 +256,30 @@ pub async fn serve(
         tracing::info!(grace_secs = grace.as_secs(), "draining");
         draining.store(true, Ordering::Relaxed);
         tokio::time::sleep(grace).await;
-        // Calls end (call.end, status callbacks) before streams get stream.shutdown.
-        if let Err(running) = calls.end_calls(CALLS_DRAIN).await {
-            tracing::warn!(running, "calls still running when the drain moved on");
-        }
-        let _ = shutdown_tx.send(true);
-        // Webhook workers deliver what was accepted before the proxies stop them.
-        if let Err(given_up) = crate::webhook::flush(&webhook_metrics, webhook_drain).await {
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        let drained = tokio::time::timeout_at(deadline, async {
+            // Calls end (call.end, status callbacks) before streams get
+            // stream.shutdown.
+            if let Err(running) = calls.end_calls(CALLS_DRAIN.min(drain_timeout)).await {
+                tracing::warn!(running, "calls still running when the drain moved on");
+            }
+            let _ = shutdown_tx.send(true);
+            // Webhook workers deliver what was accepted before the proxies stop
+            // them.
+            if let Err(given_up) = crate::webhook::flush(&webhook_metrics, webhook_drain).await {
+                tracing::warn!(
+                    given_up,
+                    "webhook events still undelivered at the end of the drain are given up"
+                );
+            }
+        })
+        .await;
+        if drained.is_err() {
             tracing::warn!(
-                given_up,
-                "webhook events still undelivered at the end of the drain are given up"
+                timeout_secs = drain_timeout.as_secs(),
+                "drain_timeout_secs passed: stopping now"
             );
+            let _ = shutdown_tx.send(true);
         }
         // Webhooks' delivered cursors are on disk before the process ends.
         if let Some(log) = flush_log {
@@ -273,7 +287,9 @@ pub async fn serve(
                 tracing::warn!(%error, "cannot keep the webhooks' last cursors");
             }
         }
-        handle.stop(true).await;
+        // A drain done in time gives open connections up to DRAIN_TIMEOUT to
+        // close; one that ran out of time stops them now.
+        handle.stop(drained.is_ok()).await;
     });
     // The shards and proxies stop with the worker threads they run on.
     server.await?;

@@ -54,12 +54,18 @@ impl Durable {
 
     /// The real binary on this directory, once ready, with `config` appended.
     async fn start(&self, config: &str) -> process::Server {
+        self.start_with("", config).await
+    }
+
+    /// [`Durable::start`] with top-level keys `root` too.
+    async fn start_with(&self, root: &str, config: &str) -> process::Server {
         let env = [("SWITCHBOARD_DATA_DIR", self.dir_text.as_str())];
         let server = process::spawn_with(
             &self.sid,
             &self.token,
             &Options {
                 config,
+                root,
                 env: &env,
                 ..Default::default()
             },
@@ -486,14 +492,15 @@ async fn ended_and_interrupted_calls_and_messages_survive_kill_9() {
     assert_eq!(ends[1]["data"]["interrupted"], true);
 }
 
-/// A webhook whose callback is down during a drain (SIGTERM): the drain gives
-/// its queue up in memory and exits 0, and the restarted node delivers it, in
+/// A webhook whose callback is down during a drain (SIGTERM): `webhook.drain_secs`
+/// would wait a minute for it, but `drain_timeout_secs` ends the drain after one
+/// second and the process exits 0; the restarted node delivers the queue, in
 /// order: what a drain cannot deliver is kept, not lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_keeps_what_a_webhook_could_not_deliver() {
     let node = Durable::new();
-    let config = "[egress]\nallow_private_networks = true\n[webhook]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\ndrain_secs = 1\n";
-    let mut first = node.start(config).await;
+    let config = "[egress]\nallow_private_networks = true\n[webhook]\ninitial_backoff_ms = 20\nmax_backoff_secs = 1\ndrain_secs = 60\n";
+    let mut first = node.start_with("drain_timeout_secs = 1", config).await;
     let h1 = first.handle();
     let port = crate::common::free_port();
     let callback = format!("http://127.0.0.1:{port}/hook");

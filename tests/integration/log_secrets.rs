@@ -119,6 +119,7 @@ async fn secrets_and_response_bodies_never_reach_debug_logs_or_call_events() {
                      [webhook]\ninitial_backoff_ms = 10\nmax_backoff_secs = 1\ndrain_secs = 1\n",
             env: &[("RUST_LOG", "debug"), ("NO_COLOR", "1")],
             capture_stderr: true,
+            ..Default::default()
         },
     );
     wait_ready(&crate::common::http_client(), &child.base).await;

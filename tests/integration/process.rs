@@ -38,6 +38,8 @@ impl Drop for Server {
 pub(crate) struct Options<'a> {
     /// TOML tables appended to the config after the `[[account]]` table.
     pub(crate) config: &'a str,
+    /// Top-level TOML keys, written before any table.
+    pub(crate) root: &'a str,
     /// Environment variables set for the child (e.g. `RUST_LOG`).
     pub(crate) env: &'a [(&'a str, &'a str)],
     /// Write the child's stderr to a file, read back with `Server::stderr`.
@@ -57,8 +59,8 @@ pub(crate) fn spawn_with(sid: &str, token: &str, options: &Options<'_>) -> Serve
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nworkers = 1\n[[account]]\nsid = \"{sid}\"\nauth_token = \"{token}\"\n{}\n",
-            options.config
+            "listen = \"127.0.0.1:{port}\"\nworkers = 1\n{}\n[[account]]\nsid = \"{sid}\"\nauth_token = \"{token}\"\n{}\n",
+            options.root, options.config
         ),
     )
     .expect("write config");
