@@ -99,21 +99,23 @@ impl Publisher {
 
     /// Builds the events of a request, stamped with one acceptance time.
     pub fn build(&self, account: AccountIdx, drafts: Vec<Draft>) -> Vec<SharedEvent> {
-        self.build_owned(account, drafts)
-            .into_iter()
-            .map(Arc::new)
-            .collect()
+        self.events(account, drafts).map(Arc::new).collect()
     }
 
     /// [`Publisher::build`], before the events are shared: a durable node gives
     /// them their positions once they are kept.
     pub fn build_owned(&self, account: AccountIdx, drafts: Vec<Draft>) -> Vec<Event> {
+        self.events(account, drafts).collect()
+    }
+
+    /// A request's events, stamped with one acceptance time, built as they are
+    /// taken (one allocation for the request's list, whichever form it takes).
+    fn events(&self, account: AccountIdx, drafts: Vec<Draft>) -> impl Iterator<Item = Event> + '_ {
         let timestamp = event::now_rfc3339();
         let sid = &self.accounts.get(account).sid;
         drafts
             .into_iter()
-            .map(|draft| Event::build(account, sid, draft, &timestamp))
-            .collect()
+            .map(move |draft| Event::build(account, sid, draft, &timestamp))
     }
 
     /// Whether the shards of `events` would take them now, held to

@@ -183,10 +183,14 @@ impl Writer {
             }
             return;
         }
-        clients.extend(moved.iter().map(|&(at, position)| ClientWrite::Delivered {
-            sid: self.cursor_sid(at),
-            position,
-        }));
+        clients.extend(
+            moved
+                .iter()
+                .map(|(_, sid, position)| ClientWrite::Delivered {
+                    sid: sid.clone(),
+                    position: *position,
+                }),
+        );
         if !appends.is_empty() {
             self.metrics.store_group_size.observe(appends.len() as f64);
         }
@@ -213,6 +217,9 @@ impl Writer {
         self.metrics
             .store_events
             .set(saturating_i64(self.state.events));
+        for (at, _, position) in moved {
+            self.cursors[at].1 = position;
+        }
         for reply in replies {
             let _ = reply.send(Ok(()));
         }
@@ -222,26 +229,19 @@ impl Writer {
         }
     }
 
-    /// The webhooks' cursors that moved since last written, as (index, new
+    /// The webhooks' cursors that moved since last written, as (index, sid, new
     /// position); forgets those of webhooks that are gone.
-    fn moved_cursors(&mut self) -> Vec<(usize, u64)> {
+    fn moved_cursors(&mut self) -> Vec<(usize, String, u64)> {
         self.cursors.retain(|(cursor, _)| cursor.strong_count() > 0);
         self.cursors
             .iter()
             .enumerate()
             .filter_map(|(at, (cursor, written))| {
-                let safe = cursor.upgrade()?.safe();
-                (safe > *written).then_some((at, safe))
+                let cursor = cursor.upgrade()?;
+                let safe = cursor.safe();
+                (safe > *written).then(|| (at, cursor.sid().to_owned(), safe))
             })
             .collect()
-    }
-
-    fn cursor_sid(&self, at: usize) -> String {
-        self.cursors[at]
-            .0
-            .upgrade()
-            .map(|cursor| cursor.sid().to_owned())
-            .unwrap_or_default()
     }
 
     /// Gives a kept message's events their positions and routes them with the
