@@ -346,7 +346,7 @@ fn keyed(token: &str) -> HmacSha1 {
 }
 
 /// True when the raw query has a parameter with this exact (undecoded) name.
-fn has_param(raw_query: &str, name: &str) -> bool {
+pub fn has_param(raw_query: &str, name: &str) -> bool {
     raw_query
         .split('&')
         .any(|pair| pair.split('=').next() == Some(name))

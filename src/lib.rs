@@ -33,6 +33,7 @@ pub mod publisher;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod tail;
 pub mod twiml;
 pub mod webhook;
 pub mod wire;

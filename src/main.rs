@@ -1,5 +1,6 @@
 //! The `switchboard` command: `serve` runs the server, `sign` prints a signed stream
-//! URL, `loadtest` drives a running server. Everything else lives in the library.
+//! URL, `tail` prints a live stream, `loadtest` drives a running server. Everything
+//! else lives in the library.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
@@ -53,6 +54,12 @@ enum Command {
     /// …`). A big run needs the server's [limits] raised: see each scenario's --help
     /// and docs/loadtest.md.
     Loadtest(switchboard::loadtest::LoadtestArgs),
+    /// Print a live stream of events, one line each, until Ctrl-C.
+    ///
+    /// Human-readable by default, the delivered JSON with --json. Reconnects by
+    /// itself and resumes where it stopped; stream notices go to stderr. Exits 1 when
+    /// the server refuses the credentials or the filters.
+    Tail(switchboard::tail::TailArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +69,17 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => match switchboard::loadtest::run_cli(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error @ switchboard::loadtest::LoadError::Options(_)) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Tail(args) => match switchboard::tail::run_cli(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error @ switchboard::tail::TailError::BadUrl(_)) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
             }

@@ -227,6 +227,9 @@ pub struct Metrics {
     /// `act`, `call`: beyond the sender's grant; `url_invalid`, `url_refused`: a
     /// redirect's `data.url`).
     pub client_events_refused: IntCounterVec,
+    /// URLs signed by `POST …/SignedUrls`, by the surface they open (`stream`,
+    /// `client_events`, `control`).
+    pub signed_urls: IntCounterVec,
     /// Scoped events a connection's own grant kept from it although one of its
     /// client's subscriptions matched them (API.md §4: the grant belongs to the
     /// connection).
@@ -516,6 +519,11 @@ impl Metrics {
                 "Client events refused before publishing, by how they came (http, ws) and why",
                 &["via", "reason"],
             ),
+            signed_urls: reg.counter_vec(
+                "switchboard_signed_urls_total",
+                "URLs signed by the SignedUrls endpoint, by the surface they open",
+                &["surface"],
+            ),
             events_withheld: reg.counter(
                 "switchboard_events_withheld_total",
                 "Scoped events not written to a connection whose own grant lacks their scope",
@@ -655,6 +663,9 @@ impl Metrics {
             for reason in reasons {
                 self.client_events_refused.with_label_values(&[via, reason]);
             }
+        }
+        for surface in crate::http::signed_urls::Surface::ALL {
+            self.signed_urls.with_label_values(&[surface.label()]);
         }
         for outcome in ["ok", "error"] {
             self.webhook_requests.with_label_values(&[outcome]);

@@ -12,7 +12,7 @@
 //! returns that one with 200, so replaying a signed create URL adds nothing.
 
 pub mod shared;
-mod signed_method;
+pub mod signed_method;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@ pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod publish;
+pub mod signed_urls;
 pub mod sim;
 pub mod stream;
 pub mod twilio;
@@ -180,6 +181,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     stream::configure(cfg, &config.cors);
     control::configure(cfg, &config.cors);
     client_events::configure(cfg, &config.cors);
+    signed_urls::configure(cfg);
     twilio::configure(cfg);
     sim::configure(cfg);
 }
