@@ -32,6 +32,23 @@ pub fn human(event: &Value) -> String {
     line
 }
 
+/// The line of a stream notice (`stream.open`, `stream.gap`, …): as [`human`],
+/// with `stream.open`'s list of subscriptions shown as their count.
+pub fn notice(event: &Value) -> String {
+    let listed = event
+        .pointer("/data/subscriptions")
+        .and_then(Value::as_array)
+        .map(Vec::len);
+    match listed {
+        Some(count) => {
+            let mut event = event.clone();
+            event["data"]["subscriptions"] = count.into();
+            human(&event)
+        }
+        None => human(event),
+    }
+}
+
 /// `HH:MM:SS.mmm` of an RFC 3339 UTC timestamp as the server writes it
 /// (`2026-11-26T07:20:50.123Z`), or the text as is (sanitised) when it has another
 /// shape.
@@ -45,11 +62,23 @@ fn clock_time(timestamp: Option<&str>) -> String {
     }
 }
 
-/// A data value: strings as text, anything else as its compact JSON.
+/// A data value: strings as text, anything else as its compact JSON (whose
+/// strings are quoted already; only the control characters JSON leaves raw, DEL
+/// and C1, are escaped), cut at [`MAX_VALUE_CHARS`].
 fn value_text(value: &Value) -> String {
     match value {
         Value::String(text) => shown(text),
-        other => shown(&other.to_string()),
+        other => {
+            let json = other.to_string();
+            let mut text = String::with_capacity(json.len());
+            for c in json.chars().take(MAX_VALUE_CHARS) {
+                push_escaped(&mut text, c);
+            }
+            if json.chars().nth(MAX_VALUE_CHARS).is_some() {
+                text.push('…');
+            }
+            text
+        }
     }
 }
 
@@ -73,17 +102,24 @@ fn shown(text: &str) -> String {
         match c {
             '"' => quoted.push_str("\\\""),
             '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            '\t' => quoted.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(quoted, "\\u{{{:x}}}", c as u32);
-            }
-            c => quoted.push(c),
+            c => push_escaped(&mut quoted, c),
         }
     }
     quoted.push('"');
     quoted.push_str(ellipsis);
     quoted
+}
+
+/// Pushes `c`, or its escape when it is a control character.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +155,7 @@ mod tests {
         });
         let line = human(&event);
         assert!(
-            line.ends_with(r#"text="call back later"  tags="[\"vip\",2]"  empty="""#),
+            line.ends_with(r#"text="call back later"  tags=["vip",2]  empty="""#),
             "{line}"
         );
     }
@@ -131,13 +167,26 @@ mod tests {
     fn control_characters_from_events_never_reach_the_terminal() {
         let event = json!({
             "type": "client.x", "call_sid": "CA\u{1b}[2J", "timestamp": "2026-11-26T07:20:50.123Z\u{7}",
-            "data": {"\u{1b}]0;owned\u{7}": "a\u{9b}31mred\u{7f}", "n": "line\nbreak"}
+            "data": {"\u{1b}]0;owned\u{7}": "a\u{9b}31mred\u{7f}", "n": "line\nbreak", "o": {"k": "\u{9b}"}}
         });
         let line = human(&event);
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
         assert!(line.contains(r#""CA\u{1b}[2J""#), "{line}");
         assert!(line.contains(r#""a\u{9b}31mred\u{7f}""#), "{line}");
         assert!(line.contains(r#"n="line\nbreak""#), "{line}");
+        assert!(line.contains(r#"o={"k":"\u{9b}"}"#), "{line}");
+    }
+
+    #[test]
+    fn a_stream_open_notice_counts_its_subscriptions() {
+        let open = json!({
+            "type": "stream.open", "timestamp": "2026-11-26T07:20:50.123Z",
+            "data": {"client": "me", "subscriptions": [{"sid": "SU1"}, {"sid": "SU2"}]}
+        });
+        assert_eq!(
+            notice(&open),
+            "07:20:50.123  stream.open      -  client=me  subscriptions=2"
+        );
     }
 
     #[test]

@@ -229,7 +229,7 @@ impl Printer {
             .and_then(Value::as_str)
             .is_some_and(|ty| ty.starts_with("stream."));
         if notice {
-            eprintln!("# {}", line::human(&event));
+            eprintln!("# {}", line::notice(&event));
             return Ok(());
         }
         let written = if self.json {
