@@ -1,5 +1,5 @@
 //! Authentication: HTTP Basic `AccountSid:AuthToken` for servers, HMAC-SHA1 signed
-//! URLs for browsers (API.md §1, §4).
+//! URLs for browsers (docs/api.md §1, §4).
 //!
 //! A signed URL's `canonical` text is the request path, `?`, and the query string
 //! exactly as sent up to (not including) `&signature=`; the signature is base64url
@@ -32,10 +32,15 @@ pub enum AuthError {
     /// Missing, malformed, misplaced or wrong signature.
     #[error("invalid signature: {0}")]
     BadSignature(&'static str),
-    /// A correctly signed URL without a usable `expires`: the signature is fine, so
-    /// this is a validation error (400), not an authentication failure.
+    /// A correctly signed URL without `expires`: a signed URL must say when it ends,
+    /// and one that does not is refused like a missing signature (401).
     #[error("expires: a signed URL needs expires in unix seconds")]
     MissingExpires,
+    /// A correctly signed URL whose `expires` is not unix seconds (negative, too
+    /// large, not a number): the signature is fine, so this is a validation error
+    /// (400 naming `expires`), not an authentication failure.
+    #[error("expires: must be unix seconds, a whole number")]
+    BadExpires,
     /// A correctly signed URL whose `expires` has passed.
     #[error("the signed URL expired at {0}")]
     Expired(u64),
@@ -44,7 +49,7 @@ pub enum AuthError {
     /// years, and so no huge `expires` ever reaches time arithmetic.
     #[error("expires: a signed URL may live at most {0} seconds")]
     ExpiresTooFar(u64),
-    /// Valid Basic credentials of one account used on another account's path (API.md
+    /// Valid Basic credentials of one account used on another account's path (docs/api.md
     /// §1: 403). Never returned for a signed URL: one signed with another account's
     /// token is just a bad signature, so the answer reveals nothing (§4).
     #[error("these credentials belong to another account")]
@@ -59,6 +64,7 @@ impl AuthError {
         "unknown_account",
         "bad_signature",
         "missing_expires",
+        "bad_expires",
         "expired",
         "expires_too_far",
         "wrong_account",
@@ -72,6 +78,7 @@ impl AuthError {
             AuthError::UnknownAccount => "unknown_account",
             AuthError::BadSignature(_) => "bad_signature",
             AuthError::MissingExpires => "missing_expires",
+            AuthError::BadExpires => "bad_expires",
             AuthError::Expired(_) => "expired",
             AuthError::ExpiresTooFar(_) => "expires_too_far",
             AuthError::WrongAccount => "wrong_account",
@@ -241,7 +248,7 @@ pub fn admin(admin_token: &str, header: Option<&str>) -> Result<(), AuthError> {
 
 /// Verifies a signed URL for the path's account with exactly one HMAC, under that
 /// account's token only. A URL signed with another account's token is a bad
-/// signature like any other (API.md §4): trying the other tokens would make a failed
+/// signature like any other (docs/api.md §4): trying the other tokens would make a failed
 /// check cost one HMAC per account and tell an attacker which account a URL
 /// belongs to.
 pub fn signed_url(
@@ -263,10 +270,10 @@ pub fn signed_url(
     if mac.verify_slice(&signature).is_err() {
         return Err(AuthError::BadSignature("signature does not match"));
     }
-    // Not a u64 (negative, too large, not a number) reads as missing: a 400.
     let expires = query_value(unsigned, "expires")
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or(AuthError::MissingExpires)?;
+        .ok_or(AuthError::MissingExpires)?
+        .parse::<u64>()
+        .map_err(|_| AuthError::BadExpires)?;
     if validity.now > expires {
         return Err(AuthError::Expired(expires));
     }
@@ -568,7 +575,7 @@ mod tests {
         // The latest allowed time saturates instead of wrapping near u64::MAX.
         assert!(check(&u64::MAX.to_string(), u64::MAX - 5).is_ok());
         for bad in ["99999999999999999999999", "-1", "soon", ""] {
-            assert_eq!(check(bad, 1000), Err(AuthError::MissingExpires), "{bad}");
+            assert_eq!(check(bad, 1000), Err(AuthError::BadExpires), "{bad}");
         }
     }
 
@@ -580,6 +587,7 @@ mod tests {
             AuthError::UnknownAccount,
             AuthError::BadSignature("x"),
             AuthError::MissingExpires,
+            AuthError::BadExpires,
             AuthError::Expired(0),
             AuthError::ExpiresTooFar(1),
             AuthError::WrongAccount,
@@ -587,7 +595,7 @@ mod tests {
         for error in all {
             assert!(AuthError::REASONS.contains(&error.reason()), "{error:?}");
         }
-        assert_eq!(AuthError::REASONS.len(), 8);
+        assert_eq!(AuthError::REASONS.len(), 9);
     }
 
     #[test]

@@ -10,17 +10,23 @@ const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
 const FNV32_BASIS: u32 = 0x811c_9dc5;
 const FNV32_PRIME: u32 = 0x0100_0193;
 
-/// FNV-1a 64 of `bytes`.
-pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+/// FNV-1a 64 of `bytes`. A `const fn`, so it also hashes what is compiled in (the
+/// console's `ETag`s).
+pub const fn fnv1a_64(bytes: &[u8]) -> u64 {
     fnv1a_64_from(FNV64_BASIS, bytes)
 }
 
 /// FNV-1a 64 of `bytes` continued from `state` (a basis or an earlier hash), so a key
 /// made of parts hashes without being copied into one buffer first.
-pub fn fnv1a_64_from(state: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(state, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(FNV64_PRIME)
-    })
+pub const fn fnv1a_64_from(state: u64, bytes: &[u8]) -> u64 {
+    // A `while` loop, as iterators are not available in a `const fn`.
+    let mut hash = state;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(FNV64_PRIME);
+        i += 1;
+    }
+    hash
 }
 
 /// FNV-1a 32 of `bytes`, for tags that travel in small encodings (cursors).

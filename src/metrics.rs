@@ -59,6 +59,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "overload",
     "draining",
     "backbone",
+    "store",
 ];
 
 /// Actors run so that they restart in place, the `actor` label of
@@ -231,7 +232,7 @@ pub struct Metrics {
     /// `client_events`, `control`).
     pub signed_urls: IntCounterVec,
     /// Scoped events a connection's own grant kept from it although one of its
-    /// client's subscriptions matched them (API.md §4: the grant belongs to the
+    /// client's subscriptions matched them (docs/api.md §4: the grant belongs to the
     /// connection).
     pub events_withheld: IntCounter,
     /// Webhook callback requests, by outcome (`ok`, `error`).
@@ -424,7 +425,7 @@ impl Metrics {
             ),
             replays: reg.counter_vec(
                 "switchboard_replays_total",
-                "Streams resumed from a cursor or from the earliest retained event, by kind (cursor, earliest; stream: history read from the cluster's stream)",
+                "Streams resumed from a cursor or from the earliest retained event, by kind (cursor, earliest; history read back: stream in cluster mode, store with data_dir)",
                 &["kind"],
             ),
             replayed_events: reg.counter(
@@ -579,7 +580,7 @@ impl Metrics {
             )),
             egress_refused: reg.counter_vec(
                 "switchboard_egress_refused_total",
-                "URLs and requests refused by the egress rules (API.md §5), by reason",
+                "URLs and requests refused by the egress rules (docs/api.md §5), by reason",
                 &["reason"],
             ),
             quota_refusals: reg.counter_vec(
@@ -638,7 +639,7 @@ impl Metrics {
         for kind in SUBSCRIPTION_TRANSPORTS {
             self.subscriptions.with_label_values(&[kind]);
         }
-        for kind in ["cursor", "earliest"] {
+        for kind in ["cursor", "earliest", "stream", "store"] {
             self.replays.with_label_values(&[kind]);
         }
         for change in ["added", "retired"] {

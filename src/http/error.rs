@@ -95,14 +95,15 @@ impl ResponseError for ApiError {
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
         let (status, code) = match error {
-            AuthError::MissingExpires => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            AuthError::BadExpires => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             AuthError::WrongAccount => (StatusCode::FORBIDDEN, "forbidden"),
             AuthError::Expired(_) => (StatusCode::UNAUTHORIZED, "expired"),
             AuthError::ExpiresTooFar(_) => (StatusCode::UNAUTHORIZED, "expires_too_far"),
             AuthError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-            AuthError::Missing | AuthError::BadCredentials | AuthError::UnknownAccount => {
-                (StatusCode::UNAUTHORIZED, "unauthorized")
-            }
+            AuthError::Missing
+            | AuthError::BadCredentials
+            | AuthError::UnknownAccount
+            | AuthError::MissingExpires => (StatusCode::UNAUTHORIZED, "unauthorized"),
         };
         ApiError::new(status, code, error.to_string())
     }

@@ -1,7 +1,7 @@
 //! Signed-URL attacks of issue #8 points 10 and 11, replayed over HTTP: a URL
 //! signed with another account's token must look exactly like garbage (no
 //! oracle), and no value of `expires` (huge, negative, not a number) may crash
-//! a writer, leak a connection gauge or stop a webhook worker (API.md §4).
+//! a writer, leak a connection gauge or stop a webhook worker (docs/api.md §4).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -190,4 +190,36 @@ async fn a_webhook_with_a_huge_expires_still_retries() {
     // And the server is still up for everything else.
     let reply = server.get("/healthz").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+/// A page renews its filterless stream URL before it expires (as the console
+/// does): the client's default subscription takes the new URL's expiry, so events
+/// keep coming after the first URL's `expires` has passed. It used to keep the
+/// first URL's expiry and vanish then, leaving the renewed stream silent.
+#[tokio::test]
+async fn a_renewed_filterless_url_keeps_the_default_subscription_alive() {
+    let server = TestServer::start(|_| {});
+    let path = format!("{}?client=renewing-page", server.stream_path(0));
+    let now = crate::common::now_secs();
+    let first = crate::common::sign_with_expires(server.token(0), &path, now + 2);
+    let (first_stream, _) = server.stream_signed(&first).await;
+    let second = crate::common::sign_with_expires(server.token(0), &path, now + 120);
+    let (mut renewed, open) = server.stream_signed(&second).await;
+    drop(first_stream);
+    let subs = open.data["data"]["subscriptions"].as_array().expect("list");
+    assert_eq!(
+        subs.len(),
+        1,
+        "still the one default subscription: {subs:?}"
+    );
+    assert_eq!(subs[0]["expires"], json!(now + 120), "renewed: {subs:?}");
+
+    // Past the first URL's expiry (and the proxy's expiry check of it).
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let call = new_call_sid();
+    server
+        .publish(0, &marked("call.progress", &call, "after"))
+        .await;
+    let seen = renewed.until_marker("after", WAIT).await;
+    assert_eq!(markers(&seen), ["after"]);
 }

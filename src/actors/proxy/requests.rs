@@ -176,9 +176,17 @@ impl Handler<Connect> for EventProxy {
             .sessions
             .subs_of(slot)
             .any(|(_, sub)| sub.webhook.is_none());
-        let wanted = msg
-            .subscription
-            .or_else(|| (!has_stream_subs).then_some(msg.default));
+        // A URL without filters attaches to the client's subscriptions. When one of
+        // them is the default subscription an earlier filterless URL made, this URL
+        // renews it, as a URL with filters renews its own below: otherwise it would
+        // end at the first URL's expiry while the client is connected on a valid one.
+        let wanted = msg.subscription.or_else(|| {
+            let renews_default = self
+                .sessions
+                .find_stream_sub(slot, &msg.default.filter)
+                .is_some();
+            (!has_stream_subs || renews_default).then_some(msg.default)
+        });
         let mut registrations = Vec::new();
         let mut subscribed = false;
         if let Some(new) = wanted {
