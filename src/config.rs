@@ -2,8 +2,8 @@
 //! environment variables), merged once at start-up into typed values so that nothing
 //! downstream re-parses a string.
 //!
-//! Every key is documented here and in `docs/configuration.md`; a test checks that the
-//! two agree so the docs cannot drift from `Config::default()`.
+//! Every key is documented here and in the configuration table of `docs/api.md`; a
+//! test checks that the two agree so the docs cannot drift from `Config::default()`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ pub struct Config {
     pub sim: SimConfig,
     /// The built-in call router.
     pub call_router: CallRouterConfig,
-    /// Per-tenant quotas and rates (API.md §8).
+    /// Per-tenant quotas and rates (docs/api.md §8).
     pub limits: LimitsConfig,
     /// Seconds between the start of a drain (SIGTERM) and closing the streams: time
     /// for load balancers to see `/readyz` fail while the server still answers.
@@ -98,9 +98,9 @@ pub struct Config {
     /// streams flushing, webhooks delivering): then the process exits 0 anyway,
     /// what was not delivered dropped (or, with `data_dir`, kept).
     pub drain_timeout_secs: u64,
-    /// What the router may request on a tenant's behalf (API.md §5).
+    /// What the router may request on a tenant's behalf (docs/api.md §5).
     pub egress: EgressConfig,
-    /// Cluster mode: several nodes joined through NATS JetStream (API.md §8).
+    /// Cluster mode: several nodes joined through NATS JetStream (docs/api.md §8).
     pub cluster: ClusterConfig,
     /// Where the node keeps what must survive a restart (docs/durability.md);
     /// empty (the default): nothing is kept.
@@ -125,7 +125,7 @@ pub struct AccountConfig {
     pub auth_token: String,
 }
 
-/// Signed-URL policy (API.md §4).
+/// Signed-URL policy (docs/api.md §4).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -212,7 +212,7 @@ pub struct PublishConfig {
     pub shard_queue: usize,
 }
 
-/// How the supervisors grow and shrink the shards and the proxies (API.md §8,
+/// How the supervisors grow and shrink the shards and the proxies (docs/api.md §8,
 /// "Scaling inside a node"). With `shards_min = shards_max` (the default: both 0,
 /// meaning `shards`) the shard count stays fixed, and likewise for proxies.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -287,7 +287,7 @@ impl Default for WebhookConfig {
     }
 }
 
-/// Cluster mode (API.md §8, docs/cluster.md): with a NATS URL, publishes go into a
+/// Cluster mode (docs/api.md §8, docs/cluster.md): with a NATS URL, publishes go into a
 /// JetStream stream, acknowledged before `202`, and every node delivers what the
 /// stream holds to its own clients. Without one the node is standalone.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -361,7 +361,7 @@ impl ClusterConfig {
     }
 }
 
-/// Egress rules for webhooks and the call router's application requests (API.md §5).
+/// Egress rules for webhooks and the call router's application requests (docs/api.md §5).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressConfig {
@@ -402,7 +402,7 @@ pub struct CallRouterConfig {
     pub keep_ended: usize,
     /// Longest a call may last, in simulated seconds (scaled by `sim.time_scale`); a
     /// call's own `TimeLimit` may only ask for less. Bounds what a call nobody hangs
-    /// up holds (API.md §7).
+    /// up holds (docs/api.md §7).
     pub max_call_secs: u64,
 }
 
@@ -416,7 +416,7 @@ impl Default for CallRouterConfig {
     }
 }
 
-/// Per-tenant quotas and rates (API.md §8): what one account or client may hold or
+/// Per-tenant quotas and rates (docs/api.md §8): what one account or client may hold or
 /// send, so one tenant cannot exhaust memory, CPU or the shards' queues for all the
 /// others. Counts over a quota answer 429 `quota_exceeded`; rates over a limit answer
 /// 429 `rate_limited` with `Retry-After`. The defaults are generous for a real
@@ -951,12 +951,12 @@ mod tests {
         }
     }
 
-    /// The README's key table and `Config::default()` must agree, key for key.
+    /// The key table of `docs/api.md` and `Config::default()` must agree, key for key.
     #[test]
-    fn readme_documents_every_key_with_its_default() {
-        let readme = include_str!("../README.md");
+    fn the_api_reference_documents_every_key_with_its_default() {
+        let reference = include_str!("../docs/api.md");
         let mut documented = BTreeMap::new();
-        for line in readme.lines() {
+        for line in reference.lines() {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             if cells.len() < 4 || !cells[1].starts_with('`') || !cells[2].starts_with('`') {
                 continue;
@@ -964,7 +964,7 @@ mod tests {
             let key = cells[1].trim_matches('`');
             let default = cells[2].trim_matches('`');
             let parsed: toml::Table = toml::from_str(&format!("v = {default}"))
-                .unwrap_or_else(|e| panic!("README default of {key} is not TOML: {e}"));
+                .unwrap_or_else(|e| panic!("docs/api.md default of {key} is not TOML: {e}"));
             documented.insert(key.to_owned(), parsed["v"].clone());
         }
         let mut actual = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! The egress rules (API.md §5): what the router may request on a tenant's behalf.
+//! The egress rules (docs/api.md §5): what the router may request on a tenant's behalf.
 //!
 //! Webhook callbacks and the call router's application, action, redirect,
 //! status-callback and media URLs are chosen by tenants, so each is a way to aim the
@@ -163,7 +163,7 @@ impl Egress {
         Ok(parsed)
     }
 
-    /// A client for webhook callbacks: follows no redirect (API.md §5: a 3xx is a
+    /// A client for webhook callbacks: follows no redirect (docs/api.md §5: a 3xx is a
     /// failed delivery), ignores system proxies, resolves names with the
     /// private-network filter; each request times out after `timeout`.
     pub fn webhook_client(&self, timeout: Duration) -> reqwest::Client {
@@ -320,7 +320,7 @@ impl Resolve for PublicResolver {
     }
 }
 
-/// Whether an address is one API.md §5 keeps tenants away from: loopback, private
+/// Whether an address is one docs/api.md §5 keeps tenants away from: loopback, private
 /// (RFC 1918), link-local, shared (100.64/10), unique-local (fc00::/7), multicast,
 /// unspecified — and "this network" (0/8), broadcast and IPv6 site-local, which
 /// reach the same places. IPv4 addresses embedded in IPv6 (mapped, compatible,

@@ -1,5 +1,5 @@
 //! What one connection (a stream URL) or one client-events request may do: the
-//! sender's grant (API.md §4 `scopes`, `act`, "The grant belongs to the connection";
+//! sender's grant (docs/api.md §4 `scopes`, `act`, "The grant belongs to the connection";
 //! §6 acting on calls).
 //!
 //! A grant is built once from the authenticated request's own query and travels with
@@ -21,7 +21,7 @@ use std::fmt;
 use crate::auth::Principal;
 use crate::filter::{EventFields, Filter, ParseError, ScopeGrant};
 
-/// An action on a call that a client event asks for (API.md §6).
+/// An action on a call that a client event asks for (docs/api.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// `client.hangup`.

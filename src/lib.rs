@@ -4,7 +4,7 @@
 //! them by call ([`actors::shard`]); event proxies hold client subscriptions with type,
 //! parameter and scope filters ([`actors::proxy`], [`filter`]); clients receive them
 //! over one streaming HTTP connection authorised by a signed URL ([`auth`],
-//! [`http::stream`]). The public contract is `API.md`; `docs/` explains the choices.
+//! [`http::stream`]). `docs/api.md` is the public API; the rest of `docs/` explains the choices.
 
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]

@@ -60,7 +60,7 @@ use crate::outbox::{Entry, MatchedSubs};
 use crate::store::delivered::DeliveredCursor;
 use crate::wire;
 
-/// The header carrying the callback signature (API.md §5).
+/// The header carrying the callback signature (docs/api.md §5).
 pub const SIGNATURE_HEADER: &str = "X-Switchboard-Signature";
 
 /// The `User-Agent` of every callback request, so receivers can tell the router apart.
@@ -70,7 +70,7 @@ pub const USER_AGENT_VALUE: &str = "Switchboard-Webhook/1";
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Most bytes of a response body read (and discarded) so the connection can be
-/// reused; a longer body is abandoned (API.md §5).
+/// reused; a longer body is abandoned (docs/api.md §5).
 const MAX_RESPONSE_DRAIN: usize = 64 * 1024;
 
 /// The `transport` label of webhook deliveries.
@@ -478,7 +478,7 @@ fn lowest_position(queue: &VecDeque<Entry>) -> Option<u64> {
     queue.iter().map(|entry| entry.event.position).min()
 }
 
-/// On drain (API.md §8), waits until every webhook queue is empty — the workers go on
+/// On drain (docs/api.md §8), waits until every webhook queue is empty — the workers go on
 /// delivering and retrying meanwhile — or `within` has passed. Errs with the events
 /// still queued, which closing the webhooks then gives up (and counts).
 ///

@@ -1,4 +1,4 @@
-//! The control channel's subscription bodies (API.md §5): a form body, a signed
+//! The control channel's subscription bodies (docs/api.md §5): a form body, a signed
 //! query, or a JSON body, then the filter a create builds from them. Each is either
 //! a subscription whose filter survives listing and updating, or a 400 naming the
 //! field, never an echo of the input.

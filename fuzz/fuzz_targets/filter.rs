@@ -1,4 +1,4 @@
-//! The subscription filter parser (API.md §4 `types`, `where`, `scopes`), driven
+//! The subscription filter parser (docs/api.md §4 `types`, `where`, `scopes`), driven
 //! with already-decoded values as the stream and control parsers pass them.
 //!
 //! Input: line 1 is `types`, line 2 is `scopes` (a missing line means "not

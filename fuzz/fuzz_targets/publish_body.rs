@@ -1,4 +1,4 @@
-//! The publish body (API.md §3): one object, a JSON array, or NDJSON. A body is
+//! The publish body (docs/api.md §3): one object, a JSON array, or NDJSON. A body is
 //! either at most `max_batch` valid events, each within `max_event_bytes` as sent,
 //! or a 4xx naming `body` or `events[i]`; never part of a batch.
 

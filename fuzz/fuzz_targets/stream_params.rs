@@ -1,4 +1,4 @@
-//! The stream URL's query (API.md §4): any query string is either a valid request
+//! The stream URL's query (docs/api.md §4): any query string is either a valid request
 //! or a 400 naming the parameter, under Basic auth and under a signed URL.
 
 #![no_main]

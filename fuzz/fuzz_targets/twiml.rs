@@ -1,4 +1,4 @@
-//! The TwiML parser (API.md §7): an application's document is either verbs or
+//! The TwiML parser (docs/api.md §7): an application's document is either verbs or
 //! Twilio's 12100 with a message small enough to put in `call.error` and the logs.
 
 #![no_main]

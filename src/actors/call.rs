@@ -1,7 +1,7 @@
 //! `Call`: one phone call running its TwiML application.
 //!
 //! Owns: the call's [`Program`] (`callrouter::program`: requests TwiML, runs the verbs
-//! with simulated media time, emits the events of API.md §2) and the channel of
+//! with simulated media time, emits the events of docs/api.md §2) and the channel of
 //! inputs that reach it while it runs.
 //! Receives: `CallInput` (digits and hang-ups from the simulated network, hang-ups and
 //! redirects from the REST API, mute and redirects from client events, the end of a

@@ -1,4 +1,4 @@
-//! The live topology (API.md §8, `GET /v1/Admin/Topology`): every shard and proxy is
+//! The live topology (docs/api.md §8, `GET /v1/Admin/Topology`): every shard and proxy is
 //! asked what it holds, each with a deadline, so an actor that does not answer in
 //! time shows as such instead of stalling the answer.
 

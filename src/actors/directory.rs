@@ -1,5 +1,5 @@
 //! The client directory: which proxy holds each client's session, and where a new
-//! one goes (API.md §8, "Scaling inside a node").
+//! one goes (docs/api.md §8, "Scaling inside a node").
 //!
 //! Clients used to map to proxies by `hash % proxies`, so the proxy count could
 //! never change without remapping every client. Now a client's proxy is whatever

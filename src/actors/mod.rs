@@ -60,7 +60,7 @@ impl Topology {
     /// Creates `config.shards` shards and `config.proxies` proxies (0 = one per core),
     /// spread round-robin over `threads` worker threads; each thread starts its share
     /// with [`Topology::start_share`]. Webhooks are delivered with `egress`'s client,
-    /// so callbacks obey API.md §5.
+    /// so callbacks obey docs/api.md §5.
     pub fn start(
         config: &Config,
         accounts: &Arc<Accounts>,

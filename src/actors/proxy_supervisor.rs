@@ -1,5 +1,5 @@
 //! The proxy supervisor: grows and shrinks the event proxies with their sessions
-//! (API.md §8, "Scaling inside a node").
+//! (docs/api.md §8, "Scaling inside a node").
 //!
 //! Every `scaling.interval_ms` it reads each proxy's sessions and asks
 //! [`ProxyScaler`] what to do. Adding a proxy: make it (on a worker thread) and put

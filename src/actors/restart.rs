@@ -1,6 +1,6 @@
 //! Running an actor so that it comes back: a shard or proxy that panics out of a
 //! handler, or stops while something still holds its address, is restarted in place
-//! (API.md §8: a shard that dies is restarted with its slots and its retention).
+//! (docs/api.md §8: a shard that dies is restarted with its slots and its retention).
 //!
 //! In place means the same actor value and the same mailbox: the state it had (a
 //! shard's slots, retention and registrations, a proxy's sessions) stays, every

@@ -1,4 +1,4 @@
-//! The shard supervisor: grows and shrinks the broker shards with load (API.md §8).
+//! The shard supervisor: grows and shrinks the broker shards with load (docs/api.md §8).
 //!
 //! Every `scaling.interval_ms` it reads each shard's events per second and asks
 //! [`Scaler`] what to do. Adding a shard: make it (on a worker thread), put it in the

@@ -50,7 +50,7 @@ impl AppError {
 /// Why an application request failed, in words that quote nothing it answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
-    /// The URL (or a redirect's) is refused by the egress rules (API.md §5); the
+    /// The URL (or a redirect's) is refused by the egress rules (docs/api.md §5); the
     /// rule is named, the host is not (a redirect's target came from the answer).
     #[error("the URL is refused: {0}")]
     Refused(&'static str),

@@ -1,5 +1,5 @@
 //! How long a call may run and how many documents it may fetch without anything
-//! happening (API.md §7 "Bounds").
+//! happening (docs/api.md §7 "Bounds").
 //!
 //! A call holds an actor, a registry entry and, while it fetches, an HTTP request to
 //! a tenant's application: a call nobody hangs up, or a `<Redirect>` to itself that

@@ -1,4 +1,4 @@
-//! The SMS hop count (API.md §7 "Bounds").
+//! The SMS hop count (docs/api.md §7 "Bounds").
 //!
 //! Two numbers of one account whose SMS applications answer each other would bounce
 //! messages forever: each reply arrives as a new inbound SMS that runs the other

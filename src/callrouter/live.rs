@@ -1,6 +1,6 @@
 //! The count of call programs still running, so a drain can wait until every call
 //! has ended *completely* — its `call.end` published and its `StatusCallback`
-//! requested — before streams are closed (API.md §8 "SIGTERM drains").
+//! requested — before streams are closed (docs/api.md §8 "SIGTERM drains").
 //!
 //! The registry's record of a call ends earlier (a `<Dial>`ing parent must learn the
 //! outcome at once), so it cannot tell the drain when a call is really done.

@@ -1,4 +1,4 @@
-//! The call router (API.md §7): numbers, calls, messages and conference rooms of
+//! The call router (docs/api.md §7): numbers, calls, messages and conference rooms of
 //! every account, and the simulated telephone network that drives them.
 //!
 //! Each call is an actor (`actors::call`) running its [`program::Program`];
@@ -425,7 +425,7 @@ impl CallRouter {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Drains the router (API.md §8): hangs up every live call — answered calls end
+    /// Drains the router (docs/api.md §8): hangs up every live call — answered calls end
     /// `completed`, calls still ringing `canceled`, as when the far end hangs up —
     /// and waits, at most `within`, until each has published its `call.end` and
     /// requested its `StatusCallback`. Calls starting from now on end at once. Errs

@@ -1,6 +1,6 @@
 //! A call's program, without the actor: it requests TwiML from the application, runs
 //! the verbs in order with simulated media time, takes the call's inputs as they come
-//! (digits, hang-ups, redirects, mutes) and emits the events of API.md §2. The
+//! (digits, hang-ups, redirects, mutes) and emits the events of docs/api.md §2. The
 //! [`Call`](crate::actors::call::Call) actor runs one and feeds it; the router starts
 //! calls through the function it was given, so this module and the router never
 //! name the actor.
@@ -499,7 +499,7 @@ impl Program {
                 }
                 Verb::Unknown { .. } => {
                     // The name is the document's, so it stays out of the message:
-                    // warnings reach every subscriber (API.md §6).
+                    // warnings reach every subscriber (docs/api.md §6).
                     self.problem("call.warning", 12200, "an unknown verb was skipped")
                         .await;
                     Ok(None)

@@ -436,7 +436,7 @@ impl MessageRecord {
 }
 
 /// Which ended calls (or messages) the REST API still shows: the newest `keep` of
-/// each account, oldest first (API.md §7, `call_router.keep_ended`).
+/// each account, oldest first (docs/api.md §7, `call_router.keep_ended`).
 ///
 /// Per account, so one tenant ending many calls pushes out only its own records,
 /// never another tenant's: a shared pool would let any account erase the others'

@@ -1,5 +1,5 @@
 //! Where call events go: into this process's event router (the default), or over
-//! API.md §3's publish endpoint to a remote event router (`call_router.publish_url`),
+//! docs/api.md §3's publish endpoint to a remote event router (`call_router.publish_url`),
 //! with each account's own credentials, so a call router can run apart from the
 //! event routers it feeds.
 

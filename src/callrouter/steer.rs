@@ -1,4 +1,4 @@
-//! Client events that steer calls (API.md §6): `client.hangup`, `client.mute`,
+//! Client events that steer calls (docs/api.md §6): `client.hangup`, `client.mute`,
 //! `client.unmute` and `client.redirect` act on the call named by `call_sid` only
 //! when the sender's [`Grant`] allows that action on that call.
 //!

@@ -1,4 +1,4 @@
-//! Cluster mode: several nodes joined through NATS JetStream (API.md §8,
+//! Cluster mode: several nodes joined through NATS JetStream (docs/api.md §8,
 //! docs/cluster.md).
 //!
 //! A publish on any node goes into one JetStream stream as one message per request

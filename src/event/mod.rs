@@ -1,5 +1,5 @@
 //! Events: validated at the HTTP edge, serialised once into shared bytes, then moved
-//! through shards, proxies and outboxes as an `Arc` (API.md §2).
+//! through shards, proxies and outboxes as an `Arc` (docs/api.md §2).
 //!
 //! The delivered JSON is stored without its closing brace so that each client's
 //! stream can append its own `"subscriptions"` list (or nothing, for a webhook or a

@@ -1,5 +1,5 @@
 //! Subscription filters: the `types`, `where` and `scopes` parameters of a stream
-//! URL or a control-channel request (API.md §4, §5), parsed once at the HTTP edge
+//! URL or a control-channel request (docs/api.md §4, §5), parsed once at the HTTP edge
 //! into a normalised [`Filter`], and indexed for fan-out.
 //!
 //! - [`TypePattern`] (`types.rs`): one `types` item, with `*` and trailing `.*`.
@@ -51,7 +51,7 @@ pub struct EventFields<'a> {
     pub data: DataView<'a>,
 }
 
-/// Which scoped events a subscription may see (API.md §2, §4 `scopes`).
+/// Which scoped events a subscription may see (docs/api.md §2, §4 `scopes`).
 ///
 /// This is the publisher's security filter, not a convenience: a signed URL's
 /// `scopes` are signed, so a browser cannot widen them.
@@ -158,7 +158,7 @@ impl Filter {
     /// Builds a filter from list form, as a JSON body gives it. An empty `types` list
     /// means every type; each item is one pattern (a comma inside an item is an
     /// error: split comma strings first). An empty or absent `scopes` list means
-    /// `absent_scopes` (API.md §5: "an empty `scopes` is the same as none").
+    /// `absent_scopes` (docs/api.md §5: "an empty `scopes` is the same as none").
     pub fn from_parts(
         types: Vec<String>,
         wheres: Vec<String>,

@@ -1,4 +1,4 @@
-//! `where` predicates: `field op value` (API.md §4).
+//! `where` predicates: `field op value` (docs/api.md §4).
 //!
 //! Fields are `call_sid`, `type` and `data.<key>` (nested keys with dots, each key
 //! `[A-Za-z0-9_-]+`). The operator is the first operator character after the field,

@@ -1,4 +1,4 @@
-//! Type patterns: one item of the `types=` comma list (API.md §4).
+//! Type patterns: one item of the `types=` comma list (docs/api.md §4).
 //!
 //! A pattern is dot-separated segments, each a literal `[a-z0-9_]+` or `*`:
 //!
@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use super::{snippet, ParseErrorKind};
 
-/// Longest event type and longest type pattern, in bytes (API.md §2). Bounding the
+/// Longest event type and longest type pattern, in bytes (docs/api.md §2). Bounding the
 /// length is what lets the matcher tokenise into a fixed stack buffer.
 pub const MAX_TYPE_LEN: usize = 64;
 

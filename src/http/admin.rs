@@ -1,4 +1,4 @@
-//! `GET /v1/Admin/Topology` (API.md §8): the live shards and proxies, for operators.
+//! `GET /v1/Admin/Topology` (docs/api.md §8): the live shards and proxies, for operators.
 //! Basic credentials `admin:<admin_token>`; with no `admin_token` configured the
 //! admin endpoints are off and say so (403 `admin_disabled`), since no credentials
 //! could pass.

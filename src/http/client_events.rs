@@ -1,10 +1,10 @@
-//! `POST /v1/Accounts/{AccountSid}/ClientEvents?client=…` (API.md §6): a browser (by
+//! `POST /v1/Accounts/{AccountSid}/ClientEvents?client=…` (docs/api.md §6): a browser (by
 //! signed URL) or a server (Basic auth) sends a `client.*` event; the router stamps
 //! the sender's id in `data.client` and routes it like any published event, so
 //! subscribers of `client.*` (the call router among them) receive it. WebSocket text
 //! frames come through [`send`] too.
 //!
-//! The sender's [`Grant`] decides before anything is published (API.md §6): a
+//! The sender's [`Grant`] decides before anything is published (docs/api.md §6): a
 //! `scope` beyond its `scopes=` and an action on a call it may not steer are 403
 //! `forbidden`, neither published nor acted on; an accepted action is carried out
 //! only once the event is accepted.
@@ -52,7 +52,7 @@ async fn post(
 }
 
 /// The sender's client id and grant from a client-events URL: `client` (required),
-/// and the `where`, `scopes` and `act` a signed URL grants (API.md §4, §6).
+/// and the `where`, `scopes` and `act` a signed URL grants (docs/api.md §4, §6).
 fn sender(raw_query: &str, principal: Principal) -> Result<(String, Grant), ApiError> {
     let mut query = QueryParams::parse(raw_query, &["client", "scopes", "act"])?;
     let (client, scopes, act) = (

@@ -1,4 +1,4 @@
-//! The control channel (API.md §5):
+//! The control channel (docs/api.md §5):
 //! `/v1/Accounts/{AccountSid}/Clients/{client}/Subscriptions[/{SubscriptionSid}]`.
 //!
 //! Create, list, read, change and delete a client's subscriptions, by Basic auth

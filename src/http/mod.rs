@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod client_events;
+pub mod console;
 pub mod control;
 pub mod error;
 pub mod front;
@@ -45,11 +46,11 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     /// Routes events into the shards.
     pub publisher: Publisher,
-    /// Numbers, calls and messages (API.md §7).
+    /// Numbers, calls and messages (docs/api.md §7).
     pub call_router: Arc<CallRouter>,
     /// The server's metrics.
     pub metrics: Metrics,
-    /// The egress rules (API.md §5): check tenant-supplied URLs with
+    /// The egress rules (docs/api.md §5): check tenant-supplied URLs with
     /// [`Egress::check_url`](crate::egress::Egress::check_url).
     pub egress: crate::egress::Egress,
     /// Set when draining: publishes get 503 and `/readyz` fails.
@@ -184,6 +185,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, config: &Config) {
     signed_urls::configure(cfg);
     twilio::configure(cfg);
     sim::configure(cfg);
+    console::configure(cfg);
 }
 
 /// The account sid in `/v1/Accounts/{sid}/{leaf}`, or `None` for any other path: one

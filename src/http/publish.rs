@@ -1,4 +1,4 @@
-//! `POST /v1/Accounts/{AccountSid}/Events` (API.md §3): Basic auth, one event, a JSON
+//! `POST /v1/Accounts/{AccountSid}/Events` (docs/api.md §3): Basic auth, one event, a JSON
 //! array or NDJSON; all-or-nothing; 202 once every event is in its shard's mailbox.
 
 use std::time::Instant;

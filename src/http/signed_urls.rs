@@ -1,4 +1,4 @@
-//! `POST /v1/Accounts/{AccountSid}/SignedUrls` (API.md §9): an app server that
+//! `POST /v1/Accounts/{AccountSid}/SignedUrls` (docs/api.md §9): an app server that
 //! would rather not implement HMAC sends a path and a lifetime with its Basic
 //! credentials and gets the signed URL back, to hand to a browser.
 //!

@@ -1,4 +1,4 @@
-//! The simulated telephone network (API.md §7): inbound calls and SMS, key presses
+//! The simulated telephone network (docs/api.md §7): inbound calls and SMS, key presses
 //! and hang-ups, authorised by the Basic credentials of the account that owns the
 //! number. JSON in, JSON out.
 

@@ -1,4 +1,4 @@
-//! The Twilio-compatible REST API (API.md §7): `/2010-04-01/Accounts/{AccountSid}/…`
+//! The Twilio-compatible REST API (docs/api.md §7): `/2010-04-01/Accounts/{AccountSid}/…`
 //! for numbers, calls and messages. Basic auth, form-encoded requests, Twilio-shaped
 //! JSON and Twilio-style errors, so Twilio's helper libraries work against it.
 

@@ -1,4 +1,4 @@
-//! Per-tenant quotas and rate limits (API.md §8, `[limits]`): what one account or
+//! Per-tenant quotas and rate limits (docs/api.md §8, `[limits]`): what one account or
 //! client may hold (sessions, subscriptions, webhooks, running calls, filter terms)
 //! and send (published events, client events), so no tenant can exhaust what the
 //! others share. Counts are taken atomically where they are checked, so concurrent

@@ -1,7 +1,7 @@
 //! What one subscriber received, by sequence number: distinct, duplicated and
 //! out-of-order deliveries, and from those the lost ones.
 //!
-//! Order is only promised per call (API.md §2), so the publishers split the sequence
+//! Order is only promised per call (docs/api.md §2), so the publishers split the sequence
 //! numbers into `streams` classes (publisher `p` sends `p`, `p + P`, `p + 2P`, … on
 //! its own call sid, one request at a time) and a delivery is out of order when it is
 //! below the highest number already seen *in its own class*.

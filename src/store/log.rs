@@ -1,6 +1,6 @@
 //! The event log of a durable single node (`data_dir`): every accepted request is
 //! kept before it is answered `202`, then routed, in the order it was kept
-//! (API.md §8 "Durability", docs/durability.md). This is its handle: appends,
+//! (docs/api.md §8 "Durability", docs/durability.md). This is its handle: appends,
 //! clients' rows, call records and webhooks' cursors go to the writer thread
 //! ([`super::writer`]); reads of a client's history run on the blocking pool
 //! against a snapshot, beside the writer (redb's readers do not block its

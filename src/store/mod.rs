@@ -1,4 +1,4 @@
-//! The node's durable store, with `data_dir` (API.md §8 "Durability", issue 12,
+//! The node's durable store, with `data_dir` (docs/api.md §8 "Durability", issue 12,
 //! docs/durability.md): an embedded redb database, `switchboard.redb` in the data
 //! directory. redb is ACID and crash-safe: a commit that returned is on disk, and
 //! a `kill -9` at any moment leaves the last committed state.

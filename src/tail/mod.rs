@@ -1,4 +1,4 @@
-//! `switchboard tail` (API.md §9): a terminal subscriber. It opens one SSE stream
+//! `switchboard tail` (docs/api.md §9): a terminal subscriber. It opens one SSE stream
 //! with the account's Basic credentials and prints each event on one line, readable
 //! ([`line::human`]) or as the delivered JSON (`--json`, for `jq`).
 //!

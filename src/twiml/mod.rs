@@ -6,7 +6,7 @@
 //! unit-tested here and the program only executes.
 //!
 //! - [`parse`] checks the document against the subset of Twilio's schema that
-//!   API.md §7 lists and applies Twilio's defaults, so a [`Verb`] carries typed,
+//!   docs/api.md §7 lists and applies Twilio's defaults, so a [`Verb`] carries typed,
 //!   final values. A failure is a [`TwimlError`], which is always Twilio's
 //!   [`DOCUMENT_PARSE_FAILURE`] (12100); an unknown verb is not a failure but a
 //!   [`Verb::Unknown`], for a `call.warning` with [`SCHEMA_VALIDATION_WARNING`]

@@ -1,4 +1,4 @@
-//! A real browser against the stream endpoint (API.md §4, design.md "Streams"
+//! A real browser against the stream endpoint (docs/api.md §4, design.md "Streams"
 //! and "Replay and caching"): headless Chromium opens an `EventSource` on a
 //! signed URL from a page of another origin (so CORS is exercised) and
 //! receives events. When the server ends the connection

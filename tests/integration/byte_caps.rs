@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::common::channels::{marked, markers, poll_body, poll_within, value_markers};
 use crate::common::{new_call_sid, TestServer, WAIT};
 
-/// The cap API.md leaves to us: 256 KiB per long-poll response or SSE chunk.
+/// The cap the contract leaves to us: 256 KiB per long-poll response or SSE chunk.
 const CAP: usize = 256 * 1024;
 
 fn padded(call: &str, n: usize, pad: usize) -> Value {

@@ -1,4 +1,4 @@
-//! The call router's loop and size bounds (API.md §7 "Bounds") replayed as an
+//! The call router's loop and size bounds (docs/api.md §7 "Bounds") replayed as an
 //! attacker would: applications that answer each other forever, a `<Redirect>`
 //! to itself, a call that never hangs up. Each test counts the requests on the
 //! application's side and proves the loop stopped with the bound's event.

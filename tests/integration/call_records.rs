@@ -1,4 +1,4 @@
-//! Ended calls and messages the REST API keeps (API.md §7
+//! Ended calls and messages the REST API keeps (docs/api.md §7
 //! `call_router.keep_ended`, issue #8 point 13): each account keeps its own
 //! newest records, so one tenant ending many calls or sending many messages
 //! cannot push out another tenant's.

@@ -1,4 +1,4 @@
-//! Client events over HTTP (API.md §6, docs/design.md "Client events"):
+//! Client events over HTTP (docs/api.md §6, docs/design.md "Client events"):
 //! `POST /v1/Accounts/{sid}/ClientEvents` with a signed URL or Basic auth,
 //! the sender stamped in `data.client`, refusals, and the
 //! `switchboard_client_events_total{via="http"}` counter.

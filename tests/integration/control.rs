@@ -1,5 +1,5 @@
 //! The control channel `/v1/Accounts/{sid}/Clients/{client}/Subscriptions`
-//! (API.md §5, docs/design.md "Control channel"): CRUD with Basic auth in
+//! (docs/api.md §5, docs/design.md "Control channel"): CRUD with Basic auth in
 //! form and JSON bodies, changes applied to an open stream without
 //! reconnecting, one delivery per event however many subscriptions match,
 //! caching before the first connection, signed URLs that cannot be widened,
@@ -449,7 +449,7 @@ async fn a_signed_post_creates_exactly_the_signed_subscription() {
     assert_eq!(markers(&got), strings(&["ok"]));
 
     // A tampered or missing signature is 401; so is another account's signature
-    // (API.md §4: a bad signature like any other).
+    // (docs/api.md §4: a bad signature like any other).
     let tampered = signed.replace("types=call.end", "types=call.*");
     post_form(&server, &tampered, None, &[])
         .await

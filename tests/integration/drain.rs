@@ -1,4 +1,4 @@
-//! SIGTERM drains (API.md §8) that lose nothing: live calls end with `call.end`
+//! SIGTERM drains (docs/api.md §8) that lose nothing: live calls end with `call.end`
 //! and their status callbacks before streams get `stream.shutdown`, and webhook
 //! events queued at the drain are still delivered when the receiver is up.
 

@@ -1,4 +1,4 @@
-//! A durable single node (API.md §8 "Durability", issue 12, docs/durability.md):
+//! A durable single node (docs/api.md §8 "Durability", issue 12, docs/durability.md):
 //! with `data_dir`, what a node keeps survives `kill -9`. Each test runs the real
 //! binary, kills it outright (SIGKILL) and starts it again on the same directory:
 //!

@@ -1,5 +1,5 @@
 //! Issue #8 point 8, replayed over HTTP: `Last-Event-ID: earliest` forced a
-//! full retention replay on any signed URL. API.md §4: `earliest` counts only
+//! full retention replay on any signed URL. docs/api.md §4: `earliest` counts only
 //! in the signed query (or with Basic auth); the header carries real cursors.
 
 use serde_json::json;

@@ -1,4 +1,4 @@
-//! The egress rules (API.md §5), replayed as an attacker would: webhooks and
+//! The egress rules (docs/api.md §5), replayed as an attacker would: webhooks and
 //! applications aimed at loopback (directly and through a DNS name), redirects
 //! that leave the allow-list or never end, a TwiML answer that never ends, and a
 //! redirect to a service whose answer must not come back in `call.error`.

@@ -1,4 +1,4 @@
-//! Subscription filters over HTTP (API.md §4 `types`, `where`, `scopes`): a
+//! Subscription filters over HTTP (docs/api.md §4 `types`, `where`, `scopes`): a
 //! table of cases, each a stream query, events marked with `data.n`, and the
 //! markers the stream must receive.
 //!

@@ -1,4 +1,4 @@
-//! Grants (API.md §4 `scopes`/`act` and "The grant belongs to the connection", §6
+//! Grants (docs/api.md §4 `scopes`/`act` and "The grant belongs to the connection", §6
 //! acting on calls), each attack of issue #8 replayed over real HTTP and WebSocket:
 //!
 //! - a signed URL without `act=`, or whose `where` does not match the call's

@@ -1,4 +1,4 @@
-//! Twilio's official Python helper library against the call router (API.md §7: "the
+//! Twilio's official Python helper library against the call router (docs/api.md §7: "the
 //! official helper libraries work when pointed at this server"): numbers, calls
 //! (create, fetch, update, list), messages and Twilio-style errors, through
 //! `twilio-python` with `client.api.base_url` set to the test server.

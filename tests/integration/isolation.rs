@@ -1,4 +1,4 @@
-//! Account isolation (API.md §1): two accounts publishing at the same time,
+//! Account isolation (docs/api.md §1): two accounts publishing at the same time,
 //! on the same call sid, never see each other's events, on Basic-auth and on
 //! signed streams alike, and each sees all of its own.
 

@@ -1,4 +1,4 @@
-//! API.md §8 limits, replayed over HTTP as a tenant would abuse them: each quota
+//! docs/api.md §8 limits, replayed over HTTP as a tenant would abuse them: each quota
 //! with a small configured value, the refusal (429 naming the key, `Retry-After` for
 //! rates), and proof that nothing of a refused request was created or delivered.
 //! Then the fair shard queue: one account's burst aimed at one shard is refused

@@ -1,4 +1,4 @@
-//! `switchboard loadtest` (API.md §9) against a real server over real sockets: each
+//! `switchboard loadtest` (docs/api.md §9) against a real server over real sockets: each
 //! scenario through the library entry point with small bounded counts, and the real
 //! binary's `--json` output.
 

@@ -39,7 +39,7 @@ use crate::common::{
 use crate::process::{spawn_with, wait_ready, Options};
 
 const CALLER: &str = "+14155550100";
-/// Failed webhook deliveries that will be retried (API.md §8 metrics).
+/// Failed webhook deliveries that will be retried (docs/api.md §8 metrics).
 const RETRIES: &str = "switchboard_webhook_retries_total";
 
 /// The secrets planted in this run: `(what, marker)`. Markers are lowercase

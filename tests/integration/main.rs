@@ -1,5 +1,5 @@
 //! Black-box integration tests: the real server on a free port, a real HTTP
-//! client, one module per surface (GUIDE.md point 20).
+//! client, one module per surface.
 //!
 //! Every test starts its own `TestServer`, so tests run in parallel without
 //! sharing state, and every wait is bounded so a broken server fails a test
@@ -14,11 +14,13 @@ mod calls;
 mod client_events;
 mod cluster;
 mod common;
+mod console;
 mod control;
 mod drain;
 mod durability;
 mod earliest;
 mod egress;
+mod examples;
 mod filters;
 mod grants;
 mod helper_library;

@@ -1,4 +1,4 @@
-//! Operations surface (API.md §8): `/metrics` after a known workload moves by
+//! Operations surface (docs/api.md §8): `/metrics` after a known workload moves by
 //! exactly that workload; `promtool check metrics` accepts a live scrape; every
 //! query of the Grafana dashboard names exported metrics and runs on a real
 //! Prometheus; `/healthz` and `/readyz` (503 while draining).
@@ -413,4 +413,33 @@ async fn health_and_readiness_while_draining() {
     let publish = server.try_publish(0, &json!({"type": "call.start"})).await;
     assert_eq!(publish.status, 503);
     assert!(publish.headers.contains_key("retry-after"));
+}
+
+/// docs/api.md §8 lists every metric: each family a live scrape exports (with
+/// every label value created at zero at start-up) is named there, so a new metric
+/// cannot ship undocumented.
+#[tokio::test]
+async fn every_exported_metric_is_in_the_api_reference() {
+    let server = TestServer::start(|_| {});
+    let text = server.get("/metrics").await.text();
+    let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))
+        .expect("docs/api.md");
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|name| name.starts_with("switchboard_"))
+        .collect();
+    assert!(
+        families.len() > 50,
+        "a scrape with its families: {families:?}"
+    );
+    let missing: Vec<&str> = families
+        .into_iter()
+        .filter(|name| !reference.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics missing from docs/api.md §8: {missing:?}"
+    );
 }

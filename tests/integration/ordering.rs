@@ -1,4 +1,4 @@
-//! Per-call ordering under concurrent publishing (API.md §2): 20 calls × 100
+//! Per-call ordering under concurrent publishing (docs/api.md §2): 20 calls × 100
 //! events published from 4 tasks at once, through single objects, JSON
 //! arrays and NDJSON batches that interleave calls, reach one subscriber in
 //! per-call order, none lost and none duplicated.

@@ -1,4 +1,4 @@
-//! Long-poll (`transport=poll`, API.md §4, docs/design.md "Long-poll"):
+//! Long-poll (`transport=poll`, docs/api.md §4, docs/design.md "Long-poll"):
 //! immediate answers when events are pending, waiting answers woken by a
 //! publish, empty answers at the timeout, cursors fed back, bad `timeout`,
 //! signed URLs.

@@ -1,4 +1,4 @@
-//! The real `switchboard serve` binary as a child process (API.md §8): with no
+//! The real `switchboard serve` binary as a child process (docs/api.md §8): with no
 //! config file it prints a working development account; after SIGTERM every
 //! accepted event still reaches the open stream, the stream ends with
 //! `stream.shutdown`, and the process exits 0.
@@ -23,6 +23,9 @@ pub(crate) struct Server {
     account: (String, String),
     /// Where the child's stderr goes when `Options::capture_stderr` is set.
     stderr: Option<PathBuf>,
+    /// The config file and environment, to start it again where it was.
+    config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Server {
@@ -64,31 +67,52 @@ pub(crate) fn spawn_with(sid: &str, token: &str, options: &Options<'_>) -> Serve
         ),
     )
     .expect("write config");
-    let (stderr, stderr_path) = if options.capture_stderr {
-        let path = dir.join("stderr.log");
-        let file = std::fs::File::create(&path).expect("create stderr file");
-        (Stdio::from(file), Some(path))
-    } else {
-        (Stdio::null(), None)
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .envs(options.env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn switchboard serve");
+    let stderr = options.capture_stderr.then(|| dir.join("stderr.log"));
+    let env: Vec<(String, String)> = options
+        .env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let child = launch(&config, &env, stderr.as_deref());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     Server {
         child,
         base: format!("http://{addr}"),
         addr,
         account: (sid.to_owned(), token.to_owned()),
-        stderr: stderr_path,
+        stderr,
+        config,
+        env,
     }
+}
+
+/// `switchboard serve --config CONFIG` with `env`, its stderr appended to `stderr`
+/// (or dropped).
+fn launch(
+    config: &std::path::Path,
+    env: &[(String, String)],
+    stderr: Option<&std::path::Path>,
+) -> Child {
+    let stderr = match stderr {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the stderr file"),
+        ),
+        None => Stdio::null(),
+    };
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn switchboard serve")
 }
 
 impl Server {
@@ -104,7 +128,15 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM (the drain of API.md §8).
+    /// Starts the binary again on the same address, config and environment (after
+    /// [`Server::kill`] or an exit), as a restarted service would be; wait for it
+    /// with [`wait_ready`].
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.child = launch(&self.config, &self.env, self.stderr.as_deref());
+    }
+
+    /// Sends SIGTERM (the drain of docs/api.md §8).
     pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
@@ -263,6 +295,9 @@ async fn serve_without_a_config_file_prints_a_working_development_account() {
         addr,
         account: (sid.to_owned(), token.to_owned()),
         stderr: None,
+        // Started without a config; never restarted.
+        config: PathBuf::new(),
+        env: Vec::new(),
     };
 
     let client = http_client();

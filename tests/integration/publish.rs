@@ -1,4 +1,4 @@
-//! `POST /v1/Accounts/{sid}/Events` (API.md §2–§3): the three body forms,
+//! `POST /v1/Accounts/{sid}/Events` (docs/api.md §2–§3): the three body forms,
 //! the delivered shape on a stream, all-or-nothing batches, and every error
 //! status with its JSON body.
 

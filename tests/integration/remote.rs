@@ -1,4 +1,4 @@
-//! The call router publishing to a remote event router (API.md §7, last paragraph):
+//! The call router publishing to a remote event router (docs/api.md §7, last paragraph):
 //! one server runs the calls, another routes their events, over the §3 endpoint.
 
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Replay and caching (API.md §4, docs/design.md "Replay and caching"):
+//! Replay and caching (docs/api.md §4, docs/design.md "Replay and caching"):
 //! resuming by `Last-Event-ID` or `cursor=`, the cache of a named client while
 //! it is away, `stream.gap` on retention overflow, `cursor=earliest`, and
 //! refusals of malformed or foreign cursors.

@@ -1,4 +1,4 @@
-//! The shard and proxy supervisors (issue 10, API.md §8 "Scaling inside a node"):
+//! The shard and proxy supervisors (issue 10, docs/api.md §8 "Scaling inside a node"):
 //! with low marks in the config, bursts of publishing add shards and lulls retire
 //! them, sessions filling a proxy add one and thinning out retire one (its sessions
 //! moving), several times over, with a shard stopped and restarted, while a steady

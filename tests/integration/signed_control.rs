@@ -1,4 +1,4 @@
-//! Signed control-channel URLs (API.md §5, issue #8 point 3): a signed URL
+//! Signed control-channel URLs (docs/api.md §5, issue #8 point 3): a signed URL
 //! serves only the method its query signs (`method=`), and a create equal to
 //! an existing subscription returns that one with 200, so replaying a signed
 //! create URL adds nothing — no twin subscription, no second webhook.

@@ -1,4 +1,4 @@
-//! `POST /v1/Accounts/{AccountSid}/SignedUrls` (API.md §9, docs/api.md §9): an app
+//! `POST /v1/Accounts/{AccountSid}/SignedUrls` (docs/api.md §9, docs/api.md §9): an app
 //! server's Basic credentials and a path in, a signed URL out, that a browser then
 //! really opens; lifetimes over `auth.max_url_lifetime_secs` refused; and the
 //! attacks on a minting endpoint replayed: a signed URL minting more URLs, one

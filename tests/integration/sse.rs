@@ -1,4 +1,4 @@
-//! The SSE transport of `GET /v1/Accounts/{sid}/Stream` (API.md §4): the
+//! The SSE transport of `GET /v1/Accounts/{sid}/Stream` (docs/api.md §4): the
 //! `stream.open` notice, unbuffered delivery, heartbeats, expiry of signed
 //! streams, Basic-auth streams and the `client` / `transport` parameters.
 

@@ -1,4 +1,4 @@
-//! Subscription work never holds up delivery (issue 10, API.md §8): a proxy answers
+//! Subscription work never holds up delivery (issue 10, docs/api.md §8): a proxy answers
 //! a connect, a subscribe or a `cursor=earliest` replay without pausing the events
 //! it delivers to its other clients meanwhile.
 

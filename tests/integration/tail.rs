@@ -1,126 +1,47 @@
-//! `switchboard tail` (API.md §9, docs/api.md §9): the real binary, subscribed to
+//! `switchboard tail` (docs/api.md §9, docs/api.md §9): the real binary, subscribed to
 //! a real server, prints a scripted call (a simulated caller enters a code at a
 //! `Gather`) one line per event, readably and as JSON; it reconnects when the
 //! server ends its stream and resumes by cursor, losing and repeating nothing; it
 //! exits 0 on Ctrl-C and 1 when the server refuses it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::common::captured::Captured;
 use crate::common::twilio::{sim_server, Api, AppServer};
-use crate::common::{event, new_call_sid, TestServer, WAIT};
+use crate::common::{event, new_call_sid, TestServer};
 
 const CALLER: &str = "+14155550100";
 
-/// A running `switchboard tail`, its output collected line by line.
-struct Tail {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Tail {
-    /// `switchboard tail` against account 0 of `server`, the token in the
-    /// environment (as the docs advise), plus `flags`.
-    fn spawn(server: &TestServer, token: &str, flags: &[&str]) -> Tail {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+/// `switchboard tail` against account 0 of `server`, the token in the environment
+/// (as the docs advise), plus `flags`; its output collected line by line.
+fn tail(server: &TestServer, token: &str, flags: &[&str]) -> Captured {
+    Captured::spawn(
+        "switchboard tail",
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("tail")
             .args(["--url", &server.base_url(), "--account", server.sid(0)])
             .args(flags)
-            .env("SWITCHBOARD_TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchboard tail");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        Tail {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().clone()
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().clone()
-    }
-
-    /// Waits (bounded) until `done` holds for the lines printed so far.
-    async fn until(&self, what: &str, done: impl Fn(&[String], &[String]) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !done(&self.stdout(), &self.stderr()) {
-            assert!(
-                Instant::now() < deadline,
-                "tail: waiting for {what}\nstdout:\n{}\nstderr:\n{}",
-                self.stdout().join("\n"),
-                self.stderr().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn until_open(&self) {
-        self.until("stream.open on stderr", |_, err| {
-            err.iter().any(|l| l.contains("stream.open"))
-        })
-        .await;
-    }
-
-    /// Sends SIGINT, as Ctrl-C does, and returns the exit status.
-    async fn interrupt(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success(), "kill -INT failed");
-        self.wait_exit().await
-    }
-
-    async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tail did not exit; stderr:\n{}",
-                self.stderr().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+            .env("SWITCHBOARD_TOKEN", token),
+    )
 }
 
-impl Drop for Tail {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until the stream is open (its notice on stderr).
+async fn until_open(tail: &mut Captured) {
+    tail.until("stream.open on stderr", |_, err| {
+        err.iter().any(|l| l.contains("stream.open")).then_some(())
+    })
+    .await;
 }
 
-fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            match line {
-                Ok(line) => sink.lock().push(line),
-                Err(_) => break,
-            }
-        }
-    });
-    lines
+/// Waits until stdout has a line containing `text`.
+async fn until_printed(tail: &mut Captured, text: &str) {
+    tail.until(text, |out, _| {
+        out.iter().any(|l| l.contains(text)).then_some(())
+    })
+    .await;
 }
 
 /// The second column of a human line: the event type.
@@ -161,23 +82,16 @@ async fn tail_prints_a_scripted_call_readably_and_as_json() {
     let number = api.voice_number(&app.url("/voice")).await;
 
     let types = ["--types", "call.*,gather.*"];
-    let human = Tail::spawn(&server, server.token(0), &types);
-    let json = Tail::spawn(&server, server.token(0), &[types[0], types[1], "--json"]);
-    human.until_open().await;
-    json.until_open().await;
+    let mut human = tail(&server, server.token(0), &types);
+    let mut json = tail(&server, server.token(0), &[types[0], types[1], "--json"]);
+    until_open(&mut human).await;
+    until_open(&mut json).await;
 
     let call = api.sim_call(CALLER, &number).await;
-    human
-        .until("gather.start", |out, _| {
-            out.iter().any(|l| human_type(l) == "gather.start")
-        })
-        .await;
+    until_printed(&mut human, "gather.start").await;
     api.sim_digits(&call, "1234").await;
-    for tail in [&human, &json] {
-        tail.until("call.end", |out, _| {
-            out.iter().any(|l| l.contains("call.end"))
-        })
-        .await;
+    for tail in [&mut human, &mut json] {
+        until_printed(tail, "call.end").await;
     }
 
     // Human: one line per event of the call, in order, time then type then call
@@ -212,8 +126,9 @@ async fn tail_prints_a_scripted_call_readably_and_as_json() {
     assert_eq!(ids.len(), events.len(), "each event once: {ids:?}");
 
     // Ctrl-C: a clean exit, status 0.
-    for tail in [human, json] {
-        let status = tail.interrupt().await;
+    for tail in [&mut human, &mut json] {
+        tail.signal("INT");
+        let status = tail.wait_exit().await;
         assert_eq!(status.code(), Some(0), "exit status after Ctrl-C: {status}");
     }
 }
@@ -226,12 +141,12 @@ async fn tail_reconnects_when_the_stream_ends_and_resumes_without_loss_or_repeat
         config.stream.max_connection_secs = 1;
         config.stream.retry_ms = 200;
     });
-    let tail = Tail::spawn(
+    let mut tail = tail(
         &server,
         server.token(0),
         &["--types", "call.progress", "--json"],
     );
-    tail.until_open().await;
+    until_open(&mut tail).await;
     let call = new_call_sid();
     let mut published = Vec::new();
     for batch in 0..4 {
@@ -245,8 +160,10 @@ async fn tail_reconnects_when_the_stream_ends_and_resumes_without_loss_or_repeat
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let wanted = published.len();
-    tail.until("every published event", |out, _| out.len() >= wanted)
-        .await;
+    tail.until("every published event", |out, _| {
+        (out.len() >= wanted).then_some(())
+    })
+    .await;
     // Let a repeat, if any, arrive before judging.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let seen: Vec<String> = tail
@@ -273,7 +190,7 @@ async fn tail_reconnects_when_the_stream_ends_and_resumes_without_loss_or_repeat
 #[tokio::test]
 async fn tail_exits_1_when_the_server_refuses_it() {
     let server = TestServer::start(|_| {});
-    let mut wrong_token = Tail::spawn(&server, "not-the-token", &[]);
+    let mut wrong_token = tail(&server, "not-the-token", &[]);
     let status = wrong_token.wait_exit().await;
     assert_eq!(status.code(), Some(1), "{:#?}", wrong_token.stderr());
     let said = wrong_token.stderr().join("\n");
@@ -286,7 +203,7 @@ async fn tail_exits_1_when_the_server_refuses_it() {
         "the token was echoed: {said}"
     );
 
-    let mut bad_filter = Tail::spawn(&server, server.token(0), &["--where", "nonsense"]);
+    let mut bad_filter = tail(&server, server.token(0), &["--where", "nonsense"]);
     let status = bad_filter.wait_exit().await;
     assert_eq!(status.code(), Some(1), "{:#?}", bad_filter.stderr());
     let said = bad_filter.stderr().join("\n");

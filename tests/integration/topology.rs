@@ -1,4 +1,4 @@
-//! `GET /v1/Admin/Topology` (API.md §8): the live shards and proxies behind the
+//! `GET /v1/Admin/Topology` (docs/api.md §8): the live shards and proxies behind the
 //! admin credentials, agreeing with the metrics.
 
 use reqwest::Method;

@@ -1,4 +1,4 @@
-//! Webhook subscriptions (API.md §5, docs/design.md "Webhooks"): a callback
+//! Webhook subscriptions (docs/api.md §5, docs/design.md "Webhooks"): a callback
 //! on the control channel gets signed JSON arrays of events in order,
 //! retried with backoff until a 2xx; `webhook.allowed_hosts` limits callbacks.
 

@@ -1,4 +1,4 @@
-//! The WebSocket transport of the stream URL (API.md §4 and §6,
+//! The WebSocket transport of the stream URL (docs/api.md §4 and §6,
 //! docs/design.md "WebSocket"): `stream.open` first, one event per text
 //! frame with `cursor` and `subscriptions`, client events sent as text
 //! frames, `stream.error` for invalid frames, resuming by cursor.
@@ -123,7 +123,7 @@ async fn client_frames_reach_client_subscribers_with_the_sender_stamped() {
         .await
         .value("switchboard_client_events_total", &[("via", "ws")]);
 
-    // Both frames name one call: only a call's events are ordered (API.md §2).
+    // Both frames name one call: only a call's events are ordered (docs/api.md §2).
     let call = new_call_sid();
     ws.send_text(&json!({"type": "client.hello", "call_sid": call, "data": {"x": 1}}).to_string())
         .await;

@@ -1,5 +1,5 @@
 //! Issue #8 point 12, replayed with raw frames: fragmented WebSocket messages
-//! were dropped silently. API.md §6: they are reassembled, and a message over
+//! were dropped silently. docs/api.md §6: they are reassembled, and a message over
 //! 64 KiB, fragmented or not, closes the socket with 1009.
 
 use std::time::Duration;

@@ -89,7 +89,7 @@ const _: () = assert!(std::mem::size_of::<Deliver>() <= 48);
 
 /// A subscription asked for by a stream URL or the control channel.
 ///
-/// Equality is what makes a control-channel create idempotent (API.md §5): two
+/// Equality is what makes a control-channel create idempotent (docs/api.md §5): two
 /// requests are the same subscription when their filters are equal in canonical
 /// form (a [`Filter`] is normalised when built, so clause order and repetition do
 /// not count), and their scopes, expiry and callback are equal.

@@ -44,7 +44,7 @@ pub struct Sub {
 }
 
 impl Sub {
-    /// Whether it is this `new` subscription asked for again (API.md §5: a replayed
+    /// Whether it is this `new` subscription asked for again (docs/api.md §5: a replayed
     /// create adds nothing).
     fn is(&self, new: &NewSubscription) -> bool {
         *new.filter == *self.filter && new.expires == self.expires && new.callback == self.callback

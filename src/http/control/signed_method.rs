@@ -1,4 +1,4 @@
-//! The method a signed control-channel URL serves (API.md §5).
+//! The method a signed control-channel URL serves (docs/api.md §5).
 //!
 //! A signature covers the path and the query, not the HTTP method, so without a
 //! signed `method=` a URL handed out to *list* a client's subscriptions could be
@@ -6,7 +6,7 @@
 //! carries no filter). The signer therefore names the one method the URL is for,
 //! and the control channel serves that method only.
 //!
-//! Choices where API.md is silent, documented in the README:
+//! Choices the public contract leaves open, documented in docs/api.md §5:
 //! - no `method=` at all is a URL that grants no method: `403 method_not_signed`,
 //!   like a mismatch, rather than a 400 (the URL is well formed and correctly
 //!   signed; it just does not allow what was asked);

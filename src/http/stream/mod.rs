@@ -1,4 +1,4 @@
-//! `GET /v1/Accounts/{AccountSid}/Stream` (API.md §4): authenticate, validate, connect
+//! `GET /v1/Accounts/{AccountSid}/Stream` (docs/api.md §4): authenticate, validate, connect
 //! the client's session through its proxy, then hand the connection to its transport:
 //! WebSocket for an `Upgrade: websocket` request, long-poll for `transport=poll`,
 //! SSE otherwise.
@@ -353,7 +353,7 @@ impl Connection {
 
     /// Takes what is new for this connection, up to `max_bytes` of events but at
     /// least one (see [`crate::outbox::Outbox::drain`]), minus the scoped events its
-    /// own grant does not cover (API.md §4: whichever of the client's subscriptions
+    /// own grant does not cover (docs/api.md §4: whichever of the client's subscriptions
     /// matched them). Withheld events still move the client's position on: this
     /// connection never sees them and a later connection resuming after it does not
     /// either, while one resuming from an earlier cursor is offered them again and

@@ -1,4 +1,4 @@
-//! The stream URL's query parameters (API.md §4), decoded and validated once.
+//! The stream URL's query parameters (docs/api.md §4), decoded and validated once.
 //! Authentication has already happened; every error here is a 400 naming the
 //! parameter.
 
@@ -135,7 +135,7 @@ impl StreamParams {
 /// The header wins because an `EventSource` reconnects to the very URL it was given
 /// and puts the last id it saw in the header: a page opened with a signed
 /// `cursor=earliest` must resume after that id, not replay everything again.
-/// `earliest` in the header is refused (API.md §4: the header carries real cursors
+/// `earliest` in the header is refused (docs/api.md §4: the header carries real cursors
 /// only). It is only honoured from the query, where a signed URL's signature covers
 /// it, so the holder of a plain signed URL cannot turn each request into a full
 /// retention replay. A 400 rather than silently ignoring it: `EventSource` never

@@ -1,4 +1,4 @@
-//! Reassembly of fragmented WebSocket messages (API.md §6). A client may split a
+//! Reassembly of fragmented WebSocket messages (docs/api.md §6). A client may split a
 //! text message into a first frame and continuation frames; they are joined here
 //! into one message, bounded by [`MAX_MESSAGE_BYTES`] however it is split, so a
 //! client cannot grow the buffer without limit by never sending the last fragment.

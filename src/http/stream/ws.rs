@@ -1,5 +1,5 @@
 //! The WebSocket transport (`Upgrade: websocket` on the stream URL), an actor of
-//! `actix-web-actors` as ARCHITECTURE.md asks; its use is confined to this file.
+//! `actix-web-actors` as the architecture asks; its use is confined to this file.
 //! (`actix-web-actors` is deprecated upstream in favour of `actix-ws`, whose session
 //! is a plain async handle; moving there means replacing this one file.)
 //!

@@ -1,4 +1,4 @@
-//! The built-in call router (API.md §7, docs/call-router.md), held from the
+//! The built-in call router (docs/api.md §7, docs/call-router.md), held from the
 //! outside: Twilio-style REST, the simulated network, TwiML executed against
 //! an application server the test scripts (`common::twilio::AppServer`, which
 //! checks every `X-Twilio-Signature` with its own implementation of Twilio's

@@ -1,4 +1,4 @@
-//! Helpers for the other surfaces of the router, written from API.md §4–§6 and
+//! Helpers for the other surfaces of the router, written from docs/api.md §4–§6 and
 //! docs/design.md: SSE requests with extra headers (`Last-Event-ID`), long-poll
 //! requests, WebSocket streams, the control channel, `/metrics` scrapes, and a
 //! webhook receiver on a loopback port.
@@ -517,7 +517,7 @@ impl Ws {
 // Webhooks
 
 /// base64 (standard, padded) of HMAC-SHA1(token, url + body): the
-/// `X-Switchboard-Signature` of API.md §5.
+/// `X-Switchboard-Signature` of docs/api.md §5.
 pub fn webhook_signature(token: &str, url: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(token.as_bytes()).expect("HMAC takes any key");
     mac.update(url.as_bytes());

@@ -1,5 +1,5 @@
 //! Shared fixtures: an in-process server on a free port (`TestServer`), a
-//! signed-URL helper written from API.md §4 (`signing`), an SSE reader over a
+//! signed-URL helper written from docs/api.md §4 (`signing`), an SSE reader over a
 //! real socket (`sse`) and publish helpers.
 //!
 //! Nothing here calls into the crate except `switchboard::serve` and its
@@ -8,6 +8,7 @@
 //! server's code.
 
 pub mod call_sequences;
+pub mod captured;
 pub mod channels;
 pub mod nats;
 pub mod scrape;
@@ -15,6 +16,7 @@ pub mod signing;
 pub mod sse;
 pub mod tools;
 pub mod twilio;
+pub mod webdriver;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,4 +1,4 @@
-//! Signed stream URLs, written from API.md §4 and independent of the crate's
+//! Signed stream URLs, written from docs/api.md §4 and independent of the crate's
 //! signer: `canonical` is the path, `?`, and the query exactly as sent up to
 //! (excluding) `&signature=`; the signature is base64url without padding of
 //! HMAC-SHA1(AuthToken, canonical), appended as the last parameter.

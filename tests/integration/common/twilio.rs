@@ -1,4 +1,4 @@
-//! Fixtures for the call router (API.md §7, docs/call-router.md): an
+//! Fixtures for the call router (docs/api.md §7, docs/call-router.md): an
 //! application server the test scripts (`AppServer`, TwiML per path, every
 //! request recorded and its `X-Twilio-Signature` checked by an independent
 //! implementation of Twilio's algorithm), helpers for the Twilio-style REST
