@@ -3,9 +3,9 @@
 //! Owns: the call's [`Program`] (`callrouter::program`: requests TwiML, runs the verbs
 //! with simulated media time, emits the events of docs/api.md §2) and the channel of
 //! inputs that reach it while it runs.
-//! Receives: `CallInput` (digits and hang-ups from the simulated network, hang-ups and
-//! redirects from the REST API, mute and redirects from client events, the end of a
-//! conference room) from the [`CallRouter`].
+//! Receives: `CallInput` (digits, speech and hang-ups from the simulated network,
+//! hang-ups and redirects from the REST API, mute and redirects from client events,
+//! the end of a conference room) from the [`CallRouter`].
 //! Bounds: one small future and a bounded input channel; an idle call (waiting in a
 //! `Pause`, a `Gather` or a conference) holds no thread and no timer but its own.
 //! On stop: the program has ended; the router has recorded the final status and told

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod call_limits;
 pub mod hops;
+pub mod listening;
 pub mod live;
 pub mod program;
 pub mod records;
@@ -38,6 +39,7 @@ use crate::store::{Store, StoreError};
 use crate::twiml::Method;
 use app::AppClient;
 use hops::Hop;
+pub use listening::Utterance;
 use live::{LiveCall, LiveCalls};
 pub use program::{AppSource, CallInput, CallSetup};
 use records::{

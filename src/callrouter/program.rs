@@ -1,9 +1,9 @@
 //! A call's program, without the actor: it requests TwiML from the application, runs
 //! the verbs in order with simulated media time, takes the call's inputs as they come
-//! (digits, hang-ups, redirects, mutes) and emits the events of docs/api.md §2. The
-//! [`Call`](crate::actors::call::Call) actor runs one and feeds it; the router starts
-//! calls through the function it was given, so this module and the router never
-//! name the actor.
+//! (digits, speech, hang-ups, redirects, mutes) and emits the events of docs/api.md
+//! §2. The [`Call`](crate::actors::call::Call) actor runs one and feeds it; the router
+//! starts calls through the function it was given, so this module and the router
+//! never name the actor.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
+use super::listening::{Listening, Utterance};
 use super::live::LiveCall;
 use super::records::{new_sid, CallStatus, Direction, API_VERSION};
 use super::{CallOutcome, CallRouter};
@@ -69,11 +70,13 @@ pub struct CallSetup {
 }
 
 /// Something that happens to a live call.
-#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[derive(Message, Debug, Clone, PartialEq)]
 #[rtype(result = "()")]
 pub enum CallInput {
     /// The caller pressed keys (`0-9*#`; `w` is half a second of nothing).
     Digits(String),
+    /// The caller spoke; only a `Gather` listening for speech hears it.
+    Speech(Utterance),
     /// Either side, the REST API or a client hung up.
     Hangup,
     /// Continue with another document.
@@ -106,6 +109,8 @@ pub struct Program {
     inputs: mpsc::Receiver<CallInput>,
     /// Keys pressed but not yet taken by a `Gather` or `Record`.
     typed: String,
+    /// The running `Gather`'s input; the default, which takes nothing, outside one.
+    listening: Listening,
     answered: Option<Instant>,
     status: CallStatus,
     /// The parameters of the request that fetched the current document (`Digits`
@@ -137,6 +142,7 @@ impl Program {
             token,
             inputs,
             typed: String::new(),
+            listening: Listening::default(),
             answered: None,
             status: CallStatus::Ringing,
             request: Vec::new(),
@@ -380,7 +386,8 @@ impl Program {
     }
 
     /// An interrupt already waiting (a hang-up, a redirect, the time limit), taken
-    /// without waiting; keys are kept for the next `Gather`.
+    /// without waiting; keys are kept for the next `Gather`, speech is lost (no
+    /// `Gather` listens between documents).
     fn pending_interrupt(&mut self) -> Option<Interrupt> {
         if self
             .deadline
@@ -397,20 +404,26 @@ impl Program {
                     return Some(Interrupt::Redirect(url, method))
                 }
                 Ok(CallInput::Digits(digits)) => self.typed.push_str(&digits),
-                Ok(CallInput::Mute(_) | CallInput::RoomEnded) => {}
+                Ok(CallInput::Speech(_) | CallInput::Mute(_) | CallInput::RoomEnded) => {}
                 Err(mpsc::error::TryRecvError::Empty) => return None,
             }
         }
     }
 
-    /// Waits for the next input that matters outside a verb: keys are kept for the
-    /// next `Gather`, mute only matters in a conference.
+    /// Waits for the next input that matters outside a verb: keys go to the
+    /// listening `Gather` or are kept for the next one, speech is heard only by a
+    /// `Gather` listening for it, mute only matters in a conference.
     async fn next_input(&mut self) -> Result<(), Interrupt> {
         match self.recv().await {
             None | Some(CallInput::Hangup) => Err(Interrupt::Hangup),
             Some(CallInput::Redirect(url, method)) => Err(Interrupt::Redirect(url, method)),
             Some(CallInput::Digits(digits)) => {
                 self.typed.push_str(&digits);
+                self.listening.take_keys(&mut self.typed);
+                Ok(())
+            }
+            Some(CallInput::Speech(speech)) => {
+                self.listening.hear(speech);
                 Ok(())
             }
             Some(CallInput::Mute(_) | CallInput::RoomEnded) => Ok(()),
@@ -430,12 +443,13 @@ impl Program {
         }
     }
 
-    /// Like [`wait`](Self::wait), but a key press ends it early (barge-in).
-    async fn wait_or_key(&mut self, duration: Duration) -> Result<(), Interrupt> {
+    /// Like [`wait`](Self::wait), but the caller answering the listening `Gather`
+    /// ends it early (barge-in).
+    async fn wait_or_answer(&mut self, duration: Duration) -> Result<(), Interrupt> {
         self.time_passed |= !duration.is_zero();
         let deadline = tokio::time::sleep(duration);
         tokio::pin!(deadline);
-        while self.typed.is_empty() {
+        while !self.listening.answered() {
             tokio::select! {
                 _ = &mut deadline => return Ok(()),
                 input = self.next_input() => input?,
@@ -531,7 +545,7 @@ impl Program {
         let secs = (words * SAY_SECS_PER_WORD).max(1.0) * f64::from(say.loop_count.max(1));
         let duration = self.router.sim_time(secs);
         if barge_in {
-            self.wait_or_key(duration).await?;
+            self.wait_or_answer(duration).await?;
         } else {
             self.wait(duration).await?;
         }
@@ -574,7 +588,7 @@ impl Program {
             .router
             .sim_time(PLAY_SECS * f64::from(play.loop_count.max(1)));
         if barge_in {
-            self.wait_or_key(duration).await?;
+            self.wait_or_answer(duration).await?;
         } else {
             self.wait(duration).await?;
         }
@@ -585,65 +599,56 @@ impl Program {
 
     async fn gather(&mut self, gather: Gather, base: &Url) -> Result<Option<Flow>, Interrupt> {
         self.emit_verb("gather.start", "Gather", &[]).await;
+        self.listening = Listening::new(&gather);
+        self.listening.take_keys(&mut self.typed);
+        let listened = self.listen(&gather, base).await;
+        let heard = std::mem::take(&mut self.listening).heard();
+        listened?;
+        self.emit_verb("gather.end", "Gather", &heard.event_data())
+            .await;
+        // No input: Twilio goes on with the next verb.
+        let Some(params) = heard.into_params() else {
+            return Ok(None);
+        };
+        Ok(action(
+            base,
+            gather.action.as_deref(),
+            gather.method,
+            params,
+        ))
+    }
+
+    /// Runs the `Gather`'s prompts until the caller answers (barge-in), then listens
+    /// until the finish key or `numDigits`, `timeout` simulated seconds without
+    /// input, or `speechTimeout` after the caller spoke.
+    async fn listen(&mut self, gather: &Gather, base: &Url) -> Result<(), Interrupt> {
         for child in &gather.children {
-            if !self.typed.is_empty() {
-                break; // barge-in: a key stops the prompts
+            if self.listening.answered() {
+                break;
             }
             match child {
                 GatherChild::Say(say) => self.say(say, true).await?,
                 GatherChild::Play(play) => self.play(play, base, true).await?,
                 GatherChild::Pause(pause) => {
-                    self.wait_or_key(self.router.sim_time(f64::from(pause.length)))
+                    self.wait_or_answer(self.router.sim_time(f64::from(pause.length)))
                         .await?
                 }
             }
         }
-        let digits = self
-            .collect_digits(gather.num_digits, gather.finish_on_key, gather.timeout)
-            .await?;
-        self.emit_verb("gather.end", "Gather", &[("digits", digits.clone().into())])
-            .await;
-        if digits.is_empty() {
-            // No input: Twilio goes on with the next verb.
-            return Ok(None);
-        }
-        Ok(action(
-            base,
-            gather.action.as_deref(),
-            gather.method,
-            vec![("Digits".into(), digits)],
-        ))
-    }
-
-    /// Takes keys until `num_digits`, the finish key, or `timeout` simulated seconds
-    /// without a key.
-    async fn collect_digits(
-        &mut self,
-        num_digits: Option<u32>,
-        finish_on_key: Option<char>,
-        timeout: u32,
-    ) -> Result<String, Interrupt> {
-        let mut digits = String::new();
         loop {
-            while !self.typed.is_empty() {
-                let key = self.typed.remove(0);
-                if key == 'w' {
-                    continue;
-                }
-                if Some(key) == finish_on_key {
-                    return Ok(digits);
-                }
-                digits.push(key);
-                if num_digits.is_some_and(|n| digits.len() as u32 >= n) {
-                    return Ok(digits);
-                }
+            if self.listening.keys_complete() {
+                return Ok(());
             }
-            let wait = self.router.sim_time(f64::from(timeout));
+            if self.listening.spoken() {
+                let secs = gather.speech_timeout_secs();
+                return self.wait(self.router.sim_time(f64::from(secs))).await;
+            }
+            let wait = self.router.sim_time(f64::from(gather.timeout));
             self.time_passed |= !wait.is_zero();
             let deadline = tokio::time::sleep(wait);
             tokio::pin!(deadline);
             tokio::select! {
-                _ = &mut deadline => return Ok(digits),
+                _ = &mut deadline => return Ok(()),
                 input = self.next_input() => input?,
             }
         }
@@ -822,7 +827,7 @@ impl Program {
                     break Err(Interrupt::Redirect(url, method))
                 }
                 Some(CallInput::RoomEnded) => break Ok(()),
-                Some(CallInput::Digits(_)) => {}
+                Some(CallInput::Digits(_) | CallInput::Speech(_)) => {}
                 Some(CallInput::Mute(want)) => {
                     if self.router.set_muted(account, &room.name, &sid, want) {
                         muted = want;

@@ -1,5 +1,5 @@
-//! The simulated telephone network (docs/api.md §7): inbound calls and SMS, key presses
-//! and hang-ups, authorised by the Basic credentials of the account that owns the
+//! The simulated telephone network (docs/api.md §7): inbound calls and SMS, key presses,
+//! speech and hang-ups, authorised by the Basic credentials of the account that owns the
 //! number. JSON in, JSON out.
 
 use actix_web::http::header;
@@ -12,16 +12,24 @@ use super::publish::read_body;
 use super::{ApiError, AppState};
 use crate::account::AccountIdx;
 use crate::auth::AuthError;
-use crate::callrouter::CallInput;
 use crate::callrouter::RouterError;
+use crate::callrouter::{CallInput, Utterance};
 
 /// Largest simulator request.
 const MAX_BODY: usize = 16 * 1024;
+
+/// Longest speech, in bytes of UTF-8: a few sentences, more than any `Gather` asks
+/// for.
+const MAX_SPEECH_BYTES: usize = 1024;
+
+/// The recogniser's `Confidence` when the request gives none.
+const DEFAULT_CONFIDENCE: f64 = 0.9;
 
 /// Registers the simulator routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/Sim/Calls", web::post().to(call))
         .route("/v1/Sim/Calls/{call_sid}/Digits", web::post().to(digits))
+        .route("/v1/Sim/Calls/{call_sid}/Speech", web::post().to(speech))
         .route("/v1/Sim/Calls/{call_sid}/Hangup", web::post().to(hangup))
         .route("/v1/Sim/Messages", web::post().to(message));
 }
@@ -55,6 +63,20 @@ fn router_error(error: RouterError) -> ApiError {
         _ => "invalid_parameter",
     };
     ApiError::new(status, code, error.message)
+}
+
+/// Hands `input` to the account's live call: 202 `{"call_sid"}`.
+fn to_call(
+    state: &AppState,
+    account: AccountIdx,
+    call_sid: String,
+    input: CallInput,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .call_router
+        .input(account, &call_sid, input)
+        .map_err(router_error)?;
+    Ok(HttpResponse::Accepted().json(json!({ "call_sid": call_sid })))
 }
 
 #[derive(Deserialize)]
@@ -103,11 +125,51 @@ async fn digits(
     if !valid {
         return Err(ApiError::parameter("digits: 1 to 64 of 0-9, *, # and w"));
     }
-    state
-        .call_router
-        .input(account, &path, CallInput::Digits(digits))
-        .map_err(router_error)?;
-    Ok(HttpResponse::Accepted().json(json!({ "call_sid": path.into_inner() })))
+    to_call(
+        &state,
+        account,
+        path.into_inner(),
+        CallInput::Digits(digits),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Speech {
+    text: String,
+    confidence: Option<f64>,
+}
+
+/// The caller says `text`, already transcribed. Like keys, it is accepted for any
+/// live call; unlike keys, only a `Gather` listening for speech hears it.
+async fn speech(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let account = authenticate(&req, &state)?;
+    let said = utterance(json_body(payload).await?)?;
+    to_call(&state, account, path.into_inner(), CallInput::Speech(said))
+}
+
+/// A `Speech` body checked: `text` trimmed, within [`MAX_SPEECH_BYTES`] and without
+/// control characters; `confidence` from 0 to 1, [`DEFAULT_CONFIDENCE`] if absent.
+fn utterance(Speech { text, confidence }: Speech) -> Result<Utterance, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > MAX_SPEECH_BYTES || text.contains(char::is_control) {
+        return Err(ApiError::parameter(
+            "text: 1 to 1024 bytes of words, without control characters",
+        ));
+    }
+    let confidence = confidence.unwrap_or(DEFAULT_CONFIDENCE);
+    if !(0.0..=1.0).contains(&confidence) {
+        return Err(ApiError::parameter("confidence: a number from 0 to 1"));
+    }
+    Ok(Utterance {
+        text: text.to_owned(),
+        confidence,
+    })
 }
 
 async fn hangup(
@@ -116,11 +178,7 @@ async fn hangup(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let account = authenticate(&req, &state)?;
-    state
-        .call_router
-        .input(account, &path, CallInput::Hangup)
-        .map_err(router_error)?;
-    Ok(HttpResponse::Accepted().json(json!({ "call_sid": path.into_inner() })))
+    to_call(&state, account, path.into_inner(), CallInput::Hangup)
 }
 
 #[derive(Deserialize)]
@@ -147,4 +205,47 @@ async fn message(
         .await
         .map_err(router_error)?;
     Ok(HttpResponse::Created().json(json!({ "message_sid": message.sid })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(text: &str, confidence: Option<f64>) -> Result<Utterance, String> {
+        utterance(Speech {
+            text: text.to_owned(),
+            confidence,
+        })
+        .map_err(|error| error.message)
+    }
+
+    #[test]
+    fn speech_bounds_are_inclusive() {
+        let longest = "é".repeat(MAX_SPEECH_BYTES / 2);
+        assert_eq!(checked(&longest, Some(1.0)).map(|u| u.text), Ok(longest));
+        assert_eq!(
+            checked(" billing ", Some(0.0)).map(|u| u.text),
+            Ok("billing".into())
+        );
+        assert_eq!(
+            checked("billing", None).map(|u| u.confidence),
+            Ok(DEFAULT_CONFIDENCE)
+        );
+    }
+
+    #[test]
+    fn bad_speech_names_the_field() {
+        let too_long = "a".repeat(MAX_SPEECH_BYTES + 1);
+        for text in ["", " \t ", &too_long, "bill\ning", "\u{7}"] {
+            let refused = checked(text, Some(0.5)).expect_err(text);
+            assert!(refused.starts_with("text: "), "{text:?}: {refused}");
+        }
+        for confidence in [-0.01, 1.01, f64::NAN] {
+            let refused = checked("billing", Some(confidence)).expect_err("out of range");
+            assert!(
+                refused.starts_with("confidence: "),
+                "{confidence}: {refused}"
+            );
+        }
+    }
 }

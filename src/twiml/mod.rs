@@ -27,7 +27,7 @@ mod xml;
 pub use error::{TwimlError, DOCUMENT_PARSE_FAILURE, SCHEMA_VALIDATION_WARNING};
 pub use model::{
     Conference, Dial, DialTarget, Gather, GatherChild, GatherInput, Message, MessageKind, Method,
-    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, Verb,
+    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, SpeechTimeout, Verb,
 };
 pub use parse::parse;
 pub use template::fill_template;

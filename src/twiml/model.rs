@@ -26,7 +26,7 @@ pub enum Verb {
     Play(Play),
     /// `<Pause>`: wait silently.
     Pause(Pause),
-    /// `<Gather>`: collect digits while prompting.
+    /// `<Gather>`: collect digits or speech while prompting.
     Gather(Gather),
     /// `<Record>`: record the caller.
     Record(Record),
@@ -163,8 +163,8 @@ impl Default for Pause {
 pub struct GatherInput {
     /// Keypad digits. Default on.
     pub dtmf: bool,
-    /// Speech recognition. Off unless `input` names `speech`; the simulated network
-    /// has no speech, so the executor only ever sees it time out.
+    /// Speech recognition. Off unless `input` names `speech`; the simulated caller's
+    /// words arrive already transcribed.
     pub speech: bool,
 }
 
@@ -188,7 +188,19 @@ pub enum GatherChild {
     Pause(Pause),
 }
 
-/// `<Gather>`: collect keypad digits, then request `action` with `Digits`.
+/// `<Gather speechTimeout>`: how long Twilio waits after the caller stops speaking
+/// before it sends what was said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeechTimeout {
+    /// `auto`: the first pause ends the speech. The simulated caller's words arrive
+    /// whole, pause included, so the `Gather` ends at once.
+    Auto,
+    /// Seconds (at least 1).
+    Secs(u32),
+}
+
+/// `<Gather>`: collect keypad digits or speech, then request `action` with `Digits`,
+/// or with `SpeechResult` and `Confidence`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gather {
     /// `numDigits`: stop after this many digits. `None` (the default) = no limit,
@@ -207,6 +219,15 @@ pub struct Gather {
     pub method: Method,
     /// `input`. Default DTMF only.
     pub input: GatherInput,
+    /// `speechTimeout`. `None` = the `timeout`, as Twilio does.
+    pub speech_timeout: Option<SpeechTimeout>,
+    /// `hints`: the comma-separated words and phrases the caller is likely to say,
+    /// trimmed, empty ones dropped (Twilio's bounds: at most 500, each at most 100
+    /// characters). A recogniser's aid: the simulated caller's words need none.
+    pub hints: Vec<String>,
+    /// `language` of the speech: a BCP 47 tag as written (e.g. `en-GB`; letters,
+    /// digits and `-`, at most 35 characters); `None` = Twilio's default, `en-US`.
+    pub language: Option<String>,
     /// Nested `<Say>`, `<Play>` and `<Pause>`, in order.
     pub children: Vec<GatherChild>,
 }
@@ -220,7 +241,21 @@ impl Default for Gather {
             action: None,
             method: Method::Post,
             input: GatherInput::default(),
+            speech_timeout: None,
+            hints: Vec::new(),
+            language: None,
             children: Vec::new(),
+        }
+    }
+}
+
+impl Gather {
+    /// Seconds from the end of the caller's speech to the end of the `Gather`.
+    pub fn speech_timeout_secs(&self) -> u32 {
+        match self.speech_timeout {
+            None => self.timeout,
+            Some(SpeechTimeout::Auto) => 0,
+            Some(SpeechTimeout::Secs(secs)) => secs,
         }
     }
 }
@@ -434,6 +469,11 @@ mod tests {
             (gather.timeout, gather.finish_on_key, gather.method),
             (5, Some('#'), Method::Post)
         );
+        assert_eq!(
+            gather.speech_timeout_secs(),
+            5,
+            "speechTimeout follows timeout"
+        );
         let record = Record::default();
         assert_eq!(record.max_length, 3600);
         assert_eq!(record.finish_on_key, "1234567890*#");
@@ -442,5 +482,20 @@ mod tests {
         assert!(Conference::default().start_conference_on_enter);
         assert_eq!(Reject::default().reason.as_str(), "rejected");
         assert_eq!(Method::default().as_str(), "POST");
+    }
+
+    #[test]
+    fn speech_timeout_defaults_to_the_timeout_and_auto_is_at_once() {
+        let gather = |speech_timeout| Gather {
+            timeout: 12,
+            speech_timeout,
+            ..Gather::default()
+        };
+        assert_eq!(gather(None).speech_timeout_secs(), 12);
+        assert_eq!(
+            gather(Some(SpeechTimeout::Secs(2))).speech_timeout_secs(),
+            2
+        );
+        assert_eq!(gather(Some(SpeechTimeout::Auto)).speech_timeout_secs(), 0);
     }
 }

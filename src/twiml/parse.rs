@@ -8,7 +8,7 @@
 use super::error::{quote, TwimlError};
 use super::model::{
     Conference, Dial, DialTarget, Gather, GatherChild, GatherInput, Message, MessageKind, Method,
-    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, Verb,
+    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, SpeechTimeout, Verb,
 };
 use super::xml::{read_document, trim_xml, Element, Node};
 
@@ -28,6 +28,13 @@ const SSML_ELEMENTS: &[&str] = &[
     "amazon:domain",
     "amazon:effect",
 ];
+
+/// Most phrases in `<Gather hints>`, as Twilio documents.
+const MAX_HINTS: usize = 500;
+/// Longest phrase in `<Gather hints>`, in characters, as Twilio documents.
+const MAX_HINT_CHARS: usize = 100;
+/// Longest `<Gather language>` tag: RFC 5646's advice for a BCP 47 tag's length.
+const MAX_LANGUAGE_CHARS: usize = 35;
 
 /// Parses a TwiML document into the verbs the call actor runs.
 ///
@@ -137,6 +144,9 @@ fn gather(element: &Element) -> Result<Gather, TwimlError> {
         action: attrs.string("action"),
         method: attrs.method()?,
         input: attrs.input("input")?,
+        speech_timeout: attrs.speech_timeout("speechTimeout")?,
+        hints: attrs.hints("hints")?,
+        language: attrs.language("language")?,
         children,
     })
 }
@@ -520,6 +530,64 @@ impl<'a> Attrs<'a> {
         }
         Ok(input)
     }
+
+    /// `<Gather speechTimeout>`: `auto` or whole seconds from 1 (Twilio's "positive
+    /// integer"); `None` when absent.
+    fn speech_timeout(&self, name: &str) -> Result<Option<SpeechTimeout>, TwimlError> {
+        if self
+            .get(name)
+            .is_some_and(|value| trim_xml(value).eq_ignore_ascii_case("auto"))
+        {
+            return Ok(Some(SpeechTimeout::Auto));
+        }
+        match self.opt_u32(name) {
+            Ok(None) => Ok(None),
+            Ok(Some(secs)) if secs > 0 => Ok(Some(SpeechTimeout::Secs(secs))),
+            _ => Err(self.bad(name, "auto or a whole number of seconds from 1")),
+        }
+    }
+
+    /// `<Gather hints>`: comma-separated phrases, trimmed, within Twilio's bounds;
+    /// none when absent.
+    fn hints(&self, name: &str) -> Result<Vec<String>, TwimlError> {
+        let hints: Vec<String> = self
+            .get(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(trim_xml)
+            .filter(|hint| !hint.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if hints.len() > MAX_HINTS
+            || hints
+                .iter()
+                .any(|hint| hint.chars().count() > MAX_HINT_CHARS)
+        {
+            return Err(self.bad(
+                name,
+                "at most 500 comma-separated phrases of at most 100 characters",
+            ));
+        }
+        Ok(hints)
+    }
+
+    /// `<Gather language>`: a language tag's characters, bounded; empty counts as
+    /// absent.
+    fn language(&self, name: &str) -> Result<Option<String>, TwimlError> {
+        let Some(tag) = self.string(name) else {
+            return Ok(None);
+        };
+        if tag.len() <= MAX_LANGUAGE_CHARS
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            Ok(Some(tag))
+        } else {
+            Err(self.bad(
+                name,
+                "a language tag such as en-US: letters, digits and -, at most 35",
+            ))
+        }
+    }
 }
 
 /// A telephone keypad key.
@@ -723,6 +791,9 @@ mod tests {
                     dtmf: true,
                     speech: true
                 },
+                speech_timeout: None,
+                hints: vec!["ignored".into()],
+                language: None,
                 children: vec![
                     GatherChild::Say(Say {
                         text: "Press a key".into(),
@@ -750,6 +821,37 @@ mod tests {
                 speech: true
             }
         );
+    }
+
+    #[test]
+    fn gather_speech_attributes() {
+        let Verb::Gather(gather) = one(
+            r#"<Gather input="speech dtmf" speechTimeout=" Auto " language="en-GB"
+                       hints=" billing, technical support ,, $OPERAND_AMOUNT,"/>"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(gather.speech_timeout, Some(SpeechTimeout::Auto));
+        assert_eq!(gather.language.as_deref(), Some("en-GB"));
+        assert_eq!(
+            gather.hints,
+            ["billing", "technical support", "$OPERAND_AMOUNT"]
+        );
+        let Verb::Gather(gather) = one(r#"<Gather input="speech" speechTimeout="3" hints=""/>"#)
+        else {
+            panic!()
+        };
+        assert_eq!(gather.speech_timeout, Some(SpeechTimeout::Secs(3)));
+        assert!(gather.hints.is_empty());
+        // Twilio's bounds are inclusive.
+        let hints = vec!["h".repeat(MAX_HINT_CHARS); MAX_HINTS].join(",");
+        let Verb::Gather(gather) = one(&format!(
+            r#"<Gather hints="{hints}" language="{}"/>"#,
+            "a".repeat(MAX_LANGUAGE_CHARS)
+        )) else {
+            panic!()
+        };
+        assert_eq!(gather.hints.len(), MAX_HINTS);
     }
 
     #[test]
@@ -1065,6 +1167,20 @@ mod tests {
             (r#"<Gather finishOnKey="a"/>"#, "Gather", "finishOnKey"),
             (r#"<Gather input="voice"/>"#, "Gather", "input"),
             (r#"<Gather input=" "/>"#, "Gather", "input"),
+            (r#"<Gather speechTimeout="0"/>"#, "Gather", "speechTimeout"),
+            (
+                r#"<Gather speechTimeout="soon"/>"#,
+                "Gather",
+                "speechTimeout",
+            ),
+            (r#"<Gather speechTimeout=""/>"#, "Gather", "speechTimeout"),
+            (
+                r#"<Gather speechTimeout="2.5"/>"#,
+                "Gather",
+                "speechTimeout",
+            ),
+            (r#"<Gather language="en_US"/>"#, "Gather", "language"),
+            (r#"<Gather language="en US"/>"#, "Gather", "language"),
             (r#"<Say loop="x">a</Say>"#, "Say", "loop"),
             (r#"<Play loop="-2">u</Play>"#, "Play", "loop"),
             (r#"<Play digits="12a">u</Play>"#, "Play", "digits"),
@@ -1104,13 +1220,26 @@ mod tests {
         ];
         for (inner, element, attribute) in cases {
             let doc = format!("<Response>{inner}</Response>");
-            let err = refused(&doc, &[&format!("<{element} {attribute}=")]);
-            assert!(
-                matches!(&err, TwimlError::BadAttribute { element: e, attribute: a, position, .. }
-                    if e == element && a == attribute && *position > 0),
-                "{doc}: {err:?}"
-            );
+            check_bad_attribute(&doc, element, attribute);
         }
+        for (attribute, value) in [
+            ("hints", format!("a, {}", "h".repeat(MAX_HINT_CHARS + 1))),
+            ("hints", vec!["h"; MAX_HINTS + 1].join(",")),
+            ("language", "a".repeat(MAX_LANGUAGE_CHARS + 1)),
+        ] {
+            let doc = format!(r#"<Response><Gather {attribute}="{value}"/></Response>"#);
+            check_bad_attribute(&doc, "Gather", attribute);
+        }
+    }
+
+    /// `doc` is refused for `element`'s `attribute`, and the message says which.
+    fn check_bad_attribute(doc: &str, element: &str, attribute: &str) {
+        let err = refused(doc, &[&format!("<{element} {attribute}=")]);
+        assert!(
+            matches!(&err, TwimlError::BadAttribute { element: e, attribute: a, position, .. }
+                if e == element && a == attribute && *position > 0),
+            "{doc}: {err:?}"
+        );
     }
 
     #[test]
@@ -1205,7 +1334,7 @@ mod tests {
     }
 
     /// A valid document touching most of the grammar, for mutation.
-    const SEED: &str = r##"<?xml version="1.0"?><Response><Say voice="alice" loop="2">Hi &amp; bye</Say><Gather numDigits="4" finishOnKey="#" action="/a?x=1&amp;y=2"><Say>PIN</Say><Play>https://a/{Digits}.mp3</Play><Pause length="2"/></Gather><Record maxLength="30" playBeep="false"/><Dial timeout="10"><Number>+15550001</Number><Client>bob</Client><Conference muted="true">room</Conference></Dial><Message to="+1">x</Message><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>"##;
+    const SEED: &str = r##"<?xml version="1.0"?><Response><Say voice="alice" loop="2">Hi &amp; bye</Say><Gather numDigits="4" finishOnKey="#" action="/a?x=1&amp;y=2" input="dtmf speech" speechTimeout="auto" hints="pin, help" language="en-US"><Say>PIN</Say><Play>https://a/{Digits}.mp3</Play><Pause length="2"/></Gather><Record maxLength="30" playBeep="false"/><Dial timeout="10"><Number>+15550001</Number><Client>bob</Client><Conference muted="true">room</Conference></Dial><Message to="+1">x</Message><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>"##;
 
     #[derive(Debug, Clone)]
     enum Mutation {

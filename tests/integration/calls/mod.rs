@@ -14,6 +14,7 @@ mod failures;
 mod ivr;
 mod rest;
 mod sms;
+mod speech;
 
 use serde_json::{json, Value};
 
