@@ -126,6 +126,28 @@ struct Participant {
 #[derive(Default)]
 struct Room {
     participants: Vec<Participant>,
+    /// Whether a participant with `startConferenceOnEnter` has entered; until then
+    /// every participant is held (hearing its `waitUrl`).
+    started: bool,
+}
+
+impl Room {
+    /// Adds `participant`. One that starts the conference (`starts`) starts a room
+    /// that has not started: the participants held until then are returned, to be
+    /// told.
+    fn enter(&mut self, participant: Participant, starts: bool) -> Vec<String> {
+        let released = if starts && !self.started {
+            self.started = true;
+            self.participants
+                .iter()
+                .map(|p| p.call_sid.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.participants.push(participant);
+        released
+    }
 }
 
 struct Registry {
@@ -804,26 +826,37 @@ impl CallRouter {
 
     // ---- conferences ----
 
-    /// Adds a call to a room. Returns whether the room is started (someone with
-    /// `startConferenceOnEnter` is in it).
+    /// Adds a call to a room; one with `startConferenceOnEnter` (`starts`) starts it
+    /// and the held participants are told ([`CallInput::RoomStarted`]). Returns
+    /// whether the room is started, i.e. whether the call is in the conference
+    /// rather than held.
     pub fn join_room(
         &self,
         account: AccountIdx,
         room: &str,
         call_sid: &str,
         muted: bool,
+        starts: bool,
         end_on_exit: bool,
-    ) {
-        let mut registry = self.registry.lock();
-        let room = registry
-            .rooms
-            .entry((account, room.to_owned()))
-            .or_default();
-        room.participants.push(Participant {
-            call_sid: call_sid.to_owned(),
-            muted,
-            end_on_exit,
-        });
+    ) -> bool {
+        let (started, released) = {
+            let mut registry = self.registry.lock();
+            let room = registry
+                .rooms
+                .entry((account, room.to_owned()))
+                .or_default();
+            let participant = Participant {
+                call_sid: call_sid.to_owned(),
+                muted,
+                end_on_exit,
+            };
+            let released = room.enter(participant, starts);
+            (room.started, released)
+        };
+        for held in released {
+            let _ = self.input(account, &held, CallInput::RoomStarted);
+        }
+        started
     }
 
     /// Changes a participant's mute; returns whether it changed.
@@ -1114,4 +1147,31 @@ fn message_data(record: &MessageRecord) -> Map<String, Value> {
     data.insert("to".into(), record.to.clone().into());
     data.insert("body".into(), record.body.clone().into());
     data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn participant(call_sid: &str) -> Participant {
+        Participant {
+            call_sid: call_sid.to_owned(),
+            muted: false,
+            end_on_exit: false,
+        }
+    }
+
+    #[test]
+    fn a_room_holds_its_participants_until_one_starts_it() {
+        let mut room = Room::default();
+        assert!(room.enter(participant("CA1"), false).is_empty());
+        assert!(room.enter(participant("CA2"), false).is_empty());
+        assert!(!room.started, "nobody has started the room");
+        assert_eq!(room.enter(participant("CA3"), true), ["CA1", "CA2"]);
+        assert!(room.started);
+        // Once started, nobody is held: later entries release no one.
+        assert!(room.enter(participant("CA4"), true).is_empty());
+        assert!(room.enter(participant("CA5"), false).is_empty());
+        assert_eq!(room.participants.len(), 5);
+    }
 }

@@ -13,6 +13,7 @@ use reqwest::Url;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::app::AppError;
 use super::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
 use super::listening::{Listening, Utterance};
 use super::live::LiveCall;
@@ -85,12 +86,27 @@ pub enum CallInput {
     Mute(bool),
     /// The call's conference room ended (a participant with `endConferenceOnExit` left).
     RoomEnded,
+    /// The call's conference room started (a participant with
+    /// `startConferenceOnEnter` entered) while the call was held in it.
+    RoomStarted,
 }
 
 /// Why the program stopped what it was doing.
 enum Interrupt {
     Hangup,
     Redirect(String, Method),
+    /// Only while held in a room ([`Program::conference`] takes it).
+    RoomStarted,
+    /// Only while in a room ([`Program::conference`] takes it).
+    RoomEnded,
+}
+
+/// The conference room a call is in.
+struct InRoom {
+    name: String,
+    muted: bool,
+    /// Waiting for a participant with `startConferenceOnEnter`, hearing `waitUrl`.
+    held: bool,
 }
 
 /// What to do after a document.
@@ -122,6 +138,8 @@ pub struct Program {
     /// last document was fetched: documents that never let it pass are a loop.
     time_passed: bool,
     idle_documents: IdleDocuments,
+    /// The conference room the call is in (inside a `<Dial><Conference>`).
+    room: Option<InRoom>,
     /// Counts the call as running until the program is dropped, after `call.end`
     /// and the status callback.
     _live: LiveCall,
@@ -149,6 +167,7 @@ impl Program {
             deadline: None,
             time_passed: false,
             idle_documents: IdleDocuments::default(),
+            room: None,
             _live: live,
         }
     }
@@ -281,6 +300,9 @@ impl Program {
             match self.pending_interrupt() {
                 None => {}
                 Some(Interrupt::Hangup) => return CallStatus::Completed,
+                // Never: between documents the call is in no room, and
+                // `pending_interrupt` drops its room's changes.
+                Some(Interrupt::RoomStarted | Interrupt::RoomEnded) => {}
                 Some(Interrupt::Redirect(next, next_method)) => match url.join(&next) {
                     Ok(next) => {
                         self.emit_verb("redirect", "Redirect", &[("url", next.as_str().into())])
@@ -301,17 +323,7 @@ impl Program {
                     }
                 }
             }
-            let started = Instant::now();
-            let fetched = self
-                .router
-                .app()
-                .document(&self.token, &url, method, &params)
-                .await;
-            self.router
-                .metrics()
-                .app_latency
-                .observe(started.elapsed().as_secs_f64());
-            match fetched {
+            match self.fetch(&url, method, &params).await {
                 Ok(parsed) => {
                     self.request = params;
                     document = Some((parsed, url));
@@ -324,6 +336,26 @@ impl Program {
                 }
             }
         }
+    }
+
+    /// Requests a document from the application, timing the request.
+    async fn fetch(
+        &self,
+        url: &Url,
+        method: Method,
+        params: &[(String, String)],
+    ) -> Result<Response, AppError> {
+        let started = Instant::now();
+        let fetched = self
+            .router
+            .app()
+            .document(&self.token, url, method, params)
+            .await;
+        self.router
+            .metrics()
+            .app_latency
+            .observe(started.elapsed().as_secs_f64());
+        fetched
     }
 
     async fn answer(&mut self) {
@@ -404,19 +436,39 @@ impl Program {
                     return Some(Interrupt::Redirect(url, method))
                 }
                 Ok(CallInput::Digits(digits)) => self.typed.push_str(&digits),
-                Ok(CallInput::Speech(_) | CallInput::Mute(_) | CallInput::RoomEnded) => {}
+                Ok(
+                    CallInput::Speech(_)
+                    | CallInput::Mute(_)
+                    | CallInput::RoomEnded
+                    | CallInput::RoomStarted,
+                ) => {}
                 Err(mpsc::error::TryRecvError::Empty) => return None,
             }
         }
     }
 
     /// Waits for the next input that matters outside a verb: keys go to the
-    /// listening `Gather` or are kept for the next one, speech is heard only by a
-    /// `Gather` listening for it, mute only matters in a conference.
+    /// listening `Gather` or are kept for the next one (in a room, the room hears
+    /// them), speech is heard only by a `Gather` listening for it, mute and the
+    /// room's changes only matter in a room.
     async fn next_input(&mut self) -> Result<(), Interrupt> {
         match self.recv().await {
             None | Some(CallInput::Hangup) => Err(Interrupt::Hangup),
             Some(CallInput::Redirect(url, method)) => Err(Interrupt::Redirect(url, method)),
+            Some(CallInput::Mute(want)) => {
+                self.mute(want).await;
+                Ok(())
+            }
+            Some(CallInput::RoomStarted) => match &mut self.room {
+                Some(room) if room.held => {
+                    room.held = false;
+                    Err(Interrupt::RoomStarted)
+                }
+                _ => Ok(()),
+            },
+            Some(CallInput::RoomEnded) if self.room.is_some() => Err(Interrupt::RoomEnded),
+            Some(CallInput::Digits(_)) if self.room.is_some() => Ok(()),
+            Some(CallInput::RoomEnded) => Ok(()),
             Some(CallInput::Digits(digits)) => {
                 self.typed.push_str(&digits);
                 self.listening.take_keys(&mut self.typed);
@@ -426,7 +478,6 @@ impl Program {
                 self.listening.hear(speech);
                 Ok(())
             }
-            Some(CallInput::Mute(_) | CallInput::RoomEnded) => Ok(()),
         }
     }
 
@@ -461,11 +512,7 @@ impl Program {
     /// Runs a document's verbs in order.
     async fn execute(&mut self, document: Response, base: Url) -> Flow {
         for verb in document.verbs {
-            self.router
-                .metrics()
-                .verbs
-                .with_label_values(&[verb_label(&verb)])
-                .inc();
+            self.count(&verb);
             let step = match verb {
                 Verb::Say(say) => self.say(&say, false).await.map(|()| None),
                 Verb::Play(play) => self.play(&play, &base, false).await.map(|()| None),
@@ -523,6 +570,8 @@ impl Program {
                 Ok(None) => {}
                 Ok(Some(flow)) => return flow,
                 Err(Interrupt::Hangup) => return Flow::End(CallStatus::Completed),
+                // `conference` takes its room's changes: none reach a document.
+                Err(Interrupt::RoomStarted | Interrupt::RoomEnded) => {}
                 Err(Interrupt::Redirect(url, method)) => {
                     return match base.join(&url) {
                         Ok(url) => {
@@ -536,6 +585,15 @@ impl Program {
             }
         }
         Flow::End(CallStatus::Completed)
+    }
+
+    /// Counts a verb run, for `switchboard_twiml_verbs_total`.
+    fn count(&self, verb: &Verb) {
+        self.router
+            .metrics()
+            .verbs
+            .with_label_values(&[verb_label(verb)])
+            .inc();
     }
 
     async fn say(&mut self, say: &Say, barge_in: bool) -> Result<(), Interrupt> {
@@ -715,7 +773,7 @@ impl Program {
         let (status, leg, duration) = match target {
             DialTarget::Conference(room) => {
                 let joined = Instant::now();
-                self.conference(&room).await?;
+                self.conference(&room, base).await?;
                 let duration = self.router.simulated_secs(joined.elapsed());
                 ("completed", None, duration)
             }
@@ -797,55 +855,207 @@ impl Program {
         Ok((status, Some(leg), duration))
     }
 
-    /// Joins a conference room until the call hangs up or the room ends.
-    async fn conference(&mut self, room: &Conference) -> Result<(), Interrupt> {
-        let account = self.setup.account;
-        let sid = self.setup.sid.clone();
-        let mut muted = room.muted;
-        self.router.join_room(
-            account,
+    /// Joins a conference room until the call hangs up, is redirected or the room
+    /// ends. Until a participant with `startConferenceOnEnter` enters, the call is
+    /// held, hearing the room's `waitUrl`.
+    async fn conference(&mut self, room: &Conference, base: &Url) -> Result<(), Interrupt> {
+        let started = self.router.join_room(
+            self.setup.account,
             &room.name,
-            &sid,
-            muted,
+            &self.setup.sid,
+            room.muted,
+            room.start_conference_on_enter,
             room.end_conference_on_exit,
         );
-        let event = |muted: bool| -> Vec<(&str, Value)> {
-            vec![
-                ("conference", room.name.clone().into()),
-                ("participant", sid.clone().into()),
-                ("muted", muted.into()),
-            ]
-        };
-        self.emit_verb("conference.join", "Dial", &event(muted))
-            .await;
-        // In a room the call waits on others, not on itself.
-        self.time_passed = true;
-        let result = loop {
-            match self.recv().await {
-                None | Some(CallInput::Hangup) => break Err(Interrupt::Hangup),
-                Some(CallInput::Redirect(url, method)) => {
-                    break Err(Interrupt::Redirect(url, method))
-                }
-                Some(CallInput::RoomEnded) => break Ok(()),
-                Some(CallInput::Digits(_) | CallInput::Speech(_)) => {}
-                Some(CallInput::Mute(want)) => {
-                    if self.router.set_muted(account, &room.name, &sid, want) {
-                        muted = want;
-                        let type_name = if want {
-                            "conference.mute"
-                        } else {
-                            "conference.unmute"
-                        };
-                        self.emit_verb(type_name, "Dial", &event(muted)).await;
-                    }
-                }
+        self.room = Some(InRoom {
+            name: room.name.clone(),
+            muted: room.muted,
+            held: !started,
+        });
+        let status = if started { "started" } else { "held" };
+        self.emit_room(
+            "conference.join",
+            &[
+                ("status", status.into()),
+                ("beep", room.beeps_on_enter().into()),
+            ],
+        )
+        .await;
+        if !started {
+            match self.hold(room, base).await {
+                Interrupt::RoomStarted => {}
+                other => return self.leave(room, other).await,
+            }
+        }
+        let interrupt = loop {
+            if let Err(interrupt) = self.next_input().await {
+                break interrupt;
             }
         };
-        self.router.leave_room(account, &room.name, &sid);
-        self.emit_verb("conference.leave", "Dial", &event(muted))
-            .await;
-        result
+        self.leave(room, interrupt).await
     }
+
+    /// Leaves the call's room because of `interrupt`: the room ending goes on with
+    /// the document, anything else interrupts it.
+    async fn leave(&mut self, room: &Conference, interrupt: Interrupt) -> Result<(), Interrupt> {
+        // In a room the call waits on others, not on itself.
+        self.time_passed = true;
+        self.router
+            .leave_room(self.setup.account, &room.name, &self.setup.sid);
+        self.emit_room("conference.leave", &[("beep", room.beeps_on_exit().into())])
+            .await;
+        self.room = None;
+        match interrupt {
+            Interrupt::RoomEnded => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    /// Mutes or unmutes the call in its room, held or not (outside one, nothing).
+    async fn mute(&mut self, want: bool) {
+        let Some(room) = &mut self.room else {
+            return;
+        };
+        if self
+            .router
+            .set_muted(self.setup.account, &room.name, &self.setup.sid, want)
+        {
+            room.muted = want;
+            let type_name = if want {
+                "conference.mute"
+            } else {
+                "conference.unmute"
+            };
+            self.emit_room(type_name, &[]).await;
+        }
+    }
+
+    /// Emits a `conference.*` event of the call's room, with `extra` data.
+    async fn emit_room(&self, type_name: &str, extra: &[(&str, Value)]) {
+        let Some(room) = &self.room else {
+            return;
+        };
+        let mut data = vec![
+            ("conference", room.name.clone().into()),
+            ("participant", self.setup.sid.clone().into()),
+            ("muted", room.muted.into()),
+        ];
+        data.extend_from_slice(extra);
+        self.emit_verb(type_name, "Dial", &data).await;
+    }
+
+    /// Holds the call until an interrupt (its room starting, among others): it
+    /// hears the room's `waitUrl` until that fails or stops letting simulated time
+    /// pass, then waits in silence, as without `waitUrl` (Twilio's default hold
+    /// music is not simulated).
+    async fn hold(&mut self, room: &Conference, base: &Url) -> Interrupt {
+        if let Some(wait_url) = &room.wait_url {
+            let waited = match base.join(wait_url) {
+                Ok(url) => self.wait_documents(url, room.wait_method).await,
+                Err(_) => {
+                    self.problem("call.warning", 11200, "waitUrl: not a valid URL")
+                        .await;
+                    Ok(())
+                }
+            };
+            if let Err(interrupt) = waited {
+                return interrupt;
+            }
+        }
+        loop {
+            if let Err(interrupt) = self.next_input().await {
+                return interrupt;
+            }
+        }
+    }
+
+    /// Plays the wait documents of `wait_url` over and over, as Twilio does: each
+    /// is requested with the call's parameters and run (following its `Redirect`),
+    /// then `wait_url` is requested again. An audio URL (`.mp3`, `.wav`) is played
+    /// instead of requested. Returns when the participant should wait in silence:
+    /// a request failed, or the documents ran
+    /// [`MAX_IDLE_DOCUMENTS`](super::call_limits::MAX_IDLE_DOCUMENTS) times in a
+    /// row without simulated time passing (a `call.warning` says which).
+    async fn wait_documents(
+        &mut self,
+        wait_url: Url,
+        wait_method: Method,
+    ) -> Result<(), Interrupt> {
+        let (mut url, mut method) = (wait_url.clone(), wait_method);
+        loop {
+            self.time_passed = false;
+            let next = if is_audio(&url) {
+                let play = Play {
+                    url: url.to_string(),
+                    ..Play::default()
+                };
+                self.play(&play, &url, false).await?;
+                None
+            } else {
+                match self.fetch(&url, method, &self.params(&[])).await {
+                    Ok(document) => self.run_wait_document(document, &url).await?,
+                    Err(error) => {
+                        self.problem("call.warning", error.code(), &error.to_string())
+                            .await;
+                        return Ok(());
+                    }
+                }
+            };
+            let time_passed = std::mem::take(&mut self.time_passed);
+            if let Err(error) = self.idle_documents.finished(time_passed) {
+                self.problem("call.warning", LOOP_ERROR_CODE, &error.to_string())
+                    .await;
+                return Ok(());
+            }
+            (url, method) = next.unwrap_or_else(|| (wait_url.clone(), wait_method));
+        }
+    }
+
+    /// Runs a wait document, whose verbs Twilio limits to `Say`, `Play`, `Pause`
+    /// and `Redirect` (any other is skipped with a `call.warning`). Returns the
+    /// `Redirect`'s target, if it has one.
+    async fn run_wait_document(
+        &mut self,
+        document: Response,
+        base: &Url,
+    ) -> Result<Option<(Url, Method)>, Interrupt> {
+        for verb in document.verbs {
+            self.count(&verb);
+            match verb {
+                Verb::Say(say) => self.say(&say, false).await?,
+                Verb::Play(play) => self.play(&play, base, false).await?,
+                Verb::Pause(pause) => {
+                    self.wait(self.router.sim_time(f64::from(pause.length)))
+                        .await?
+                }
+                Verb::Redirect(redirect) => {
+                    let Ok(url) = base.join(&redirect.url) else {
+                        self.problem("call.warning", 12100, "Redirect: not a valid URL")
+                            .await;
+                        return Ok(None);
+                    };
+                    self.emit_verb("redirect", "Redirect", &[("url", url.as_str().into())])
+                        .await;
+                    return Ok(Some((url, redirect.method)));
+                }
+                _ => {
+                    self.problem(
+                        "call.warning",
+                        12200,
+                        "a verb a wait document may not hold was skipped",
+                    )
+                    .await
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether a `waitUrl` names audio to play rather than a document to run.
+fn is_audio(url: &Url) -> bool {
+    let path = url.path().to_ascii_lowercase();
+    path.ends_with(".mp3") || path.ends_with(".wav")
 }
 
 /// Resolves at `deadline`; never without one.

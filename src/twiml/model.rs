@@ -308,6 +308,8 @@ pub struct Conference {
     pub beep: Option<String>,
     /// `waitUrl` as written; `None` = Twilio's default hold music.
     pub wait_url: Option<String>,
+    /// `waitMethod`: how `wait_url` is requested. Default POST.
+    pub wait_method: Method,
 }
 
 impl Default for Conference {
@@ -319,7 +321,31 @@ impl Default for Conference {
             end_conference_on_exit: false,
             beep: None,
             wait_url: None,
+            wait_method: Method::Post,
         }
+    }
+}
+
+impl Conference {
+    /// Whether the room beeps when this participant enters: `beep` is `true`
+    /// (the default) or `onEnter`.
+    pub fn beeps_on_enter(&self) -> bool {
+        self.beeps_unless("onExit")
+    }
+
+    /// Whether the room beeps when this participant leaves: `beep` is `true` (the
+    /// default) or `onExit`.
+    pub fn beeps_on_exit(&self) -> bool {
+        self.beeps_unless("onEnter")
+    }
+
+    /// Beeps unless `beep` is `false` or `other`, the value that beeps only on the
+    /// other side (case-insensitive, as the parser's booleans; any other value
+    /// counts as Twilio's default, `true`).
+    fn beeps_unless(&self, other: &str) -> bool {
+        !self.beep.as_deref().is_some_and(|beep| {
+            beep.eq_ignore_ascii_case("false") || beep.eq_ignore_ascii_case(other)
+        })
     }
 }
 
@@ -480,6 +506,7 @@ mod tests {
         assert!(record.play_beep);
         assert_eq!(Dial::default().timeout, 30);
         assert!(Conference::default().start_conference_on_enter);
+        assert_eq!(Conference::default().wait_method, Method::Post);
         assert_eq!(Reject::default().reason.as_str(), "rejected");
         assert_eq!(Method::default().as_str(), "POST");
     }
@@ -497,5 +524,22 @@ mod tests {
             2
         );
         assert_eq!(gather(Some(SpeechTimeout::Auto)).speech_timeout_secs(), 0);
+    }
+
+    #[test]
+    fn beep_applies_on_enter_exit_or_both() {
+        let beeps = |beep: Option<&str>| {
+            let room = Conference {
+                beep: beep.map(str::to_owned),
+                ..Conference::default()
+            };
+            (room.beeps_on_enter(), room.beeps_on_exit())
+        };
+        assert_eq!(beeps(None), (true, true));
+        assert_eq!(beeps(Some("true")), (true, true));
+        assert_eq!(beeps(Some("false")), (false, false));
+        assert_eq!(beeps(Some("FALSE")), (false, false));
+        assert_eq!(beeps(Some("onEnter")), (true, false));
+        assert_eq!(beeps(Some("onExit")), (false, true));
     }
 }

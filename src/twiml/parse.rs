@@ -142,7 +142,7 @@ fn gather(element: &Element) -> Result<Gather, TwimlError> {
         timeout: attrs.u32_or("timeout", 5)?,
         finish_on_key: attrs.finish_key("finishOnKey")?,
         action: attrs.string("action"),
-        method: attrs.method()?,
+        method: attrs.method("method")?,
         input: attrs.input("input")?,
         speech_timeout: attrs.speech_timeout("speechTimeout")?,
         hints: attrs.hints("hints")?,
@@ -159,7 +159,7 @@ fn record(element: &Element) -> Result<Record, TwimlError> {
         timeout: attrs.u32_or("timeout", 5)?,
         finish_on_key: attrs.finish_keys("finishOnKey", "1234567890*#")?,
         action: attrs.string("action"),
-        method: attrs.method()?,
+        method: attrs.method("method")?,
         play_beep: attrs.bool_or("playBeep", true)?,
     })
 }
@@ -194,7 +194,7 @@ fn dial(element: &Element) -> Result<Dial, TwimlError> {
     Ok(Dial {
         targets,
         action: attrs.string("action"),
-        method: attrs.method()?,
+        method: attrs.method("method")?,
         timeout: attrs.u32_or("timeout", 30)?,
         caller_id: attrs.string("callerId"),
     })
@@ -236,6 +236,7 @@ fn conference(element: &Element) -> Result<Conference, TwimlError> {
         end_conference_on_exit: attrs.bool_or("endConferenceOnExit", false)?,
         beep: attrs.string("beep"),
         wait_url: attrs.string("waitUrl"),
+        wait_method: attrs.method("waitMethod")?,
     })
 }
 
@@ -270,14 +271,14 @@ fn message(element: &Element, kind: MessageKind) -> Result<Message, TwimlError> 
         to: attrs.string("to"),
         from: attrs.string("from"),
         action: attrs.string("action"),
-        method: attrs.method()?,
+        method: attrs.method("method")?,
     })
 }
 
 fn redirect(element: &Element) -> Result<Redirect, TwimlError> {
     Ok(Redirect {
         url: required_text(element, "URL")?,
-        method: Attrs(element).method()?,
+        method: Attrs(element).method("method")?,
     })
 }
 
@@ -463,13 +464,13 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    /// `method`, POST when absent.
-    fn method(&self) -> Result<Method, TwimlError> {
-        match self.get("method").map(trim_xml) {
+    /// A method attribute (`method`, `waitMethod`), POST when absent.
+    fn method(&self, name: &str) -> Result<Method, TwimlError> {
+        match self.get(name).map(trim_xml) {
             None => Ok(Method::Post),
             Some(value) if value.eq_ignore_ascii_case("POST") => Ok(Method::Post),
             Some(value) if value.eq_ignore_ascii_case("GET") => Ok(Method::Get),
-            Some(_) => Err(self.bad("method", "GET or POST")),
+            Some(_) => Err(self.bad(name, "GET or POST")),
         }
     }
 
@@ -937,7 +938,7 @@ mod tests {
         );
         let verb = one(
             r#"<Dial timeout="5"><Conference muted="true" startConferenceOnEnter="False" endConferenceOnExit="TRUE"
-                 beep="onEnter" waitUrl="https://app/hold.xml">Team &amp; Co</Conference></Dial>"#,
+                 beep="onEnter" waitUrl="https://app/hold.xml" waitMethod="get">Team &amp; Co</Conference></Dial>"#,
         );
         assert_eq!(
             verb,
@@ -949,6 +950,7 @@ mod tests {
                     end_conference_on_exit: true,
                     beep: Some("onEnter".into()),
                     wait_url: Some("https://app/hold.xml".into()),
+                    wait_method: Method::Get,
                 })],
                 timeout: 5,
                 ..Dial::default()

@@ -11,6 +11,7 @@
 mod conference;
 mod dial;
 mod failures;
+mod held;
 mod ivr;
 mod rest;
 mod sms;
