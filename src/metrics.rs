@@ -25,9 +25,27 @@ const FAMILIES: &[&str] = &[
     "dial",
     "redirect",
     "conference",
+    "queue",
     "message",
     "client",
     "stream",
+];
+
+/// How a caller left a queue, the `result` label of `switchboard_queue_wait_seconds`
+/// (Twilio's `QueueResult` values the simulator produces).
+pub const QUEUE_RESULTS: &[&str] = &[
+    "bridged",
+    "leave",
+    "hangup",
+    "redirected",
+    "queue-full",
+    "error",
+];
+
+/// Buckets of `switchboard_queue_wait_seconds`: simulated seconds, from a caller
+/// taken at once to an hour on hold.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
 /// Client connection transports, the `transport` label of connections.
@@ -48,7 +66,7 @@ pub const SUBSCRIPTION_TRANSPORTS: &[&str] = &["stream", "webhook"];
 /// so an application cannot mint label values with made-up verbs).
 pub const VERBS: &[&str] = &[
     "Say", "Play", "Pause", "Gather", "Record", "Dial", "Message", "Redirect", "Hangup", "Reject",
-    "unknown",
+    "Enqueue", "Leave", "unknown",
 ];
 
 /// Why a publish was refused, the `reason` label of `switchboard_publish_rejected_total`.
@@ -272,6 +290,12 @@ pub struct Metrics {
     pub ws_closed: IntCounterVec,
     /// Call events the event router still refused after every retry.
     pub call_events_refused: IntCounter,
+    /// Call queues of every account.
+    pub queues: IntGauge,
+    /// Callers waiting in queues.
+    pub queue_members: IntGauge,
+    /// How long callers waited in a queue (simulated seconds), by how they left.
+    pub queue_waits: HistogramVec,
 }
 
 impl Metrics {
@@ -551,6 +575,19 @@ impl Metrics {
                 "Events queued for webhook callbacks and not yet acknowledged",
             ),
             calls_active: reg.gauge("switchboard_calls_active", "Calls running now"),
+            queues: reg.gauge("switchboard_queues", "Call queues of every account"),
+            queue_members: reg.gauge(
+                "switchboard_queue_members",
+                "Callers waiting in call queues (Enqueue), over every queue",
+            ),
+            queue_waits: reg.add(HistogramVec::new(
+                HistogramOpts::new(
+                    "switchboard_queue_wait_seconds",
+                    "Simulated seconds callers waited in a queue, by how they left (QueueResult)",
+                )
+                .buckets(QUEUE_WAIT_BUCKETS.to_vec()),
+                &["result"],
+            )),
             calls_started: reg.counter_vec(
                 "switchboard_calls_started_total",
                 "Calls started, by direction",
@@ -703,6 +740,9 @@ impl Metrics {
         }
         for verb in VERBS {
             self.verbs.with_label_values(&[verb]);
+        }
+        for result in QUEUE_RESULTS {
+            self.queue_waits.with_label_values(&[result]);
         }
         for reason in crate::egress::REFUSAL_REASONS {
             self.egress_refused.with_label_values(&[reason]);

@@ -62,10 +62,25 @@ impl Actor for Call {
 impl Handler<CallInput> for Call {
     type Result = ();
 
-    fn handle(&mut self, input: CallInput, _ctx: &mut Self::Context) {
-        if let Some(inputs) = &self.inputs {
-            if inputs.try_send(input).is_err() {
-                tracing::debug!("a call's input queue is full; input dropped");
+    fn handle(&mut self, input: CallInput, ctx: &mut Self::Context) {
+        let Some(inputs) = &self.inputs else {
+            return;
+        };
+        match inputs.try_send(input) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(input)) if input.must_arrive() => {
+                // A hang-up or a bridge's end waits for room behind the flood
+                // of keys rather than being lost.
+                let inputs = inputs.clone();
+                ctx.spawn(
+                    async move {
+                        let _ = inputs.send(input).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!("a call's input queue is full; keys or speech dropped");
             }
         }
     }

@@ -12,6 +12,8 @@ pub mod hops;
 pub mod listening;
 pub mod live;
 pub mod program;
+pub mod queueing;
+pub mod queues;
 pub mod records;
 pub mod sink;
 pub mod steer;
@@ -157,6 +159,7 @@ struct Registry {
     messages: HashMap<String, MessageRecord>,
     message_order: KeptPerAccount,
     rooms: HashMap<(AccountIdx, String), Room>,
+    queues: queues::QueueBook,
 }
 
 impl Registry {
@@ -168,6 +171,7 @@ impl Registry {
             messages: HashMap::new(),
             message_order: KeptPerAccount::new(keep_ended),
             rooms: HashMap::new(),
+            queues: queues::QueueBook::default(),
         }
     }
 }

@@ -17,12 +17,13 @@ use super::app::AppError;
 use super::call_limits::{IdleDocuments, LOOP_ERROR_CODE};
 use super::listening::{Listening, Utterance};
 use super::live::LiveCall;
+use super::queues::{Announcement, Left, QueueError};
 use super::records::{new_sid, CallStatus, Direction, API_VERSION};
-use super::{CallOutcome, CallRouter};
+use super::{CallOutcome, CallRouter, RouterError};
 use crate::account::AccountIdx;
 use crate::twiml::{
-    self, fill_template, Conference, Dial, DialTarget, Gather, GatherChild, Method, Play, Record,
-    Reject, RejectReason, Response, Say, Verb,
+    self, fill_template, Conference, Dial, DialTarget, Enqueue, Gather, GatherChild, Method, Play,
+    QueueNoun, Record, Reject, RejectReason, Response, Say, Verb,
 };
 
 /// Inputs waiting for the program beyond this are dropped (a flood of key presses).
@@ -89,6 +90,32 @@ pub enum CallInput {
     /// The call's conference room started (a participant with
     /// `startConferenceOnEnter` entered) while the call was held in it.
     RoomStarted,
+    /// The call is bridged to `partner`: a waiting caller taken by an agent's
+    /// `<Dial><Queue>` (from `position`, hearing `announcement` first), or an
+    /// agent waiting on an empty queue that a caller joined.
+    Bridged {
+        /// The other call.
+        partner: String,
+        /// The caller's place in the queue when taken.
+        position: usize,
+        /// The `<Queue url>` document the caller hears before it is connected.
+        announcement: Announcement,
+    },
+    /// The other side of the call's bridge left it.
+    BridgeEnded,
+}
+
+impl CallInput {
+    /// Whether the input must reach the program even when its queue is full: what
+    /// the router or another call tells it, which nothing would repeat, and a
+    /// hang-up. Keys, speech and mutes, which a person or a page can flood, may
+    /// be dropped.
+    pub fn must_arrive(&self) -> bool {
+        !matches!(
+            self,
+            CallInput::Digits(_) | CallInput::Speech(_) | CallInput::Mute(_)
+        )
+    }
 }
 
 /// Why the program stopped what it was doing.
@@ -99,6 +126,48 @@ enum Interrupt {
     RoomStarted,
     /// Only while in a room ([`Program::conference`] takes it).
     RoomEnded,
+    /// Only while queued or waiting for a caller: an agent took the caller, or a
+    /// caller came to the waiting agent.
+    Bridged {
+        partner: String,
+        position: usize,
+        announcement: Announcement,
+    },
+    /// Only while bridged: the other side left.
+    BridgeEnded,
+    /// Only while queued: the wait document's `<Leave>`.
+    Leave,
+}
+
+/// The queue a call waits in.
+#[derive(Debug, Clone)]
+struct InQueue {
+    name: String,
+    sid: String,
+    since: Instant,
+}
+
+/// How a `<Dial>` went, for its `action`.
+struct Dialled {
+    /// `DialCallStatus`.
+    status: &'static str,
+    /// `DialCallSid`: the leg (or caller) that answered.
+    leg: Option<String>,
+    /// `DialCallDuration`, simulated seconds.
+    duration: u64,
+    /// More parameters (`QueueSid` …).
+    extra: Vec<(String, String)>,
+}
+
+impl Dialled {
+    fn unanswered(status: &'static str) -> Dialled {
+        Dialled {
+            status,
+            leg: None,
+            duration: 0,
+            extra: Vec::new(),
+        }
+    }
 }
 
 /// The conference room a call is in.
@@ -140,6 +209,12 @@ pub struct Program {
     idle_documents: IdleDocuments,
     /// The conference room the call is in (inside a `<Dial><Conference>`).
     room: Option<InRoom>,
+    /// The queue the call waits in (inside an `<Enqueue>`).
+    queue: Option<InQueue>,
+    /// The call this one is bridged to through a queue (agent or caller).
+    bridge: Option<String>,
+    /// An agent's `<Dial><Queue>` waits on an empty queue for a caller.
+    awaiting_caller: bool,
     /// Counts the call as running until the program is dropped, after `call.end`
     /// and the status callback.
     _live: LiveCall,
@@ -168,6 +243,9 @@ impl Program {
             time_passed: false,
             idle_documents: IdleDocuments::default(),
             room: None,
+            queue: None,
+            bridge: None,
+            awaiting_caller: false,
             _live: live,
         }
     }
@@ -300,9 +378,15 @@ impl Program {
             match self.pending_interrupt() {
                 None => {}
                 Some(Interrupt::Hangup) => return CallStatus::Completed,
-                // Never: between documents the call is in no room, and
-                // `pending_interrupt` drops its room's changes.
-                Some(Interrupt::RoomStarted | Interrupt::RoomEnded) => {}
+                // Never: between documents the call is in no room or queue, and
+                // `pending_interrupt` drops their changes.
+                Some(
+                    Interrupt::RoomStarted
+                    | Interrupt::RoomEnded
+                    | Interrupt::Bridged { .. }
+                    | Interrupt::BridgeEnded
+                    | Interrupt::Leave,
+                ) => {}
                 Some(Interrupt::Redirect(next, next_method)) => match url.join(&next) {
                     Ok(next) => {
                         self.emit_verb("redirect", "Redirect", &[("url", next.as_str().into())])
@@ -440,7 +524,9 @@ impl Program {
                     CallInput::Speech(_)
                     | CallInput::Mute(_)
                     | CallInput::RoomEnded
-                    | CallInput::RoomStarted,
+                    | CallInput::RoomStarted
+                    | CallInput::Bridged { .. }
+                    | CallInput::BridgeEnded,
                 ) => {}
                 Err(mpsc::error::TryRecvError::Empty) => return None,
             }
@@ -467,6 +553,20 @@ impl Program {
                 _ => Ok(()),
             },
             Some(CallInput::RoomEnded) if self.room.is_some() => Err(Interrupt::RoomEnded),
+            // Otherwise the bridge is already known (from leaving the queue or
+            // giving up waiting, which lost a race to it) or long over.
+            Some(CallInput::Bridged {
+                partner,
+                position,
+                announcement,
+            }) if self.queue.is_some() || self.awaiting_caller => Err(Interrupt::Bridged {
+                partner,
+                position,
+                announcement,
+            }),
+            Some(CallInput::Bridged { .. }) => Ok(()),
+            Some(CallInput::BridgeEnded) if self.bridge.is_some() => Err(Interrupt::BridgeEnded),
+            Some(CallInput::BridgeEnded) => Ok(()),
             Some(CallInput::Digits(_)) if self.room.is_some() => Ok(()),
             Some(CallInput::RoomEnded) => Ok(()),
             Some(CallInput::Digits(digits)) => {
@@ -523,6 +623,9 @@ impl Program {
                 Verb::Gather(gather) => self.gather(gather, &base).await,
                 Verb::Record(record) => self.record(record, &base).await,
                 Verb::Dial(dial) => self.dial(dial, &base).await,
+                Verb::Enqueue(enqueue) => self.enqueue(enqueue, &base).await,
+                // Only a queue's wait document leaves it; elsewhere Twilio ignores it.
+                Verb::Leave => Ok(None),
                 Verb::Message(message) => {
                     let to = message.to.unwrap_or_else(|| self.setup.from.clone());
                     let from = message.from.unwrap_or_else(|| self.setup.to.clone());
@@ -570,8 +673,15 @@ impl Program {
                 Ok(None) => {}
                 Ok(Some(flow)) => return flow,
                 Err(Interrupt::Hangup) => return Flow::End(CallStatus::Completed),
-                // `conference` takes its room's changes: none reach a document.
-                Err(Interrupt::RoomStarted | Interrupt::RoomEnded) => {}
+                // `conference`, `enqueue` and `dial` take their room's and queue's
+                // changes: none reach a document.
+                Err(
+                    Interrupt::RoomStarted
+                    | Interrupt::RoomEnded
+                    | Interrupt::Bridged { .. }
+                    | Interrupt::BridgeEnded
+                    | Interrupt::Leave,
+                ) => {}
                 Err(Interrupt::Redirect(url, method)) => {
                     return match base.join(&url) {
                         Ok(url) => {
@@ -767,25 +877,37 @@ impl Program {
     }
 
     async fn dial(&mut self, dial: Dial, base: &Url) -> Result<Option<Flow>, Interrupt> {
-        let Some(target) = dial.targets.first().cloned() else {
-            return Ok(None);
-        };
-        let (status, leg, duration) = match target {
-            DialTarget::Conference(room) => {
+        let dialled = match dial.targets.first() {
+            None => return Ok(None),
+            Some(DialTarget::Conference(room)) => {
                 let joined = Instant::now();
-                self.conference(&room, base).await?;
-                let duration = self.router.simulated_secs(joined.elapsed());
-                ("completed", None, duration)
+                self.conference(room, base).await?;
+                Dialled {
+                    status: "completed",
+                    leg: None,
+                    duration: self.router.simulated_secs(joined.elapsed()),
+                    extra: Vec::new(),
+                }
             }
-            DialTarget::Number(to) | DialTarget::Client(to) => self.dial_number(&dial, &to).await?,
+            Some(DialTarget::Queue(noun)) => self.dial_queue(&dial, noun, base).await?,
+            Some(DialTarget::Number(to) | DialTarget::Client(to)) => {
+                let (status, leg, duration) = self.dial_number(&dial, to).await?;
+                Dialled {
+                    status,
+                    leg,
+                    duration,
+                    extra: Vec::new(),
+                }
+            }
         };
         let mut extra = vec![
-            ("DialCallStatus".into(), status.to_string()),
-            ("DialCallDuration".into(), duration.to_string()),
+            ("DialCallStatus".into(), dialled.status.to_string()),
+            ("DialCallDuration".into(), dialled.duration.to_string()),
         ];
-        if let Some(leg) = leg {
+        if let Some(leg) = dialled.leg {
             extra.push(("DialCallSid".into(), leg));
         }
+        extra.extend(dialled.extra);
         Ok(action(base, dial.action.as_deref(), dial.method, extra))
     }
 
@@ -853,6 +975,366 @@ impl Program {
         )
         .await;
         Ok((status, Some(leg), duration))
+    }
+
+    // ---- queues ----
+
+    /// `<Enqueue>`: waits in the queue, hearing `waitUrl`, until an agent takes
+    /// the call (it is bridged until one side hangs up), the wait document's
+    /// `<Leave>`, a hang-up or a redirect. The `action` then gets `QueueResult`.
+    async fn enqueue(&mut self, enqueue: Enqueue, base: &Url) -> Result<Option<Flow>, Interrupt> {
+        let account = self.setup.account;
+        let joined = match self.router.enqueue(account, &enqueue.name, &self.setup.sid) {
+            Ok(joined) => joined,
+            Err(error) => {
+                let result = if error == QueueError::Full {
+                    "queue-full"
+                } else {
+                    let code = u16::try_from(RouterError::from(error).code).unwrap_or(0);
+                    self.problem("call.warning", code, &error.to_string()).await;
+                    "error"
+                };
+                self.router.count_queue_wait(result, Duration::ZERO);
+                return Ok(queue_action(&enqueue, base, result, None, 0));
+            }
+        };
+        let queue = InQueue {
+            name: enqueue.name.clone(),
+            sid: joined.queue_sid.clone(),
+            since: Instant::now(),
+        };
+        self.queue = Some(queue.clone());
+        self.emit_queue(
+            "queue.join",
+            &queue,
+            joined.position,
+            &[("size", joined.size.into())],
+        )
+        .await;
+        let interrupt = match joined.agent {
+            Some((partner, announcement)) => Interrupt::Bridged {
+                partner,
+                position: 1,
+                announcement,
+            },
+            None => self.wait_in_queue(&enqueue, base).await,
+        };
+        // Waiting is waiting on others, not a loop of documents.
+        self.time_passed = true;
+        let (interrupt, position) = match interrupt {
+            bridged @ Interrupt::Bridged { .. } => (bridged, 0),
+            other => match self
+                .router
+                .leave_queue(account, &queue.name, &self.setup.sid)
+            {
+                Left::Left { position } => (other, position),
+                Left::NotQueued => (other, 0),
+                // An agent took the call as it left: a `<Leave>` comes too late,
+                // a hang-up or a redirect ends the new bridge at once.
+                Left::Bridged(partner) => match other {
+                    Interrupt::Leave => (
+                        Interrupt::Bridged {
+                            partner,
+                            position: 1,
+                            announcement: None,
+                        },
+                        0,
+                    ),
+                    other => {
+                        self.router.unbridge(account, &self.setup.sid);
+                        (other, 1)
+                    }
+                },
+            },
+        };
+        self.queue = None;
+        let waited = queue.since.elapsed();
+        let waited_secs = self.router.simulated_secs(waited);
+        let result = match &interrupt {
+            Interrupt::Bridged { .. } => "bridged",
+            Interrupt::Leave => "leave",
+            Interrupt::Redirect(..) => "redirected",
+            _ => "hangup",
+        };
+        self.router.count_queue_wait(result, waited);
+        let Interrupt::Bridged {
+            partner,
+            position: taken_from,
+            announcement,
+        } = interrupt
+        else {
+            self.emit_queue(
+                "queue.leave",
+                &queue,
+                position,
+                &[("wait_time", waited_secs.into()), ("result", result.into())],
+            )
+            .await;
+            return match interrupt {
+                Interrupt::Leave => Ok(queue_action(
+                    &enqueue,
+                    base,
+                    result,
+                    Some(&queue.sid),
+                    waited_secs,
+                )),
+                other => Err(other),
+            };
+        };
+        self.emit_queue(
+            "queue.leave",
+            &queue,
+            taken_from.max(position).max(1),
+            &[
+                ("wait_time", waited_secs.into()),
+                ("result", result.into()),
+                ("participant", partner.clone().into()),
+            ],
+        )
+        .await;
+        self.bridge = Some(partner.clone());
+        let bridged = self
+            .stay_bridged(&queue, &partner, waited_secs, announcement)
+            .await;
+        self.bridge = None;
+        bridged?;
+        Ok(queue_action(
+            &enqueue,
+            base,
+            result,
+            Some(&queue.sid),
+            waited_secs,
+        ))
+    }
+
+    /// Waits in the queue until something takes the call out of it: the wait
+    /// documents play until they fail or stop letting time pass, then silence.
+    async fn wait_in_queue(&mut self, enqueue: &Enqueue, base: &Url) -> Interrupt {
+        if let Some(wait_url) = &enqueue.wait_url {
+            let waited = match base.join(wait_url) {
+                Ok(url) => self.wait_documents(url, enqueue.wait_url_method).await,
+                Err(_) => {
+                    self.problem("call.warning", 11200, "waitUrl: not a valid URL")
+                        .await;
+                    Ok(())
+                }
+            };
+            if let Err(interrupt) = waited {
+                return interrupt;
+            }
+        }
+        loop {
+            if let Err(interrupt) = self.next_input().await {
+                return interrupt;
+            }
+        }
+    }
+
+    /// A taken caller: hears the agent's `<Queue url>` document, then stays
+    /// bridged until the agent leaves (`Ok`) or the caller hangs up or is
+    /// redirected (the agent is told).
+    async fn stay_bridged(
+        &mut self,
+        queue: &InQueue,
+        agent: &str,
+        waited: u64,
+        announcement: Announcement,
+    ) -> Result<(), Interrupt> {
+        let mut heard = Ok(());
+        if let Some((url, method)) = announcement {
+            let params = self.params(&[
+                ("QueueSid", queue.sid.clone()),
+                ("QueueTime", waited.to_string()),
+                ("DequeingCallSid", agent.to_owned()),
+            ]);
+            match self.fetch(&url, method, &params).await {
+                // A `Redirect` in it ends the announcement: the caller is connected.
+                Ok(document) => heard = self.run_wait_document(document, &url).await.map(drop),
+                Err(error) => {
+                    self.problem("call.warning", error.code(), &error.to_string())
+                        .await
+                }
+            }
+        }
+        let ended = match heard {
+            Ok(()) => loop {
+                if let Err(interrupt) = self.next_input().await {
+                    break interrupt;
+                }
+            },
+            Err(interrupt) => interrupt,
+        };
+        match ended {
+            Interrupt::BridgeEnded => Ok(()),
+            other => {
+                self.router.unbridge(self.setup.account, &self.setup.sid);
+                Err(other)
+            }
+        }
+    }
+
+    /// An agent's `<Dial><Queue>`: takes the caller waiting longest (or waits up
+    /// to the Dial's `timeout` for one on an empty queue) and stays bridged until
+    /// either hangs up or the Dial's `timeLimit`. A queue that does not exist is
+    /// `failed`, as in Twilio.
+    async fn dial_queue(
+        &mut self,
+        dial: &Dial,
+        noun: &QueueNoun,
+        base: &Url,
+    ) -> Result<Dialled, Interrupt> {
+        let account = self.setup.account;
+        let name: Value = noun.name.clone().into();
+        self.emit_verb("dial.start", "Dial", &[("queue", name.clone())])
+            .await;
+        let announcement = noun
+            .url
+            .as_deref()
+            .and_then(|url| base.join(url).ok())
+            .map(|url| (url, noun.method));
+        let taken = self
+            .router
+            .take_caller(account, &noun.name, &self.setup.sid, announcement);
+        let caller = match taken {
+            Ok(Some(taken)) => Some(taken.call_sid),
+            Ok(None) => self.await_caller(dial, &noun.name).await?,
+            Err(_) => {
+                self.emit_dial_end("failed", 0, None, &name).await;
+                return Ok(Dialled::unanswered("failed"));
+            }
+        };
+        let Some(caller) = caller else {
+            self.emit_dial_end("no-answer", 0, None, &name).await;
+            return Ok(Dialled::unanswered("no-answer"));
+        };
+        let queue_sid = self
+            .router
+            .queue_sid(account, &noun.name)
+            .unwrap_or_default();
+        self.bridge = Some(caller.clone());
+        self.time_passed = true;
+        let bridged = Instant::now();
+        let limit = tokio::time::sleep(self.router.sim_time(f64::from(dial.time_limit)));
+        tokio::pin!(limit);
+        let interrupted = loop {
+            tokio::select! {
+                _ = &mut limit => {
+                    self.router.unbridge(account, &self.setup.sid);
+                    break None;
+                }
+                input = self.next_input() => match input {
+                    Ok(()) => {}
+                    Err(Interrupt::BridgeEnded) => break None,
+                    Err(other) => {
+                        self.router.unbridge(account, &self.setup.sid);
+                        break Some(other);
+                    }
+                },
+            }
+        };
+        self.bridge = None;
+        let duration = self.router.simulated_secs(bridged.elapsed());
+        self.emit_dial_end("completed", duration, Some(&caller), &name)
+            .await;
+        if let Some(interrupt) = interrupted {
+            return Err(interrupt);
+        }
+        Ok(Dialled {
+            status: "completed",
+            leg: Some(caller),
+            duration,
+            extra: vec![("QueueSid".into(), queue_sid)],
+        })
+    }
+
+    /// An agent on an empty queue waits up to the Dial's `timeout` for a caller;
+    /// `None` when none came.
+    async fn await_caller(&mut self, dial: &Dial, name: &str) -> Result<Option<String>, Interrupt> {
+        let account = self.setup.account;
+        self.awaiting_caller = true;
+        self.time_passed = true;
+        let timeout = tokio::time::sleep(self.router.sim_time(f64::from(dial.timeout)));
+        tokio::pin!(timeout);
+        let outcome = loop {
+            tokio::select! {
+                _ = &mut timeout => break Ok(None),
+                input = self.next_input() => match input {
+                    Ok(()) => {}
+                    Err(Interrupt::Bridged { partner, .. }) => break Ok(Some(partner)),
+                    Err(other) => break Err(other),
+                },
+            }
+        };
+        self.awaiting_caller = false;
+        match outcome {
+            Ok(Some(caller)) => Ok(Some(caller)),
+            // A caller may have come as the wait ended: then it is this agent's.
+            Ok(None) => Ok(self.router.stop_waiting(account, name, &self.setup.sid)),
+            Err(interrupt) => {
+                if self
+                    .router
+                    .stop_waiting(account, name, &self.setup.sid)
+                    .is_some()
+                {
+                    self.router.unbridge(account, &self.setup.sid);
+                }
+                Err(interrupt)
+            }
+        }
+    }
+
+    /// `dial.end` of a queue `Dial`.
+    async fn emit_dial_end(
+        &self,
+        status: &str,
+        duration: u64,
+        caller: Option<&str>,
+        queue: &Value,
+    ) {
+        let mut data = vec![
+            ("dial_call_status", status.into()),
+            ("duration", duration.into()),
+            ("queue", queue.clone()),
+        ];
+        if let Some(caller) = caller {
+            data.push(("dial_call_sid", caller.into()));
+        }
+        self.emit_verb("dial.end", "Dial", &data).await;
+    }
+
+    /// Emits a `queue.*` event of `queue`: `data.queue`, `queue_sid`, `position`
+    /// and `extra`.
+    async fn emit_queue(
+        &self,
+        type_name: &str,
+        queue: &InQueue,
+        position: usize,
+        extra: &[(&str, Value)],
+    ) {
+        let mut data = vec![
+            ("queue", queue.name.clone().into()),
+            ("queue_sid", queue.sid.clone().into()),
+            ("position", position.into()),
+        ];
+        data.extend_from_slice(extra);
+        self.emit_verb(type_name, "Enqueue", &data).await;
+    }
+
+    /// The parameters of a wait document's request: the call's, and while it
+    /// waits in a queue Twilio's `QueuePosition`, `QueueTime`, `AvgQueueTime`,
+    /// `CurrentQueueSize`, `MaxQueueSize` and `QueueSid`.
+    fn wait_params(&self) -> Vec<(String, String)> {
+        let mut params = self.params(&[]);
+        if let Some(queue) = &self.queue {
+            let waited = self.router.simulated_secs(queue.since.elapsed());
+            if let Some(standing) =
+                self.router
+                    .standing(self.setup.account, &queue.name, &self.setup.sid)
+            {
+                params.extend(standing.params(waited));
+            }
+        }
+        params
     }
 
     /// Joins a conference room until the call hangs up, is redirected or the room
@@ -992,7 +1474,7 @@ impl Program {
                 self.play(&play, &url, false).await?;
                 None
             } else {
-                match self.fetch(&url, method, &self.params(&[])).await {
+                match self.fetch(&url, method, &self.wait_params()).await {
                     Ok(document) => self.run_wait_document(document, &url).await?,
                     Err(error) => {
                         self.problem("call.warning", error.code(), &error.to_string())
@@ -1012,8 +1494,9 @@ impl Program {
     }
 
     /// Runs a wait document, whose verbs Twilio limits to `Say`, `Play`, `Pause`
-    /// and `Redirect` (any other is skipped with a `call.warning`). Returns the
-    /// `Redirect`'s target, if it has one.
+    /// and `Redirect`, and for a queue's also `Leave` and `Hangup` (any other is
+    /// skipped with a `call.warning`). Returns the `Redirect`'s target, if it has
+    /// one.
     async fn run_wait_document(
         &mut self,
         document: Response,
@@ -1038,6 +1521,8 @@ impl Program {
                         .await;
                     return Ok(Some((url, redirect.method)));
                 }
+                Verb::Leave if self.queue.is_some() => return Err(Interrupt::Leave),
+                Verb::Hangup if self.queue.is_some() => return Err(Interrupt::Hangup),
                 _ => {
                     self.problem(
                         "call.warning",
@@ -1075,6 +1560,25 @@ fn action(
 ) -> Option<Flow> {
     let url = base.join(action?).ok()?;
     Some(Flow::Fetch(url, method, extra))
+}
+
+/// An `<Enqueue>`'s `action` request, with Twilio's `QueueResult`, `QueueSid` and
+/// `QueueTime`.
+fn queue_action(
+    enqueue: &Enqueue,
+    base: &Url,
+    result: &str,
+    queue_sid: Option<&str>,
+    waited: u64,
+) -> Option<Flow> {
+    let mut extra = vec![
+        ("QueueResult".to_owned(), result.to_owned()),
+        ("QueueTime".to_owned(), waited.to_string()),
+    ];
+    if let Some(sid) = queue_sid {
+        extra.push(("QueueSid".to_owned(), sid.to_owned()));
+    }
+    action(base, enqueue.action.as_deref(), enqueue.method, extra)
 }
 
 /// The base URL of an inline document: relative URLs in it cannot resolve.

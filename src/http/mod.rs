@@ -12,6 +12,7 @@ pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod publish;
+pub mod queues;
 pub mod signed_urls;
 pub mod sim;
 pub mod stream;

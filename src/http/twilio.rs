@@ -1,5 +1,5 @@
 //! The Twilio-compatible REST API (docs/api.md §7): `/2010-04-01/Accounts/{AccountSid}/…`
-//! for numbers, calls and messages. Basic auth, form-encoded requests, Twilio-shaped
+//! for numbers, calls and messages (queues are in [`super::queues`]). Basic auth, form-encoded requests, Twilio-shaped
 //! JSON and Twilio-style errors, so Twilio's helper libraries work against it.
 
 use std::collections::HashMap;
@@ -57,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         &format!("{base}/Messages/{{sid}}"),
         web::get().to(read_message),
     );
+    super::queues::configure(cfg, &base);
 }
 
 /// A Twilio-style error: `{"code", "message", "more_info", "status"}`.
@@ -71,7 +72,7 @@ pub struct TwilioError {
 }
 
 impl TwilioError {
-    fn new(code: u32, status: u16, message: impl Into<String>) -> TwilioError {
+    pub(super) fn new(code: u32, status: u16, message: impl Into<String>) -> TwilioError {
         TwilioError {
             code,
             status,
@@ -79,7 +80,7 @@ impl TwilioError {
         }
     }
 
-    fn missing(code: u32, param: &str) -> TwilioError {
+    pub(super) fn missing(code: u32, param: &str) -> TwilioError {
         TwilioError::new(code, 400, format!("A '{param}' parameter is required."))
     }
 }
@@ -121,10 +122,10 @@ impl From<super::ApiError> for TwilioError {
     }
 }
 
-type Reply = Result<HttpResponse, TwilioError>;
+pub(super) type Reply = Result<HttpResponse, TwilioError>;
 
 /// Authenticates a REST request (Basic auth only, as Twilio's API).
-fn authenticate(
+pub(super) fn authenticate(
     req: &HttpRequest,
     state: &AppState,
     path_sid: &str,
@@ -153,7 +154,7 @@ fn authenticate(
 }
 
 /// The form parameters of a request body (first value of each name wins).
-async fn form(payload: web::Payload) -> Result<HashMap<String, String>, TwilioError> {
+pub(super) async fn form(payload: web::Payload) -> Result<HashMap<String, String>, TwilioError> {
     let body = read_body(payload, MAX_FORM).await?;
     let mut params = HashMap::new();
     for (key, value) in form_urlencoded::parse(&body) {
@@ -164,7 +165,7 @@ async fn form(payload: web::Payload) -> Result<HashMap<String, String>, TwilioEr
     Ok(params)
 }
 
-fn method(params: &HashMap<String, String>, name: &str) -> Result<Method, TwilioError> {
+pub(super) fn method(params: &HashMap<String, String>, name: &str) -> Result<Method, TwilioError> {
     match params.get(name).map(|m| m.to_ascii_uppercase()).as_deref() {
         None | Some("") | Some("POST") => Ok(Method::Post),
         Some("GET") => Ok(Method::Get),
@@ -192,19 +193,23 @@ fn time_limit(params: &HashMap<String, String>) -> Result<Option<u64>, TwilioErr
     }
 }
 
-fn non_empty(params: &HashMap<String, String>, name: &str) -> Option<String> {
+pub(super) fn non_empty(params: &HashMap<String, String>, name: &str) -> Option<String> {
     params.get(name).filter(|v| !v.is_empty()).cloned()
 }
 
 /// `{sid}.json` → `sid`; anything else is not a resource of ours.
-fn resource_sid(segment: &str) -> Result<&str, TwilioError> {
+pub(super) fn resource_sid(segment: &str) -> Result<&str, TwilioError> {
     segment
         .strip_suffix(".json")
         .ok_or_else(|| RouterError::not_found(segment).into())
 }
 
 /// Twilio's paging over a list: `Page`, `PageSize` (1–1000, default 50).
-fn page(req: &HttpRequest, key: &str, items: Vec<Value>) -> Result<HttpResponse, TwilioError> {
+pub(super) fn page(
+    req: &HttpRequest,
+    key: &str,
+    items: Vec<Value>,
+) -> Result<HttpResponse, TwilioError> {
     let query: HashMap<String, String> = form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
@@ -241,12 +246,12 @@ fn page(req: &HttpRequest, key: &str, items: Vec<Value>) -> Result<HttpResponse,
     })))
 }
 
-fn router(state: &AppState) -> &Arc<CallRouter> {
+pub(super) fn router(state: &AppState) -> &Arc<CallRouter> {
     &state.call_router
 }
 
 /// A paged list of one resource of the account (`items` renders them).
-fn list(
+pub(super) fn list(
     req: &HttpRequest,
     state: &AppState,
     sid: &str,
@@ -258,7 +263,7 @@ fn list(
 }
 
 /// One resource of the account by `{sid}.json` (`find` renders it, if it exists).
-fn read(
+pub(super) fn read(
     req: &HttpRequest,
     state: &AppState,
     (sid, segment): (String, String),

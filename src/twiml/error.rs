@@ -122,6 +122,19 @@ pub enum TwimlError {
         /// Where the element starts.
         position: u64,
     },
+    /// Content that breaks a rule of the element's own: a queue name over
+    /// [`MAX_QUEUE_NAME_CHARS`](super::MAX_QUEUE_NAME_CHARS), a `<Dial>` with a
+    /// `<Conference>` or `<Queue>` beside other nouns or with more than
+    /// [`MAX_DIAL_NOUNS`](super::MAX_DIAL_NOUNS) numbers and clients.
+    #[error("<{element}> at byte {position}: expected {expected}")]
+    BadContent {
+        /// The element, e.g. `Enqueue`.
+        element: String,
+        /// What would have been accepted.
+        expected: &'static str,
+        /// Where the element starts.
+        position: u64,
+    },
     /// Both text and nested nouns in one element (e.g. `<Dial>+1555<Number>…`),
     /// where TwiML allows one or the other.
     #[error("<{element}> at byte {position} mixes text with nested elements")]
@@ -179,6 +192,9 @@ impl TwimlError {
             TwimlError::Missing { what, position, .. } => {
                 format!("the element at byte {position} has no {what}")
             }
+            TwimlError::BadContent {
+                expected, position, ..
+            } => format!("the content of the element at byte {position}: expected {expected}"),
             TwimlError::MixedContent { position, .. } => {
                 format!("the element at byte {position} mixes text with nested elements")
             }
@@ -278,6 +294,11 @@ mod tests {
             TwimlError::MixedContent {
                 element: secret.into(),
                 position: 10,
+            },
+            TwimlError::BadContent {
+                element: secret.into(),
+                expected: "a queue name of at most 64 characters",
+                position: 11,
             },
         ];
         for err in all {

@@ -26,8 +26,9 @@ mod xml;
 
 pub use error::{TwimlError, DOCUMENT_PARSE_FAILURE, SCHEMA_VALIDATION_WARNING};
 pub use model::{
-    Conference, Dial, DialTarget, Gather, GatherChild, GatherInput, Message, MessageKind, Method,
-    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, SpeechTimeout, Verb,
+    Conference, Dial, DialTarget, Enqueue, Gather, GatherChild, GatherInput, Message, MessageKind,
+    Method, Pause, Play, QueueNoun, Record, Redirect, Reject, RejectReason, Response, Say,
+    SpeechTimeout, Verb, MAX_DIAL_NOUNS, MAX_QUEUE_NAME_CHARS,
 };
 pub use parse::parse;
 pub use template::fill_template;

@@ -6,9 +6,9 @@
 //! executor's own constructions short (`Gather { num_digits: Some(4),
 //! ..Gather::default() }`).
 //!
-//! URLs (`action`, `Play`, `Redirect`, `waitUrl`) are kept as written: they may be
-//! relative to the document's URL, which only the executor knows, and `Play`'s may be
-//! a URI template for [`fill_template`](super::fill_template).
+//! URLs (`action`, `Play`, `Redirect`, `waitUrl`, `<Queue url>`) are kept as
+//! written: they may be relative to the document's URL, which only the executor
+//! knows, and `Play`'s may be a URI template for [`fill_template`](super::fill_template).
 
 /// A whole TwiML document: the children of `<Response>`, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +40,15 @@ pub enum Verb {
     Hangup,
     /// `<Reject>`: refuse an incoming call without answering it.
     Reject(Reject),
+    /// `<Enqueue>`: wait in a named queue until an agent's `<Dial><Queue>` takes the
+    /// call or it leaves.
+    Enqueue(Enqueue),
+    /// `<Leave>`: leave the queue the call waits in and go on after its `<Enqueue>`.
+    ///
+    /// Meaningful only in an [`Enqueue::wait_url`] document, the one place a call is
+    /// in a queue; the parser cannot know where a document runs, so what it does
+    /// elsewhere is the executor's decision.
+    Leave,
     /// An element this router does not implement (or misspelt, e.g. `<say>`).
     ///
     /// Not an error: the executor emits `call.warning` with 12200
@@ -68,6 +77,8 @@ impl Verb {
             Verb::Redirect(_) => "Redirect",
             Verb::Hangup => "Hangup",
             Verb::Reject(_) => "Reject",
+            Verb::Enqueue(_) => "Enqueue",
+            Verb::Leave => "Leave",
             Verb::Unknown { name } => name,
         }
     }
@@ -349,6 +360,27 @@ impl Conference {
     }
 }
 
+/// The longest queue name (`<Enqueue>`, `<Queue>`), in characters: Twilio's limit
+/// on a queue's `FriendlyName`, which is what the name becomes.
+pub const MAX_QUEUE_NAME_CHARS: usize = 64;
+
+/// The most `Number` and `Client` nouns in one `<Dial>`: Twilio rings at most 10
+/// parties at once.
+pub const MAX_DIAL_NOUNS: usize = 10;
+
+/// `<Queue>` inside `<Dial>`: connect to the caller waiting longest in a queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueNoun {
+    /// The queue's name (text, trimmed; never empty, at most
+    /// [`MAX_QUEUE_NAME_CHARS`]).
+    pub name: String,
+    /// `url`: a document run on the dequeued caller's side before the two are
+    /// connected (Twilio's whisper). `None` = none.
+    pub url: Option<String>,
+    /// `method` for `url`. Default POST.
+    pub method: Method,
+}
+
 /// Whom a `<Dial>` calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialTarget {
@@ -356,15 +388,18 @@ pub enum DialTarget {
     Number(String),
     /// A client identity: a `<Client>` noun's text (or its `<Identity>`).
     Client(String),
-    /// A conference room.
+    /// A conference room; always the `<Dial>`'s only target.
     Conference(Conference),
+    /// A queue's longest-waiting caller; always the `<Dial>`'s only target.
+    Queue(QueueNoun),
 }
 
 /// `<Dial>`: call other parties and bridge the first to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dial {
-    /// Who to call, in document order; never empty. Several `Number`s ring at once
-    /// as in Twilio (first to answer wins).
+    /// Who to call, in document order; never empty. Either one `Conference` or
+    /// `Queue` alone, or 1 to [`MAX_DIAL_NOUNS`] `Number`s and `Client`s, which ring
+    /// at once as in Twilio (first to answer wins).
     pub targets: Vec<DialTarget>,
     /// `action`: requested with `DialCallStatus` when the dialled leg ends. `None` =
     /// the call goes on with the next verb.
@@ -375,6 +410,14 @@ pub struct Dial {
     pub timeout: u32,
     /// `callerId` shown to the called party; `None` = the caller's number.
     pub caller_id: Option<String>,
+    /// `timeLimit`: seconds the bridged call may last before it is hung up. Default
+    /// 14400 (4 hours), as Twilio.
+    pub time_limit: u32,
+    /// `record`: whether the bridged call is recorded. Twilio's `record-from-answer`,
+    /// `record-from-ringing`, their `-dual` forms and `true` all say yes (only
+    /// whether is kept: when recording starts and mono or dual channels are not
+    /// simulated); `do-not-record` (the default) and `false` say no.
+    pub record: bool,
 }
 
 impl Default for Dial {
@@ -385,6 +428,8 @@ impl Default for Dial {
             method: Method::Post,
             timeout: 30,
             caller_id: None,
+            time_limit: 14400,
+            record: false,
         }
     }
 }
@@ -466,6 +511,27 @@ pub struct Reject {
     pub reason: RejectReason,
 }
 
+/// `<Enqueue>`: put the caller in a named queue until an agent dials it or it leaves.
+///
+/// `workflowSid` (TaskRouter) and Twilio's other attributes are not simulated and
+/// are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enqueue {
+    /// The queue's name: the element's text, trimmed; never empty, at most
+    /// [`MAX_QUEUE_NAME_CHARS`] characters (Twilio's `FriendlyName` limit, 64).
+    pub name: String,
+    /// `action`: requested with `QueueResult` when the caller leaves the queue.
+    /// `None` = the call goes on with the next verb.
+    pub action: Option<String>,
+    /// `method` for `action`. Default POST.
+    pub method: Method,
+    /// `waitUrl` as written: the document (or `.mp3`/`.wav` audio) played while
+    /// waiting. `None` = silence (Twilio's default music is not simulated).
+    pub wait_url: Option<String>,
+    /// `waitUrlMethod`: how `wait_url` is requested. Default POST.
+    pub wait_url_method: Method,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,11 +545,11 @@ mod tests {
         assert_eq!(sms.verb_name(), "Sms");
         assert_eq!(Verb::Message(Message::default()).verb_name(), "Message");
         assert_eq!(Verb::Hangup.verb_name(), "Hangup");
-        let unknown = Verb::Unknown {
-            name: "Enqueue".into(),
-        };
-        assert_eq!(unknown.verb_name(), "Enqueue");
+        let unknown = Verb::Unknown { name: "Pay".into() };
+        assert_eq!(unknown.verb_name(), "Pay");
         assert_eq!(Verb::Gather(Gather::default()).verb_name(), "Gather");
+        assert_eq!(Verb::Enqueue(Enqueue::default()).verb_name(), "Enqueue");
+        assert_eq!(Verb::Leave.verb_name(), "Leave");
     }
 
     #[test]
@@ -504,10 +570,20 @@ mod tests {
         assert_eq!(record.max_length, 3600);
         assert_eq!(record.finish_on_key, "1234567890*#");
         assert!(record.play_beep);
-        assert_eq!(Dial::default().timeout, 30);
+        let dial = Dial::default();
+        assert_eq!(
+            (dial.timeout, dial.time_limit, dial.record),
+            (30, 14400, false)
+        );
         assert!(Conference::default().start_conference_on_enter);
         assert_eq!(Conference::default().wait_method, Method::Post);
         assert_eq!(Reject::default().reason.as_str(), "rejected");
+        let enqueue = Enqueue::default();
+        assert_eq!(
+            (enqueue.method, enqueue.wait_url_method),
+            (Method::Post, Method::Post)
+        );
+        assert_eq!(QueueNoun::default().method, Method::Post);
         assert_eq!(Method::default().as_str(), "POST");
     }
 

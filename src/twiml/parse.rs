@@ -7,8 +7,9 @@
 
 use super::error::{quote, TwimlError};
 use super::model::{
-    Conference, Dial, DialTarget, Gather, GatherChild, GatherInput, Message, MessageKind, Method,
-    Pause, Play, Record, Redirect, Reject, RejectReason, Response, Say, SpeechTimeout, Verb,
+    Conference, Dial, DialTarget, Enqueue, Gather, GatherChild, GatherInput, Message, MessageKind,
+    Method, Pause, Play, QueueNoun, Record, Redirect, Reject, RejectReason, Response, Say,
+    SpeechTimeout, Verb, MAX_DIAL_NOUNS, MAX_QUEUE_NAME_CHARS,
 };
 use super::xml::{read_document, trim_xml, Element, Node};
 
@@ -80,6 +81,11 @@ fn verb(element: &Element) -> Result<Verb, TwimlError> {
             Verb::Hangup
         }
         "Reject" => Verb::Reject(reject(element)?),
+        "Enqueue" => Verb::Enqueue(enqueue(element)?),
+        "Leave" => {
+            no_content(element)?;
+            Verb::Leave
+        }
         other => Verb::Unknown {
             name: other.to_owned(),
         },
@@ -175,6 +181,7 @@ fn dial(element: &Element) -> Result<Dial, TwimlError> {
                 "Number" => DialTarget::Number(required_text(child, "phone number")?),
                 "Client" => DialTarget::Client(client(child)?),
                 "Conference" => DialTarget::Conference(conference(child)?),
+                "Queue" => DialTarget::Queue(queue(child)?),
                 _ => return Err(disallowed(element, child)),
             }),
         }
@@ -186,10 +193,24 @@ fn dial(element: &Element) -> Result<Dial, TwimlError> {
         (true, true) => {
             return Err(missing(
                 element,
-                "number to call (text, or Number, Client or Conference nouns)",
+                "number to call (text, or Number, Client, Conference or Queue nouns)",
             ))
         }
         (true, false) => {}
+    }
+    // A room or a queue is a different kind of call from ringing parties: Twilio
+    // joins one room or takes one caller, never alongside anything else.
+    let joins = targets
+        .iter()
+        .any(|target| matches!(target, DialTarget::Conference(_) | DialTarget::Queue(_)));
+    if joins && targets.len() > 1 {
+        return Err(bad_content(
+            element,
+            "a Conference or Queue noun on its own, without other nouns",
+        ));
+    }
+    if targets.len() > MAX_DIAL_NOUNS {
+        return Err(bad_content(element, "at most 10 Number and Client nouns"));
     }
     Ok(Dial {
         targets,
@@ -197,6 +218,8 @@ fn dial(element: &Element) -> Result<Dial, TwimlError> {
         method: attrs.method("method")?,
         timeout: attrs.u32_or("timeout", 30)?,
         caller_id: attrs.string("callerId"),
+        time_limit: attrs.u32_or("timeLimit", 14400)?,
+        record: attrs.dial_record("record")?,
     })
 }
 
@@ -238,6 +261,42 @@ fn conference(element: &Element) -> Result<Conference, TwimlError> {
         wait_url: attrs.string("waitUrl"),
         wait_method: attrs.method("waitMethod")?,
     })
+}
+
+/// `<Dial><Queue>`: `reservationSid` and `postWorkActivitySid` (TaskRouter) are not
+/// simulated and are ignored.
+fn queue(element: &Element) -> Result<QueueNoun, TwimlError> {
+    let attrs = Attrs(element);
+    Ok(QueueNoun {
+        name: queue_name(element)?,
+        url: attrs.string("url"),
+        method: attrs.method("method")?,
+    })
+}
+
+/// `<Enqueue>`: the queue's name as text; `workflowSid` and the rest are ignored.
+fn enqueue(element: &Element) -> Result<Enqueue, TwimlError> {
+    let attrs = Attrs(element);
+    Ok(Enqueue {
+        name: queue_name(element)?,
+        action: attrs.string("action"),
+        method: attrs.method("method")?,
+        wait_url: attrs.string("waitUrl"),
+        wait_url_method: attrs.method("waitUrlMethod")?,
+    })
+}
+
+/// The text of `<Enqueue>` or `<Queue>`: a queue's name, which Twilio bounds as a
+/// queue's `FriendlyName`.
+fn queue_name(element: &Element) -> Result<String, TwimlError> {
+    let name = required_text(element, "queue name")?;
+    if name.chars().count() > MAX_QUEUE_NAME_CHARS {
+        return Err(bad_content(
+            element,
+            "a queue name of at most 64 characters",
+        ));
+    }
+    Ok(name)
 }
 
 /// `<Message>`/`<Sms>`: the body as text, or `<Body>` and `<Media>` nouns. Several
@@ -404,6 +463,14 @@ fn mixed(element: &Element) -> TwimlError {
     }
 }
 
+fn bad_content(element: &Element, expected: &'static str) -> TwimlError {
+    TwimlError::BadContent {
+        element: quote(&element.name),
+        expected,
+        position: element.position,
+    }
+}
+
 /// Typed access to one element's attributes, with the error naming the element and
 /// the attribute. Values are trimmed of XML whitespace before they are read.
 struct Attrs<'a>(&'a Element);
@@ -505,6 +572,34 @@ impl<'a> Attrs<'a> {
             Ok(Some(value))
         } else {
             Err(self.bad(name, "DTMF digits: 0-9, *, # and w (wait)"))
+        }
+    }
+
+    /// `<Dial record>`: whether to record the bridged call, no when absent. Every
+    /// Twilio `record-from-…` mode is a yes, as is `true`, the attribute's older
+    /// boolean form; `do-not-record` and `false` are no.
+    fn dial_record(&self, name: &str) -> Result<bool, TwimlError> {
+        const YES: &[&str] = &[
+            "record-from-answer",
+            "record-from-ringing",
+            "record-from-answer-dual",
+            "record-from-ringing-dual",
+            "true",
+        ];
+        const NO: &[&str] = &["do-not-record", "false"];
+        let Some(value) = self.get(name).map(trim_xml) else {
+            return Ok(false);
+        };
+        let is = |values: &[&str]| values.iter().any(|v| value.eq_ignore_ascii_case(v));
+        if is(YES) {
+            Ok(true)
+        } else if is(NO) {
+            Ok(false)
+        } else {
+            Err(self.bad(
+                name,
+                "do-not-record, record-from-answer, record-from-ringing, their -dual forms, true or false",
+            ))
         }
     }
 
@@ -888,7 +983,7 @@ mod tests {
         );
         assert_eq!(
             one(
-                r#"<Dial action="/after" method="GET" timeout="12" callerId="+15550000000" record="record-from-answer">
+                r#"<Dial action="/after" method="GET" timeout="12" callerId="+15550000000" record="record-from-answer" timeLimit="600">
                      +15551234567
                    </Dial>"#
             ),
@@ -898,8 +993,41 @@ mod tests {
                 method: Method::Get,
                 timeout: 12,
                 caller_id: Some("+15550000000".into()),
+                time_limit: 600,
+                record: true,
             })
         );
+    }
+
+    #[test]
+    fn dial_record_and_time_limit() {
+        let dial = |attrs: &str| {
+            let Verb::Dial(dial) = one(&format!("<Dial {attrs}>+1</Dial>")) else {
+                panic!("{attrs}")
+            };
+            dial
+        };
+        let plain = dial("");
+        assert_eq!((plain.time_limit, plain.record), (14400, false));
+        for (value, record) in [
+            ("do-not-record", false),
+            ("false", false),
+            ("Do-Not-Record", false),
+            ("record-from-answer", true),
+            ("record-from-ringing", true),
+            ("record-from-answer-dual", true),
+            ("record-from-ringing-dual", true),
+            (" record-from-ringing-dual ", true),
+            ("TRUE", true),
+        ] {
+            assert_eq!(
+                dial(&format!(r#"record="{value}""#)).record,
+                record,
+                "{value}"
+            );
+        }
+        assert_eq!(dial(r#"timeLimit="0""#).time_limit, 0);
+        assert_eq!(dial(r#"timeLimit=" 86400 ""#).time_limit, 86400);
     }
 
     #[test]
@@ -956,6 +1084,169 @@ mod tests {
                 ..Dial::default()
             })
         );
+    }
+
+    #[test]
+    fn dial_queue_defaults_and_attributes() {
+        assert_eq!(
+            one("<Dial><Queue> support </Queue></Dial>"),
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Queue(QueueNoun {
+                    name: "support".into(),
+                    ..QueueNoun::default()
+                })],
+                ..Dial::default()
+            })
+        );
+        assert_eq!(
+            one(
+                r#"<Dial record="record-from-answer" timeLimit="60"><Queue url="/whisper?a=1&amp;b=2" method="get" reservationSid="WR1">Sales &amp; Co</Queue></Dial>"#
+            ),
+            Verb::Dial(Dial {
+                targets: vec![DialTarget::Queue(QueueNoun {
+                    name: "Sales & Co".into(),
+                    url: Some("/whisper?a=1&b=2".into()),
+                    method: Method::Get,
+                })],
+                time_limit: 60,
+                record: true,
+                ..Dial::default()
+            })
+        );
+    }
+
+    #[test]
+    fn dial_noun_rules() {
+        // A room or a queue stands alone.
+        for inner in [
+            "<Conference>r</Conference><Number>+1</Number>",
+            "<Number>+1</Number><Conference>r</Conference>",
+            "<Conference>r</Conference><Conference>s</Conference>",
+            "<Queue>q</Queue><Client>alice</Client>",
+            "<Client>alice</Client><Queue>q</Queue>",
+            "<Queue>q</Queue><Queue>r</Queue>",
+            "<Queue>q</Queue><Conference>r</Conference>",
+        ] {
+            let doc = format!("<Response><Dial>{inner}</Dial></Response>");
+            check_bad_content(&doc, "Dial", "Conference or Queue noun on its own");
+        }
+        // Text beside a queue is mixed content, as beside any noun.
+        refused(
+            "<Response><Dial>+1<Queue>q</Queue></Dial></Response>",
+            &["<Dial>", "mixes"],
+        );
+        // Up to MAX_DIAL_NOUNS numbers and clients ring at once; one more is refused.
+        let nouns = |count: usize| {
+            (0..count)
+                .map(|i| match i % 2 {
+                    0 => format!("<Number>+1555000{i:04}</Number>"),
+                    _ => format!("<Client>agent{i}</Client>"),
+                })
+                .collect::<String>()
+        };
+        let Verb::Dial(dial) = one(&format!("<Dial>{}</Dial>", nouns(MAX_DIAL_NOUNS))) else {
+            panic!()
+        };
+        assert_eq!(dial.targets.len(), MAX_DIAL_NOUNS);
+        let doc = format!(
+            "<Response><Dial>{}</Dial></Response>",
+            nouns(MAX_DIAL_NOUNS + 1)
+        );
+        check_bad_content(
+            &doc,
+            "Dial",
+            &format!("at most {MAX_DIAL_NOUNS} Number and Client nouns"),
+        );
+    }
+
+    #[test]
+    fn enqueue_defaults_and_attributes() {
+        let verb = one("<Enqueue>support</Enqueue>");
+        assert_eq!(
+            verb,
+            Verb::Enqueue(Enqueue {
+                name: "support".into(),
+                ..Enqueue::default()
+            })
+        );
+        assert_eq!(verb.verb_name(), "Enqueue");
+        assert_eq!(
+            one(
+                r#"<Enqueue action="/left?x=1&amp;y=2" method="GET" waitUrl="https://app/hold.xml" waitUrlMethod="get" workflowSid="WW1" bogus="x">
+                     Tier 1 &amp; 2
+                   </Enqueue>"#
+            ),
+            Verb::Enqueue(Enqueue {
+                name: "Tier 1 & 2".into(),
+                action: Some("/left?x=1&y=2".into()),
+                method: Method::Get,
+                wait_url: Some("https://app/hold.xml".into()),
+                wait_url_method: Method::Get,
+            })
+        );
+        // An empty attribute counts as absent, as everywhere.
+        let Verb::Enqueue(enqueue) = one(r#"<Enqueue waitUrl="" action=" ">q</Enqueue>"#) else {
+            panic!()
+        };
+        assert_eq!((enqueue.wait_url, enqueue.action), (None, None));
+    }
+
+    #[test]
+    fn queue_names_are_bounded_in_characters() {
+        // Twilio's bound is inclusive and counts characters, not bytes.
+        let longest = "é".repeat(MAX_QUEUE_NAME_CHARS);
+        let Verb::Enqueue(enqueue) = one(&format!("<Enqueue>{longest}</Enqueue>")) else {
+            panic!()
+        };
+        assert_eq!(enqueue.name, longest);
+        let Verb::Dial(dial) = one(&format!("<Dial><Queue>{longest}</Queue></Dial>")) else {
+            panic!()
+        };
+        assert_eq!(
+            dial.targets,
+            [DialTarget::Queue(QueueNoun {
+                name: longest,
+                ..QueueNoun::default()
+            })]
+        );
+        let too_long = "q".repeat(MAX_QUEUE_NAME_CHARS + 1);
+        let expected = format!("a queue name of at most {MAX_QUEUE_NAME_CHARS} characters");
+        for (doc, element) in [
+            (
+                format!("<Response><Enqueue>{too_long}</Enqueue></Response>"),
+                "Enqueue",
+            ),
+            (
+                format!("<Response><Dial><Queue>{too_long}</Queue></Dial></Response>"),
+                "Queue",
+            ),
+        ] {
+            let err = check_bad_content(&doc, element, &expected);
+            assert!(!err.to_string().contains(&too_long), "{err}");
+        }
+    }
+
+    #[test]
+    fn leave() {
+        assert_eq!(one("<Leave/>"), Verb::Leave);
+        assert_eq!(one("<Leave>  </Leave>"), Verb::Leave);
+        assert_eq!(Verb::Leave.verb_name(), "Leave");
+        assert_eq!(
+            ok("<Response><Say>bye</Say><Leave/><Hangup/></Response>")[1],
+            Verb::Leave
+        );
+    }
+
+    /// `doc` is refused because `element`'s content breaks one of its rules, and the
+    /// message says which element and what was expected.
+    fn check_bad_content(doc: &str, element: &str, expected: &str) -> TwimlError {
+        let err = refused(doc, &[&format!("<{element}> at byte"), expected]);
+        assert!(
+            matches!(&err, TwimlError::BadContent { element: e, position, .. }
+                if e == element && *position > 0),
+            "{doc}: {err:?}"
+        );
+        err
     }
 
     #[test]
@@ -1214,6 +1505,26 @@ mod tests {
                 "method",
             ),
             (r#"<Reject reason="nope"/>"#, "Reject", "reason"),
+            (r#"<Dial record="yes">+1</Dial>"#, "Dial", "record"),
+            (r#"<Dial record="">+1</Dial>"#, "Dial", "record"),
+            (
+                r#"<Dial record="record-from-hangup">+1</Dial>"#,
+                "Dial",
+                "record",
+            ),
+            (r#"<Dial timeLimit="4h">+1</Dial>"#, "Dial", "timeLimit"),
+            (r#"<Dial timeLimit="-1">+1</Dial>"#, "Dial", "timeLimit"),
+            (
+                r#"<Dial><Queue method="PUT">q</Queue></Dial>"#,
+                "Queue",
+                "method",
+            ),
+            (r#"<Enqueue method="PUT">q</Enqueue>"#, "Enqueue", "method"),
+            (
+                r#"<Enqueue waitUrlMethod="HEAD">q</Enqueue>"#,
+                "Enqueue",
+                "waitUrlMethod",
+            ),
             (
                 r#"<Gather><Say loop="many">x</Say></Gather>"#,
                 "Say",
@@ -1261,6 +1572,13 @@ mod tests {
             ("<Message><Foo/></Message>", "Message", "Foo"),
             ("<Dial><Number><x/>1</Number></Dial>", "Number", "x"),
             ("<Dial><Client><Foo/></Client></Dial>", "Client", "Foo"),
+            ("<Dial><Enqueue>q</Enqueue></Dial>", "Dial", "Enqueue"),
+            ("<Dial><Leave/></Dial>", "Dial", "Leave"),
+            ("<Enqueue><Task>{}</Task></Enqueue>", "Enqueue", "Task"),
+            ("<Enqueue>q<Play>u</Play></Enqueue>", "Enqueue", "Play"),
+            ("<Dial><Queue><b/>q</Queue></Dial>", "Queue", "b"),
+            ("<Leave><Say>x</Say></Leave>", "Leave", "Say"),
+            ("<Gather><Leave/></Gather>", "Gather", "Leave"),
         ];
         for (inner, parent, child) in cases {
             let doc = format!("<Response>{inner}</Response>");
@@ -1298,6 +1616,18 @@ mod tests {
             &["<Conference>", "room name"],
         );
         refused(
+            "<Response><Enqueue/></Response>",
+            &["<Enqueue>", "queue name"],
+        );
+        refused(
+            "<Response><Enqueue waitUrl=\"/hold\">  </Enqueue></Response>",
+            &["<Enqueue>", "queue name"],
+        );
+        refused(
+            "<Response><Dial><Queue url=\"/w\"/></Dial></Response>",
+            &["<Queue>", "queue name"],
+        );
+        refused(
             "<Response><Message><Media/></Message></Response>",
             &["<Media>", "URL"],
         );
@@ -1319,6 +1649,10 @@ mod tests {
         );
         refused("<Response><Pause>5</Pause></Response>", &["`5`", "<Pause>"]);
         refused("<Response><Hangup>now</Hangup></Response>", &["<Hangup>"]);
+        refused(
+            "<Response><Leave>now</Leave></Response>",
+            &["`now`", "<Leave>"],
+        );
         refused("<Response><Reject>busy</Reject></Response>", &["<Reject>"]);
         refused("<Response><Record>x</Record></Response>", &["<Record>"]);
     }
@@ -1336,7 +1670,7 @@ mod tests {
     }
 
     /// A valid document touching most of the grammar, for mutation.
-    const SEED: &str = r##"<?xml version="1.0"?><Response><Say voice="alice" loop="2">Hi &amp; bye</Say><Gather numDigits="4" finishOnKey="#" action="/a?x=1&amp;y=2" input="dtmf speech" speechTimeout="auto" hints="pin, help" language="en-US"><Say>PIN</Say><Play>https://a/{Digits}.mp3</Play><Pause length="2"/></Gather><Record maxLength="30" playBeep="false"/><Dial timeout="10"><Number>+15550001</Number><Client>bob</Client><Conference muted="true">room</Conference></Dial><Message to="+1">x</Message><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>"##;
+    const SEED: &str = r##"<?xml version="1.0"?><Response><Say voice="alice" loop="2">Hi &amp; bye</Say><Gather numDigits="4" finishOnKey="#" action="/a?x=1&amp;y=2" input="dtmf speech" speechTimeout="auto" hints="pin, help" language="en-US"><Say>PIN</Say><Play>https://a/{Digits}.mp3</Play><Pause length="2"/></Gather><Record maxLength="30" playBeep="false"/><Dial timeout="10" timeLimit="600" record="record-from-answer"><Number>+15550001</Number><Client>bob</Client></Dial><Dial><Conference muted="true">room</Conference></Dial><Dial><Queue url="/whisper" method="GET">support</Queue></Dial><Enqueue action="/left" waitUrl="/hold" waitUrlMethod="GET">support</Enqueue><Leave/><Message to="+1">x</Message><Redirect method="GET">/next</Redirect><Reject reason="busy"/><Hangup/></Response>"##;
 
     #[derive(Debug, Clone)]
     enum Mutation {
@@ -1361,7 +1695,7 @@ mod tests {
 
     #[test]
     fn seed_is_valid() {
-        assert_eq!(ok(SEED).len(), 8);
+        assert_eq!(ok(SEED).len(), 12);
     }
 
     proptest::proptest! {

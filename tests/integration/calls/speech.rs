@@ -4,14 +4,12 @@
 //! helper library; keys still answer a `dtmf speech` Gather, a DTMF-only Gather
 //! does not hear speech, and bad Speech bodies are refused without effect.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::channels::request;
 use crate::common::twilio::{sim_server, Api, AppRequest, AppServer, EventLog, CALL_WAIT};
-use crate::common::{require_python_module, Reply, TestServer};
+use crate::common::{Reply, TestServer};
 
 use super::{CALLER, EXTERNAL};
 
@@ -113,43 +111,19 @@ fn assert_routed(
 
 #[tokio::test]
 async fn a_call_placed_with_twilio_python_is_routed_on_what_the_caller_said() {
-    let Some(python) = require_python_module("twilio") else {
-        return;
-    };
     let server = sim_server();
     let app = contact_center(&server);
     let api = Api::new(&server, 0);
     let mut log = EventLog::open(&server, 0, TYPES).await;
 
-    let script = r#"
-import os
-from twilio.rest import Client
-client = Client(os.environ["ACCOUNT_SID"], os.environ["AUTH_TOKEN"])
-client.api.base_url = os.environ["SWITCHBOARD_BASE"]
-call = client.calls.create(to=os.environ["TO"], from_=os.environ["FROM"], url=os.environ["URL"])
-print(call.sid)
-"#;
-    let placed = tokio::process::Command::new(python)
-        .args(["-c", script])
-        .env("SWITCHBOARD_BASE", server.base_url())
-        .env("ACCOUNT_SID", server.sid(0))
-        .env("AUTH_TOKEN", server.token(0))
-        .env("TO", EXTERNAL)
-        .env("FROM", CALLER)
-        .env("URL", app.url("/voice"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), placed)
-        .await
-        .expect("twilio-python placed the call within 60 s")
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "twilio-python failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let call = stdout.trim().to_owned();
+    let placed = api
+        .twilio_python(
+            "call = client.calls.create(to=os.environ['TO'], from_=os.environ['FROM'], url=os.environ['URL'])\nprint(json.dumps(call.sid))",
+            &[("TO", EXTERNAL), ("FROM", CALLER), ("URL", &app.url("/voice"))],
+        )
+        .await;
+    let Some(placed) = placed else { return };
+    let call = placed.as_str().unwrap_or_default().to_owned();
 
     until_listening(&mut log, &call).await;
     let reply = speak(

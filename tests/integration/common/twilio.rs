@@ -378,6 +378,42 @@ impl<'a> Api<'a> {
         format!("/{API_VERSION}/Accounts/{}/{rel}", self.sid())
     }
 
+    /// Runs `script` with Twilio's own Python helper library: `client` is a
+    /// `twilio.rest.Client` of this account pointed at the server, `env` holds
+    /// the variables given, and the script prints one JSON value as its last
+    /// line, which is returned. `None` when twilio-python is not installed (the
+    /// caller returns; under CI that fails instead, see `require_python_module`).
+    pub async fn twilio_python(&self, script: &str, env: &[(&str, &str)]) -> Option<Value> {
+        let python = super::require_python_module("twilio")?;
+        let program = format!(
+            "import json, os\nfrom twilio.rest import Client\n\
+             client = Client(os.environ['ACCOUNT_SID'], os.environ['AUTH_TOKEN'])\n\
+             client.api.base_url = os.environ['SWITCHBOARD_BASE']\n{script}"
+        );
+        let mut command = tokio::process::Command::new(python);
+        command
+            .args(["-c", &program])
+            .env("SWITCHBOARD_BASE", self.server.base_url())
+            .env("ACCOUNT_SID", self.sid())
+            .env("AUTH_TOKEN", self.server.token(self.account))
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .expect("twilio-python ran within 60 s")
+            .expect("run python3");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "twilio-python failed:\n{script}\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last = stdout.lines().last().unwrap_or_default();
+        Some(serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}")))
+    }
+
     /// `POST` a form to `rel` with this account's Basic credentials.
     pub async fn post(&self, rel: &str, params: &[(&str, &str)]) -> Reply {
         post_form(

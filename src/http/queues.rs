@@ -1,0 +1,166 @@
+//! The Queues resource of the Twilio-compatible REST API (docs/api.md §7):
+//! `…/Queues.json` (create with `FriendlyName` and `MaxSize`, list), `…/Queues/{QueueSid}.json`
+//! (fetch, with `current_size` and `average_wait_time`), and its Members (list,
+//! fetch, and dequeue `Front` or a `CallSid` to a `Url`), shaped as Twilio's so its
+//! helper libraries work against it.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::twilio::{
+    authenticate, form, list, method, non_empty, read, resource_sid, router, Reply, TwilioError,
+};
+use super::AppState;
+use crate::account::AccountIdx;
+use crate::callrouter::queueing::MemberView;
+use crate::callrouter::queues::{Take, DEFAULT_MAX_SIZE, MAX_MAX_SIZE};
+use crate::callrouter::{CallRouter, RouterError};
+use crate::twiml::MAX_QUEUE_NAME_CHARS;
+
+/// Registers the routes under `base` (`/2010-04-01/Accounts/{account_sid}`).
+pub fn configure(cfg: &mut web::ServiceConfig, base: &str) {
+    cfg.route(&format!("{base}/Queues.json"), web::get().to(list_queues))
+        .route(&format!("{base}/Queues.json"), web::post().to(create_queue))
+        .route(&format!("{base}/Queues/{{sid}}"), web::get().to(read_queue))
+        .route(
+            &format!("{base}/Queues/{{sid}}/Members.json"),
+            web::get().to(list_members),
+        )
+        .route(
+            &format!("{base}/Queues/{{sid}}/Members/{{member}}"),
+            web::get().to(read_member),
+        )
+        .route(
+            &format!("{base}/Queues/{{sid}}/Members/{{member}}"),
+            web::post().to(dequeue_member),
+        );
+}
+
+/// `FriendlyName` (required, 1 to 64 characters) and `MaxSize` (1 to 5000,
+/// default 1000), as Twilio checks them.
+async fn create_queue(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Reply {
+    let account = authenticate(&req, &state, &path)?;
+    let params = form(payload).await?;
+    let name = non_empty(&params, "FriendlyName")
+        .ok_or_else(|| TwilioError::missing(20001, "FriendlyName"))?;
+    if name.chars().count() > MAX_QUEUE_NAME_CHARS {
+        return Err(TwilioError::new(
+            20001,
+            400,
+            format!("FriendlyName is longer than {MAX_QUEUE_NAME_CHARS} characters"),
+        ));
+    }
+    let max_size = match non_empty(&params, "MaxSize") {
+        None => DEFAULT_MAX_SIZE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_MAX_SIZE).contains(n))
+            .ok_or_else(|| {
+                TwilioError::new(
+                    20001,
+                    400,
+                    format!("MaxSize must be a whole number from 1 to {MAX_MAX_SIZE}"),
+                )
+            })?,
+    };
+    let queue = router(&state).create_queue(account, &name, max_size)?;
+    Ok(HttpResponse::Created().json(queue.json(&path)))
+}
+
+async fn list_queues(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Reply {
+    list(&req, &state, &path, "queues", |router, account, sid| {
+        router.queues(account).iter().map(|q| q.json(sid)).collect()
+    })
+}
+
+async fn read_queue(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Reply {
+    read(
+        &req,
+        &state,
+        path.into_inner(),
+        |router, account, sid, queue| router.queue(account, queue).map(|q| q.json(sid)),
+    )
+}
+
+async fn list_members(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (sid, queue) = path.into_inner();
+    let account = authenticate(&req, &state, &sid)?;
+    let members = router(&state)
+        .queue_members(account, &queue)
+        .ok_or_else(|| RouterError::not_found(&queue))?;
+    let items = members.iter().map(|m| m.json(&sid)).collect();
+    super::twilio::page(&req, "queue_members", items)
+}
+
+/// `{CallSid}.json` or `Front.json`.
+fn which(segment: &str) -> Result<Take, TwilioError> {
+    Ok(match resource_sid(segment)? {
+        "Front" => Take::Front,
+        call => Take::Call(call.to_owned()),
+    })
+}
+
+/// The member `which` names in the account's queue `queue`.
+fn member(
+    router: &CallRouter,
+    account: AccountIdx,
+    queue: &str,
+    which: &Take,
+) -> Result<MemberView, TwilioError> {
+    let members = router
+        .queue_members(account, queue)
+        .ok_or_else(|| RouterError::not_found(queue))?;
+    let found = match which {
+        Take::Front => members.into_iter().next(),
+        Take::Call(call) => members.into_iter().find(|m| &m.call_sid == call),
+    };
+    found.ok_or_else(|| RouterError::not_found("queue member").into())
+}
+
+async fn read_member(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (sid, queue, segment) = path.into_inner();
+    let account = authenticate(&req, &state, &sid)?;
+    let member = member(router(&state), account, &queue, &which(&segment)?)?;
+    Ok(HttpResponse::Ok().json(member.json(&sid)))
+}
+
+/// Dequeues the member: it leaves the queue and runs `Url` (required; `Method`
+/// GET or POST).
+async fn dequeue_member(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (sid, queue, segment) = path.into_inner();
+    let account = authenticate(&req, &state, &sid)?;
+    let which = which(&segment)?;
+    let params = form(payload).await?;
+    let url = non_empty(&params, "Url").ok_or_else(|| TwilioError::missing(21205, "Url"))?;
+    let method = method(&params, "Method")?;
+    let router = router(&state);
+    router.app().check("Url", &url)?;
+    let member = router.dequeue_member(account, &queue, &which, url, method)?;
+    Ok(HttpResponse::Ok().json(member.json(&sid)))
+}
