@@ -117,6 +117,25 @@ struct CallEntry {
     /// checked against (`steer.rs`).
     start: Option<Map<String, Value>>,
     watchers: Vec<oneshot::Sender<CallOutcome>>,
+    /// Told when the call answers (a `<Dial>`ing parent waits for the first leg).
+    answer_watcher: Option<oneshot::Sender<()>>,
+}
+
+/// Who learns of a call's answer and end.
+#[derive(Default)]
+struct Watchers {
+    answered: Option<oneshot::Sender<()>>,
+    ended: Option<oneshot::Sender<CallOutcome>>,
+}
+
+/// A `<Dial>` leg, ringing.
+pub struct Leg {
+    /// Its CallSid.
+    pub sid: String,
+    /// Resolves when it answers; dropped unresolved when it ends unanswered.
+    pub answered: oneshot::Receiver<()>,
+    /// Resolves with how it ended.
+    pub ended: oneshot::Receiver<CallOutcome>,
 }
 
 struct Participant {
@@ -348,6 +367,7 @@ impl CallRouter {
                     addr: None,
                     start: None,
                     watchers: Vec::new(),
+                    answer_watcher: None,
                 },
             );
             if let Some(old) = registry.ended_calls.push(account, sid) {
@@ -591,15 +611,12 @@ impl CallRouter {
         self.quotas
             .acquire_call(setup.account)
             .map_err(RouterError::quota)?;
-        Ok(self.start_call_watched(setup, None))
+        Ok(self.start_call_watched(setup, Watchers::default()))
     }
 
-    /// Registers and starts a call; `watcher` learns how it ends.
-    fn start_call_watched(
-        self: &Arc<Self>,
-        setup: CallSetup,
-        watcher: Option<oneshot::Sender<CallOutcome>>,
-    ) -> String {
+    /// Registers and starts a call; `watchers` learn when it answers and how it
+    /// ends.
+    fn start_call_watched(self: &Arc<Self>, setup: CallSetup, watchers: Watchers) -> String {
         let sid = setup.sid.clone();
         let now = Utc::now();
         let record = CallRecord {
@@ -627,7 +644,8 @@ impl CallRouter {
                 record,
                 addr: None,
                 start: None,
-                watchers: watcher.into_iter().collect(),
+                watchers: watchers.ended.into_iter().collect(),
+                answer_watcher: watchers.answered,
             },
         );
         self.metrics
@@ -667,6 +685,7 @@ impl CallRouter {
             ring: false,
             parent: None,
             time_limit: None,
+            answer_within: None,
         })
     }
 
@@ -697,21 +716,25 @@ impl CallRouter {
             ring: true,
             parent: None,
             time_limit,
+            answer_within: None,
         })?;
         self.call(account, &sid)
             .ok_or_else(|| RouterError::not_found("call"))
     }
 
-    /// Starts the far end of a `<Dial>` to `to`: the number's own application when the
-    /// account owns it, otherwise a simulated party that answers and stays on the
-    /// line. Returns the leg's sid and a receiver of how it ends.
+    /// Starts the far end of a `<Dial>` to `to`, ringing: the number's own
+    /// application when the account owns it (the leg answers once the application
+    /// has given its first document), otherwise a simulated party that answers
+    /// after `sim.ring_secs` and stays on the line. Unanswered after `timeout`
+    /// simulated seconds, it ends `no-answer`.
     pub fn dial_leg(
         self: &Arc<Self>,
         account: AccountIdx,
         parent: &str,
         from: &str,
         to: &str,
-    ) -> (String, oneshot::Receiver<CallOutcome>) {
+        timeout: u32,
+    ) -> Leg {
         let (direction, source, status_callback) = match self.own_number(account, to) {
             Some(number) => (
                 Direction::Inbound,
@@ -722,7 +745,8 @@ impl CallRouter {
             ),
             None => (Direction::OutboundDial, AppSource::FarEnd, None),
         };
-        let (tx, rx) = oneshot::channel();
+        let (ended_tx, ended) = oneshot::channel();
+        let (answered_tx, answered) = oneshot::channel();
         let sid = self.start_call_watched(
             CallSetup {
                 sid: new_sid("CA"),
@@ -732,13 +756,21 @@ impl CallRouter {
                 direction,
                 source,
                 status_callback,
-                ring: false,
+                ring: true,
                 parent: Some(parent.to_owned()),
                 time_limit: None,
+                answer_within: Some(timeout),
             },
-            Some(tx),
+            Watchers {
+                ended: Some(ended_tx),
+                answered: Some(answered_tx),
+            },
         );
-        (sid, rx)
+        Leg {
+            sid,
+            answered,
+            ended,
+        }
     }
 
     /// Updates a call's status (and its start time when it is answered).
@@ -749,6 +781,9 @@ impl CallRouter {
             entry.record.updated = now;
             if status == CallStatus::InProgress && entry.record.start.is_none() {
                 entry.record.start = Some(now);
+                if let Some(answered) = entry.answer_watcher.take() {
+                    let _ = answered.send(());
+                }
             }
             self.keep_call(&entry.record);
         }
@@ -772,6 +807,8 @@ impl CallRouter {
         if first_end && entry.record.parent.is_none() {
             self.quotas.release_call(entry.record.account);
         }
+        // Unanswered: whoever waits for the answer learns it will not come.
+        entry.answer_watcher = None;
         for watcher in entry.watchers.drain(..) {
             let _ = watcher.send(outcome);
         }

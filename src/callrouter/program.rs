@@ -69,6 +69,9 @@ pub struct CallSetup {
     /// `TimeLimit` (REST): the most simulated seconds the call may last once
     /// answered; `call_router.max_call_secs` applies either way.
     pub time_limit: Option<u64>,
+    /// A `<Dial>` leg: the Dial's `timeout`, the simulated seconds it may ring
+    /// (and its application take to answer) before it ends `no-answer`.
+    pub answer_within: Option<u32>,
 }
 
 /// Something that happens to a live call.
@@ -313,22 +316,95 @@ impl Program {
             self.finish(CallStatus::Canceled).await;
             return;
         }
+        let status = match self.connect().await {
+            Err(unanswered) => unanswered,
+            Ok(first) => {
+                self.answer().await;
+                self.program(first).await
+            }
+        };
+        self.finish(status).await;
+    }
+
+    /// Until the call answers: an outbound call or a `<Dial>` leg rings for
+    /// `sim.ring_secs`; a leg to a number of the account answers once its
+    /// application has given its first document (returned, to run), as a phone
+    /// answers when someone picks it up. Errs with the status of a call that ends
+    /// unanswered: `canceled` (hung up while ringing), `no-answer` (the Dial's
+    /// `timeout` passed, or the application's first verb is `<Reject>`),
+    /// `busy` (`<Reject reason="busy">`), `failed` (the application failed).
+    async fn connect(&mut self) -> Result<Option<(Response, Url)>, CallStatus> {
+        let deadline = self.setup.answer_within.and_then(|secs| {
+            tokio::time::Instant::now().checked_add(self.router.sim_time(f64::from(secs)))
+        });
         if self.setup.ring {
             self.router.set_status(&self.setup.sid, CallStatus::Ringing);
-            if self
-                .wait(self.router.sim_time(self.router.ring_secs()))
-                .await
-                .is_err()
-            {
-                self.finish(CallStatus::Canceled).await;
-                return;
+            let ring = self.router.sim_time(self.router.ring_secs());
+            tokio::select! {
+                rung = self.wait(ring) => if rung.is_err() {
+                    return Err(CallStatus::Canceled);
+                },
+                () = until(deadline) => return Err(CallStatus::NoAnswer),
             }
         }
-        self.answer().await;
-        let status = match self.setup.source.clone() {
-            // A simulated party: `answer` returned when someone hung up.
-            AppSource::FarEnd => CallStatus::Completed,
-            AppSource::Twiml(text) => match twiml::parse(&text) {
+        let (Some(_), AppSource::Url(url, method)) = (&self.setup.parent, &self.setup.source)
+        else {
+            return Ok(None);
+        };
+        let Ok(url) = Url::parse(url) else {
+            self.problem("call.error", 11200, "the application URL is not valid")
+                .await;
+            return Err(CallStatus::Failed);
+        };
+        let params = self.params(&[]);
+        let (router, token, method) = (self.router.clone(), self.token.clone(), *method);
+        let (fetch_url, fetch_params) = (url.clone(), params.clone());
+        let fetched = async move {
+            router
+                .app()
+                .document(&token, &fetch_url, method, &fetch_params)
+                .await
+        };
+        tokio::pin!(fetched);
+        let document = loop {
+            tokio::select! {
+                document = &mut fetched => break document,
+                () = until(deadline) => return Err(CallStatus::NoAnswer),
+                input = self.next_input() => if input.is_err() {
+                    return Err(CallStatus::Canceled);
+                },
+            }
+        };
+        match document {
+            Ok(document) => match document.verbs.first() {
+                Some(Verb::Reject(Reject { reason })) => Err(rejected(*reason)),
+                _ => {
+                    self.request = params;
+                    Ok(Some((document, url)))
+                }
+            },
+            Err(error) => {
+                self.problem("call.error", error.code(), &error.to_string())
+                    .await;
+                Err(CallStatus::Failed)
+            }
+        }
+    }
+
+    /// Runs the answered call's application (starting with `first`, the document
+    /// it answered with, if any) to the call's end.
+    async fn program(&mut self, first: Option<(Response, Url)>) -> CallStatus {
+        match (first, self.setup.source.clone()) {
+            (Some(first), _) => {
+                self.drive(Flow::End(CallStatus::Completed), Some(first))
+                    .await
+            }
+            // A simulated party: on the line until someone hangs up.
+            (None, AppSource::FarEnd) => {
+                while self.next_input().await.is_ok() {}
+                CallStatus::Completed
+            }
+            (None, AppSource::Twiml(text)) => match twiml::parse(&text) {
                 Ok(document) => {
                     self.drive(
                         Flow::End(CallStatus::Completed),
@@ -342,7 +418,7 @@ impl Program {
                     CallStatus::Failed
                 }
             },
-            AppSource::Url(url, method) => match Url::parse(&url) {
+            (None, AppSource::Url(url, method)) => match Url::parse(&url) {
                 Ok(url) => self.drive(Flow::Fetch(url, method, Vec::new()), None).await,
                 Err(_) => {
                     self.problem("call.error", 11200, "the application URL is not valid")
@@ -350,8 +426,7 @@ impl Program {
                     CallStatus::Failed
                 }
             },
-        };
-        self.finish(status).await;
+        }
     }
 
     /// Runs documents until the call ends: each document's flow either ends the call
@@ -457,10 +532,6 @@ impl Program {
         data.insert("status".into(), "in-progress".into());
         self.router.started(&self.setup.sid, &data);
         self.emit("call.start", data).await;
-        if matches!(self.setup.source, AppSource::FarEnd) {
-            // A simulated party: on the line until someone hangs up.
-            while self.next_input().await.is_ok() {}
-        }
     }
 
     async fn finish(&mut self, status: CallStatus) {
@@ -655,12 +726,7 @@ impl Program {
                     }
                 },
                 Verb::Hangup => return Flow::End(CallStatus::Completed),
-                Verb::Reject(Reject { reason }) => {
-                    return Flow::End(match reason {
-                        RejectReason::Busy => CallStatus::Busy,
-                        RejectReason::Rejected => CallStatus::NoAnswer,
-                    });
-                }
+                Verb::Reject(Reject { reason }) => return Flow::End(rejected(reason)),
                 Verb::Unknown { .. } => {
                     // The name is the document's, so it stays out of the message:
                     // warnings reach every subscriber (docs/api.md §6).
@@ -890,14 +956,16 @@ impl Program {
                 }
             }
             Some(DialTarget::Queue(noun)) => self.dial_queue(&dial, noun, base).await?,
-            Some(DialTarget::Number(to) | DialTarget::Client(to)) => {
-                let (status, leg, duration) = self.dial_number(&dial, to).await?;
-                Dialled {
-                    status,
-                    leg,
-                    duration,
-                    extra: Vec::new(),
-                }
+            Some(DialTarget::Number(_) | DialTarget::Client(_)) => {
+                let numbers: Vec<String> = dial
+                    .targets
+                    .iter()
+                    .filter_map(|target| match target {
+                        DialTarget::Number(to) | DialTarget::Client(to) => Some(to.clone()),
+                        DialTarget::Conference(_) | DialTarget::Queue(_) => None,
+                    })
+                    .collect();
+                self.dial_numbers(&dial, &numbers).await?
             }
         };
         let mut extra = vec![
@@ -911,49 +979,92 @@ impl Program {
         Ok(action(base, dial.action.as_deref(), dial.method, extra))
     }
 
-    /// Rings `to`, bridges until one side hangs up. Returns the dial status, the leg's
-    /// sid and the simulated seconds it was connected.
-    async fn dial_number(
+    /// Rings every number at once; the first leg to answer wins and the others
+    /// are cancelled (they end `canceled`; legs still ringing at the Dial's
+    /// `timeout` end `no-answer`). Bridges the winner until either side hangs up
+    /// or the Dial's `timeLimit` passes.
+    async fn dial_numbers(
         &mut self,
         dial: &Dial,
-        to: &str,
-    ) -> Result<(&'static str, Option<String>, u64), Interrupt> {
-        self.emit_verb("dial.start", "Dial", &[("to", to.into())])
-            .await;
-        let ring = self.router.ring_secs();
-        if ring > f64::from(dial.timeout) {
-            self.wait(self.router.sim_time(f64::from(dial.timeout)))
-                .await?;
-            self.emit_verb(
-                "dial.end",
-                "Dial",
-                &[
-                    ("dial_call_status", "no-answer".into()),
-                    ("duration", 0.into()),
-                ],
-            )
-            .await;
-            return Ok(("no-answer", None, 0));
+        numbers: &[String],
+    ) -> Result<Dialled, Interrupt> {
+        let account = self.setup.account;
+        let mut start = vec![("to", numbers.first().cloned().unwrap_or_default().into())];
+        if numbers.len() > 1 {
+            start.push(("numbers", numbers.to_vec().into()));
         }
-        self.wait(self.router.sim_time(ring)).await?;
+        self.emit_verb("dial.start", "Dial", &start).await;
         let from = dial
             .caller_id
             .clone()
             .unwrap_or_else(|| self.setup.from.clone());
-        let (leg, ended) = self
-            .router
-            .dial_leg(self.setup.account, &self.setup.sid, &from, to);
-        tokio::pin!(ended);
-        // Connected: the call waits on the far end, not on itself.
+        let (tell, mut news) = mpsc::unbounded_channel();
+        let mut legs = Vec::new();
+        for to in numbers {
+            let leg = self
+                .router
+                .dial_leg(account, &self.setup.sid, &from, to, dial.timeout);
+            legs.push(leg.sid.clone());
+            actix_web::rt::spawn(forward_leg_news(leg, tell.clone()));
+        }
+        drop(tell);
+        let hang_up = |router: &CallRouter, legs: &mut dyn Iterator<Item = &String>| {
+            for leg in legs {
+                let _ = router.input(account, leg, CallInput::Hangup);
+            }
+        };
+        // Ringing: the legs wait on their own timeout, the call on them.
         self.time_passed = true;
+        let mut unanswered = Vec::new();
+        let winner = loop {
+            tokio::select! {
+                news = news.recv() => match news {
+                    Some(LegNews::Answered(leg)) => break Some(leg),
+                    Some(LegNews::Ended(_, outcome)) => {
+                        unanswered.push(outcome.map_or(CallStatus::Failed, |o| o.status));
+                        if unanswered.len() == legs.len() {
+                            break None;
+                        }
+                    }
+                    None => break None,
+                },
+                input = self.next_input() => if let Err(interrupt) = input {
+                    hang_up(&self.router, &mut legs.iter());
+                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "canceled".into()), ("duration", 0.into())]).await;
+                    return Err(interrupt);
+                },
+            }
+        };
+        let Some(winner) = winner else {
+            let status = unanswered_status(&unanswered);
+            self.emit_verb(
+                "dial.end",
+                "Dial",
+                &[("dial_call_status", status.into()), ("duration", 0.into())],
+            )
+            .await;
+            return Ok(Dialled::unanswered(status));
+        };
+        hang_up(&self.router, &mut legs.iter().filter(|leg| **leg != winner));
         let bridged = Instant::now();
+        let limit = tokio::time::sleep(self.router.sim_time(f64::from(dial.time_limit)));
+        tokio::pin!(limit);
+        let mut limited = false;
         let outcome = loop {
             tokio::select! {
-                outcome = &mut ended => break outcome.ok(),
+                news = news.recv() => match news {
+                    Some(LegNews::Ended(leg, outcome)) if leg == winner => break outcome,
+                    Some(_) => {}
+                    None => break None,
+                },
+                _ = &mut limit, if !limited => {
+                    limited = true;
+                    hang_up(&self.router, &mut std::iter::once(&winner));
+                }
                 input = self.next_input() => if let Err(interrupt) = input {
-                    let _ = self.router.input(self.setup.account, &leg, CallInput::Hangup);
+                    hang_up(&self.router, &mut std::iter::once(&winner));
                     let duration = self.router.simulated_secs(bridged.elapsed());
-                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "completed".into()), ("duration", duration.into())]).await;
+                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "completed".into()), ("duration", duration.into()), ("dial_call_sid", winner.clone().into())]).await;
                     return Err(interrupt);
                 },
             }
@@ -965,16 +1076,31 @@ impl Program {
             Some(CallStatus::Failed) => "failed",
             _ => "completed",
         };
-        self.emit_verb(
-            "dial.end",
-            "Dial",
-            &[
-                ("dial_call_status", status.into()),
-                ("duration", duration.into()),
-            ],
-        )
-        .await;
-        Ok((status, Some(leg), duration))
+        let mut end = vec![
+            ("dial_call_status", status.into()),
+            ("duration", duration.into()),
+            ("dial_call_sid", winner.clone().into()),
+        ];
+        let mut extra = Vec::new();
+        if dial.record {
+            // The bridged call's recording, as `<Record>`'s: said to exist, never
+            // fetched (the simulated network carries no audio).
+            let recording_sid = new_sid("RE");
+            let url = self.router.recording_url(account, &recording_sid);
+            end.push(("recording_url", url.clone().into()));
+            extra = vec![
+                ("RecordingUrl".to_owned(), url),
+                ("RecordingSid".to_owned(), recording_sid),
+                ("RecordingDuration".to_owned(), duration.to_string()),
+            ];
+        }
+        self.emit_verb("dial.end", "Dial", &end).await;
+        Ok(Dialled {
+            status,
+            leg: Some(winner),
+            duration,
+            extra,
+        })
     }
 
     // ---- queues ----
@@ -1579,6 +1705,42 @@ fn queue_action(
         extra.push(("QueueSid".to_owned(), sid.to_owned()));
     }
     action(base, enqueue.action.as_deref(), enqueue.method, extra)
+}
+
+/// What a `<Dial>`ing call hears of one of its legs.
+enum LegNews {
+    Answered(String),
+    Ended(String, Option<CallOutcome>),
+}
+
+/// Tells the dialling call when `leg` answers (if it does) and how it ends.
+async fn forward_leg_news(leg: super::Leg, tell: mpsc::UnboundedSender<LegNews>) {
+    if leg.answered.await.is_ok() {
+        let _ = tell.send(LegNews::Answered(leg.sid.clone()));
+    }
+    let _ = tell.send(LegNews::Ended(leg.sid, leg.ended.await.ok()));
+}
+
+/// The `DialCallStatus` of a Dial no leg answered: what every leg ended as
+/// when they agree (all `busy`, all `failed`), `no-answer` otherwise.
+fn unanswered_status(statuses: &[CallStatus]) -> &'static str {
+    let status = |s: &CallStatus| match s {
+        CallStatus::Busy => "busy",
+        CallStatus::Failed => "failed",
+        _ => "no-answer",
+    };
+    match statuses.split_first() {
+        Some((first, rest)) if rest.iter().all(|s| status(s) == status(first)) => status(first),
+        _ => "no-answer",
+    }
+}
+
+/// How a call its application `<Reject>`s ends.
+fn rejected(reason: RejectReason) -> CallStatus {
+    match reason {
+        RejectReason::Busy => CallStatus::Busy,
+        RejectReason::Rejected => CallStatus::NoAnswer,
+    }
 }
 
 /// The base URL of an inline document: relative URLs in it cannot resolve.

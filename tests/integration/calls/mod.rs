@@ -13,6 +13,7 @@ mod dial;
 mod failures;
 mod held;
 mod ivr;
+mod parallel;
 mod queue;
 mod rest;
 mod sms;
