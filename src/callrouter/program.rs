@@ -1013,8 +1013,9 @@ impl Program {
                 let _ = router.input(account, leg, CallInput::Hangup);
             }
         };
-        // Ringing: the legs wait on their own timeout, the call on them.
-        self.time_passed = true;
+        // The legs ring before they answer or refuse: simulated time passes
+        // (unless nothing rings at all: a Dial repeated then is a loop).
+        self.time_passed |= self.router.ring_secs() > 0.0 && dial.timeout > 0;
         let mut unanswered = Vec::new();
         let winner = loop {
             tokio::select! {
@@ -1145,8 +1146,6 @@ impl Program {
             },
             None => self.wait_in_queue(&enqueue, base).await,
         };
-        // Waiting is waiting on others, not a loop of documents.
-        self.time_passed = true;
         let (interrupt, position) = match interrupt {
             bridged @ Interrupt::Bridged { .. } => (bridged, 0),
             other => match self
@@ -1249,6 +1248,8 @@ impl Program {
                 return interrupt;
             }
         }
+        // Waiting in silence is waiting on others, not a loop of documents.
+        self.time_passed = true;
         loop {
             if let Err(interrupt) = self.next_input().await {
                 return interrupt;
@@ -1266,6 +1267,8 @@ impl Program {
         waited: u64,
         announcement: Announcement,
     ) -> Result<(), Interrupt> {
+        // Connected, the caller waits on the agent, not on itself.
+        self.time_passed = true;
         let mut heard = Ok(());
         if let Some((url, method)) = announcement {
             let params = self.params(&[
@@ -1378,8 +1381,9 @@ impl Program {
     async fn await_caller(&mut self, dial: &Dial, name: &str) -> Result<Option<String>, Interrupt> {
         let account = self.setup.account;
         self.awaiting_caller = true;
-        self.time_passed = true;
-        let timeout = tokio::time::sleep(self.router.sim_time(f64::from(dial.timeout)));
+        let wait = self.router.sim_time(f64::from(dial.timeout));
+        self.time_passed |= !wait.is_zero();
+        let timeout = tokio::time::sleep(wait);
         tokio::pin!(timeout);
         let outcome = loop {
             tokio::select! {

@@ -307,3 +307,35 @@ async fn call_events_pass_a_busy_shard_instead_of_being_dropped() {
     assert_eq!(count("say.end"), 40, "{types:?}");
     assert_eq!(types.first().map(String::as_str), Some("call.start"));
 }
+
+#[tokio::test]
+async fn queue_verbs_that_never_wait_are_a_loop_too() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    // A caller whose wait document leaves at once, back into the queue again; an
+    // agent dialling a queue that does not exist, over and over.
+    app.twiml(
+        "/enqueue",
+        r#"<Response><Enqueue action="/enqueue" waitUrl="/leave">loop</Enqueue></Response>"#,
+    );
+    app.twiml("/leave", "<Response><Leave/></Response>");
+    app.twiml(
+        "/agent",
+        r#"<Response><Dial action="/agent"><Queue>nobody-made-this</Queue></Dial></Response>"#,
+    );
+    let caller_number = api.voice_number(&app.url("/enqueue")).await;
+    let agent_number = api.voice_number(&app.url("/agent")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*").await;
+
+    for (number, path) in [(caller_number, "/enqueue"), (agent_number, "/agent")] {
+        let call = api.sim_call(CALLER, &number).await;
+        log.until_event("call.end", Some(&call)).await;
+        assert_ended_with_error(&log, &call, 14106);
+        assert_eq!(
+            app.requests_to(path).len(),
+            100,
+            "{path}: 100 documents, not one more"
+        );
+    }
+}

@@ -415,8 +415,35 @@ async fn an_agent_on_an_empty_queue_gets_the_next_caller_and_leave_and_full_go_t
         "a refused caller never joined: {}",
         log.dump()
     );
-    api.sim_hangup(&first).await;
+    // The front caller is dequeued through the REST API to another document.
+    let sid = created.json()["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let dequeued = api
+        .post(
+            &format!("Queues/{sid}/Members/Front.json"),
+            &[("Url", &app.url("/after")), ("Method", "GET")],
+        )
+        .await;
+    assert_eq!(dequeued.status, 200, "{}", dequeued.text());
+    assert_eq!(
+        dequeued.json()["call_sid"],
+        json!(first),
+        "{}",
+        dequeued.text()
+    );
+    assert_eq!(dequeued.json()["position"], json!(1), "{}", dequeued.text());
     log.until_event("call.end", Some(&first)).await;
+    let leave = log.until_event("queue.leave", Some(&first)).await;
+    assert_eq!(leave["data"]["result"], json!("redirected"), "{leave}");
+    let redirected = after_of(&app, &first).await;
+    assert_eq!(redirected.method, "GET", "{}", redirected.summary());
+    assert_eq!(
+        redirected.param("QueueResult"),
+        None,
+        "a redirect is no action"
+    );
 }
 
 #[tokio::test]
