@@ -1138,7 +1138,7 @@ impl Program {
             &[("size", joined.size.into())],
         )
         .await;
-        let interrupt = match joined.agent {
+        let waited_out = match joined.agent {
             Some((partner, announcement)) => Interrupt::Bridged {
                 partner,
                 position: 1,
@@ -1146,32 +1146,7 @@ impl Program {
             },
             None => self.wait_in_queue(&enqueue, base).await,
         };
-        let (interrupt, position) = match interrupt {
-            bridged @ Interrupt::Bridged { .. } => (bridged, 0),
-            other => match self
-                .router
-                .leave_queue(account, &queue.name, &self.setup.sid)
-            {
-                Left::Left { position } => (other, position),
-                Left::NotQueued => (other, 0),
-                // An agent took the call as it left: a `<Leave>` comes too late,
-                // a hang-up or a redirect ends the new bridge at once.
-                Left::Bridged(partner) => match other {
-                    Interrupt::Leave => (
-                        Interrupt::Bridged {
-                            partner,
-                            position: 1,
-                            announcement: None,
-                        },
-                        0,
-                    ),
-                    other => {
-                        self.router.unbridge(account, &self.setup.sid);
-                        (other, 1)
-                    }
-                },
-            },
-        };
+        let (interrupt, position) = self.out_of_queue(&queue, waited_out);
         self.queue = None;
         let waited = queue.since.elapsed();
         let waited_secs = self.router.simulated_secs(waited);
@@ -1182,47 +1157,28 @@ impl Program {
             _ => "hangup",
         };
         self.router.count_queue_wait(result, waited);
-        let Interrupt::Bridged {
-            partner,
-            position: taken_from,
-            announcement,
-        } = interrupt
-        else {
-            self.emit_queue(
-                "queue.leave",
-                &queue,
-                position,
-                &[("wait_time", waited_secs.into()), ("result", result.into())],
-            )
+        let mut data = vec![("wait_time", waited_secs.into()), ("result", result.into())];
+        if let Interrupt::Bridged { partner, .. } = &interrupt {
+            data.push(("participant", partner.clone().into()));
+        }
+        self.emit_queue("queue.leave", &queue, position, &data)
             .await;
-            return match interrupt {
-                Interrupt::Leave => Ok(queue_action(
-                    &enqueue,
-                    base,
-                    result,
-                    Some(&queue.sid),
-                    waited_secs,
-                )),
-                other => Err(other),
-            };
-        };
-        self.emit_queue(
-            "queue.leave",
-            &queue,
-            taken_from.max(position).max(1),
-            &[
-                ("wait_time", waited_secs.into()),
-                ("result", result.into()),
-                ("participant", partner.clone().into()),
-            ],
-        )
-        .await;
-        self.bridge = Some(partner.clone());
-        let bridged = self
-            .stay_bridged(&queue, &partner, waited_secs, announcement)
-            .await;
-        self.bridge = None;
-        bridged?;
+        match interrupt {
+            Interrupt::Bridged {
+                partner,
+                announcement,
+                ..
+            } => {
+                self.bridge = Some(partner.clone());
+                let bridged = self
+                    .stay_bridged(&queue, &partner, waited_secs, announcement)
+                    .await;
+                self.bridge = None;
+                bridged?;
+            }
+            Interrupt::Leave => {}
+            other => return Err(other),
+        }
         Ok(queue_action(
             &enqueue,
             base,
@@ -1230,6 +1186,33 @@ impl Program {
             Some(&queue.sid),
             waited_secs,
         ))
+    }
+
+    /// Takes the call out of its queue once `interrupt` ended its wait. Returns
+    /// what happens to it and the place it left from: an agent may have taken it
+    /// as it left, and then a `<Leave>` comes too late (it is bridged), while a
+    /// hang-up or a redirect ends the new bridge at once (the agent is told).
+    fn out_of_queue(&self, queue: &InQueue, interrupt: Interrupt) -> (Interrupt, usize) {
+        if let Interrupt::Bridged { position, .. } = interrupt {
+            return (interrupt, position);
+        }
+        let (account, sid) = (self.setup.account, &self.setup.sid);
+        match self.router.leave_queue(account, &queue.name, sid) {
+            Left::Left { position } => (interrupt, position),
+            Left::NotQueued => (interrupt, 0),
+            Left::Bridged(partner) if matches!(interrupt, Interrupt::Leave) => (
+                Interrupt::Bridged {
+                    partner,
+                    position: 1,
+                    announcement: None,
+                },
+                1,
+            ),
+            Left::Bridged(_) => {
+                self.router.unbridge(account, sid);
+                (interrupt, 1)
+            }
+        }
     }
 
     /// Waits in the queue until something takes the call out of it: the wait
