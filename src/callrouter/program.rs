@@ -1144,7 +1144,10 @@ impl Program {
                 position: 1,
                 announcement,
             },
-            None => self.wait_in_queue(&enqueue, base).await,
+            None => {
+                self.hold(enqueue.wait_url.as_deref(), enqueue.wait_url_method, base)
+                    .await
+            }
         };
         let (interrupt, position) = self.out_of_queue(&queue, waited_out);
         self.queue = None;
@@ -1211,31 +1214,6 @@ impl Program {
             Left::Bridged(_) => {
                 self.router.unbridge(account, sid);
                 (interrupt, 1)
-            }
-        }
-    }
-
-    /// Waits in the queue until something takes the call out of it: the wait
-    /// documents play until they fail or stop letting time pass, then silence.
-    async fn wait_in_queue(&mut self, enqueue: &Enqueue, base: &Url) -> Interrupt {
-        if let Some(wait_url) = &enqueue.wait_url {
-            let waited = match base.join(wait_url) {
-                Ok(url) => self.wait_documents(url, enqueue.wait_url_method).await,
-                Err(_) => {
-                    self.problem("call.warning", 11200, "waitUrl: not a valid URL")
-                        .await;
-                    Ok(())
-                }
-            };
-            if let Err(interrupt) = waited {
-                return interrupt;
-            }
-        }
-        // Waiting in silence is waiting on others, not a loop of documents.
-        self.time_passed = true;
-        loop {
-            if let Err(interrupt) = self.next_input().await {
-                return interrupt;
             }
         }
     }
@@ -1477,7 +1455,10 @@ impl Program {
         )
         .await;
         if !started {
-            match self.hold(room, base).await {
+            match self
+                .hold(room.wait_url.as_deref(), room.wait_method, base)
+                .await
+            {
                 Interrupt::RoomStarted => {}
                 other => return self.leave(room, other).await,
             }
@@ -1539,14 +1520,14 @@ impl Program {
         self.emit_verb(type_name, "Dial", &data).await;
     }
 
-    /// Holds the call until an interrupt (its room starting, among others): it
-    /// hears the room's `waitUrl` until that fails or stops letting simulated time
-    /// pass, then waits in silence, as without `waitUrl` (Twilio's default hold
+    /// Holds the call (in a conference not started, in a queue) until an
+    /// interrupt: it hears `wait_url` until that fails or stops letting simulated
+    /// time pass, then waits in silence, as without one (Twilio's default hold
     /// music is not simulated).
-    async fn hold(&mut self, room: &Conference, base: &Url) -> Interrupt {
-        if let Some(wait_url) = &room.wait_url {
+    async fn hold(&mut self, wait_url: Option<&str>, method: Method, base: &Url) -> Interrupt {
+        if let Some(wait_url) = wait_url {
             let waited = match base.join(wait_url) {
-                Ok(url) => self.wait_documents(url, room.wait_method).await,
+                Ok(url) => self.wait_documents(url, method).await,
                 Err(_) => {
                     self.problem("call.warning", 11200, "waitUrl: not a valid URL")
                         .await;
@@ -1557,6 +1538,8 @@ impl Program {
                 return interrupt;
             }
         }
+        // Waiting in silence is waiting on others, not a loop of documents.
+        self.time_passed = true;
         loop {
             if let Err(interrupt) = self.next_input().await {
                 return interrupt;

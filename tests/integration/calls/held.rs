@@ -20,18 +20,6 @@ fn room_types(log: &EventLog, call: &str) -> Vec<String> {
         .collect()
 }
 
-/// The one event of type `ty` of `call`.
-#[track_caller]
-fn event_of(log: &EventLog, ty: &str, call: &str) -> Value {
-    let events: Vec<Value> = log
-        .of_call(call)
-        .into_iter()
-        .filter(|ev| ev["type"] == json!(ty))
-        .collect();
-    assert_eq!(events.len(), 1, "one {ty} of {call}:\n{}", log.dump());
-    events[0].clone()
-}
-
 #[tokio::test]
 async fn a_held_conference_starts_when_the_moderator_joins() {
     let server = sim_server();
@@ -63,7 +51,7 @@ async fn a_held_conference_starts_when_the_moderator_joins() {
     ];
     log.until_count("conference.join", None, 2).await;
     for call in &held {
-        let join = event_of(&log, "conference.join", call);
+        let join = log.one_of("conference.join", call);
         assert_eq!(join["data"]["conference"], json!(ROOM), "{join}");
         assert_eq!(join["data"]["status"], json!("held"), "{join}");
         assert_eq!(join["data"]["beep"], json!(true), "default beep: {join}");
@@ -122,12 +110,12 @@ async fn a_held_conference_starts_when_the_moderator_joins() {
     api.sim_hangup(&moderator).await;
     log.until_count("call.end", None, 3).await;
     for call in &held {
-        let leave = event_of(&log, "conference.leave", call);
+        let leave = log.one_of("conference.leave", call);
         assert_eq!(leave["data"]["beep"], json!(true), "{leave}");
         let done = api.final_call(call).await;
         assert_eq!(done["status"], json!("completed"), "{done}");
     }
-    let leave = event_of(&log, "conference.leave", &moderator);
+    let leave = log.one_of("conference.leave", &moderator);
     assert_eq!(leave["data"]["beep"], json!(false), "{leave}");
 
     assert_eq!(
@@ -213,7 +201,7 @@ async fn a_held_participant_skips_other_verbs_of_its_wait_document_and_can_hang_
         log.dump()
     );
     assert_eq!(
-        event_of(&log, "conference.join", &call)["data"]["status"],
+        log.one_of("conference.join", &call)["data"]["status"],
         json!("held")
     );
     let done = api.final_call(&call).await;

@@ -24,18 +24,6 @@ fn queue_types(log: &EventLog, call: &str) -> Vec<String> {
         .collect()
 }
 
-/// The one event of type `ty` of `call`.
-#[track_caller]
-fn event_of(log: &EventLog, ty: &str, call: &str) -> Value {
-    let events: Vec<Value> = log
-        .of_call(call)
-        .into_iter()
-        .filter(|ev| ev["type"] == json!(ty))
-        .collect();
-    assert_eq!(events.len(), 1, "one {ty} of {call}:\n{}", log.dump());
-    events[0].clone()
-}
-
 /// The `/hold` requests of `call`.
 fn holds_of(app: &AppServer, call: &str) -> Vec<AppRequest> {
     app.requests_to("/hold")
@@ -264,14 +252,14 @@ async fn an_agent_takes_the_caller_who_waited_longest_and_the_queues_resource_sh
     };
     assert_eq!(dequeued, json!([callers[2], 2]));
     log.until_event("call.end", Some(&callers[2])).await;
-    let leave = event_of(&log, "queue.leave", &callers[2]);
+    let leave = log.one_of("queue.leave", &callers[2]);
     assert_eq!(leave["data"]["result"], json!("redirected"), "{leave}");
     assert_eq!(leave["data"]["position"], json!(2), "{leave}");
 
     // The second hangs up while waiting.
     api.sim_hangup(&callers[1]).await;
     log.until_event("call.end", Some(&callers[1])).await;
-    let leave = event_of(&log, "queue.leave", &callers[1]);
+    let leave = log.one_of("queue.leave", &callers[1]);
     assert_eq!(leave["data"]["result"], json!("hangup"), "{leave}");
     assert_eq!(leave["data"]["position"], json!(1), "{leave}");
     log.until_event("call.end", Some(&agent)).await;
@@ -287,7 +275,7 @@ async fn an_agent_takes_the_caller_who_waited_longest_and_the_queues_resource_sh
         "{}",
         log.dump()
     );
-    let end = event_of(&log, "dial.end", &agent);
+    let end = log.one_of("dial.end", &agent);
     assert_eq!(end["data"]["dial_call_status"], json!("completed"), "{end}");
     assert_eq!(end["data"]["dial_call_sid"], json!(callers[0]), "{end}");
     // The first caller heard the whisper last; the Enqueue's own next verb

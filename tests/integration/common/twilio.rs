@@ -715,6 +715,18 @@ impl EventLog {
             .collect()
     }
 
+    /// The one event of type `ty` of `call` (asserting there is exactly one).
+    #[track_caller]
+    pub fn one_of(&self, ty: &str, call: &str) -> Value {
+        let events: Vec<Value> = self
+            .of_call(call)
+            .into_iter()
+            .filter(|ev| ev["type"] == json!(ty))
+            .collect();
+        assert_eq!(events.len(), 1, "one {ty} of {call}:\n{}", self.dump());
+        events[0].clone()
+    }
+
     /// Everything seen, one line per event, for failure messages.
     pub fn dump(&self) -> String {
         self.events
