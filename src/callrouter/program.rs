@@ -453,15 +453,6 @@ impl Program {
             match self.pending_interrupt() {
                 None => {}
                 Some(Interrupt::Hangup) => return CallStatus::Completed,
-                // Never: between documents the call is in no room or queue, and
-                // `pending_interrupt` drops their changes.
-                Some(
-                    Interrupt::RoomStarted
-                    | Interrupt::RoomEnded
-                    | Interrupt::Bridged { .. }
-                    | Interrupt::BridgeEnded
-                    | Interrupt::Leave,
-                ) => {}
                 Some(Interrupt::Redirect(next, next_method)) => match url.join(&next) {
                     Ok(next) => {
                         self.emit_verb("redirect", "Redirect", &[("url", next.as_str().into())])
@@ -470,6 +461,9 @@ impl Program {
                     }
                     Err(_) => return CallStatus::Completed,
                 },
+                // Never: between documents the call is in no room or queue, and
+                // `pending_interrupt` drops their changes.
+                Some(_) => {}
             }
             let extra: Vec<(&str, String)> =
                 extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -739,15 +733,6 @@ impl Program {
                 Ok(None) => {}
                 Ok(Some(flow)) => return flow,
                 Err(Interrupt::Hangup) => return Flow::End(CallStatus::Completed),
-                // `conference`, `enqueue` and `dial` take their room's and queue's
-                // changes: none reach a document.
-                Err(
-                    Interrupt::RoomStarted
-                    | Interrupt::RoomEnded
-                    | Interrupt::Bridged { .. }
-                    | Interrupt::BridgeEnded
-                    | Interrupt::Leave,
-                ) => {}
                 Err(Interrupt::Redirect(url, method)) => {
                     return match base.join(&url) {
                         Ok(url) => {
@@ -758,6 +743,9 @@ impl Program {
                         Err(_) => Flow::End(CallStatus::Completed),
                     }
                 }
+                // A room's or a queue's changes: the verb waiting there
+                // (`conference`, `enqueue`, `dial`) takes them, none reach here.
+                Err(_) => {}
             }
         }
         Flow::End(CallStatus::Completed)
