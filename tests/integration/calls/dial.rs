@@ -356,6 +356,12 @@ async fn a_dial_that_rings_past_its_timeout_ends_no_answer() {
     na.assert_param("DialCallStatus", "no-answer");
     let done = api.final_call(&call).await;
     assert_eq!(done["status"], json!("completed"), "{done}");
+    // The leg rang itself and gave up at the timeout, never answered.
+    let leg = wait_child_leg(&api, &call, "no-answer").await;
+    assert_eq!(leg["to"], json!(UNANSWERED), "{leg}");
+    let leg_sid = leg["sid"].as_str().unwrap_or_default();
+    log.until_event("call.end", Some(leg_sid)).await;
+    assert_eq!(log.types_of(leg_sid), ["call.end"], "{}", log.dump());
 }
 
 #[tokio::test]

@@ -187,6 +187,7 @@ async fn a_dial_whose_numbers_are_all_busy_is_busy_and_a_time_limit_ends_the_bri
     for leg in &legs {
         assert_eq!(leg["status"], json!("busy"), "{leg}");
         let sid = leg["sid"].as_str().unwrap_or_default();
+        log.until_event("call.end", Some(sid)).await;
         assert_eq!(
             log.types_of(sid),
             ["call.end"],
