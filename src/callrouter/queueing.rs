@@ -245,7 +245,7 @@ impl CallRouter {
             queue_sid,
             position: taken.position,
             wait_time: self.simulated_secs(taken.waited),
-            enqueued: Utc::now(),
+            enqueued: taken.enqueued,
         })
     }
 

@@ -164,6 +164,8 @@ pub struct Taken {
     pub position: usize,
     /// How long it waited.
     pub waited: Duration,
+    /// When it joined.
+    pub enqueued: DateTime<Utc>,
 }
 
 /// Every account's queues and the live agent–caller bridges.
@@ -342,6 +344,7 @@ impl QueueBook {
         Ok(Some(Taken {
             position: position.unwrap_or(1),
             waited: now.saturating_duration_since(member.since),
+            enqueued: member.enqueued,
             call_sid: member.call_sid,
         }))
     }

@@ -106,7 +106,8 @@ async fn an_agent_takes_the_caller_who_waited_longest_and_the_queues_resource_sh
     let Some(created) = api
         .twilio_python(
             "q = client.queues.create(friendly_name='support', max_size=10)\n\
-             print(json.dumps([q.sid, q.friendly_name, q.max_size, q.current_size]))",
+             listed = [l.sid for l in client.queues.list()]\n\
+             print(json.dumps([q.sid, q.friendly_name, q.max_size, q.current_size, listed]))",
             &[],
         )
         .await
@@ -115,7 +116,7 @@ async fn an_agent_takes_the_caller_who_waited_longest_and_the_queues_resource_sh
     };
     let queue_sid = created[0].as_str().unwrap_or_default().to_owned();
     assert!(queue_sid.starts_with("QU"), "{created}");
-    assert_eq!(created, json!([queue_sid, "support", 10, 0]));
+    assert_eq!(created, json!([queue_sid, "support", 10, 0, [queue_sid]]));
 
     // Three callers, each waiting before the next calls.
     let mut callers = Vec::new();
