@@ -110,7 +110,7 @@ impl Endless {
         let sent = self.sent.clone();
         let chunk = Bytes::from(vec![b' '; 64 * 1024]);
         let chunks = std::iter::once(Bytes::from_static(head.as_bytes()))
-            .chain(std::iter::repeat(chunk).take(HUGE_BODY / (64 * 1024)));
+            .chain(std::iter::repeat_n(chunk, HUGE_BODY / (64 * 1024)));
         let body = futures_util::stream::iter(chunks).map(move |chunk| {
             let _alive = &flag;
             sent.fetch_add(chunk.len(), Ordering::SeqCst);

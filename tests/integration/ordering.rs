@@ -36,7 +36,7 @@ async fn publish_calls(publisher: Publisher, calls: Vec<String>, task: usize) ->
             let batch: Vec<Value> = (seq..seq + chunk)
                 .flat_map(|s| calls.iter().map(move |call| ev(call, s)))
                 .collect();
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 ids.extend(publisher.publish_ndjson(&batch).await);
             } else {
                 ids.extend(publisher.publish(&Value::Array(batch)).await);

@@ -152,7 +152,7 @@ pub async fn adopt(
     let now = unix_now();
     let wanted: Vec<&SharedSub> = shared
         .iter()
-        .filter(|sub| sub.expires.map_or(true, |at| at > now))
+        .filter(|sub| sub.expires.is_none_or(|at| at > now))
         .collect();
     for view in current.iter().filter(|v| v.callback.is_none()) {
         if !wanted.iter().any(|sub| *sub.sid == *view.sid) {

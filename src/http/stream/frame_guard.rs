@@ -121,7 +121,7 @@ mod tests {
         let mut bytes = Vec::new();
         for len in [0u64, 5, 125, 126, 300, 65_536] {
             bytes.extend(header(len));
-            bytes.extend(std::iter::repeat(b'a').take(len as usize));
+            bytes.extend(std::iter::repeat_n(b'a', len as usize));
         }
         // Fed in awkward pieces, headers split included.
         for piece in bytes.chunks(7) {
