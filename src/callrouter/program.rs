@@ -1188,7 +1188,7 @@ impl Program {
             return (interrupt, position);
         }
         let (account, sid) = (self.setup.account, &self.setup.sid);
-        match self.router.leave_queue(account, &queue.name, sid) {
+        match self.router.leave_queue(account, &queue.sid, sid) {
             Left::Left { position } => (interrupt, position),
             Left::NotQueued => (interrupt, 0),
             Left::Bridged(partner) if matches!(interrupt, Interrupt::Leave) => (
@@ -1273,9 +1273,12 @@ impl Program {
         let taken = self
             .router
             .take_caller(account, &noun.name, &self.setup.sid, announcement);
-        let caller = match taken {
-            Ok(Some(taken)) => Some(taken.call_sid),
-            Ok(None) => self.await_caller(dial, &noun.name).await?,
+        let (queue_sid, caller) = match taken {
+            Ok((sid, Some(taken))) => (sid, Some(taken.call_sid)),
+            Ok((sid, None)) => {
+                let caller = self.await_caller(dial, &sid).await?;
+                (sid, caller)
+            }
             Err(_) => {
                 self.emit_dial_end("failed", 0, None, &name).await;
                 return Ok(Dialled::unanswered("failed"));
@@ -1285,10 +1288,6 @@ impl Program {
             self.emit_dial_end("no-answer", 0, None, &name).await;
             return Ok(Dialled::unanswered("no-answer"));
         };
-        let queue_sid = self
-            .router
-            .queue_sid(account, &noun.name)
-            .unwrap_or_default();
         self.bridge = Some(caller.clone());
         self.time_passed = true;
         let bridged = Instant::now();
@@ -1325,9 +1324,13 @@ impl Program {
         })
     }
 
-    /// An agent on an empty queue waits up to the Dial's `timeout` for a caller;
-    /// `None` when none came.
-    async fn await_caller(&mut self, dial: &Dial, name: &str) -> Result<Option<String>, Interrupt> {
+    /// An agent on the empty queue `queue` (its sid) waits up to the Dial's
+    /// `timeout` for a caller; `None` when none came.
+    async fn await_caller(
+        &mut self,
+        dial: &Dial,
+        queue: &str,
+    ) -> Result<Option<String>, Interrupt> {
         let account = self.setup.account;
         self.awaiting_caller = true;
         let wait = self.router.sim_time(f64::from(dial.timeout));
@@ -1348,11 +1351,11 @@ impl Program {
         match outcome {
             Ok(Some(caller)) => Ok(Some(caller)),
             // A caller may have come as the wait ended: then it is this agent's.
-            Ok(None) => Ok(self.router.stop_waiting(account, name, &self.setup.sid)),
+            Ok(None) => Ok(self.router.stop_waiting(account, queue, &self.setup.sid)),
             Err(interrupt) => {
                 if self
                     .router
-                    .stop_waiting(account, name, &self.setup.sid)
+                    .stop_waiting(account, queue, &self.setup.sid)
                     .is_some()
                 {
                     self.router.unbridge(account, &self.setup.sid);
@@ -1408,7 +1411,7 @@ impl Program {
             let waited = self.router.simulated_secs(queue.since.elapsed());
             if let Some(standing) =
                 self.router
-                    .standing(self.setup.account, &queue.name, &self.setup.sid)
+                    .standing(self.setup.account, &queue.sid, &self.setup.sid)
             {
                 params.extend(standing.params(waited));
             }

@@ -127,6 +127,10 @@ impl From<QueueError> for RouterError {
                 ),
             ),
             QueueError::Full => RouterError::invalid(22001, "the queue is full"),
+            QueueError::NotEmpty => RouterError::invalid(
+                20001,
+                "the queue is not empty: only a queue nobody waits in can be deleted",
+            ),
         }
     }
 }
@@ -213,6 +217,33 @@ impl CallRouter {
         )
     }
 
+    /// Renames a queue or changes its `MaxSize` (REST update).
+    pub fn update_queue(
+        &self,
+        account: AccountIdx,
+        sid: &str,
+        name: Option<&str>,
+        max_size: Option<u32>,
+    ) -> Result<QueueView, RouterError> {
+        let mut registry = self.registry.lock();
+        let queue = registry
+            .queues
+            .update(account, sid, name, max_size)
+            .map_err(|error| not_found_as(error, sid))?;
+        Ok(self.view(queue, Instant::now()))
+    }
+
+    /// Deletes a queue nobody waits in (REST delete).
+    pub fn delete_queue(&self, account: AccountIdx, sid: &str) -> Result<(), RouterError> {
+        let mut registry = self.registry.lock();
+        registry
+            .queues
+            .delete(account, sid)
+            .map_err(|error| not_found_as(error, sid))?;
+        self.count_queues(&registry);
+        Ok(())
+    }
+
     /// Takes a caller out of an account's queue through the REST API: it leaves the
     /// queue and runs `url`. Errs 404 for an unknown queue or a caller not waiting.
     pub fn dequeue_member(
@@ -223,26 +254,22 @@ impl CallRouter {
         url: String,
         method: Method,
     ) -> Result<MemberView, RouterError> {
-        let (queue_sid, taken) = {
+        let taken = {
             let mut registry = self.registry.lock();
-            let name = registry
-                .queues
-                .by_sid(account, sid)
-                .map(|q| q.name.clone())
-                .ok_or_else(|| RouterError::not_found(sid))?;
             let taken = registry
                 .queues
-                .take(account, &name, which, None, Instant::now())?
+                .take(account, sid, which, None, Instant::now())
+                .map_err(|error| not_found_as(error, sid))?
                 .ok_or_else(|| RouterError::not_found("queue member"))?;
             self.count_queues(&registry);
-            (sid.to_owned(), taken)
+            taken
         };
         // The caller's program says it left (`queue.leave`, `redirected`) when
         // the redirect reaches it.
         self.input(account, &taken.call_sid, CallInput::Redirect(url, method))?;
         Ok(MemberView {
             call_sid: taken.call_sid,
-            queue_sid,
+            queue_sid: sid.to_owned(),
             position: taken.position,
             wait_time: self.simulated_secs(taken.waited),
             enqueued: taken.enqueued,
@@ -279,49 +306,49 @@ impl CallRouter {
         Ok(joined)
     }
 
-    /// Where a waiting caller stands, for its `waitUrl` request.
-    pub fn standing(&self, account: AccountIdx, name: &str, call_sid: &str) -> Option<Standing> {
+    /// Where a waiting caller stands in the queue `sid`, for its `waitUrl`
+    /// request.
+    pub fn standing(&self, account: AccountIdx, sid: &str, call_sid: &str) -> Option<Standing> {
         let registry = self.registry.lock();
-        let queue = registry.queues.named(account, name)?;
+        let queue = registry.queues.by_sid(account, sid)?;
         Some(Standing {
             position: queue.position(call_sid)?,
             queue: self.view(queue, Instant::now()),
         })
     }
 
-    /// The sid of the account's queue `name`.
-    pub fn queue_sid(&self, account: AccountIdx, name: &str) -> Option<String> {
-        let registry = self.registry.lock();
-        registry.queues.named(account, name).map(|q| q.sid.clone())
-    }
-
-    /// Takes a caller out of its queue (it hung up, left, was redirected).
-    pub fn leave_queue(&self, account: AccountIdx, name: &str, call_sid: &str) -> Left {
+    /// Takes a caller out of its queue `sid` (it hung up, left, was redirected).
+    pub fn leave_queue(&self, account: AccountIdx, sid: &str, call_sid: &str) -> Left {
         let mut registry = self.registry.lock();
-        let left = registry.queues.leave(account, name, call_sid);
+        let left = registry.queues.leave(account, sid, call_sid);
         self.count_queues(&registry);
         left
     }
 
-    /// An agent's `<Dial><Queue>`: takes the caller waiting longest and bridges the
-    /// two (the caller is told), or, on an empty queue, lets the agent wait for
-    /// the next caller. `Ok(None)`: the agent waits.
+    /// An agent's `<Dial><Queue>`: takes the caller waiting longest in the
+    /// account's queue `name` and bridges the two (the caller is told), or, on an
+    /// empty queue, lets the agent wait for the next caller. Returns the queue's
+    /// sid and the caller taken (`None`: the agent waits).
     pub fn take_caller(
         &self,
         account: AccountIdx,
         name: &str,
         agent: &str,
         announcement: Announcement,
-    ) -> Result<Option<Taken>, QueueError> {
-        let taken = {
+    ) -> Result<(String, Option<Taken>), QueueError> {
+        let (sid, taken) = {
             let mut registry = self.registry.lock();
             let book = &mut registry.queues;
-            let taken = book.take(account, name, &Take::Front, Some(agent), Instant::now())?;
+            let sid = book
+                .named(account, name)
+                .map(|q| q.sid.clone())
+                .ok_or(QueueError::NotFound)?;
+            let taken = book.take(account, &sid, &Take::Front, Some(agent), Instant::now())?;
             if taken.is_none() {
-                book.wait(account, name, agent, announcement.clone())?;
+                book.wait(account, &sid, agent, announcement.clone())?;
             }
             self.count_queues(&registry);
-            taken
+            (sid, taken)
         };
         if let Some(taken) = &taken {
             let _ = self.input(
@@ -334,16 +361,16 @@ impl CallRouter {
                 },
             );
         }
-        Ok(taken)
+        Ok((sid, taken))
     }
 
-    /// The agent stops waiting on an empty queue; `Some(caller)` if one was
-    /// bridged to it first.
-    pub fn stop_waiting(&self, account: AccountIdx, name: &str, agent: &str) -> Option<String> {
+    /// The agent stops waiting on the empty queue `sid`; `Some(caller)` if one
+    /// was bridged to it first.
+    pub fn stop_waiting(&self, account: AccountIdx, sid: &str, agent: &str) -> Option<String> {
         self.registry
             .lock()
             .queues
-            .stop_waiting(account, name, agent)
+            .stop_waiting(account, sid, agent)
     }
 
     /// Ends the bridge `call_sid` is in, telling its partner
@@ -353,5 +380,13 @@ impl CallRouter {
         if let Some(partner) = partner {
             let _ = self.input(account, &partner, CallInput::BridgeEnded);
         }
+    }
+}
+
+/// A REST request's error: an unknown queue is a 404 naming the sid asked for.
+fn not_found_as(error: QueueError, sid: &str) -> RouterError {
+    match error {
+        QueueError::NotFound => RouterError::not_found(sid),
+        other => other.into(),
     }
 }

@@ -116,6 +116,9 @@ pub enum QueueError {
     /// No such queue.
     #[error("no such queue")]
     NotFound,
+    /// Callers or agents wait in it: it cannot be deleted.
+    #[error("the queue is not empty: only an empty queue can be deleted")]
+    NotEmpty,
 }
 
 /// A caller that joined a queue.
@@ -171,9 +174,11 @@ pub struct Taken {
 /// Every account's queues and the live agent–caller bridges.
 #[derive(Debug, Default)]
 pub struct QueueBook {
-    queues: HashMap<(AccountIdx, String), Queue>,
-    /// Queue sid → its key in `queues`.
-    sids: HashMap<String, (AccountIdx, String)>,
+    /// By sid: what a waiting call and the REST API name a queue by, so a
+    /// rename moves nobody.
+    queues: HashMap<String, Queue>,
+    /// (account, name) → sid: what `<Enqueue>` and `<Dial><Queue>` name it by.
+    names: HashMap<(AccountIdx, String), String>,
     /// Each bridged call → its partner (both directions).
     bridges: HashMap<String, String>,
     /// Callers the REST API took out, their redirect on its way → the place they
@@ -189,7 +194,7 @@ impl QueueBook {
         name: &str,
         max_size: u32,
     ) -> Result<&Queue, QueueError> {
-        if self.queues.contains_key(&(account, name.to_owned())) {
+        if self.named(account, name).is_some() {
             return Err(QueueError::Exists);
         }
         self.make(account, name, max_size)
@@ -201,11 +206,10 @@ impl QueueBook {
         name: &str,
         max_size: u32,
     ) -> Result<&Queue, QueueError> {
-        let count = self.queues.keys().filter(|(a, _)| *a == account).count();
+        let count = self.names.keys().filter(|(a, _)| *a == account).count();
         if count >= MAX_QUEUES_PER_ACCOUNT {
             return Err(QueueError::TooMany);
         }
-        let key = (account, name.to_owned());
         let queue = Queue {
             sid: new_sid("QU"),
             account,
@@ -215,19 +219,69 @@ impl QueueBook {
             members: VecDeque::new(),
             agents: VecDeque::new(),
         };
-        self.sids.insert(queue.sid.clone(), key.clone());
-        Ok(self.queues.entry(key).or_insert(queue))
+        let sid = queue.sid.clone();
+        self.names.insert((account, name.to_owned()), sid.clone());
+        Ok(self.queues.entry(sid).or_insert(queue))
+    }
+
+    /// Renames a queue or changes its `MaxSize` (REST update). A smaller size than
+    /// it holds refuses callers until enough have left, as Twilio's.
+    pub fn update(
+        &mut self,
+        account: AccountIdx,
+        sid: &str,
+        name: Option<&str>,
+        max_size: Option<u32>,
+    ) -> Result<&Queue, QueueError> {
+        let old = self
+            .by_sid(account, sid)
+            .ok_or(QueueError::NotFound)?
+            .name
+            .clone();
+        if let Some(name) = name.filter(|name| *name != old) {
+            if self.named(account, name).is_some() {
+                return Err(QueueError::Exists);
+            }
+            self.names.remove(&(account, old));
+            self.names
+                .insert((account, name.to_owned()), sid.to_owned());
+        }
+        let queue = self.queue_mut(account, sid).ok_or(QueueError::NotFound)?;
+        if let Some(name) = name {
+            queue.name = name.to_owned();
+        }
+        if let Some(max_size) = max_size {
+            queue.max_size = max_size;
+        }
+        Ok(queue)
+    }
+
+    /// Deletes an empty queue (REST delete): one with callers or agents waiting
+    /// is refused, as Twilio refuses it.
+    pub fn delete(&mut self, account: AccountIdx, sid: &str) -> Result<(), QueueError> {
+        let queue = self.by_sid(account, sid).ok_or(QueueError::NotFound)?;
+        if !queue.members.is_empty() || !queue.agents.is_empty() {
+            return Err(QueueError::NotEmpty);
+        }
+        let key = (account, queue.name.clone());
+        self.names.remove(&key);
+        self.queues.remove(sid);
+        Ok(())
     }
 
     /// An account's queue by name.
     pub fn named(&self, account: AccountIdx, name: &str) -> Option<&Queue> {
-        self.queues.get(&(account, name.to_owned()))
+        let sid = self.names.get(&(account, name.to_owned()))?;
+        self.queues.get(sid)
     }
 
     /// An account's queue by sid.
     pub fn by_sid(&self, account: AccountIdx, sid: &str) -> Option<&Queue> {
-        let key = self.sids.get(sid).filter(|(a, _)| *a == account)?;
-        self.queues.get(key)
+        self.queues.get(sid).filter(|q| q.account == account)
+    }
+
+    fn queue_mut(&mut self, account: AccountIdx, sid: &str) -> Option<&mut Queue> {
+        self.queues.get_mut(sid).filter(|q| q.account == account)
     }
 
     /// An account's queues, oldest first.
@@ -260,11 +314,11 @@ impl QueueBook {
         call_sid: &str,
         now: Instant,
     ) -> Result<Joined, QueueError> {
-        let key = (account, name.to_owned());
-        if !self.queues.contains_key(&key) {
-            self.make(account, name, DEFAULT_MAX_SIZE)?;
-        }
-        let queue = self.queues.get_mut(&key).ok_or(QueueError::NotFound)?;
+        let sid = match self.named(account, name) {
+            Some(queue) => queue.sid.clone(),
+            None => self.make(account, name, DEFAULT_MAX_SIZE)?.sid.clone(),
+        };
+        let queue = self.queue_mut(account, &sid).ok_or(QueueError::NotFound)?;
         if queue.members.len() >= queue.max_size as usize {
             return Err(QueueError::Full);
         }
@@ -274,7 +328,7 @@ impl QueueBook {
             enqueued: Utc::now(),
         });
         let joined = Joined {
-            queue_sid: queue.sid.clone(),
+            queue_sid: sid,
             position: queue.members.len(),
             size: queue.members.len(),
             agent: None,
@@ -291,16 +345,16 @@ impl QueueBook {
         })
     }
 
-    /// Takes `call_sid` out of the account's queue `name` (it hung up, left or was
+    /// Takes `call_sid` out of the account's queue `sid` (it hung up, left or was
     /// redirected) — unless an agent took it first.
-    pub fn leave(&mut self, account: AccountIdx, name: &str, call_sid: &str) -> Left {
+    pub fn leave(&mut self, account: AccountIdx, sid: &str, call_sid: &str) -> Left {
         if let Some(partner) = self.bridges.get(call_sid) {
             return Left::Bridged(partner.clone());
         }
         if let Some(position) = self.taken_out.remove(call_sid) {
             return Left::Left { position };
         }
-        let Some(queue) = self.queues.get_mut(&(account, name.to_owned())) else {
+        let Some(queue) = self.queue_mut(account, sid) else {
             return Left::NotQueued;
         };
         match queue.position(call_sid) {
@@ -312,24 +366,21 @@ impl QueueBook {
         }
     }
 
-    /// Takes a caller from the account's queue `name`: for an agent (`agent`), the
+    /// Takes a caller from the account's queue `sid`: for an agent (`agent`), the
     /// two are bridged; without one (the REST API's dequeue) the caller is only
     /// taken out, to be redirected. `Ok(None)`: no such caller is waiting.
     pub fn take(
         &mut self,
         account: AccountIdx,
-        name: &str,
+        sid: &str,
         which: &Take,
         agent: Option<&str>,
         now: Instant,
     ) -> Result<Option<Taken>, QueueError> {
-        let queue = self
-            .queues
-            .get_mut(&(account, name.to_owned()))
-            .ok_or(QueueError::NotFound)?;
+        let queue = self.queue_mut(account, sid).ok_or(QueueError::NotFound)?;
         let position = match which {
             Take::Front => (!queue.members.is_empty()).then_some(1),
-            Take::Call(sid) => queue.position(sid),
+            Take::Call(call) => queue.position(call),
         };
         let Some(member) = position.and_then(|p| queue.members.remove(p - 1)) else {
             return Ok(None);
@@ -349,18 +400,15 @@ impl QueueBook {
         }))
     }
 
-    /// Lets `agent` wait on the account's empty queue `name` for the next caller.
+    /// Lets `agent` wait on the account's empty queue `sid` for the next caller.
     pub fn wait(
         &mut self,
         account: AccountIdx,
-        name: &str,
+        sid: &str,
         agent: &str,
         announcement: Announcement,
     ) -> Result<(), QueueError> {
-        let queue = self
-            .queues
-            .get_mut(&(account, name.to_owned()))
-            .ok_or(QueueError::NotFound)?;
+        let queue = self.queue_mut(account, sid).ok_or(QueueError::NotFound)?;
         queue.agents.push_back(Agent {
             call_sid: agent.to_owned(),
             announcement,
@@ -368,10 +416,10 @@ impl QueueBook {
         Ok(())
     }
 
-    /// Stops `agent` waiting on the queue (its `Dial` timed out or it hung up).
-    /// `Some(caller)`: a caller joined first and is bridged to it.
-    pub fn stop_waiting(&mut self, account: AccountIdx, name: &str, agent: &str) -> Option<String> {
-        if let Some(queue) = self.queues.get_mut(&(account, name.to_owned())) {
+    /// Stops `agent` waiting on the queue `sid` (its `Dial` timed out or it hung
+    /// up). `Some(caller)`: a caller joined first and is bridged to it.
+    pub fn stop_waiting(&mut self, account: AccountIdx, sid: &str, agent: &str) -> Option<String> {
+        if let Some(queue) = self.queue_mut(account, sid) {
             queue.agents.retain(|a| a.call_sid != agent);
         }
         self.bridges.get(agent).cloned()
@@ -408,14 +456,15 @@ mod tests {
         let t0 = Instant::now();
         let first = book.enqueue(A, "support", "CA1", t0).unwrap();
         assert_eq!((first.position, first.size, first.agent), (1, 1, None));
-        assert!(first.queue_sid.starts_with("QU"));
+        let q = first.queue_sid;
+        assert!(q.starts_with("QU"));
         book.enqueue(A, "support", "CA2", t0 + Duration::from_secs(10))
             .unwrap();
         let third = book
             .enqueue(A, "support", "CA3", t0 + Duration::from_secs(20))
             .unwrap();
         assert_eq!((third.position, third.size), (3, 3));
-        assert_eq!(third.queue_sid, first.queue_sid, "one queue per name");
+        assert_eq!(third.queue_sid, q, "one queue per name");
 
         let queue = book.named(A, "support").unwrap();
         let now = t0 + Duration::from_secs(30);
@@ -423,12 +472,12 @@ mod tests {
         assert_eq!(queue.position("CA2"), Some(2));
 
         let taken = book
-            .take(A, "support", &Take::Front, Some("CAagent"), now)
+            .take(A, &q, &Take::Front, Some("CAagent"), now)
             .unwrap()
             .unwrap();
         assert_eq!(taken.call_sid, "CA1");
         assert_eq!(taken.waited, Duration::from_secs(30));
-        assert_eq!(book.named(A, "support").unwrap().position("CA2"), Some(1));
+        assert_eq!(book.by_sid(A, &q).unwrap().position("CA2"), Some(1));
         assert_eq!(book.members_total(), 2);
         // The agent and the caller are bridged: either ending it tells the other once.
         assert_eq!(book.unbridge("CA1").as_deref(), Some("CAagent"));
@@ -438,19 +487,22 @@ mod tests {
     #[test]
     fn a_caller_taken_by_an_agent_cannot_also_leave() {
         let mut book = QueueBook::default();
-        book.enqueue(A, "q", "CA1", Instant::now()).unwrap();
-        book.take(A, "q", &Take::Front, Some("CAagent"), later(1))
+        let q = book
+            .enqueue(A, "q", "CA1", Instant::now())
+            .unwrap()
+            .queue_sid;
+        book.take(A, &q, &Take::Front, Some("CAagent"), later(1))
             .unwrap();
-        assert_eq!(book.leave(A, "q", "CA1"), Left::Bridged("CAagent".into()));
+        assert_eq!(book.leave(A, &q, "CA1"), Left::Bridged("CAagent".into()));
         // A caller the REST API dequeued is no longer queued.
         book.enqueue(A, "q", "CA2", Instant::now()).unwrap();
         let taken = book
-            .take(A, "q", &Take::Call("CA2".into()), None, later(1))
+            .take(A, &q, &Take::Call("CA2".into()), None, later(1))
             .unwrap();
         assert_eq!(taken.map(|t| t.position), Some(1));
         // Its leaving (the redirect reaching it) reports the place it had, once.
-        assert_eq!(book.leave(A, "q", "CA2"), Left::Left { position: 1 });
-        assert_eq!(book.leave(A, "q", "CA2"), Left::NotQueued);
+        assert_eq!(book.leave(A, &q, "CA2"), Left::Left { position: 1 });
+        assert_eq!(book.leave(A, &q, "CA2"), Left::NotQueued);
     }
 
     #[test]
@@ -459,11 +511,12 @@ mod tests {
         for sid in ["CA1", "CA2", "CA3"] {
             book.enqueue(A, "q", sid, Instant::now()).unwrap();
         }
-        assert_eq!(book.leave(A, "q", "CA2"), Left::Left { position: 2 });
-        assert_eq!(book.named(A, "q").unwrap().position("CA3"), Some(2));
-        assert_eq!(book.leave(A, "q", "CA2"), Left::NotQueued);
+        let q = book.named(A, "q").unwrap().sid.clone();
+        assert_eq!(book.leave(A, &q, "CA2"), Left::Left { position: 2 });
+        assert_eq!(book.by_sid(A, &q).unwrap().position("CA3"), Some(2));
+        assert_eq!(book.leave(A, &q, "CA2"), Left::NotQueued);
         assert_eq!(
-            book.take(A, "q", &Take::Call("CA9".into()), None, later(0)),
+            book.take(A, &q, &Take::Call("CA9".into()), None, later(0)),
             Ok(None)
         );
     }
@@ -471,25 +524,30 @@ mod tests {
     #[test]
     fn an_agent_waiting_on_an_empty_queue_takes_the_next_caller_at_once() {
         let mut book = QueueBook::default();
-        book.create(A, "q", 10).unwrap();
+        let q = book.create(A, "q", 10).unwrap().sid.clone();
         assert_eq!(
-            book.take(A, "q", &Take::Front, Some("CAagent"), Instant::now()),
+            book.take(A, &q, &Take::Front, Some("CAagent"), Instant::now()),
             Ok(None)
         );
         let announce = Url::parse("http://app.example/connecting").unwrap();
-        book.wait(A, "q", "CAagent", Some((announce.clone(), Method::Get)))
+        book.wait(A, &q, "CAagent", Some((announce.clone(), Method::Get)))
             .unwrap();
+        assert_eq!(
+            book.delete(A, &q),
+            Err(QueueError::NotEmpty),
+            "an agent waits"
+        );
         let joined = book.enqueue(A, "q", "CA1", Instant::now()).unwrap();
         assert_eq!(
             joined.agent,
             Some(("CAagent".to_owned(), Some((announce, Method::Get))))
         );
-        assert_eq!(book.named(A, "q").unwrap().size(), 0);
+        assert_eq!(book.by_sid(A, &q).unwrap().size(), 0);
         // The agent's timeout racing the join: it learns it has a caller.
-        assert_eq!(book.stop_waiting(A, "q", "CAagent").as_deref(), Some("CA1"));
+        assert_eq!(book.stop_waiting(A, &q, "CAagent").as_deref(), Some("CA1"));
         // An agent that gives up first is no longer waiting.
-        book.wait(A, "q", "CAother", None).unwrap();
-        assert_eq!(book.stop_waiting(A, "q", "CAother"), None);
+        book.wait(A, &q, "CAother", None).unwrap();
+        assert_eq!(book.stop_waiting(A, &q, "CAother"), None);
         assert_eq!(
             book.enqueue(A, "q", "CA2", Instant::now()).unwrap().agent,
             None
@@ -497,9 +555,47 @@ mod tests {
     }
 
     #[test]
+    fn a_renamed_queue_keeps_its_callers_and_only_an_empty_one_is_deleted() {
+        let mut book = QueueBook::default();
+        let q = book
+            .enqueue(A, "old", "CA1", Instant::now())
+            .unwrap()
+            .queue_sid;
+        book.create(A, "taken", 5).unwrap();
+        assert_eq!(
+            book.update(A, &q, Some("taken"), None).err(),
+            Some(QueueError::Exists)
+        );
+        let renamed = book.update(A, &q, Some("new"), Some(1)).unwrap();
+        assert_eq!((renamed.name.as_str(), renamed.max_size), ("new", 1));
+        assert!(book.named(A, "old").is_none());
+        assert_eq!(book.named(A, "new").unwrap().position("CA1"), Some(1));
+        assert_eq!(
+            book.enqueue(A, "new", "CA2", Instant::now()),
+            Err(QueueError::Full),
+            "a MaxSize of 1 refuses the second caller"
+        );
+        // "old" is free again: a new queue.
+        let other = book.enqueue(A, "old", "CA3", Instant::now()).unwrap();
+        assert_ne!(other.queue_sid, q);
+
+        assert_eq!(book.delete(A, &q), Err(QueueError::NotEmpty));
+        assert_eq!(book.delete(B, &q), Err(QueueError::NotFound));
+        assert_eq!(
+            book.update(B, &q, Some("x"), None).err(),
+            Some(QueueError::NotFound)
+        );
+        assert_eq!(book.leave(A, &q, "CA1"), Left::Left { position: 1 });
+        assert_eq!(book.delete(A, &q), Ok(()));
+        assert!(book.by_sid(A, &q).is_none());
+        assert!(book.named(A, "new").is_none());
+        assert_eq!(book.queues_total(), 2);
+    }
+
+    #[test]
     fn queues_are_bounded_and_belong_to_their_account() {
         let mut book = QueueBook::default();
-        book.create(A, "small", 2).unwrap();
+        let q = book.create(A, "small", 2).unwrap().sid.clone();
         book.enqueue(A, "small", "CA1", Instant::now()).unwrap();
         book.enqueue(A, "small", "CA2", Instant::now()).unwrap();
         assert_eq!(
@@ -509,14 +605,14 @@ mod tests {
         assert_eq!(book.create(A, "small", 5).err(), Some(QueueError::Exists));
 
         // Another account's queue of the same name is another queue.
-        let sid = book.named(A, "small").unwrap().sid.clone();
-        assert!(book.by_sid(B, &sid).is_none());
+        assert!(book.by_sid(B, &q).is_none());
         assert!(book.named(B, "small").is_none());
         assert_eq!(
-            book.take(B, "small", &Take::Front, None, Instant::now()),
+            book.take(B, &q, &Take::Front, None, Instant::now()),
             Err(QueueError::NotFound)
         );
-        assert_eq!(book.leave(B, "small", "CA1"), Left::NotQueued);
+        assert_eq!(book.leave(B, &q, "CA1"), Left::NotQueued);
+        assert_eq!(book.wait(B, &q, "CAb", None), Err(QueueError::NotFound));
         assert_eq!(
             book.enqueue(B, "small", "CA9", Instant::now())
                 .unwrap()
@@ -537,5 +633,9 @@ mod tests {
         );
         assert_eq!(book.of_account(A).len(), MAX_QUEUES_PER_ACCOUNT);
         assert_eq!(book.of_account(B).len(), 1);
+        // Deleting one makes room again.
+        let spare = book.named(A, "q1").unwrap().sid.clone();
+        book.delete(A, &spare).unwrap();
+        book.create(A, "one-more", 1).unwrap();
     }
 }

@@ -1,8 +1,11 @@
 //! The Queues resource of the Twilio-compatible REST API (docs/api.md §7):
-//! `…/Queues.json` (create with `FriendlyName` and `MaxSize`, list), `…/Queues/{QueueSid}.json`
-//! (fetch, with `current_size` and `average_wait_time`), and its Members (list,
-//! fetch, and dequeue `Front` or a `CallSid` to a `Url`), shaped as Twilio's so its
-//! helper libraries work against it.
+//! `…/Queues.json` (create with `FriendlyName` and `MaxSize`, list),
+//! `…/Queues/{QueueSid}.json` (fetch, with `current_size` and `average_wait_time`;
+//! update; delete when nobody waits), and its Members (list, fetch, and dequeue
+//! `Front` or a `CallSid` to a `Url`), shaped as Twilio's so its helper libraries
+//! work against it.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -22,6 +25,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, base: &str) {
         .route(&format!("{base}/Queues.json"), web::post().to(create_queue))
         .route(&format!("{base}/Queues/{{sid}}"), web::get().to(read_queue))
         .route(
+            &format!("{base}/Queues/{{sid}}"),
+            web::post().to(update_queue),
+        )
+        .route(
+            &format!("{base}/Queues/{{sid}}"),
+            web::delete().to(delete_queue),
+        )
+        .route(
             &format!("{base}/Queues/{{sid}}/Members.json"),
             web::get().to(list_members),
         )
@@ -35,8 +46,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, base: &str) {
         );
 }
 
-/// `FriendlyName` (required, 1 to 64 characters) and `MaxSize` (1 to 5000,
-/// default 1000), as Twilio checks them.
+/// `FriendlyName`, if given: 1 to 64 characters, as Twilio checks it.
+fn friendly_name(params: &HashMap<String, String>) -> Result<Option<String>, TwilioError> {
+    let Some(name) = non_empty(params, "FriendlyName") else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_QUEUE_NAME_CHARS {
+        return Err(TwilioError::new(
+            20001,
+            400,
+            format!("FriendlyName is longer than {MAX_QUEUE_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(Some(name))
+}
+
+/// `MaxSize`, if given: 1 to 5000, as Twilio checks it.
+fn max_size(params: &HashMap<String, String>) -> Result<Option<u32>, TwilioError> {
+    let Some(text) = non_empty(params, "MaxSize") else {
+        return Ok(None);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_MAX_SIZE).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            TwilioError::new(
+                20001,
+                400,
+                format!("MaxSize must be a whole number from 1 to {MAX_MAX_SIZE}"),
+            )
+        })
+}
+
+/// `FriendlyName` (required) and `MaxSize` (default 1000).
 async fn create_queue(
     req: HttpRequest,
     path: web::Path<String>,
@@ -45,31 +88,40 @@ async fn create_queue(
 ) -> Reply {
     let account = authenticate(&req, &state, &path)?;
     let params = form(payload).await?;
-    let name = non_empty(&params, "FriendlyName")
-        .ok_or_else(|| TwilioError::missing(20001, "FriendlyName"))?;
-    if name.chars().count() > MAX_QUEUE_NAME_CHARS {
-        return Err(TwilioError::new(
-            20001,
-            400,
-            format!("FriendlyName is longer than {MAX_QUEUE_NAME_CHARS} characters"),
-        ));
-    }
-    let max_size = match non_empty(&params, "MaxSize") {
-        None => DEFAULT_MAX_SIZE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_MAX_SIZE).contains(n))
-            .ok_or_else(|| {
-                TwilioError::new(
-                    20001,
-                    400,
-                    format!("MaxSize must be a whole number from 1 to {MAX_MAX_SIZE}"),
-                )
-            })?,
-    };
+    let name =
+        friendly_name(&params)?.ok_or_else(|| TwilioError::missing(20001, "FriendlyName"))?;
+    let max_size = max_size(&params)?.unwrap_or(DEFAULT_MAX_SIZE);
     let queue = router(&state).create_queue(account, &name, max_size)?;
     Ok(HttpResponse::Created().json(queue.json(&path)))
+}
+
+/// Renames the queue (`FriendlyName`) or changes its `MaxSize`: a size below the
+/// callers it holds refuses new ones until enough have left, as Twilio's.
+async fn update_queue(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (sid, segment) = path.into_inner();
+    let account = authenticate(&req, &state, &sid)?;
+    let queue = resource_sid(&segment)?;
+    let params = form(payload).await?;
+    let (name, max_size) = (friendly_name(&params)?, max_size(&params)?);
+    let queue = router(&state).update_queue(account, queue, name.as_deref(), max_size)?;
+    Ok(HttpResponse::Ok().json(queue.json(&sid)))
+}
+
+/// Deletes a queue nobody waits in: `204`; callers or agents waiting: `400`.
+async fn delete_queue(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Reply {
+    let (sid, segment) = path.into_inner();
+    let account = authenticate(&req, &state, &sid)?;
+    router(&state).delete_queue(account, resource_sid(&segment)?)?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn list_queues(

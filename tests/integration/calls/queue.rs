@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::channels::scrape;
+use crate::common::channels::{request, scrape};
 use crate::common::twilio::{sim_server, Api, AppRequest, AppServer, EventLog};
 
 use super::CALLER;
@@ -505,4 +505,95 @@ async fn bad_queue_requests_are_refused_naming_the_field_and_change_nothing() {
         )
         .await;
     assert_eq!(reply.status, 404, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_queue_is_renamed_resized_and_deleted_through_the_helper_library() {
+    let server = sim_server();
+    let app = AppServer::start(server.token(0));
+    let api = Api::new(&server, 0);
+    let other = Api::new(&server, 1);
+    app.twiml(
+        "/sales",
+        r#"<Response><Enqueue action="/after">sales</Enqueue></Response>"#,
+    );
+    app.twiml(
+        "/emea",
+        r#"<Response><Enqueue action="/after">sales-emea</Enqueue></Response>"#,
+    );
+    app.twiml("/after", "<Response><Hangup/></Response>");
+    let sales_number = api.voice_number(&app.url("/sales")).await;
+    let emea_number = api.voice_number(&app.url("/emea")).await;
+    let mut log = EventLog::open(&server, 0, "types=call.*,queue.*").await;
+
+    let waiting = api.sim_call(CALLER, &sales_number).await;
+    let join = log.until_event("queue.join", Some(&waiting)).await;
+    let sid = join["data"]["queue_sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // Renamed and shrunk to one caller while one waits in it.
+    let Some(updated) = api
+        .twilio_python(
+            "q = client.queues(os.environ['QUEUE']).update(friendly_name='sales-emea', max_size=1)\n\
+             print(json.dumps([q.sid, q.friendly_name, q.max_size, q.current_size]))",
+            &[("QUEUE", &sid)],
+        )
+        .await
+    else {
+        return;
+    };
+    assert_eq!(updated, json!([sid, "sales-emea", 1, 1]));
+    // The new name reaches the same queue, now full; the old name is free and
+    // makes a new queue.
+    let refused = api.sim_call(CALLER, &emea_number).await;
+    log.until_event("call.end", Some(&refused)).await;
+    after_of(&app, &refused)
+        .await
+        .assert_param("QueueResult", "queue-full");
+    let newcomer = api.sim_call(CALLER, &sales_number).await;
+    let join = log.until_event("queue.join", Some(&newcomer)).await;
+    assert_ne!(join["data"]["queue_sid"], json!(sid), "{join}");
+
+    // Another account can neither change nor delete it.
+    let reply = other
+        .post(&format!("Queues/{sid}.json"), &[("MaxSize", "5")])
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    let reply = request(
+        &server,
+        reqwest::Method::DELETE,
+        &other.path(&format!("Queues/{sid}.json")),
+        server.creds(1),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    let reply = api
+        .post(&format!("Queues/{sid}.json"), &[("MaxSize", "0")])
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("MaxSize"), "{}", reply.text());
+
+    // A queue someone waits in cannot be deleted; once empty it can.
+    let delete = "from twilio.base.exceptions import TwilioRestException\n\
+                  try:\n    print(json.dumps(client.queues(os.environ['QUEUE']).delete()))\n\
+                  except TwilioRestException as e:\n    print(json.dumps([e.status, e.code]))";
+    let Some(refused) = api.twilio_python(delete, &[("QUEUE", &sid)]).await else {
+        return;
+    };
+    assert_eq!(refused, json!([400, 20001]));
+    api.sim_hangup(&waiting).await;
+    let leave = log.until_event("queue.leave", Some(&waiting)).await;
+    assert_eq!(leave["data"]["result"], json!("hangup"), "{leave}");
+    assert_eq!(leave["data"]["queue_sid"], json!(sid), "{leave}");
+    let Some(deleted) = api.twilio_python(delete, &[("QUEUE", &sid)]).await else {
+        return;
+    };
+    assert_eq!(deleted, json!(true));
+    let reply = api.get(&format!("Queues/{sid}.json")).await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    api.sim_hangup(&newcomer).await;
+    log.until_event("call.end", Some(&newcomer)).await;
 }
