@@ -169,10 +169,12 @@ pub async fn serve(
         },
     );
     let restored = call_router.restore_numbers()?;
+    let queues = call_router.restore_queues()?;
     let interrupted = call_router.restore_records()?;
     if store.is_some() {
         tracing::info!(
             numbers = restored,
+            queues,
             interrupted_calls = interrupted.len(),
             data_dir = %config.data_dir,
             "restored from the data directory"

@@ -12,6 +12,7 @@ use super::queues::{Announcement, Joined, Left, Queue, QueueError, Take, Taken};
 use super::records::{rfc2822, API_VERSION};
 use super::{CallInput, CallRouter, Registry, RouterError};
 use crate::account::AccountIdx;
+use crate::store::{StoreError, StoredQueue};
 use crate::twiml::Method;
 
 /// A queue as the REST API shows it.
@@ -162,7 +163,54 @@ impl CallRouter {
             .observe(self.simulated_secs(waited) as f64);
     }
 
-    /// Creates a queue through the REST API.
+    /// With `data_dir`: keeps a queue as it is now. Queues change rarely (REST,
+    /// a first `<Enqueue>` into a name), so the commit is waited for under the
+    /// registry lock, as a number's.
+    fn keep_queue(&self, queue: &Queue) -> Result<(), RouterError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let kept = StoredQueue {
+            sid: queue.sid.clone(),
+            account_sid: self.account_sid(queue.account).to_owned(),
+            name: queue.name.clone(),
+            max_size: queue.max_size,
+            created_ms: queue.created.timestamp_millis(),
+        };
+        store.put_queue(&kept).map_err(|error| {
+            tracing::error!(%error, queue = %queue.sid, "a queue could not be kept");
+            RouterError::unavailable("the queue could not be stored; retry shortly")
+        })
+    }
+
+    /// Loads the queues kept in the store (with `data_dir`), empty, before the
+    /// node serves. One of an account the configuration no longer lists is left
+    /// in the store and logged.
+    pub fn restore_queues(&self) -> Result<usize, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut registry = self.registry.lock();
+        let mut restored = 0;
+        for kept in store.queues()? {
+            let Some(account) = self.accounts.lookup(&kept.account_sid) else {
+                tracing::warn!(queue = %kept.sid, "a kept queue's account is not configured: not restored");
+                continue;
+            };
+            let created = DateTime::from_timestamp_millis(kept.created_ms).unwrap_or_default();
+            if registry
+                .queues
+                .restore(account, &kept.sid, &kept.name, kept.max_size, created)
+            {
+                restored += 1;
+            }
+        }
+        self.count_queues(&registry);
+        Ok(restored)
+    }
+
+    /// Creates a queue through the REST API; with `data_dir`, a `201` means it is
+    /// kept.
     pub fn create_queue(
         &self,
         account: AccountIdx,
@@ -170,12 +218,13 @@ impl CallRouter {
         max_size: u32,
     ) -> Result<QueueView, RouterError> {
         let mut registry = self.registry.lock();
-        let view = registry
-            .queues
-            .create(account, name, max_size)
-            .map(|queue| self.view(queue, Instant::now()))?;
+        let queue = registry.queues.create(account, name, max_size)?.clone();
+        if let Err(error) = self.keep_queue(&queue) {
+            let _ = registry.queues.delete(account, &queue.sid);
+            return Err(error);
+        }
         self.count_queues(&registry);
-        Ok(view)
+        Ok(self.view(&queue, Instant::now()))
     }
 
     /// An account's queues, oldest first.
@@ -226,16 +275,38 @@ impl CallRouter {
         max_size: Option<u32>,
     ) -> Result<QueueView, RouterError> {
         let mut registry = self.registry.lock();
+        let before = registry
+            .queues
+            .by_sid(account, sid)
+            .map(|q| (q.name.clone(), q.max_size))
+            .ok_or_else(|| RouterError::not_found(sid))?;
         let queue = registry
             .queues
             .update(account, sid, name, max_size)
-            .map_err(|error| not_found_as(error, sid))?;
-        Ok(self.view(queue, Instant::now()))
+            .map_err(|error| not_found_as(error, sid))?
+            .clone();
+        if let Err(error) = self.keep_queue(&queue) {
+            let _ = registry
+                .queues
+                .update(account, sid, Some(&before.0), Some(before.1));
+            return Err(error);
+        }
+        Ok(self.view(&queue, Instant::now()))
     }
 
     /// Deletes a queue nobody waits in (REST delete).
     pub fn delete_queue(&self, account: AccountIdx, sid: &str) -> Result<(), RouterError> {
         let mut registry = self.registry.lock();
+        registry
+            .queues
+            .deletable(account, sid)
+            .map_err(|error| not_found_as(error, sid))?;
+        if let Some(store) = &self.store {
+            store.drop_queue(sid).map_err(|error| {
+                tracing::error!(%error, queue = %sid, "a deleted queue could not be forgotten");
+                RouterError::unavailable("the queue could not be deleted; retry shortly")
+            })?;
+        }
         registry
             .queues
             .delete(account, sid)
@@ -286,9 +357,17 @@ impl CallRouter {
     ) -> Result<Joined, QueueError> {
         let joined = {
             let mut registry = self.registry.lock();
+            let new = registry.queues.named(account, name).is_none();
             let joined = registry
                 .queues
                 .enqueue(account, name, call_sid, Instant::now());
+            if let (true, Ok(joined)) = (new, &joined) {
+                // A queue `<Enqueue>` made is kept as one the REST API made; if
+                // that fails the call goes on (it is logged).
+                if let Some(queue) = registry.queues.by_sid(account, &joined.queue_sid) {
+                    let _ = self.keep_queue(queue);
+                }
+            }
             self.count_queues(&registry);
             joined?
         };

@@ -224,6 +224,35 @@ impl QueueBook {
         Ok(self.queues.entry(sid).or_insert(queue))
     }
 
+    /// Puts back a queue kept in the store (with `data_dir`), empty. A name taken
+    /// meanwhile, or an account over its bound, leaves it out.
+    pub fn restore(
+        &mut self,
+        account: AccountIdx,
+        sid: &str,
+        name: &str,
+        max_size: u32,
+        created: DateTime<Utc>,
+    ) -> bool {
+        let count = self.names.keys().filter(|(a, _)| *a == account).count();
+        if count >= MAX_QUEUES_PER_ACCOUNT || self.named(account, name).is_some() {
+            return false;
+        }
+        let queue = Queue {
+            sid: sid.to_owned(),
+            account,
+            name: name.to_owned(),
+            max_size,
+            created,
+            members: VecDeque::new(),
+            agents: VecDeque::new(),
+        };
+        self.names
+            .insert((account, name.to_owned()), sid.to_owned());
+        self.queues.insert(sid.to_owned(), queue);
+        true
+    }
+
     /// Renames a queue or changes its `MaxSize` (REST update). A smaller size than
     /// it holds refuses callers until enough have left, as Twilio's.
     pub fn update(
@@ -256,14 +285,19 @@ impl QueueBook {
         Ok(queue)
     }
 
-    /// Deletes an empty queue (REST delete): one with callers or agents waiting
-    /// is refused, as Twilio refuses it.
-    pub fn delete(&mut self, account: AccountIdx, sid: &str) -> Result<(), QueueError> {
+    /// Whether the queue can be deleted: it exists and nobody waits in it.
+    pub fn deletable(&self, account: AccountIdx, sid: &str) -> Result<&Queue, QueueError> {
         let queue = self.by_sid(account, sid).ok_or(QueueError::NotFound)?;
         if !queue.members.is_empty() || !queue.agents.is_empty() {
             return Err(QueueError::NotEmpty);
         }
-        let key = (account, queue.name.clone());
+        Ok(queue)
+    }
+
+    /// Deletes an empty queue (REST delete): one with callers or agents waiting
+    /// is refused, as Twilio refuses it.
+    pub fn delete(&mut self, account: AccountIdx, sid: &str) -> Result<(), QueueError> {
+        let key = (account, self.deletable(account, sid)?.name.clone());
         self.names.remove(&key);
         self.queues.remove(sid);
         Ok(())

@@ -3,8 +3,8 @@
 //! directory. redb is ACID and crash-safe: a commit that returned is on disk, and
 //! a `kill -9` at any moment leaves the last committed state.
 //!
-//! What is kept so far: provisioned numbers, written before the create is
-//! answered and loaded back when the node starts, and accepted events
+//! What is kept so far: provisioned numbers and call queues, written before the
+//! create is answered and loaded back when the node starts, and accepted events
 //! ([`events`], written by [`log`] before their `202`), clients' subscriptions
 //! and webhooks' delivery cursors ([`clients`]), and the call router's calls
 //! and messages ([`records`]). docs/durability.md says what a
@@ -26,6 +26,8 @@ use crate::metrics::Metrics;
 
 /// Numbers by phone number: a [`StoredNumber`], codec-encoded.
 const NUMBERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("numbers");
+/// Call queues by sid: a [`StoredQueue`], codec-encoded.
+const QUEUES: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("queues");
 
 /// redb's page cache: 64 MiB rather than its default 1 GiB, so a node's memory
 /// does not grow with its log. The log is written once and read back only for
@@ -90,6 +92,21 @@ pub struct StoredNumber {
     pub created_ms: i64,
 }
 
+/// A call queue as it is kept (not its callers: their calls end with the node).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct StoredQueue {
+    /// `QU` + 32 hex.
+    pub sid: String,
+    /// The owning account's sid.
+    pub account_sid: String,
+    /// `FriendlyName`.
+    pub name: String,
+    /// `MaxSize`.
+    pub max_size: u32,
+    /// Created, Unix milliseconds.
+    pub created_ms: i64,
+}
+
 /// The open store of one node.
 pub struct Store {
     db: Database,
@@ -120,6 +137,7 @@ impl Store {
         // Every table exists from the start, so reads never meet a missing one.
         let txn = store.db.begin_write().map_err(io)?;
         txn.open_table(NUMBERS).map_err(io)?;
+        txn.open_table(QUEUES).map_err(io)?;
         clients::create_tables(&txn)?;
         records::create_tables(&txn)?;
         store.commit(txn)?;
@@ -157,16 +175,51 @@ impl Store {
 
     /// Every kept number.
     pub fn numbers(&self) -> Result<Vec<StoredNumber>, StoreError> {
+        self.all(NUMBERS, "number")
+    }
+
+    /// Keeps a queue (created or changed); on disk when this returns.
+    pub fn put_queue(&self, queue: &StoredQueue) -> Result<(), StoreError> {
+        let bytes = codec::encode(queue);
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(QUEUES).map_err(io)?;
+            table
+                .insert(queue.sid.as_str(), bytes.as_slice())
+                .map_err(io)?;
+        }
+        self.commit(txn)
+    }
+
+    /// Forgets a deleted queue; on disk when this returns.
+    pub fn drop_queue(&self, sid: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(QUEUES).map_err(io)?;
+            table.remove(sid).map_err(io)?;
+        }
+        self.commit(txn)
+    }
+
+    /// Every kept queue.
+    pub fn queues(&self) -> Result<Vec<StoredQueue>, StoreError> {
+        self.all(QUEUES, "queue")
+    }
+
+    /// Every record of a table of codec-encoded values.
+    fn all<T: Decode<()>>(
+        &self,
+        table: TableDefinition<'static, &str, &[u8]>,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(NUMBERS).map_err(io)?;
-        let mut numbers = Vec::new();
+        let table = txn.open_table(table).map_err(io)?;
+        let mut records = Vec::new();
         for row in table.iter().map_err(io)? {
             let (_, value) = row.map_err(io)?;
-            let number: StoredNumber =
-                codec::decode(value.value()).map_err(|_| StoreError::Corrupt("number"))?;
-            numbers.push(number);
+            records.push(codec::decode(value.value()).map_err(|_| StoreError::Corrupt(what))?);
         }
-        Ok(numbers)
+        Ok(records)
     }
 }
 
@@ -209,6 +262,30 @@ mod tests {
             store.metrics.store_bytes.get() > 0,
             "the file's size is measured"
         );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queues_outlive_the_store_and_a_dropped_one_stays_dropped() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", crate::account::random_hex()));
+        let queue = |n: u32, name: &str| StoredQueue {
+            sid: format!("QU{n:032x}"),
+            account_sid: "AC00000000000000000000000000000001".into(),
+            name: name.into(),
+            max_size: n,
+            created_ms: 1_765_000_000_000,
+        };
+        {
+            let store = Store::open(&dir, Metrics::new()).expect("opens");
+            store.put_queue(&queue(1, "support")).expect("kept");
+            store.put_queue(&queue(2, "sales")).expect("kept");
+            // A rename is the same sid kept again.
+            store.put_queue(&queue(1, "help")).expect("kept");
+            store.drop_queue(&queue(2, "sales").sid).expect("dropped");
+        }
+        let store = Store::open(&dir, Metrics::new()).expect("opens again");
+        assert_eq!(store.queues().expect("reads"), [queue(1, "help")]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -564,3 +564,117 @@ async fn the_event_log_prunes_to_its_retention_on_disk() {
         .collect();
     assert_eq!(replayed, ids[40..], "the newest ten, in order");
 }
+
+/// Queues persist as Twilio's do: one made through the REST API and one an
+/// `<Enqueue>` made are there after `kill -9`, with their sids, names and sizes
+/// (empty: their callers' calls ended with the node), and a caller enqueued by
+/// name joins the kept queue; a deleted queue stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_survive_kill_9_and_callers_join_them_again() {
+    let node = Durable::new();
+    let config = "[egress]\nallow_private_networks = true\n";
+    let app = AppServer::start(&node.token);
+    app.twiml(
+        "/voice",
+        r#"<Response><Enqueue>made-by-enqueue</Enqueue></Response>"#,
+    );
+
+    let mut first = node.start(config).await;
+    let handle = first.handle();
+    let api = Api::new(&handle, 0);
+    let made = api
+        .post(
+            "Queues.json",
+            &[("FriendlyName", "support"), ("MaxSize", "7")],
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let doomed = api.post("Queues.json", &[("FriendlyName", "doomed")]).await;
+    assert_eq!(doomed.status, 201, "{}", doomed.text());
+    let number = fresh_number();
+    api.provision(&number, &[("VoiceUrl", &app.url("/voice"))])
+        .await;
+    let caller = api.sim_call("+14155550199", &number).await;
+    app.first_request("/voice").await;
+    let deadline = Instant::now() + WAIT;
+    let by_enqueue = loop {
+        let listed = api.get("Queues.json").await.json();
+        let found = listed["queues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|q| q["friendly_name"] == json!("made-by-enqueue"))
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no queue made by Enqueue: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(by_enqueue["current_size"], json!(1), "{by_enqueue}");
+    let doomed_sid = doomed.json()["sid"].as_str().unwrap_or_default().to_owned();
+    let deleted = request(
+        &handle,
+        reqwest::Method::DELETE,
+        &api.path(&format!("Queues/{doomed_sid}.json")),
+        handle.creds(0),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    first.kill();
+
+    let second = node.start(config).await;
+    let handle = second.handle();
+    let api = Api::new(&handle, 0);
+    let listed = api.get("Queues.json").await.json();
+    let kept: Vec<Value> = listed["queues"].as_array().cloned().unwrap_or_default();
+    let summary: Vec<Value> = kept
+        .iter()
+        .map(|q| {
+            json!([
+                q["sid"],
+                q["friendly_name"],
+                q["max_size"],
+                q["current_size"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            json!([made.json()["sid"], "support", 7, 0]),
+            json!([by_enqueue["sid"], "made-by-enqueue", 1000, 0]),
+        ],
+        "both kept, empty, the deleted one gone; the caller {caller} ended with the node"
+    );
+    let call = api.sim_call("+14155550199", &number).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let queue = api
+            .get(&format!(
+                "Queues/{}.json",
+                by_enqueue["sid"].as_str().unwrap_or_default()
+            ))
+            .await
+            .json();
+        if queue["current_size"] == json!(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{call} never joined the kept queue: {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        api.get("Queues.json").await.json()["queues"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "joined the kept queue rather than making another"
+    );
+}
