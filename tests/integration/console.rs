@@ -36,6 +36,8 @@ const URL_LIFETIME_SECS: u64 = 10;
 const CALLER: &str = "+14155550123";
 const ROOM_CALLER: &str = "+14155550177";
 const OTHER_CALLER: &str = "+14155550188";
+/// The caller the console watches waiting in a queue.
+const QUEUE_CALLER: &str = "+14155550166";
 
 #[tokio::test]
 async fn the_console_shows_a_live_call_and_its_buttons_drive_it() {
@@ -63,9 +65,14 @@ async fn the_console_shows_a_live_call_and_its_buttons_drive_it() {
         "/room",
         r#"<Response><Dial><Conference>standup</Conference></Dial></Response>"#,
     );
+    app.twiml(
+        "/queue",
+        r#"<Response><Enqueue>support</Enqueue></Response>"#,
+    );
     let api = Api::new(&server, 0);
     let pin_number = api.voice_number(&app.url("/voice")).await;
     let room_number = api.voice_number(&app.url("/room")).await;
+    let queue_number = api.voice_number(&app.url("/queue")).await;
 
     let console_url = format!("http://{}/console", server.addr);
     assert_security_headers(&console_url).await;
@@ -152,6 +159,31 @@ async fn the_console_shows_a_live_call_and_its_buttons_drive_it() {
     save_screenshot(page).await;
     click(page, "unmute").await;
     wait_participant(page, &participant, "false").await;
+
+    // A caller waiting in a queue shows where it waits, and the console hangs
+    // it up out of the queue.
+    let queued = start_call(page, &queue_number, QUEUE_CALLER).await;
+    click_css(page, &format!("#calls [data-call-sid='{queued}']")).await;
+    wait_js(
+        page,
+        "the caller shown waiting in support",
+        "const card = document.querySelector(`#calls [data-call-sid='${arguments[0]}']`);
+         return card && card.textContent.includes('queued in support (#1)')
+            && document.getElementById('detail-queue').textContent === 'support (#1)' || null",
+        vec![json!(queued)],
+    )
+    .await;
+    click(page, "hangup").await;
+    wait_js(
+        page,
+        "the queued caller hung up and out of the queue",
+        "return [...document.querySelectorAll('#timeline li[data-type=\"queue.leave\"]')]
+            .some((li) => li.textContent.includes('result=hangup'))
+            && document.getElementById('detail-queue').textContent === '—'
+            && document.getElementById('detail-status').textContent === 'completed' || null",
+        vec![],
+    )
+    .await;
 
     // Event data is text, never markup: a caller id carrying HTML shows as
     // written and makes no element (the policy would block its script anyway).

@@ -192,7 +192,7 @@ function callOf(sid) {
   let call = calls.get(sid);
   if (!call) {
     call = { sid, from: '', to: '', direction: '', status: 'unknown', started: null,
-      duration: null, digits: [], room: null, events: [], truncated: false };
+      duration: null, digits: [], room: null, queue: null, events: [], truncated: false };
     calls.set(sid, call);
     // Maps iterate in insertion order: the first key is the call seen first.
     if (calls.size > MAX_CALLS) forgetCall(calls.keys().next().value);
@@ -228,6 +228,7 @@ function onEvent(event) {
     case 'call.end':
       call.status = String(data.status || 'completed');
       call.duration = data.duration ?? null;
+      call.queue = null;
       leaveRoom(call);
       if (!ended.includes(call.sid)) ended.push(call.sid);
       while (ended.length > MAX_ENDED_CALLS) forgetCall(ended[0]);
@@ -242,6 +243,13 @@ function onEvent(event) {
       break;
     case 'conference.leave':
       leaveRoom(call);
+      break;
+    // Where a caller waits: the queue's name and its place when it joined.
+    case 'queue.join':
+      call.queue = `${String(data.queue ?? '')} (#${Number(data.position) || '?'})`;
+      break;
+    case 'queue.leave':
+      call.queue = null;
       break;
   }
   render();
@@ -346,7 +354,8 @@ function card(call) {
   status.dataset.status = call.status;
   button.lastChild.textContent = `→ ${call.to || '?'}` +
     (call.started ? ` · ${clock(call.started).slice(0, 8)}` : '') +
-    (call.digits.length ? ` · digits ${call.digits.join(' ')}` : '');
+    (call.digits.length ? ` · digits ${call.digits.join(' ')}` : '') +
+    (call.queue ? ` · queued in ${call.queue}` : '');
   return item;
 }
 
@@ -394,6 +403,7 @@ function renderDetail() {
   $('detail-duration').textContent = call.duration === null ? '—' : `${call.duration} s`;
   $('detail-digits').textContent = call.digits.join(' ') || '—';
   $('detail-conference').textContent = call.room ?? '—';
+  $('detail-queue').textContent = call.queue ?? '—';
 
   const room = call.room !== null ? rooms.get(call.room) : null;
   const me = room && room.get(call.sid);
