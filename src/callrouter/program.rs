@@ -996,11 +996,6 @@ impl Program {
             actix_web::rt::spawn(forward_leg_news(leg, tell.clone()));
         }
         drop(tell);
-        let hang_up = |router: &CallRouter, legs: &mut dyn Iterator<Item = &String>| {
-            for leg in legs {
-                let _ = router.input(account, leg, CallInput::Hangup);
-            }
-        };
         // The legs ring before they answer or refuse: simulated time passes
         // (unless nothing rings at all: a Dial repeated then is a loop).
         self.time_passed |= self.router.ring_secs() > 0.0 && dial.timeout > 0;
@@ -1018,23 +1013,18 @@ impl Program {
                     None => break None,
                 },
                 input = self.next_input() => if let Err(interrupt) = input {
-                    hang_up(&self.router, &mut legs.iter());
-                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "canceled".into()), ("duration", 0.into())]).await;
+                    self.hang_up(&legs);
+                    self.emit_dial_end("canceled", 0, None, &[]).await;
                     return Err(interrupt);
                 },
             }
         };
         let Some(winner) = winner else {
             let status = unanswered_status(&unanswered);
-            self.emit_verb(
-                "dial.end",
-                "Dial",
-                &[("dial_call_status", status.into()), ("duration", 0.into())],
-            )
-            .await;
+            self.emit_dial_end(status, 0, None, &[]).await;
             return Ok(Dialled::unanswered(status));
         };
-        hang_up(&self.router, &mut legs.iter().filter(|leg| **leg != winner));
+        self.hang_up(legs.iter().filter(|leg| **leg != winner));
         let bridged = Instant::now();
         let limit = tokio::time::sleep(self.router.sim_time(f64::from(dial.time_limit)));
         tokio::pin!(limit);
@@ -1048,12 +1038,12 @@ impl Program {
                 },
                 _ = &mut limit, if !limited => {
                     limited = true;
-                    hang_up(&self.router, &mut std::iter::once(&winner));
+                    self.hang_up([&winner]);
                 }
                 input = self.next_input() => if let Err(interrupt) = input {
-                    hang_up(&self.router, &mut std::iter::once(&winner));
+                    self.hang_up([&winner]);
                     let duration = self.router.simulated_secs(bridged.elapsed());
-                    self.emit_verb("dial.end", "Dial", &[("dial_call_status", "completed".into()), ("duration", duration.into()), ("dial_call_sid", winner.clone().into())]).await;
+                    self.emit_dial_end("completed", duration, Some(&winner), &[]).await;
                     return Err(interrupt);
                 },
             }
@@ -1065,11 +1055,7 @@ impl Program {
             Some(CallStatus::Failed) => "failed",
             _ => "completed",
         };
-        let mut end = vec![
-            ("dial_call_status", status.into()),
-            ("duration", duration.into()),
-            ("dial_call_sid", winner.clone().into()),
-        ];
+        let mut end = Vec::new();
         let mut extra = Vec::new();
         if dial.record {
             // The bridged call's recording, as `<Record>`'s: said to exist, never
@@ -1083,7 +1069,8 @@ impl Program {
                 ("RecordingDuration".to_owned(), duration.to_string()),
             ];
         }
-        self.emit_verb("dial.end", "Dial", &end).await;
+        self.emit_dial_end(status, duration, Some(&winner), &end)
+            .await;
         Ok(Dialled {
             status,
             leg: Some(winner),
@@ -1280,12 +1267,14 @@ impl Program {
                 (sid, caller)
             }
             Err(_) => {
-                self.emit_dial_end("failed", 0, None, &name).await;
+                self.emit_dial_end("failed", 0, None, &[("queue", name)])
+                    .await;
                 return Ok(Dialled::unanswered("failed"));
             }
         };
         let Some(caller) = caller else {
-            self.emit_dial_end("no-answer", 0, None, &name).await;
+            self.emit_dial_end("no-answer", 0, None, &[("queue", name)])
+                .await;
             return Ok(Dialled::unanswered("no-answer"));
         };
         self.bridge = Some(caller.clone());
@@ -1311,7 +1300,7 @@ impl Program {
         };
         self.bridge = None;
         let duration = self.router.simulated_secs(bridged.elapsed());
-        self.emit_dial_end("completed", duration, Some(&caller), &name)
+        self.emit_dial_end("completed", duration, Some(&caller), &[("queue", name)])
             .await;
         if let Some(interrupt) = interrupted {
             return Err(interrupt);
@@ -1365,23 +1354,33 @@ impl Program {
         }
     }
 
-    /// `dial.end` of a queue `Dial`.
+    /// `dial.end`: how the Dial went, the leg (or queued caller) it connected
+    /// to, and `extra` (`queue`, `recording_url`).
     async fn emit_dial_end(
         &self,
         status: &str,
         duration: u64,
-        caller: Option<&str>,
-        queue: &Value,
+        leg: Option<&str>,
+        extra: &[(&str, Value)],
     ) {
         let mut data = vec![
             ("dial_call_status", status.into()),
             ("duration", duration.into()),
-            ("queue", queue.clone()),
         ];
-        if let Some(caller) = caller {
-            data.push(("dial_call_sid", caller.into()));
+        if let Some(leg) = leg {
+            data.push(("dial_call_sid", leg.into()));
         }
+        data.extend_from_slice(extra);
         self.emit_verb("dial.end", "Dial", &data).await;
+    }
+
+    /// Hangs up `calls` (dialled legs), as the dialling call's side does.
+    fn hang_up<'a>(&self, calls: impl IntoIterator<Item = &'a String>) {
+        for call in calls {
+            let _ = self
+                .router
+                .input(self.setup.account, call, CallInput::Hangup);
+        }
     }
 
     /// Emits a `queue.*` event of `queue`: `data.queue`, `queue_sid`, `position`

@@ -11,7 +11,7 @@ use crate::common::twilio::{
 };
 use crate::common::{TestServer, WAIT};
 
-use super::{sim_seconds, CALLER};
+use super::{child_legs, sim_seconds, CALLER};
 
 /// An external number for `Dial` (no account owns it): the simulated far end
 /// answers it after the ring time.
@@ -35,20 +35,6 @@ async fn voice_number_other_than(api: &Api<'_>, voice_url: &str, taken: &[&str])
     let number = number_other_than(taken);
     api.provision(&number, &[("VoiceUrl", voice_url)]).await;
     number
-}
-
-/// The calls `GET Calls.json` lists whose `parent_call_sid` is `parent`.
-async fn child_legs(api: &Api<'_>, parent: &str) -> Vec<Value> {
-    let reply = api.get("Calls.json?PageSize=1000").await;
-    assert_eq!(reply.status, 200, "GET Calls.json: {}", reply.text());
-    let page = reply.json();
-    page["calls"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no calls array: {page}"))
-        .iter()
-        .filter(|call| call["parent_call_sid"] == json!(parent))
-        .cloned()
-        .collect()
 }
 
 /// Polls `GET Calls.json` (bounded) until it lists a leg dialled by `parent`

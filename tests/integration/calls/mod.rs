@@ -108,3 +108,17 @@ async fn assert_failed_cleanly(server: &TestServer, log: &EventLog, call: &str, 
     );
     Api::new(server, 0).final_call(call).await;
 }
+
+/// The calls `GET Calls.json` lists whose `parent_call_sid` is `parent`.
+async fn child_legs(api: &Api<'_>, parent: &str) -> Vec<Value> {
+    let reply = api.get("Calls.json?PageSize=1000").await;
+    assert_eq!(reply.status, 200, "GET Calls.json: {}", reply.text());
+    let page = reply.json();
+    page["calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls array: {page}"))
+        .iter()
+        .filter(|call| call["parent_call_sid"] == json!(parent))
+        .cloned()
+        .collect()
+}

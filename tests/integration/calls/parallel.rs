@@ -6,27 +6,14 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::twilio::{fresh_number, sim_server, Api, AppServer, EventLog};
 
-use super::{sim_seconds, CALLER};
+use super::{child_legs, sim_seconds, CALLER};
 
 /// The caller ID the Dials present.
 const PRESENTED: &str = "+15005550006";
-
-/// The legs `parent` dialled, as `GET Calls.json` lists them, by `to`.
-async fn legs_of(api: &Api<'_>, parent: &str) -> Vec<Value> {
-    let reply = api.get("Calls.json?PageSize=1000").await;
-    assert_eq!(reply.status, 200, "GET Calls.json: {}", reply.text());
-    reply.json()["calls"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no calls array: {}", reply.text()))
-        .iter()
-        .filter(|call| call["parent_call_sid"] == json!(parent))
-        .cloned()
-        .collect()
-}
 
 /// The sid of the first event of type `ty` whose data has `key` = `value`.
 fn sid_of(log: &EventLog, ty: &str, key: &str, value: &str) -> String {
@@ -148,7 +135,7 @@ async fn the_second_number_answering_first_wins_and_the_first_is_cancelled() {
             ["canceled", parent, PRESENTED, first]
         ])
     );
-    assert_eq!(legs_of(&api, &parent).await.len(), 2);
+    assert_eq!(child_legs(&api, &parent).await.len(), 2);
 }
 
 #[tokio::test]
@@ -182,7 +169,7 @@ async fn a_dial_whose_numbers_are_all_busy_is_busy_and_a_time_limit_ends_the_bri
     let end = log.until_event("dial.end", Some(&call)).await;
     assert_eq!(end["data"]["dial_call_status"], json!("busy"), "{end}");
     log.until_event("call.end", Some(&call)).await;
-    let legs = legs_of(&api, &call).await;
+    let legs = child_legs(&api, &call).await;
     assert_eq!(legs.len(), 2, "{legs:?}");
     for leg in &legs {
         assert_eq!(leg["status"], json!("busy"), "{leg}");
@@ -204,7 +191,7 @@ async fn a_dial_whose_numbers_are_all_busy_is_busy_and_a_time_limit_ends_the_bri
     assert_eq!(end["data"]["dial_call_status"], json!("completed"), "{end}");
     let duration = sim_seconds(&end["data"]["duration"]);
     assert!(duration >= 30.0, "the limit cut the bridge at 30 s: {end}");
-    let legs = legs_of(&api, &call).await;
+    let legs = child_legs(&api, &call).await;
     assert_eq!(legs.len(), 1, "{legs:?}");
     assert_eq!(legs[0]["status"], json!("completed"), "{}", legs[0]);
     log.until_event("call.end", Some(&call)).await;
